@@ -1,0 +1,1 @@
+"""threatseer hub."""

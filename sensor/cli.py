@@ -1,0 +1,105 @@
+"""The ``threatseer`` command: one entry point, a subcommand per job.
+
+Subcommands are imported only when used, so ``threatseer sensor`` on a host never loads the
+hub's engines and ``threatseer --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from threatseer.sensor import __version__
+from threatseer.sensor.configfile import ConfigError
+
+# name -> "module:attribute" of a click command; imported lazily.
+COMMANDS = {
+    "sensor": "threatseer.sensor.daemon:sensor_command",
+    "hub": "threatseer.hub.cli:hub_command",
+    "tap": "threatseer.hub.cli:tap_command",
+    "replay": "threatseer.hub.cli:replay_command",
+    "profiles": "threatseer.hub.cli:profiles_group",
+    "rules": "threatseer.hub.rules.cli:rules_group",
+    "keys": "threatseer.hub.rules.cli:keys_group",
+    "status": "threatseer.hub.cli:status_command",
+    "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
+}
+
+HELP = {
+    "sensor": "Capture kernel events with eBPF and ship them to a hub.",
+    "hub": "Score events from a fleet of sensors and emit them to outputs.",
+    "tap": "Watch a hub's scored events live.",
+    "replay": "Score recorded events offline (backtest a rule bundle).",
+    "profiles": "List, show, reset or relearn behaviour profiles.",
+    "rules": "Validate, test, build, sign, publish and roll back rule bundles.",
+    "keys": "Generate key pairs (bundle signing, CURVE transport).",
+    "status": "Show a hub's state: sensors, outputs, bundle.",
+    "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                return _unavailable(name, f"{module_name} is not part of this build")
+            raise
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    @click.command(name, help=f"{HELP.get(name, '')} (unavailable: {why})")
+    def cmd() -> None:
+        raise click.ClickException(f"'{name}' is unavailable: {why}")
+
+    return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="threatseer")
+def cli() -> None:
+    """threatseer: eBPF security telemetry for Linux fleets.
+
+    Sensors capture process, file, network and container events in the kernel; a hub scores
+    them with static, dynamic (query and Sigma rules) and learned-profile engines and sends
+    them to Elasticsearch, Kafka, Logstash, Redis, files and a ZeroMQ tap.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: a bad config is one line on stderr and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="threatseer", standalone_mode=False)
+    except ConfigError as exc:
+        click.echo(f"threatseer: config error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The sensor's configuration: every key, its default, and what it is for.
+
+``threatseer sensor -c sensor.yaml`` reads a YAML file of these keys; anything left out keeps
+the default below. ``threatseer sensor --print-config`` shows the effective values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_SENSITIVE_PATHS = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d/",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/ssh/",
+    "/etc/pam.d/",
+    "/etc/ld.so.preload",
+    "/etc/crontab",
+    "/etc/cron.d/",
+    "/var/spool/cron/",
+    "/etc/systemd/system/",
+    "/root/.ssh/",
+    "/root/.bash_history",
+    "/home/*/.ssh/",
+    "/home/*/.bash_history",
+    "/proc/kcore",
+    "/dev/mem",
+]
+
+
+@dataclass
+class SensorConfig:
+    # Where batches go: the hub's ZeroMQ PULL endpoint.
+    hub: str = "tcp://127.0.0.1:5555"
+    # Stable sensor id; empty means derive it from /etc/machine-id.
+    sensor_id: str = ""
+    # Path prefixes whose opens are reported; '*' matches one path component.
+    # Filtered in the kernel; edits apply without reloading the BPF programs.
+    sensitive_paths: list[str] = field(default_factory=lambda: list(DEFAULT_SENSITIVE_PATHS))
+    # Send a batch when it holds this many events ...
+    batch_size: int = 512
+    # ... or when its oldest event is this old.
+    batch_latency_ms: int = 50
+    # Seconds between sensor-health events (lost/filtered counters).
+    health_interval_s: float = 30.0
+    # BPF ring buffer size in KiB (a power of two, at least 4 KiB).
+    ring_buffer_kib: int = 16384
+    # Executables larger than this are not hashed (process.hash.sha256 left out).
+    hash_max_bytes: int = 64 * 1024 * 1024
+    # Where the sensor keeps state (spool, keys).
+    state_dir: str = "/var/lib/threatseer/sensor"
+    # ZeroMQ high-water mark (batches) on the PUSH socket.
+    send_hwm: int = 1000
+    # debug, info, warning, error.
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError("batch_size: must be at least 1")
+        if self.batch_latency_ms < 1:
+            raise ValueError("batch_latency_ms: must be at least 1")
+        if self.health_interval_s <= 0:
+            raise ValueError("health_interval_s: must be positive")
+        kib = self.ring_buffer_kib
+        if kib < 4 or kib & (kib - 1):
+            raise ValueError("ring_buffer_kib: must be a power of two, at least 4")
+        for i, path in enumerate(self.sensitive_paths):
+            if not path.startswith("/"):
+                raise ValueError(f"sensitive_paths[{i}]: must be an absolute path prefix")
+            if len(path) > 200:
+                raise ValueError(f"sensitive_paths[{i}]: longer than 200 bytes")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError("log_level: must be debug, info, warning or error")

@@ -1,0 +1,156 @@
+"""Typed YAML config files with errors that point at the file, line and key.
+
+Both daemons describe their config as nested dataclasses; :func:`load` checks a YAML file
+against them. A bad file raises :class:`ConfigError` whose one-line message names the file,
+the line and the dotted key, which the CLI prints before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file (or value) is unusable; ``str()`` is the one-line message for the user."""
+
+    def __init__(self, source: str, key: str, message: str, line: int | None = None) -> None:
+        self.source, self.key, self.line, self.message = source, key, line, message
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping key (as ``path -> line``)."""
+
+
+def _compose_lines(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{path}.{key_node.value}" if path else str(key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            _compose_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            key = f"{path}[{i}]"
+            lines[key] = item.start_mark.line + 1
+            _compose_lines(item, key, lines)
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[str, int]]:
+    """Parse a YAML file; return ``(data, lines)`` where ``lines`` maps dotted keys to lines."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(source, "", f"invalid YAML: {problem}", line) from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        _compose_lines(node, "", lines)
+    return data, lines
+
+
+def load(path: str | Path, schema: type[T]) -> T:
+    """Read ``path`` and build the dataclass ``schema`` from it (missing keys keep defaults)."""
+    data, lines = read_yaml(path)
+    if data is None:
+        data = {}
+    return from_dict(data, schema, source=str(path), lines=lines)
+
+
+def from_dict(
+    data: Any, schema: type[T], source: str = "<config>", lines: dict[str, int] | None = None,
+    prefix: str = "",
+) -> T:
+    """Build dataclass ``schema`` from plain data, checking keys and types strictly."""
+    lines = lines or {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, prefix or "(top level)", "expected a mapping", lines.get(prefix))
+    fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(schema)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        name = str(key).replace("-", "_")
+        if name not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(source, dotted, f"unknown key (known: {known})", lines.get(dotted))
+        kwargs[name] = _convert(value, hints[name], source, dotted, lines)
+    try:
+        obj = schema(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, prefix, str(exc), lines.get(prefix)) from None
+    check = getattr(obj, "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            key, _, message = str(exc).partition(": ")
+            dotted = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(source, dotted, message or str(exc), lines.get(dotted)) from None
+    return obj
+
+
+def _convert(value: Any, hint: Any, source: str, key: str, lines: dict[str, int]) -> Any:
+    line = lines.get(key)
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, source, key, lines)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(source, key, " or ".join(errors), line)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value, hint, source, lines, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected a list, got {_kind(value)}", line)
+        (item,) = args or (Any,)
+        return [_convert(v, item, source, f"{key}[{i}]", lines) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a mapping, got {_kind(value)}", line)
+        _k, item = args or (str, Any)
+        return {str(k): _convert(v, item, source, f"{key}.{k}", lines) for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(source, key, f"expected {hint.__name__}, got a boolean", line)
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise ConfigError(source, key, f"expected {hint.__name__}, got {_kind(value)}", line)
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def to_dict(obj: Any) -> Any:
+    """The plain-data form of a config dataclass (for ``config show`` and the docs)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

@@ -1,0 +1,117 @@
+"""The sensor → hub wire format: the one definition, imported by both sides.
+
+A batch travels as one ZeroMQ multipart message of two frames:
+
+1. header: msgpack map ``{"v": VERSION, "sid": sensor id, "seq": batch number,
+   "n": event count, "t": send time (ns since the epoch), "host": host name}``
+2. body: msgpack array of flat ECS events (see :mod:`threatseer.sensor.ecs`).
+
+The header is small and decoded first, so a hub rejects a batch of an unknown version or an
+oversized body before spending time on it. Every way a message can be bad maps to one
+:class:`WireError` reason, which the hub uses as a counter label.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+MAX_HEADER_BYTES = 4096
+MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_EVENTS = 100_000
+
+# Reasons a message is refused (counter labels on the hub).
+BAD_FRAMES = "frames"
+BAD_HEADER = "header"
+BAD_VERSION = "version"
+TOO_LARGE = "oversized"
+BAD_BODY = "body"
+
+
+class WireError(ValueError):
+    """A message that is not a valid batch; ``reason`` is one of the reasons above."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(slots=True)
+class Batch:
+    sensor_id: str
+    seq: int
+    events: list[dict[str, Any]]
+    host: str = ""
+    sent_ns: int = field(default_factory=time.time_ns)
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode(batch: Batch) -> list[bytes]:
+    """The frames of one batch, ready for ``socket.send_multipart``."""
+    header = {
+        "v": VERSION,
+        "sid": batch.sensor_id,
+        "seq": batch.seq,
+        "n": len(batch.events),
+        "t": batch.sent_ns,
+        "host": batch.host,
+    }
+    return [_packer.pack(header), _packer.pack(batch.events)]
+
+
+def decode_header(frames: list[bytes]) -> dict[str, Any]:
+    """Check the frame count, header and body size; return the header."""
+    if len(frames) != 2:
+        raise WireError(BAD_FRAMES, f"expected 2 frames, got {len(frames)}")
+    raw_header, body = frames
+    if len(raw_header) > MAX_HEADER_BYTES:
+        raise WireError(TOO_LARGE, f"header of {len(raw_header)} bytes")
+    try:
+        header = msgpack.unpackb(raw_header, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise WireError(BAD_HEADER, f"undecodable header ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise WireError(BAD_HEADER, "header is not a map")
+    if header.get("v") != VERSION:
+        raise WireError(BAD_VERSION, f"unsupported version {header.get('v')!r}")
+    sid, seq, count = header.get("sid"), header.get("seq"), header.get("n")
+    if not isinstance(sid, str) or not sid or len(sid) > 128:
+        raise WireError(BAD_HEADER, "missing or bad sensor id")
+    if not isinstance(seq, int) or seq < 0:
+        raise WireError(BAD_HEADER, "missing or bad sequence number")
+    if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
+        raise WireError(BAD_HEADER, "missing or bad event count")
+    if len(body) > MAX_BODY_BYTES:
+        raise WireError(TOO_LARGE, f"body of {len(body)} bytes")
+    return header
+
+
+def decode(frames: list[bytes]) -> Batch:
+    """Decode one message into a :class:`Batch` or raise :class:`WireError`.
+
+    Events are returned as decoded; checking each against the schema is the receiver's job
+    (one bad event must not cost the good ones beside it).
+    """
+    header = decode_header(frames)
+    try:
+        events = msgpack.unpackb(
+            frames[1], raw=False, strict_map_key=True, max_array_len=MAX_EVENTS,
+            max_map_len=4096, max_str_len=1 << 20, max_bin_len=1 << 20,
+        )
+    except Exception as exc:
+        raise WireError(BAD_BODY, f"undecodable body ({type(exc).__name__})") from None
+    if not isinstance(events, list):
+        raise WireError(BAD_BODY, "body is not an array")
+    if len(events) != header["n"]:
+        raise WireError(BAD_BODY, f"header says {header['n']} events, body has {len(events)}")
+    return Batch(
+        sensor_id=header["sid"], seq=header["seq"], events=events,
+        host=header.get("host") if isinstance(header.get("host"), str) else "",
+        sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
+    )
