@@ -1,0 +1,80 @@
+"""The rule model: the one definition of what a rule bundle holds once loaded.
+
+Loading and compiling (query language, Sigma) live beside this module; the hub's engines
+consume only these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from threatseer.hub.indicators import Indicator
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: str
+    description: str = ""
+    min_threatseer: str = "0.1.0"
+
+
+@dataclass(frozen=True)
+class RiskyProcess:
+    name: str  # process.name (or basename of process.executable)
+    reason: str
+    score: int
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SensitiveFile:
+    glob: str  # fnmatch-style glob over file.path
+    reason: str
+    read_score: int
+    write_score: int
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Iocs:
+    sha256: dict[str, str] = field(default_factory=dict)  # hash -> description
+    networks: dict[str, str] = field(default_factory=dict)  # IP or CIDR -> description
+    domains: dict[str, str] = field(default_factory=dict)  # DNS name (suffix match) -> desc
+
+
+@dataclass(frozen=True)
+class StaticData:
+    risky_processes: dict[str, RiskyProcess] = field(default_factory=dict)
+    sensitive_files: tuple[SensitiveFile, ...] = ()
+    iocs: Iocs = field(default_factory=Iocs)
+
+
+class RuleSet(Protocol):
+    """Compiled dynamic (query and Sigma) rules."""
+
+    def match(self, event: dict[str, Any]) -> list[Indicator]:
+        """Indicators of every rule that matches ``event`` (flat ECS dict)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+
+class EmptyRuleSet:
+    def match(self, event: dict[str, Any]) -> list[Indicator]:
+        return []
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass
+class Bundle:
+    manifest: Manifest
+    static: StaticData = field(default_factory=StaticData)
+    ruleset: RuleSet = field(default_factory=EmptyRuleSet)
+    digest: str = ""  # sha256 of the bundle's content
+    source: str = ""  # where it was loaded from
+    # Rules that could not be loaded, each "file: rule: reason" (never dropped silently).
+    unsupported: list[str] = field(default_factory=list)
