@@ -1,0 +1,212 @@
+"""The sensor daemon: kernel → reader → enrich → batch → hub (or stdout).
+
+One thread runs the loop: poll the ring buffer (one native call returns a whole batch of
+decoded events), enrich them, and hand full or old-enough batches to the sink, which never
+blocks the loop. Health events go out every ``health_interval_s``. SIGTERM/SIGINT stop the
+loop, flush and detach the BPF programs; SIGHUP re-reads the config file and applies the
+sensitive-path list to the kernel filter without reloading the programs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from threatseer.sensor import configfile, hostinfo
+from threatseer.sensor.config import SensorConfig
+from threatseer.sensor.enrich import Enricher
+from threatseer.sensor.health import HealthReporter
+from threatseer.sensor.proctable import ProcessTable
+from threatseer.sensor.ship import HubSink, StdoutSink
+
+log = logging.getLogger("threatseer.sensor")
+
+
+class Sensor:
+    def __init__(
+        self, config: SensorConfig, sink: Any, config_path: str | None = None,
+        probe_factory: Any = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.config_path = config_path
+        self._probe_factory = probe_factory
+        self.stopping = False
+        self.reload_requested = False
+        self.host_id = hostinfo.machine_id()
+        self.sensor_id = hostinfo.sensor_id(config.sensor_id)
+        self.procs = ProcessTable(self.host_id)
+        self.enricher = Enricher(self.sensor_id, hostinfo.host_name(), self.host_id,
+                                 proctable=self.procs)
+        self.enricher.hashes.max_bytes = config.hash_max_bytes
+        self.health = HealthReporter()
+        self.probe: Any = None
+        self.events_in = 0
+
+    # ---- lifecycle --------------------------------------------------------------------
+    def open(self) -> None:
+        if self._probe_factory is not None:
+            self.probe = self._probe_factory(self.config)
+            return
+        from threatseer.native import Probe
+
+        self.probe = Probe(
+            ring_buffer_kib=self.config.ring_buffer_kib,
+            sensitive_paths=self.config.sensitive_paths,
+            self_tgid=os.getpid(),
+        )
+
+    def close(self) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, _frame: Any) -> None:
+            self.stopping = True
+
+        def reload(signum: int, _frame: Any) -> None:
+            self.reload_requested = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    # ---- main loop --------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.config
+        seeded = self.procs.seed()
+        log.info("sensor %s: %d processes seeded from /proc", self.sensor_id, seeded)
+        batch: list[dict[str, Any]] = []
+        batch_started = 0.0
+        latency = cfg.batch_latency_ms / 1000.0
+        next_health = time.monotonic() + cfg.health_interval_s
+        self._emit(self.health.report(self.counters()))  # a first health event at start
+        while not self.stopping:
+            now = time.monotonic()
+            wait = latency if not batch else max(0.0, batch_started + latency - now)
+            wait = min(wait, max(0.0, next_health - now), 0.1)
+            events = self.probe.poll(timeout_ms=int(wait * 1000),
+                                     max_events=cfg.batch_size * 4)
+            if events:
+                self.events_in += len(events)
+                if not batch:
+                    batch_started = time.monotonic()
+                batch.extend(self.enricher.enrich(events))
+            now = time.monotonic()
+            if batch and (len(batch) >= cfg.batch_size or now - batch_started >= latency):
+                self._send(batch)
+                batch = []
+            elif self.sink.pending:
+                self.sink.flush()
+            if now >= next_health:
+                next_health = now + cfg.health_interval_s
+                self._emit(self.health.report(self.counters()))
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+        # Drain what the kernel already has, then flush.
+        if self.probe is not None:
+            events = self.probe.poll(timeout_ms=0, max_events=1 << 20)
+            if events:
+                batch.extend(self.enricher.enrich(events))
+        if batch:
+            self._send(batch)
+        self._emit(self.health.report(self.counters()))
+
+    def _send(self, events: list[dict[str, Any]]) -> None:
+        size = self.config.batch_size
+        for i in range(0, len(events), size):
+            self.sink.send(events[i : i + size])
+
+    def _emit(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            self.enricher.stamp(ev)
+        self.sink.send(events)
+        for ev in events[1:]:
+            log.warning("loss: %s events (%s)", ev["threatseer.loss.events"],
+                        ev["threatseer.loss.reason"])
+
+    def counters(self) -> dict[str, int]:
+        kernel = self.probe.counters() if self.probe is not None else {}
+        out = {f"kernel_{k}": int(v) for k, v in kernel.items()}
+        out.update({
+            "events_in": self.events_in,
+            "events_sent": self.sink.sent_events,
+            "send_dropped": self.sink.dropped_events,
+            "send_pending": self.sink.pending,
+            "processes": len(self.procs.procs),
+            "not_container_cgroups": self.enricher.not_containers,
+        })
+        return out
+
+    def reload(self) -> None:
+        """Re-read the config file; apply what can change live; keep the old on error."""
+        if not self.config_path:
+            return
+        try:
+            new = configfile.load(self.config_path, SensorConfig)
+        except configfile.ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        if new.sensitive_paths != self.config.sensitive_paths:
+            self.probe.set_sensitive_paths(new.sensitive_paths)
+            log.info("sensitive paths updated (%d prefixes)", len(new.sensitive_paths))
+        self.config.sensitive_paths = new.sensitive_paths
+        self.config.health_interval_s = new.health_interval_s
+        self.config.batch_size = new.batch_size
+        self.config.batch_latency_ms = new.batch_latency_ms
+
+
+@click.command("sensor")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (see docs/configuration.md); defaults apply without one.")
+@click.option("--stdout", "to_stdout", is_flag=True,
+              help="Print events as JSON lines instead of sending them to a hub.")
+@click.option("--hub", "hub", metavar="ENDPOINT", help="Override the hub endpoint from the config.")
+@click.option("--print-config", is_flag=True, help="Print the effective config and exit.")
+def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
+                   print_config: bool) -> None:
+    """Capture process, file, network and container events with eBPF.
+
+    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) and a kernel with BTF.
+    SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the config.
+    """
+    config = configfile.load(config_path, SensorConfig) if config_path else SensorConfig()
+    if hub:
+        config.hub = hub
+    if print_config:
+        import yaml
+
+        click.echo(yaml.safe_dump(configfile.to_dict(config), sort_keys=False))
+        return
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if to_stdout:
+        sink: Any = StdoutSink()
+    else:
+        sink = HubSink(config.hub, hostinfo.sensor_id(config.sensor_id), hostinfo.host_name(),
+                       hwm=config.send_hwm)
+    sensor = Sensor(config, sink, config_path)
+    sensor.install_signal_handlers()
+    try:
+        sensor.open()
+    except Exception as exc:  # ProbeError and friends: one clear line, not a traceback
+        click.echo(f"threatseer sensor: cannot start the eBPF probe: {exc}", err=True)
+        sys.exit(1)
+    log.info("sensor %s running, sending to %s", sensor.sensor_id,
+             "stdout" if to_stdout else config.hub)
+    try:
+        sensor.run()
+    finally:
+        sensor.close()
+        sink.close()
+        log.info("sensor stopped: %s", sensor.counters())

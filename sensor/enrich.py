@@ -1,0 +1,171 @@
+"""Enrichment: what the kernel record cannot say on its own.
+
+The native reader gives each event the facts the kernel knows at that instant. Here the sensor
+adds what needs state: the parent's executable and arguments and the names of up to four
+ancestors (from the process table), the user name, the executable's SHA-256, the container's
+id, name and image, and who the sensor is. It also turns the first exec seen in a new container
+into a ``container-started`` event.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from threatseer.sensor import __version__, ecs
+from threatseer.sensor.containers import ContainerDirectory, container_id
+from threatseer.sensor.hashing import ExecutableHashes
+from threatseer.sensor.proctable import ProcessTable
+from threatseer.sensor.users import UserNames
+
+Event = dict[str, Any]
+
+
+class Enricher:
+    def __init__(
+        self, sensor_id: str, host_name: str, host_id: str, *, proctable: ProcessTable,
+        hashes: ExecutableHashes | None = None, containers: ContainerDirectory | None = None,
+        users: UserNames | None = None,
+    ) -> None:
+        self.procs = proctable
+        self.hashes = hashes or ExecutableHashes()
+        self.containers = containers or ContainerDirectory()
+        self.users = users or UserNames()
+        self.identity = {
+            "host.name": host_name,
+            "host.id": host_id,
+            "agent.type": "threatseer",
+            "agent.id": sensor_id,
+            "agent.version": __version__,
+            "ecs.version": ecs.ECS_VERSION,
+        }
+        # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid.
+        self._id_prefix = f"{sensor_id}-{time.time_ns():x}-"
+        self._seq = itertools.count(1)
+        self._running_containers: set[str] = set()
+        self.not_containers = 0
+
+    def stamp(self, event: Event) -> None:
+        """Give ``event`` the sensor's identity and a unique id (also for synthetic events)."""
+        n = next(self._seq)
+        event["event.sequence"] = n
+        event["event.id"] = self._id_prefix + str(n)
+        event.update(self.identity)
+
+    def enrich(self, events: list[Event]) -> list[Event]:
+        """Enrich ``events`` in place, in kernel order; return it with any derived events
+        (container-started) inserted after the event that revealed them."""
+        out: list[Event] = []
+        procs = self.procs
+        for ev in events:
+            action = ev.get("event.action")
+            pid = ev.get("process.pid", 0)
+            if action == ecs.EXEC:
+                self._exec(ev, pid)
+            elif action == ecs.FORK:
+                proc = procs.on_fork(pid, ev.get("process.parent.pid", 0),
+                                     ev.get("threatseer.process.start_ns"))
+                ev["process.entity_id"] = proc.entity_id
+                self._describe_parent(ev, proc.ppid)
+                if proc.executable:
+                    ev["process.executable"] = proc.executable
+            elif action == ecs.EXIT:
+                proc = procs.get(pid)
+                if proc is not None:
+                    self._describe_process(ev, proc)
+                procs.on_exit(pid)
+            elif action in (ecs.CONTAINER_CREATED, ecs.CONTAINER_DESTROYED):
+                if not self._container_lifecycle(ev, action):
+                    self.not_containers += 1  # a cgroup that is no container: not an event
+                    continue
+            elif pid:
+                proc = procs.get(pid)
+                if proc is not None:
+                    self._describe_process(ev, proc)
+                    self._describe_parent(ev, proc.ppid)
+            uid = ev.get("user.id")
+            if uid is not None:
+                name = self.users.name(uid)
+                if name is not None:
+                    ev["user.name"] = name
+            started = self._container(ev)
+            self.stamp(ev)
+            out.append(ev)
+            if started is not None:
+                self.stamp(started)
+                out.append(started)
+        return out
+
+    # ---- per kind ---------------------------------------------------------------------
+    def _exec(self, ev: Event, pid: int) -> None:
+        args = ev.get("process.args") or []
+        executable = ev.get("process.executable", "")
+        proc = self.procs.on_exec(pid, ev.get("process.parent.pid", 0),
+                                  ev.get("process.name", ""), executable, args,
+                                  ev.get("threatseer.process.start_ns"))
+        ev["process.entity_id"] = proc.entity_id
+        ev["process.command_line"] = " ".join(args)
+        self._describe_parent(ev, proc.ppid)
+        if executable:
+            digest = self.hashes.sha256(executable)
+            if digest:
+                ev["process.hash.sha256"] = digest
+
+    def _describe_process(self, ev: Event, proc: Any) -> None:
+        ev["process.entity_id"] = proc.entity_id
+        if proc.executable:
+            ev.setdefault("process.executable", proc.executable)
+        if proc.args:
+            ev.setdefault("process.args", proc.args)
+            ev.setdefault("process.command_line", " ".join(proc.args))
+
+    def _describe_parent(self, ev: Event, ppid: int) -> None:
+        parent = self.procs.get(ppid) if ppid else None
+        if parent is None:
+            return
+        ev["process.parent.name"] = parent.display_name
+        ev["process.parent.entity_id"] = parent.entity_id
+        if parent.executable:
+            ev["process.parent.executable"] = parent.executable
+        if parent.args:
+            ev["process.parent.args"] = parent.args
+            ev["process.parent.command_line"] = " ".join(parent.args)
+        ev["threatseer.ancestors"] = self.procs.ancestors(ppid)
+
+    def _container(self, ev: Event) -> Event | None:
+        """Set container.* from the memory cgroup; return a container-started event for the
+        first exec seen in a container."""
+        cid = container_id(ev.get("threatseer.cgroup.memory", ""))
+        if not cid:
+            return None
+        info = self.containers.lookup(cid)
+        ev["container.id"] = cid
+        if info.name:
+            ev["container.name"] = info.name
+        if info.image:
+            ev["container.image.name"] = info.image
+        if info.runtime:
+            ev["container.runtime"] = info.runtime
+        if ev.get("event.action") != ecs.EXEC or cid in self._running_containers:
+            return None
+        self._running_containers.add(cid)
+        category, types = ecs.CATEGORIES[ecs.CONTAINER_STARTED]
+        started = {k: v for k, v in ev.items() if k.startswith(("container.", "process.",
+                                                                  "user.", "threatseer."))}
+        started.update({
+            "@timestamp": ev.get("@timestamp"), "event.kind": "event",
+            "event.category": category, "event.type": types,
+            "event.action": ecs.CONTAINER_STARTED,
+        })
+        return started
+
+    def _container_lifecycle(self, ev: Event, action: str) -> bool:
+        cid = container_id(ev.get("threatseer.cgroup.path", "")) or container_id(
+            ev.get("threatseer.cgroup.memory", ""))
+        if cid:
+            ev["container.id"] = cid
+        if action == ecs.CONTAINER_DESTROYED and cid:
+            self._running_containers.discard(cid)
+            self.containers.forget(cid)
+        return bool(cid)

@@ -1,0 +1,148 @@
+"""The sensor's view of the process tree, so every event can name its parent and ancestors.
+
+Seeded from /proc at start, then kept current by the kernel's fork, exec and exit events.
+Exited processes stay in a small graveyard for a while: a child's exec often arrives after its
+parent's exit in the same batch, and it should still name that parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NS_PER_TICK = 1_000_000_000 // CLK_TCK
+MAX_ANCESTORS = 4
+
+
+class Proc:
+    __slots__ = ("pid", "ppid", "name", "executable", "args", "start_ticks", "entity_id")
+
+    def __init__(
+        self, pid: int, ppid: int, name: str, executable: str, args: list[str], start_ticks: int,
+        entity_id: str,
+    ) -> None:
+        self.pid = pid
+        self.ppid = ppid
+        self.name = name
+        self.executable = executable
+        self.args = args
+        self.start_ticks = start_ticks
+        self.entity_id = entity_id
+
+    @property
+    def display_name(self) -> str:
+        """Basename of the executable (comm is cut at 15 bytes), else comm."""
+        return self.executable.rsplit("/", 1)[-1] if self.executable else self.name
+
+
+class ProcessTable:
+    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 4096) -> None:
+        self.host_id = host_id
+        self.proc_root = proc_root
+        self.procs: dict[int, Proc] = {}
+        self._graveyard: OrderedDict[int, Proc] = OrderedDict()
+        self._graveyard_size = graveyard
+
+    # ---- identity ---------------------------------------------------------------------
+    def entity_id(self, pid: int, start_ticks: int) -> str:
+        """Stable id of one process: pid and start time (clock ticks, so /proc and the kernel
+        agree) on this host."""
+        raw = f"{self.host_id}:{pid}:{start_ticks}".encode()
+        return hashlib.blake2b(raw, digest_size=12).hexdigest()
+
+    # ---- /proc ------------------------------------------------------------------------
+    def seed(self) -> int:
+        """Load every running process from /proc; returns how many were found."""
+        for entry in os.listdir(self.proc_root):
+            if entry.isdigit():
+                proc = self.read_proc(int(entry))
+                if proc is not None:
+                    self.procs[proc.pid] = proc
+        return len(self.procs)
+
+    def read_proc(self, pid: int) -> Proc | None:
+        base = f"{self.proc_root}/{pid}"
+        try:
+            with open(f"{base}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+        except OSError:
+            return None
+        # comm may contain spaces and parentheses: split around the last ')'.
+        lparen, rparen = stat.find("("), stat.rfind(")")
+        name = stat[lparen + 1 : rparen]
+        fields = stat[rparen + 2 :].split()
+        try:
+            ppid, start_ticks = int(fields[1]), int(fields[19])
+        except (IndexError, ValueError):
+            return None
+        try:
+            executable = os.readlink(f"{base}/exe")
+        except OSError:
+            executable = ""
+        if executable.endswith(" (deleted)"):
+            executable = executable[: -len(" (deleted)")]
+        try:
+            with open(f"{base}/cmdline", "rb") as f:
+                raw = f.read()
+            args = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
+        except OSError:
+            args = []
+        return Proc(pid, ppid, name, executable, args, start_ticks,
+                    self.entity_id(pid, start_ticks))
+
+    # ---- lookups ----------------------------------------------------------------------
+    def get(self, pid: int) -> Proc | None:
+        proc = self.procs.get(pid) or self._graveyard.get(pid)
+        if proc is None and pid > 0:
+            proc = self.read_proc(pid)  # started in a race with seeding, or before a lost event
+            if proc is not None:
+                self.procs[pid] = proc
+        return proc
+
+    def ancestors(self, ppid: int) -> list[str]:
+        """Names of the parent and up to MAX_ANCESTORS-1 further ancestors, nearest first."""
+        names: list[str] = []
+        pid = ppid
+        seen = set()
+        while pid > 0 and len(names) < MAX_ANCESTORS and pid not in seen:
+            seen.add(pid)
+            proc = self.get(pid)
+            if proc is None:
+                break
+            names.append(proc.display_name)
+            pid = proc.ppid
+        return names
+
+    # ---- updates from kernel events ---------------------------------------------------
+    def on_fork(self, pid: int, ppid: int, start_ns: int | None) -> Proc:
+        parent = self.get(ppid)
+        ticks = (start_ns // NS_PER_TICK) if start_ns else 0
+        if parent is not None:
+            proc = Proc(pid, ppid, parent.name, parent.executable, parent.args, ticks,
+                        self.entity_id(pid, ticks))
+        else:
+            proc = Proc(pid, ppid, "", "", [], ticks, self.entity_id(pid, ticks))
+        self.procs[pid] = proc
+        return proc
+
+    def on_exec(
+        self, pid: int, ppid: int, name: str, executable: str, args: list[str],
+        start_ns: int | None,
+    ) -> Proc:
+        proc = self.procs.get(pid)
+        ticks = (start_ns // NS_PER_TICK) if start_ns else (proc.start_ticks if proc else 0)
+        if proc is None or proc.start_ticks != ticks:
+            proc = Proc(pid, ppid, name, executable, args, ticks, self.entity_id(pid, ticks))
+            self.procs[pid] = proc
+        else:
+            proc.ppid, proc.name, proc.executable, proc.args = ppid, name, executable, args
+        return proc
+
+    def on_exit(self, pid: int) -> None:
+        proc = self.procs.pop(pid, None)
+        if proc is not None:
+            self._graveyard[pid] = proc
+            if len(self._graveyard) > self._graveyard_size:
+                self._graveyard.popitem(last=False)
