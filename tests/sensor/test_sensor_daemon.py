@@ -1,0 +1,144 @@
+"""The real sensor process end to end: kernel events, enrichment, stdout and hub output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import yaml
+import zmq
+
+from threatseer.sensor import ecs, wire
+
+from .conftest import action, bpf_programs  # noqa: TID252
+
+MEMCG = "/sys/fs/cgroup/memory"
+
+
+def test_exec_and_sensitive_open_are_enriched(start_sensor):
+    marker = f"marker-{uuid.uuid4().hex[:8]}"
+    sensor = start_sensor()
+    subprocess.run(["/bin/echo", marker, "second arg"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cat", "/etc/shadow"], check=True, stdout=subprocess.DEVNULL)
+
+    ex = sensor.wait_for(lambda e: action("exec")(e) and marker in e["process"]["args"])
+    proc = ex["process"]
+    assert proc["executable"] == "/usr/bin/echo"
+    assert proc["args"] == ["/bin/echo", marker, "second arg"]
+    assert proc["command_line"] == f"/bin/echo {marker} second arg"
+    assert proc["parent"]["pid"] == os.getpid()
+    assert proc["parent"]["executable"] == os.path.realpath(sys.executable)
+    assert len(proc["hash"]["sha256"]) == 64
+    assert ex["user"]["id"] == 0 and ex["user"]["name"] == "root"
+    assert ex["host"]["name"] and ex["agent"]["id"].startswith("s-")
+    assert ex["threatseer"]["ancestors"][0] == os.path.basename(os.path.realpath(sys.executable))
+    assert ecs.missing_fields(ecs.flatten(ex)) == []
+
+    op = sensor.wait_for(lambda e: action("open")(e) and e["file"]["path"] == "/etc/shadow"
+                         and e["process"].get("name") == "cat")
+    assert "read" in op["threatseer"]["open"]["flags"]
+    assert op["event"]["outcome"] == "success"
+    assert op["process"]["executable"] == "/usr/bin/cat"
+    assert op["process"]["parent"]["pid"] == os.getpid()
+
+    ex_end = sensor.wait_for(lambda e: action("exit")(e) and e["process"]["pid"] == proc["pid"])
+    assert ex_end["process"]["exit_code"] == 0
+
+
+def test_sighup_applies_new_sensitive_paths_and_survives_a_bad_config(start_sensor, tmp_path):
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    sensor = start_sensor(sensitive_paths=["/etc/shadow"])
+    (watched / "before").write_text("x")
+    sensor.config_path.write_text(yaml.safe_dump({"sensitive_paths": [f"{watched}/"],
+                                                  "health_interval_s": 1.0}))
+    sensor.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    (watched / "after").write_text("x")
+    ev = sensor.wait_for(lambda e: action("open")(e)
+                         and e["file"]["path"] == f"{watched}/after")
+    assert "write" in ev["threatseer"]["open"]["flags"]
+    assert not any(e.get("file", {}).get("path") == f"{watched}/before" for e in sensor.events)
+
+    sensor.config_path.write_text("batch_size: lots\n")
+    sensor.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    (watched / "still").write_text("x")
+    sensor.wait_for(lambda e: action("open")(e) and e["file"]["path"] == f"{watched}/still")
+    assert sensor.proc.poll() is None
+    assert "reload refused" in sensor.stderr_path.read_text()
+
+
+def test_container_lifecycle_from_memory_cgroups(start_sensor):
+    if not os.path.isdir(MEMCG):
+        pytest.skip("no v1 memory cgroup hierarchy")
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    path = f"{MEMCG}/{cid}"
+    sensor = start_sensor()
+    try:
+        os.mkdir(path)
+        subprocess.run(["sh", "-c", f"echo $$ > {path}/cgroup.procs && exec /bin/true inside"],
+                       check=True)
+        created = sensor.wait_for(lambda e: action("container-created")(e)
+                                  and e.get("container", {}).get("id") == cid)
+        assert created["event"]["type"] == ["creation"]
+        ex = sensor.wait_for(lambda e: action("exec")(e) and e["process"]["args"] == [
+            "/bin/true", "inside"])
+        assert ex["container"]["id"] == cid
+        started = sensor.wait_for(lambda e: action("container-started")(e)
+                                  and e["container"]["id"] == cid)
+        assert started["process"]["pid"] == ex["process"]["pid"]
+    finally:
+        deadline = time.monotonic() + 5
+        while os.path.isdir(path) and time.monotonic() < deadline:
+            try:
+                os.rmdir(path)
+            except OSError:
+                time.sleep(0.1)
+    sensor.wait_for(lambda e: action("container-destroyed")(e)
+                    and e.get("container", {}).get("id") == cid)
+
+
+def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
+    if os.geteuid() != 0:
+        pytest.skip("the sensor needs root for eBPF")
+    ctx = zmq.Context.instance()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    cfg = tmp_path / "sensor.yaml"
+    cfg.write_text(yaml.safe_dump({"hub": f"tcp://127.0.0.1:{port}", "batch_latency_ms": 20,
+                                   "health_interval_s": 1.0, "sensor_id": "s-wiretest"}))
+    before = bpf_programs()
+    proc = subprocess.Popen([*threatseer_cmd, "sensor", "-c", str(cfg)],
+                            stderr=subprocess.PIPE, text=True)
+    seqs, events = [], []
+    try:
+        assert pull.poll(60_000), "no batch from the sensor"
+        marker = f"wire-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["/bin/echo", marker], check=True, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not pull.poll(200):
+                continue
+            batch = wire.decode(pull.recv_multipart())
+            assert batch.sensor_id == "s-wiretest"
+            seqs.append(batch.seq)
+            events.extend(batch.events)
+            if any(marker in e.get("process.args", []) for e in events):
+                break
+        assert any(marker in e.get("process.args", []) for e in events)
+        assert seqs == list(range(1, len(seqs) + 1))
+        for ev in events:
+            assert ecs.missing_fields(ev) == [], ev
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        pull.close(0)
+    assert rc == 0, proc.stderr.read()
+    leftover = {n for n in bpf_programs() - before if n}
+    assert not leftover, f"BPF programs left behind: {leftover}"
