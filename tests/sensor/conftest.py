@@ -56,7 +56,7 @@ class RunningSensor:
                 ev = self.lines.get(timeout=0.1)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"sensor exited: {self.stderr_path.read_text()}")
+                    raise AssertionError(f"sensor exited: {self.stderr_path.read_text()}") from None
                 continue
             self.events.append(ev)
             if predicate(ev):
