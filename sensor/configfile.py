@@ -154,3 +154,40 @@ def _kind(value: Any) -> str:
 def to_dict(obj: Any) -> Any:
     """The plain-data form of a config dataclass (for ``config show`` and the docs)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def reference(schema: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, default, description)`` for every key of a config dataclass.
+
+    Descriptions are the ``#`` comment lines written just above each field in the source,
+    so the code stays the one place a key is documented (docs/configuration.md is generated
+    from this by ``threatseer config-reference``).
+    """
+    import inspect
+
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in inspect.getsource(schema).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+        elif ":" in stripped and not stripped.startswith(("def ", "class ", "@", '"')):
+            comments[stripped.split(":", 1)[0].strip()] = " ".join(pending)
+            pending = []
+        else:
+            pending = []
+    rows: list[tuple[str, str, str]] = []
+    defaults = schema()
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(defaults, f.name)
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            rows.append((key, "", comments.get(f.name, "")))
+            rows.extend(reference(hint, key))
+            continue
+        shown = yaml.safe_dump(to_dict(value), default_flow_style=True, width=1000).strip()
+        shown = shown.removesuffix("...").strip()
+        rows.append((key, shown, comments.get(f.name, "")))
+    return rows
