@@ -1,0 +1,191 @@
+"""AST -> Python closures: the whole condition becomes nested functions over ``event.get``.
+
+Everything that can be done once is done here (regexes and globs compiled, lists turned
+into sets, case folded), so evaluating an event is a few dict lookups and string operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+from typing import Any
+
+from threatseer.hub.rules.query.ast import And, Cmp, Const, Field, Node, Not, Or
+from threatseer.hub.rules.query.errors import QueryError
+
+Predicate = Callable[[dict[str, Any]], bool]
+_TRUTH = {"true": True, "false": False}
+
+
+def _getter(field: Field) -> Callable[[dict[str, Any]], Any]:
+    names = (field.name, *field.fallbacks)
+    index = field.index
+
+    def get(ev: dict[str, Any]) -> Any:
+        for name in names:
+            v = ev.get(name)
+            if v is not None:
+                break
+        if index is not None:
+            if isinstance(v, list | tuple) and len(v) > index:
+                return v[index]
+            return None
+        return v
+
+    return get
+
+
+def equality_set(values: tuple[Any, ...], nocase: bool) -> frozenset[Any]:
+    """Each literal plus its other spelling ("443" and 443, "true" and True)."""
+    out: set[Any] = set()
+    for v in values:
+        if isinstance(v, str):
+            out.add(v.lower() if nocase else v)
+            low = v.lower()
+            if low in _TRUTH:
+                out.add(_TRUTH[low])
+            else:
+                try:
+                    out.add(int(v))
+                except ValueError:
+                    with contextlib.suppress(ValueError):
+                        out.add(float(v))
+        elif isinstance(v, bool):
+            out.update((v, str(v).lower()))
+        else:
+            out.update((v, str(v)))
+    return frozenset(out)
+
+
+def _as_str(x: Any) -> str:
+    if x.__class__ is str:
+        return x
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    return str(x)
+
+
+def _value_test(node: Cmp) -> Callable[[Any], bool]:
+    op, values, nocase = node.op, node.values, node.nocase
+    if not values:
+        raise QueryError(f"{op} on {node.field} has no values")
+    if op == "=":
+        s = equality_set(values, nocase)
+        if nocase:
+            return lambda x: (x.lower() if x.__class__ is str else x) in s
+        return lambda x: x.__hash__ is not None and x in s
+    if op in ("<", "<=", ">", ">="):
+        limit = float(values[0])
+        cmp = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__}[op]
+
+        def num(x: Any) -> bool:
+            try:
+                return cmp(float(x), limit)
+            except (TypeError, ValueError):
+                return False
+
+        return num
+    strs = tuple(_as_str(v).lower() if nocase else _as_str(v) for v in values)
+    fold = (lambda x: _as_str(x).lower()) if nocase else _as_str
+    if op == "contains":
+        if len(strs) == 1:
+            needle = strs[0]
+            return lambda x: needle in fold(x)
+
+        def any_in(x: Any) -> bool:
+            sx = fold(x)
+            return any(n in sx for n in strs)
+
+        return any_in
+    if op == "startswith":
+        return lambda x: fold(x).startswith(strs)
+    if op == "endswith":
+        return lambda x: fold(x).endswith(strs)
+    if op in ("glob", "regex"):
+        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+        raw = tuple(_as_str(v) for v in values)
+        if op == "glob":
+            pattern = "|".join(f"(?:{fnmatch.translate(s)})" for s in raw)
+        else:
+            pattern = "|".join(f"(?:{s})" for s in raw)
+        try:
+            rx = re.compile(pattern, flags)
+        except re.error as exc:
+            raise QueryError(f"bad {op} {raw!r}: {exc}") from None
+        search = rx.match if op == "glob" else rx.search
+        return lambda x: search(_as_str(x)) is not None
+    if op == "cidr":
+        try:
+            nets = tuple(ipaddress.ip_network(s, strict=False) for s in strs)
+        except ValueError as exc:
+            raise QueryError(f"bad cidr: {exc}") from None
+
+        def in_net(x: Any) -> bool:
+            try:
+                ip = ipaddress.ip_address(_as_str(x))
+            except ValueError:
+                return False
+            return any(ip in n for n in nets)
+
+        return in_net
+    raise QueryError(f"unknown operator {op!r}")
+
+
+def _compile_cmp(node: Cmp) -> Predicate:
+    field = node.field
+    simple = field.index is None and not field.fallbacks
+    name = field.name
+    if node.op == "exists":
+        if simple:
+            return lambda ev: ev.get(name) is not None
+        get = _getter(field)
+        return lambda ev: get(ev) is not None
+    test = _value_test(node)
+    if simple:
+        def pred(ev: dict[str, Any]) -> bool:
+            v = ev.get(name)
+            if v is None:
+                return False
+            if v.__class__ is list:
+                return any(map(test, v))
+            return test(v)
+        return pred
+    get = _getter(field)
+
+    def pred_get(ev: dict[str, Any]) -> bool:
+        v = get(ev)
+        if v is None:
+            return False
+        if v.__class__ is list:
+            return any(map(test, v))
+        return test(v)
+
+    return pred_get
+
+
+def compile_condition(node: Node) -> Predicate:
+    """A predicate equivalent to ``node`` over flat ECS events."""
+    if isinstance(node, Cmp):
+        return _compile_cmp(node)
+    if isinstance(node, And):
+        parts = tuple(compile_condition(i) for i in node.items)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ev: a(ev) and b(ev)
+        return lambda ev: all(p(ev) for p in parts)
+    if isinstance(node, Or):
+        parts = tuple(compile_condition(i) for i in node.items)
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ev: a(ev) or b(ev)
+        return lambda ev: any(p(ev) for p in parts)
+    if isinstance(node, Not):
+        inner = compile_condition(node.item)
+        return lambda ev: not inner(ev)
+    if isinstance(node, Const):
+        value = node.value
+        return lambda ev: value
+    raise QueryError(f"cannot compile {node!r}")

@@ -1,0 +1,204 @@
+"""Compiled rules and the index that picks, per event, only the rules that can match it.
+
+Each rule's condition is analysed once: the set of ``event.action`` values it can match
+(from conditions on ``event.action`` or ``event.category``) picks its bucket, and a literal
+it requires (``process.name in (...)``, or Sigma's ``Image|endswith: /bash`` which implies
+the executable's basename) files it under that value. An event is then checked against the
+rules of its action's bucket that need no literal, plus those filed under its own values.
+``match_brute`` evaluates every rule and exists to test that the index never changes results.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from threatseer.hub.indicators import Indicator
+from threatseer.hub.rules.query.ast import And, Cmp, Node, Or
+from threatseer.hub.rules.query.compiler import Predicate, compile_condition, equality_set
+from threatseer.sensor import ecs
+
+_TEMPLATE_FIELD = re.compile(r"\{([\w.@\[\]-]+)\}")
+_BASENAME_SUFFIX = re.compile(r"/[^/]+\Z")
+
+
+def render(template: str, event: dict[str, Any]) -> str:
+    """Fill ``{dotted.field}`` placeholders from the event ("<NA>" when absent)."""
+
+    def sub(m: re.Match[str]) -> str:
+        value = event.get(m.group(1))
+        if value is None:
+            return "<NA>"
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    return _TEMPLATE_FIELD.sub(sub, template)
+
+
+@dataclass(eq=False)
+class CompiledRule:
+    name: str
+    engine: str  # "dynamic" or "sigma"
+    type: str  # indicator type: "query" or "sigma"
+    description: str
+    score: int
+    tags: tuple[str, ...]
+    condition: Node  # including exceptions
+    output: str = ""
+    source: str = ""  # file:line
+    extra: dict[str, Any] = field(default_factory=dict)
+    predicate: Predicate = field(init=False, repr=False)
+    order: int = 0
+
+    def __post_init__(self) -> None:
+        self.predicate = compile_condition(self.condition)
+
+    def indicator(self, event: dict[str, Any]) -> Indicator:
+        extra = dict(self.extra)
+        if self.output:
+            extra["output"] = render(self.output, event)
+        return Indicator(self.engine, self.name, self.type, self.description, self.score,
+                         self.tags, extra)
+
+
+# ---- condition analysis -------------------------------------------------------------
+
+_ACTIONS_BY_CATEGORY: dict[str, set[str]] = defaultdict(set)
+for _action, (_cats, _types) in ecs.CATEGORIES.items():
+    for _cat in _cats:
+        _ACTIONS_BY_CATEGORY[_cat].add(_action)
+
+
+def possible_actions(node: Node) -> frozenset[str] | None:
+    """The event.action values ``node`` can match, or None when it is not constrained."""
+    if isinstance(node, Cmp):
+        if node.field.index is not None or node.field.fallbacks or node.op != "=":
+            return None
+        values = [str(v).lower() if node.nocase else str(v) for v in node.values]
+        if node.field.name == "event.action":
+            return frozenset(values)
+        if node.field.name == "event.category":
+            return frozenset(a for v in values for a in _ACTIONS_BY_CATEGORY.get(v, ()))
+        return None
+    if isinstance(node, And):
+        sets = [s for s in map(possible_actions, node.items) if s is not None]
+        return frozenset.intersection(*sets) if sets else None
+    if isinstance(node, Or):
+        sets = [possible_actions(i) for i in node.items]
+        if any(s is None for s in sets):
+            return None
+        return frozenset().union(*sets)  # type: ignore[arg-type]
+    return None
+
+
+KeySpec = tuple[str, str, bool]  # (kind "eq"|"base", field, nocase)
+
+
+def literal_key(node: Node) -> tuple[KeySpec, frozenset[Any]] | None:
+    """A field literal every match of ``node`` must carry, as (spec, values)."""
+    if isinstance(node, Cmp):
+        f = node.field
+        if f.index is not None or f.fallbacks or f.name in ("event.action", "event.category"):
+            return None
+        if node.op == "=":
+            return ("eq", f.name, node.nocase), equality_set(node.values, node.nocase)
+        if node.op == "endswith" and f.name == "process.executable" and all(
+            isinstance(v, str) and _BASENAME_SUFFIX.match(v) for v in node.values
+        ):
+            vals = frozenset(v[1:].lower() if node.nocase else v[1:] for v in node.values)
+            return ("base", f.name, node.nocase), vals
+        return None
+    if isinstance(node, And):
+        keys = [k for k in map(literal_key, node.items) if k is not None]
+        if not keys:
+            return None
+        eq = [k for k in keys if k[0][0] == "eq"]
+        return min(eq or keys, key=lambda k: len(k[1]))
+    if isinstance(node, Or):
+        keys = [literal_key(i) for i in node.items]
+        if not keys or any(k is None for k in keys):
+            return None
+        specs = {k[0] for k in keys if k}
+        if len(specs) != 1:
+            return None
+        return specs.pop(), frozenset().union(*(k[1] for k in keys if k))
+    return None
+
+
+def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
+    kind, _, nocase = spec
+    items = value if value.__class__ is list else (value,)
+    for x in items:
+        if kind == "base":
+            if x.__class__ is not str or "/" not in x:
+                continue
+            x = x.rpartition("/")[2]
+        if nocase and x.__class__ is str:
+            x = x.lower()
+        if x.__hash__ is not None:
+            yield x
+
+
+@dataclass
+class _Bucket:
+    general: list[CompiledRule] = field(default_factory=list)
+    keyed: dict[KeySpec, dict[Any, list[CompiledRule]]] = field(default_factory=dict)
+
+    def add(self, rule: CompiledRule, key: tuple[KeySpec, frozenset[Any]] | None) -> None:
+        if key is None:
+            self.general.append(rule)
+            return
+        table = self.keyed.setdefault(key[0], {})
+        for value in key[1]:
+            table.setdefault(value, []).append(rule)
+
+
+class IndexedRuleSet:
+    """The bundle's compiled dynamic and Sigma rules (implements model.RuleSet)."""
+
+    def __init__(self, rules: Iterable[CompiledRule]) -> None:
+        self.rules: list[CompiledRule] = list(rules)
+        for i, rule in enumerate(self.rules):
+            rule.order = i
+        self.by_name = {r.name: r for r in self.rules}
+        analysed = [(r, possible_actions(r.condition), literal_key(r.condition))
+                    for r in self.rules]
+        actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
+        self._buckets = {a: _Bucket() for a in actions}
+        self._default = _Bucket()  # events whose action no rule names
+        for rule, acts, key in analysed:
+            targets = [self._buckets[a] for a in acts] if acts is not None else [
+                *self._buckets.values(), self._default]
+            for bucket in targets:
+                bucket.add(rule, key)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def candidates(self, event: dict[str, Any]) -> list[CompiledRule]:
+        action = event.get("event.action")
+        bucket = self._buckets.get(action, self._default) if action.__class__ is str else \
+            self._default
+        out = list(bucket.general)
+        for spec, table in bucket.keyed.items():
+            value = event.get(spec[1])
+            if value is None:
+                continue
+            for k in _lookup_keys(spec, value):
+                out.extend(table.get(k, ()))
+        return out
+
+    def matching_rules(self, event: dict[str, Any]) -> list[CompiledRule]:
+        hits = [r for r in self.candidates(event) if r.predicate(event)]
+        if len(hits) > 1:
+            hits = sorted(set(hits), key=lambda r: r.order)
+        return hits
+
+    def match(self, event: dict[str, Any]) -> list[Indicator]:
+        return [r.indicator(event) for r in self.matching_rules(event)]
+
+    def match_brute(self, event: dict[str, Any]) -> list[CompiledRule]:
+        """Every rule whose condition holds, without the index (for tests)."""
+        return [r for r in self.rules if r.predicate(event)]
