@@ -1,0 +1,232 @@
+"""CLI commands of the hub side: hub, tap, replay, profiles, status (see sensor/cli.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import click
+import yaml
+
+from threatseer.hub.config import HubConfig
+from threatseer.sensor import configfile
+
+DEFAULT_CONFIG = "/etc/threatseer/hub.yaml"
+
+
+def load_config(path: str | None) -> HubConfig:
+    """The hub config from ``path`` (defaults when None); ConfigError -> exit 2 in main()."""
+    if path is None:
+        return HubConfig()
+    return configfile.load(path, HubConfig)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.command("hub")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Hub YAML config (default: built-in defaults; packaged at {DEFAULT_CONFIG}).")
+@click.option("--print-config", is_flag=True, help="Print the effective config and exit.")
+def hub_command(config_path: str | None, print_config: bool) -> None:
+    """Score events from a fleet of sensors and emit them to outputs and the PUB tap."""
+    cfg = load_config(config_path)
+    if print_config:
+        click.echo(yaml.safe_dump(configfile.to_dict(cfg), sort_keys=False))
+        return
+    setup_logging(cfg.log_level)
+    from threatseer.hub.daemon import Hub
+
+    try:
+        hub = Hub(cfg)
+    except Exception as exc:  # e.g. endpoint in use, unwritable state_dir
+        raise click.ClickException(f"hub cannot start: {exc}") from None
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    hub.start()
+    print(f"hub ready: ingest {hub.ingest.endpoint}", file=sys.stderr, flush=True)
+    while not stopping.wait(0.5):
+        if hub._thread is not None and not hub._thread.is_alive():
+            break
+    logging.getLogger("threatseer.hub").info("stopping: emitting what was received")
+    hub.stop()
+
+
+@click.command("tap")
+@click.option("--endpoint", default="tcp://127.0.0.1:5556", show_default=True,
+              help="The hub's PUB endpoint.")
+@click.option("--min-score", type=int, default=None, help="Only events scoring at least this.")
+@click.option("--topic", "topics", multiple=True,
+              help="Topic prefix, e.g. 'alert.' or 'event.network.' (repeatable; default all).")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines (nested ECS) instead of text.")
+@click.option("--count", type=int, default=None, help="Exit after this many events.")
+def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], as_json: bool,
+                count: int | None) -> None:
+    """Watch a hub's scored events live."""
+    from threatseer.hub.tap import run_tap
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        run_tap(endpoint, topics, min_score, as_json, count,
+                on_ready=lambda: print(f"tap: subscribed to {endpoint}", file=sys.stderr,
+                                       flush=True))
+
+
+@click.command("replay")
+@click.argument("events", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--bundle", "bundle_path", type=click.Path(exists=True),
+              help="Rule bundle (directory or archive) to score with.")
+@click.option("--profiles", "profiles_db", type=click.Path(dir_okay=False),
+              help="Profile database to score against (and learn into); default: fresh, "
+                   "in memory.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Hub config whose actions and profiles sections apply.")
+@click.option("--all", "include_tossed", is_flag=True, help="Also print tossed events.")
+def replay_command(events: str, bundle_path: str | None, profiles_db: str | None,
+                   config_path: str | None, include_tossed: bool) -> None:
+    """Score recorded events (JSON lines) offline and print them scored (backtest a bundle)."""
+    from threatseer.hub.replay import replay
+
+    cfg = load_config(config_path)
+    bundle = None
+    if bundle_path:
+        try:
+            from threatseer.hub.rules.bundle import load_bundle
+        except ImportError as exc:
+            raise click.ClickException(f"cannot load bundles in this build: {exc}") from None
+        try:
+            bundle = load_bundle(bundle_path)
+        except Exception as exc:
+            raise click.ClickException(f"bundle {bundle_path}: {exc}") from None
+    stream = sys.stdin if events == "-" else open(events)  # noqa: SIM115
+    try:
+        counts = replay(stream, sys.stdout, bundle, profiles_db, cfg.actions, cfg.profiles,
+                        include_tossed, source=events)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    print(f"replay: {counts['read']} read, {counts['emitted']} emitted, {counts['tossed']} "
+          f"tossed, {counts['bad']} bad", file=sys.stderr)
+    if counts["bad"] and not counts["emitted"] and not counts["tossed"]:
+        sys.exit(1)
+
+
+def _open_store(config_path: str | None, db: str | None):  # type: ignore[no-untyped-def]
+    from threatseer.hub.profiles import ProfileStore
+
+    path = db or load_config(config_path).profile_db()
+    if not os.path.exists(path):
+        raise click.ClickException(f"no profile database at {path}")
+    return ProfileStore(path)
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group("profiles")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Hub config (to find the profile database).")
+@click.option("--db", type=click.Path(dir_okay=False), help="Profile database (overrides -c).")
+@click.pass_context
+def profiles_group(ctx: click.Context, config_path: str | None, db: str | None) -> None:
+    """List, show, reset or relearn behaviour profiles."""
+    ctx.obj = (config_path, db)
+
+
+@profiles_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def profiles_list(obj: tuple[str | None, str | None], as_json: bool) -> None:
+    """Every subject, whether it is still learning, and how much it has learned."""
+    rows = _open_store(*obj).list()
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'STATE':<9} {'EVENTS':>8} {'ITEMS':>6} {'LAST SEEN':<20} SUBJECT")
+    for r in rows:
+        state = "learned" if r["learned"] else "learning"
+        click.echo(f"{state:<9} {r['events']:>8} {r['behaviors']:>6} "
+                   f"{_when(r['last_seen']):<20} {r['subject']}")
+
+
+@profiles_group.command("show")
+@click.argument("subject")
+@click.pass_obj
+def profiles_show(obj: tuple[str | None, str | None], subject: str) -> None:
+    """What one subject learned (JSON)."""
+    prof = _open_store(*obj).show(subject)
+    if prof is None:
+        raise click.ClickException(f"no profile {subject!r}")
+    click.echo(json.dumps(prof, indent=1))
+
+
+@profiles_group.command("reset")
+@click.argument("subject")
+@click.pass_obj
+def profiles_reset(obj: tuple[str | None, str | None], subject: str) -> None:
+    """Forget SUBJECT ('*' for all): it learns again from scratch."""
+    n = _open_store(*obj).reset(subject)
+    click.echo(f"reset {n} profile(s)")
+
+
+@profiles_group.command("relearn")
+@click.argument("subject")
+@click.pass_obj
+def profiles_relearn(obj: tuple[str | None, str | None], subject: str) -> None:
+    """Open a new learning window for SUBJECT ('*' for all), keeping what it learned."""
+    n = _open_store(*obj).relearn(subject)
+    click.echo(f"relearning {n} profile(s)")
+
+
+@click.command("status")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="Hub config (to find its state_dir).")
+@click.option("--state-dir", help="The hub's state directory (overrides -c).")
+@click.option("--json", "as_json", is_flag=True)
+def status_command(config_path: str | None, state_dir: str | None, as_json: bool) -> None:
+    """Show a hub's state: sensors, outputs, bundle (from the status file it keeps)."""
+    from threatseer.hub.daemon import STATUS_FILE
+
+    directory = state_dir or load_config(config_path).state_dir
+    path = os.path.join(directory, STATUS_FILE)
+    try:
+        with open(path) as f:
+            st = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"no hub status at {path}: {exc}") from None
+    if as_json:
+        click.echo(json.dumps(st, indent=1))
+        return
+    age = time.time() - st.get("updated_at", 0)
+    b = st.get("bundle", {})
+    click.echo(f"hub pid {st.get('pid')}  updated {age:.0f}s ago  ingest {st.get('ingest')}  "
+               f"publish {st.get('publish')}")
+    click.echo(f"bundle {b.get('name')} {b.get('version')} ({b.get('rules')} rules, "
+               f"{b.get('unsupported')} unsupported)  profiles {st.get('profiles')}")
+    click.echo("sensors:")
+    for sid, s in sorted(st.get("sensors", {}).items()):
+        bad = ", ".join(f"{k}={v}" for k, v in s.get("bad", {}).items()) or "none"
+        click.echo(f"  {sid:<24} host {s.get('host') or '-':<16} in {s['events_in']:>10} "
+                   f"out {s['events_out']:>10}  last seen {_when(s.get('last_seen'))}  bad {bad}")
+    click.echo("outputs:")
+    for o in st.get("outputs", []):
+        click.echo(f"  {o.get('name'):<16} {o.get('type'):<14} connected {o.get('connected')} "
+                   f"queue {o.get('queue_depth')} sent {o.get('sent')} failed {o.get('failed')} "
+                   f"dropped {o.get('dropped')}")

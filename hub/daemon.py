@@ -1,0 +1,266 @@
+"""The hub process: ingest -> score -> publish/outputs, plus metrics, admin and status.
+
+One pipeline thread does the whole per-batch path (receive, decode, score, publish): on one
+core, handing batches between Python threads would cost more than it saves. Side jobs
+(Prometheus HTTP, the bundle admin server) run in their own threads and touch the pipeline only
+through :meth:`Hub.activate`, a single attribute store.
+
+Graceful stop: the loop stops waiting for new input, then keeps taking whatever is already
+queued on the socket until it is empty (bounded by ``stop_timeout_s``), scores and emits it,
+flushes profiles, closes the outputs and lets the PUB socket linger so subscribers get it all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from threatseer.hub.config import HubConfig
+from threatseer.hub.engines.profile import ProfileEngine
+from threatseer.hub.ingest import Ingest, Received
+from threatseer.hub.metrics import HubMetrics
+from threatseer.hub.outputs import Outputs
+from threatseer.hub.profiles import ProfileStore
+from threatseer.hub.publish import Publisher
+from threatseer.hub.rules.model import Bundle
+from threatseer.hub.scoring import Pipeline
+
+log = logging.getLogger("threatseer.hub")
+STATUS_FILE = "status.json"
+STATUS_INTERVAL_S = 2.0
+
+
+def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
+    """The bundle to start with (config ``bundle:``, else the store's active one) and the store.
+
+    The rule modules are imported lazily: a hub without them scores with static lists empty.
+    """
+    store = None
+    try:
+        from threatseer.hub.rules.store import BundleStore
+
+        store = BundleStore(cfg.state_dir)
+    except ImportError as exc:
+        log.warning("bundle store unavailable (%s): no installed bundles", exc)
+    except Exception as exc:
+        log.error("bundle store in %s unusable: %s", cfg.state_dir, exc)
+    if cfg.bundle:
+        try:
+            from threatseer.hub.rules.bundle import load_bundle
+
+            return load_bundle(cfg.bundle), store
+        except ImportError as exc:
+            log.error("cannot load bundle %s: rule loader unavailable (%s)", cfg.bundle, exc)
+        except Exception as exc:
+            log.error("cannot load bundle %s: %s; keeping the installed one", cfg.bundle, exc)
+    if store is not None:
+        try:
+            return store.active(), store
+        except Exception as exc:
+            log.error("cannot read the active bundle: %s", exc)
+    return None, store
+
+
+class Hub:
+    def __init__(self, cfg: HubConfig, bundle: Bundle | None = None,
+                 stop_timeout_s: float = 10.0) -> None:
+        self.cfg = cfg
+        self.stop_timeout_s = stop_timeout_s
+        self.metrics = HubMetrics()
+        self.ctx = zmq.Context()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http: Any = None
+        self._admin: Any = None
+        self.store: Any = None
+        if bundle is None:
+            bundle, self.store = load_start_bundle(cfg)
+        self.profile_store: ProfileStore | None = None
+        profile = None
+        if cfg.profiles.enabled:
+            self.profile_store = ProfileStore(cfg.profile_db())
+            profile = ProfileEngine(self.profile_store, cfg.profiles)
+        self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self._note_bundle()
+        self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics)
+        self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm)
+                          if cfg.publish.endpoint else None)
+        self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
+        self.emitted = 0
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start side services and the pipeline thread (returns at once)."""
+        self.outputs.start()
+        if self.cfg.metrics.listen:
+            self._http = self.metrics.serve(self.cfg.metrics.listen)
+        self._start_admin()
+        self._thread = threading.Thread(target=self._loop, name="hub-pipeline", daemon=True)
+        self._thread.start()
+        log.info("hub: ingest %s, publish %s, bundle %s", self.ingest.endpoint,
+                 self.publisher.endpoint if self.publisher else "-", self._bundle_name())
+
+    def stop(self) -> None:
+        """Graceful stop (see module docstring); returns when everything is emitted."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._admin is not None:
+            try:
+                self._admin.stop()
+            except Exception as exc:
+                log.warning("admin server stop: %s", exc)
+        if self._http is not None:
+            self._http.shutdown()
+        self.ctx.term()
+
+    def wait(self) -> None:
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.5)
+
+    def activate(self, bundle: Bundle) -> None:
+        """Hot swap of the rule bundle (called from the admin thread)."""
+        self.pipeline.activate(bundle)
+        self._note_bundle()
+        log.info("bundle activated: %s", self._bundle_name())
+
+    # -- internals -----------------------------------------------------------------------
+    def _bundle_name(self) -> str:
+        m = self.pipeline.rules.bundle.manifest
+        return f"{m.name} {m.version}"
+
+    def _note_bundle(self) -> None:
+        b = self.pipeline.rules.bundle
+        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest)
+
+    def _start_admin(self) -> None:
+        admin = self.cfg.admin
+        if not admin.endpoint:
+            return
+        try:
+            from threatseer.hub.rules.admin import AdminServer
+        except ImportError as exc:
+            log.warning("admin server unavailable (%s): bundles cannot be published", exc)
+            return
+        if self.store is None:
+            log.error("admin server needs the bundle store, which is unavailable")
+            return
+        try:
+            self._admin = AdminServer(self.store, admin.endpoint, admin.admin_keys,
+                                      on_activate=self.activate)
+            self._admin.start()
+        except Exception as exc:
+            log.error("admin server on %s failed: %s", admin.endpoint, exc)
+            self._admin = None
+
+    def _loop(self) -> None:
+        last_status = 0.0
+        try:
+            while not self._stop.is_set():
+                got = self.ingest.take(100)
+                if got:
+                    self._process(got)
+                now = time.time()
+                if self.pipeline.profile is not None:
+                    self.pipeline.profile.maybe_flush(now)
+                if now - last_status >= STATUS_INTERVAL_S:
+                    last_status = now
+                    self._periodic(now)
+            deadline = time.monotonic() + self.stop_timeout_s
+            while time.monotonic() < deadline:
+                got = self.ingest.take(50)
+                if not got:
+                    break
+                self._process(got)
+        except Exception:
+            log.exception("pipeline failed")  # must not happen; stop cleanly all the same
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self.pipeline.profile is not None:
+            self.pipeline.profile.flush(time.time())
+        self.outputs.close(timeout=self.stop_timeout_s)
+        self._periodic(time.time())
+        if self.publisher is not None:
+            self.publisher.close()
+        self.ingest.close()
+        if self.profile_store is not None:
+            self.profile_store.close()
+
+    def _process(self, got: list[Received]) -> None:
+        pipeline, publisher, outputs, m = self.pipeline, self.publisher, self.outputs, self.metrics
+        sensors = self.ingest.sensors
+        tossed = logged = alerted = 0
+        now = time.time()
+        for rec in got:
+            if not rec.events:
+                continue
+            res = pipeline.score(rec.events, rec.sensor_id, rec.seq, now)
+            tossed += res.tossed
+            logged += res.logged
+            alerted += res.alerted
+            if res.emitted:
+                if publisher is not None:
+                    publisher.publish(res.emitted)
+                if outputs.configs:
+                    for ev in res.emitted:
+                        outputs.emit(ev)
+                sensors[rec.sensor_id].events_out += len(res.emitted)
+                m.child(m.events_out, rec.sensor_id).inc(len(res.emitted))
+                self.emitted += len(res.emitted)
+        for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
+            if n:
+                m.child(m.actions, action).inc(n)
+        m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _periodic(self, now: float) -> None:
+        m = self.metrics
+        if self.pipeline.profile is not None:
+            m.profiles.set(len(self.pipeline.profile.profiles))
+        outputs = []
+        try:
+            outputs = self.outputs.status()
+            for o in outputs:
+                m.child(m.output_queue, o["name"]).set(o.get("queue_depth", 0))
+        except Exception as exc:
+            log.warning("output status: %s", exc)
+        self._write_status(now, outputs)
+
+    def status(self, outputs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        b = self.pipeline.rules.bundle
+        return {
+            "updated_at": time.time(),
+            "started_at": self.started_at,
+            "pid": os.getpid(),
+            "ingest": self.ingest.endpoint,
+            "publish": self.publisher.endpoint if self.publisher else "",
+            "bundle": {"name": b.manifest.name, "version": b.manifest.version,
+                       "digest": b.digest, "source": b.source,
+                       "rules": len(b.ruleset), "unsupported": len(b.unsupported)},
+            "sensors": {sid: {"events_in": s.events_in, "events_out": s.events_out,
+                              "batches": s.batches, "last_seq": s.last_seq,
+                              "last_seen": s.last_seen, "host": s.host, "bad": s.bad}
+                        for sid, s in self.ingest.sensors.items()},
+            "outputs": outputs if outputs is not None else self.outputs.status(),
+            "profiles": (len(self.pipeline.profile.profiles)
+                         if self.pipeline.profile is not None else None),
+            "emitted": self.emitted,
+        }
+
+    def _write_status(self, now: float, outputs: list[dict[str, Any]]) -> None:
+        path = os.path.join(self.cfg.state_dir, STATUS_FILE)
+        try:
+            os.makedirs(self.cfg.state_dir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(self.status(outputs), f, indent=1, default=str)
+            os.replace(path + ".tmp", path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", path, exc)

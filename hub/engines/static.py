@@ -1,0 +1,164 @@
+"""Static engine: the bundle's lists of risky processes, sensitive files and IOCs.
+
+Everything is indexed once per bundle (dicts, sets, one combined regex for the globs, CIDRs
+grouped by prefix length) so the per-event cost is a handful of dict lookups whatever the size
+of the lists.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from typing import Any
+
+from threatseer.hub.indicators import Indicator
+from threatseer.hub.rules.model import SensitiveFile, StaticData
+
+ENGINE = "static"
+# The bundle's IOC lists carry descriptions only; a hit on a known-bad indicator weighs this.
+IOC_SCORE = 100
+WRITE_FLAGS = frozenset(("write", "create", "truncate", "rdwr", "wronly"))
+_CACHE_MAX = 100_000
+
+
+def _is_write(flags: Any) -> bool:
+    if isinstance(flags, str):
+        return any(f in flags.lower() for f in WRITE_FLAGS)
+    if isinstance(flags, (list, tuple)):
+        return any(str(f).lower() in WRITE_FLAGS for f in flags)
+    return False
+
+
+class StaticEngine:
+    name = ENGINE
+
+    def __init__(self, static: StaticData) -> None:
+        self.risky: dict[str, dict[str, Any]] = {
+            name: Indicator(ENGINE, f"risky_process:{name}", "risky_process", rp.reason,
+                            rp.score, tuple(rp.tags), {"process": name}).as_dict()
+            for name, rp in static.risky_processes.items()
+        }
+        self.exact_files: dict[str, list[SensitiveFile]] = {}
+        globbed: list[SensitiveFile] = []
+        for sf in static.sensitive_files:
+            if any(c in sf.glob for c in "*?["):
+                globbed.append(sf)
+            else:
+                self.exact_files.setdefault(sf.glob, []).append(sf)
+        self.glob_rules = [(re.compile(fnmatch.translate(sf.glob)), sf) for sf in globbed]
+        self.any_glob = (
+            re.compile("|".join(f"(?:{fnmatch.translate(sf.glob)})" for sf in globbed))
+            if globbed else None
+        )
+        iocs = static.iocs
+        self.sha256 = {h.lower(): d for h, d in iocs.sha256.items()}
+        self.domains = {d.lower().rstrip("."): desc for d, desc in iocs.domains.items()}
+        self.exact_ips: dict[str, tuple[str, str]] = {}
+        nets: dict[tuple[int, int], dict[int, tuple[str, str]]] = {}
+        for spec, desc in iocs.networks.items():
+            net = ipaddress.ip_network(spec, strict=False)
+            if net.prefixlen == net.max_prefixlen:
+                self.exact_ips[str(net.network_address)] = (spec, desc)
+            else:
+                shift = net.max_prefixlen - net.prefixlen
+                key = (net.version, shift)
+                nets.setdefault(key, {})[int(net.network_address) >> shift] = (spec, desc)
+        self.nets = sorted(nets.items(), key=lambda kv: kv[0][1])  # most specific first
+        self._path_cache: dict[str, list[SensitiveFile]] = {}
+        self._ip_cache: dict[str, tuple[str, str] | None] = {}
+        self.errors = 0
+
+    # -- lookups -------------------------------------------------------------------------
+    def files_matching(self, path: str) -> list[SensitiveFile]:
+        hit = self._path_cache.get(path)
+        if hit is not None:
+            return hit
+        hit = list(self.exact_files.get(path, ()))
+        if self.any_glob is not None and self.any_glob.match(path):
+            hit.extend(sf for rx, sf in self.glob_rules if rx.match(path))
+        if len(self._path_cache) >= _CACHE_MAX:
+            self._path_cache.clear()
+        self._path_cache[path] = hit
+        return hit
+
+    def ip_ioc(self, ip: str) -> tuple[str, str] | None:
+        if ip in self._ip_cache:
+            return self._ip_cache[ip]
+        hit = self.exact_ips.get(ip)
+        if hit is None and self.nets:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                addr = None
+            if addr is not None:
+                value = int(addr)
+                for (version, shift), table in self.nets:
+                    if version == addr.version:
+                        hit = table.get(value >> shift)
+                        if hit is not None:
+                            break
+        if len(self._ip_cache) >= _CACHE_MAX:
+            self._ip_cache.clear()
+        self._ip_cache[ip] = hit
+        return hit
+
+    def domain_ioc(self, name: str) -> tuple[str, str] | None:
+        name = name.lower().rstrip(".")
+        while name:
+            desc = self.domains.get(name)
+            if desc is not None:
+                return name, desc
+            _, _, name = name.partition(".")
+        return None
+
+    # -- the engine ----------------------------------------------------------------------
+    def process(self, events: list[dict[str, Any]], now: float = 0.0) -> None:
+        risky, sha256, domains = self.risky, self.sha256, self.domains
+        check_files = bool(self.exact_files) or self.any_glob is not None
+        check_ips = bool(self.exact_ips) or bool(self.nets)
+        for ev in events:
+            try:
+                self._one(ev, risky, sha256, domains, check_files, check_ips)
+            except Exception:  # a field of an odd type: skip this event, never the batch
+                self.errors += 1
+
+    def _one(self, ev: dict[str, Any], risky: dict[str, Any], sha256: dict[str, str],
+             domains: dict[str, str], check_files: bool, check_ips: bool) -> None:
+        action = ev["event.action"]
+        if action == "exec":
+            if risky:
+                exe = ev.get("process.executable") or ""
+                ind = risky.get(exe.rpartition("/")[2]) or risky.get(ev.get("process.name"))
+                if ind is not None:
+                    ev["threatseer.indicators"].append(ind)
+            if sha256:
+                digest = ev.get("process.hash.sha256")
+                if digest and digest in sha256:
+                    ev["threatseer.indicators"].append(Indicator(
+                        ENGINE, f"sha256:{digest}", "ioc", sha256[digest], IOC_SCORE,
+                        ("ioc",), {"sha256": digest}).as_dict())
+        elif action == "open":
+            if check_files:
+                path = ev["file.path"]
+                for sf in self.files_matching(path):
+                    write = _is_write(ev.get("threatseer.open.flags"))
+                    score = sf.write_score if write else sf.read_score
+                    ev["threatseer.indicators"].append(Indicator(
+                        ENGINE, sf.glob, "sensitive_file", sf.reason, score, tuple(sf.tags),
+                        {"path": path, "access": "write" if write else "read"}).as_dict())
+        elif action == "connect" or action == "accept":
+            if check_ips:
+                ip = ev["destination.ip" if action == "connect" else "source.ip"]
+                hit = self.ip_ioc(ip) if isinstance(ip, str) else None
+                if hit is not None:
+                    ev["threatseer.indicators"].append(Indicator(
+                        ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "network"),
+                        {"ip": ip}).as_dict())
+        elif action == "dns-query" and domains:
+            name = ev["dns.question.name"]
+            hit = self.domain_ioc(name) if isinstance(name, str) else None
+            if hit is not None:
+                ev["threatseer.indicators"].append(Indicator(
+                    ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"),
+                    {"name": name}).as_dict())

@@ -1,0 +1,184 @@
+"""Ingest: the ZeroMQ PULL socket the sensors push wire batches to.
+
+Fairness comes in two layers. ZeroMQ itself reads connected peers round-robin and keeps a
+bounded pipe (``rcv_hwm``) per peer, so a sensor sending faster than the hub scores fills only
+its own pipe and is held back at its end. On top, each cycle takes at most
+``max_batches_per_cycle`` messages and hands them to the pipeline interleaved per sensor
+(one batch of each sensor in turn), so another sensor's batch never waits behind a burst.
+
+Bad input never stops the hub: every refused message or event is counted per sensor and
+reason (:mod:`threatseer.sensor.wire` reasons plus ``schema``), logged at most once per
+``log_interval_s`` per sensor and reason, and the good events beside it are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import zmq
+
+from threatseer.hub.config import IngestConfig
+from threatseer.hub.metrics import HubMetrics
+from threatseer.sensor import ecs, wire
+
+log = logging.getLogger("threatseer.hub.ingest")
+SCHEMA = "schema"  # an event in a good batch lacks required fields (or is not a map)
+UNKNOWN_SENSOR = "unknown"
+
+
+@dataclass
+class SensorStats:
+    events_in: int = 0
+    events_out: int = 0
+    batches: int = 0
+    last_seq: int = -1
+    last_seen: float = 0.0
+    host: str = ""
+    bad: dict[str, int] = field(default_factory=dict)
+
+
+class RateLimitedLog:
+    """One warning per key per interval; the lines in between are counted, not lost."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def warn(self, key: tuple[str, str], message: str) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (-1e18, 0))
+        if now - last >= self.interval_s:
+            extra = f" ({suppressed} more since last report)" if suppressed else ""
+            log.warning("sensor %s: %s: %s%s", key[0], key[1], message, extra)
+            self._last[key] = (now, 0)
+        else:
+            self._last[key] = (last, suppressed + 1)
+
+
+@dataclass(slots=True)
+class Received:
+    sensor_id: str
+    seq: int
+    host: str
+    sent_ns: int
+    events: list[dict[str, Any]]  # schema-checked
+
+
+def _sensor_of(frames: list[Any]) -> str:
+    """Best-effort sensor id of a refused message (for the counter label only)."""
+    try:
+        header = msgpack.unpackb(frames[0], raw=False)
+        sid = header.get("sid") if isinstance(header, dict) else None
+        if isinstance(sid, str) and 0 < len(sid) <= 128:
+            return sid
+    except Exception:
+        pass
+    try:
+        peer = frames[0].get("Peer-Address")
+        if peer:
+            return f"peer:{peer}"
+    except Exception:
+        pass
+    return UNKNOWN_SENSOR
+
+
+class Ingest:
+    def __init__(self, ctx: zmq.Context, cfg: IngestConfig, metrics: HubMetrics) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(cfg.endpoint)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.sensors: dict[str, SensorStats] = {}
+        self.bad_total = 0
+        self._log = RateLimitedLog(cfg.log_interval_s)
+
+    def stats(self, sensor_id: str) -> SensorStats:
+        st = self.sensors.get(sensor_id)
+        if st is None:
+            st = self.sensors[sensor_id] = SensorStats()
+        return st
+
+    def bad(self, sensor_id: str, reason: str, detail: str, n: int = 1) -> None:
+        st = self.stats(sensor_id)
+        st.bad[reason] = st.bad.get(reason, 0) + n
+        self.bad_total += n
+        self.metrics.child(self.metrics.bad_input, sensor_id, reason).inc(n)
+        self._log.warn((sensor_id, reason), detail)
+
+    def take(self, timeout_ms: int) -> list[Received]:
+        """Wait up to ``timeout_ms`` for input, then return one cycle's batches, fair order."""
+        sock = self.sock
+        if not sock.poll(timeout_ms, zmq.POLLIN):
+            return []
+        per_sensor: dict[str, deque[Received]] = {}
+        for _ in range(self.cfg.max_batches_per_cycle):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            got = self._decode(frames)
+            if got is not None:
+                q = per_sensor.get(got.sensor_id)
+                if q is None:
+                    q = per_sensor[got.sensor_id] = deque()
+                q.append(got)
+        for sid, q in per_sensor.items():
+            self.metrics.child(self.metrics.pending, sid).set(len(q))
+        out: list[Received] = []
+        queues = list(per_sensor.values())
+        while queues:
+            for q in queues:
+                out.append(q.popleft())
+            queues = [q for q in queues if q]
+        return out
+
+    def _decode(self, frames: list[Any]) -> Received | None:
+        size = sum(len(f) for f in frames)
+        buffers = [f.buffer for f in frames]
+        if size > self.cfg.max_message_bytes:
+            self.bad(_sensor_of(frames), wire.TOO_LARGE,
+                     f"message of {size} bytes > max_message_bytes {self.cfg.max_message_bytes}")
+            return None
+        try:
+            batch = wire.decode(buffers)
+        except wire.WireError as exc:
+            self.bad(_sensor_of(frames), exc.reason, str(exc))
+            return None
+        sid = batch.sensor_id
+        st = self.stats(sid)
+        n = len(batch.events)
+        st.batches += 1
+        st.events_in += n
+        st.last_seq = batch.seq
+        st.last_seen = time.time()
+        st.host = batch.host
+        m = self.metrics
+        m.child(m.batches, sid).inc()
+        m.child(m.events_in, sid).inc(n)
+        events = batch.events
+        missing_fields = ecs.missing_fields
+        bad_events = 0
+        first_problem = ""
+        for ev in events:
+            if type(ev) is not dict or missing_fields(ev):
+                bad_events += 1
+                if not first_problem:
+                    first_problem = (f"missing {', '.join(missing_fields(ev))}"
+                                     if isinstance(ev, dict) else "event is not a map")
+        if bad_events:
+            good = [ev for ev in events if type(ev) is dict and not missing_fields(ev)]
+            self.bad(sid, SCHEMA, f"batch {batch.seq}: {bad_events} event(s) refused, first: "
+                     f"{first_problem}", bad_events)
+            events = good
+        return Received(sid, batch.seq, batch.host, batch.sent_ns, events)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,62 @@
+"""Prometheus metrics of the hub (prometheus-client, on its own registry).
+
+Counters are updated once per batch (never per event) to keep them off the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class HubMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("threatseer_hub_events_in", "Events received (decoded, before "
+                                 "the schema check), per sensor.", ["sensor"], registry=r)
+        self.events_out = Counter("threatseer_hub_events_out", "Events emitted (logged or "
+                                  "alerted), per sensor.", ["sensor"], registry=r)
+        self.batches = Counter("threatseer_hub_batches", "Batches received, per sensor.",
+                               ["sensor"], registry=r)
+        self.bad_input = Counter("threatseer_hub_bad_input", "Refused input per sensor and reason "
+                                 "(frames, header, version, oversized, body, schema).",
+                                 ["sensor", "reason"], registry=r)
+        self.actions = Counter("threatseer_hub_actions", "Scored events by action (toss, log, "
+                               "alert).", ["action"], registry=r)
+        self.engine_seconds = Counter("threatseer_hub_engine_seconds", "Time spent in each "
+                                      "engine.", ["engine"], registry=r)
+        self.pending = Gauge("threatseer_hub_pending_batches", "Batches taken off the socket and "
+                             "waiting to be scored, per sensor.", ["sensor"], registry=r)
+        self.output_queue = Gauge("threatseer_hub_output_queue_depth", "Queue depth of each "
+                                  "output.", ["output"], registry=r)
+        self.profiles = Gauge("threatseer_hub_profiles", "Profiles in memory.", registry=r)
+        self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle.",
+                            ["name", "version", "digest"], registry=r)
+        self._children: dict[tuple[str, str], Any] = {}
+        self._engine_seen: dict[str, float] = {}
+
+    def child(self, metric: Counter | Gauge, *labels: str) -> Any:
+        key = (metric._name, *labels)  # type: ignore[attr-defined]
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def sync_engine_seconds(self, totals: dict[str, float]) -> None:
+        for name, total in totals.items():
+            delta = total - self._engine_seen.get(name, 0.0)
+            if delta > 0:
+                self.child(self.engine_seconds, name).inc(delta)
+                self._engine_seen[name] = total
+
+    def set_bundle(self, name: str, version: str, digest: str) -> None:
+        self.bundle.clear()
+        self.bundle.labels(name, version, digest[:16]).set(1)
+
+    def serve(self, listen: str) -> Any:
+        host, _, port = listen.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host or "0.0.0.0",
+                                            registry=self.registry)
+        return server
