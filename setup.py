@@ -107,7 +107,9 @@ def extensions() -> list[Extension]:
         libraries=["bpf", "elf", "z"],
         extra_compile_args=["-O2", "-Wno-unused-function"],
     )
-    return cythonize([ext], language_level=3, compiler_directives={"boundscheck": False})
+    # include_path: _bpf.pyx cimports native/libbpf.pxd and native/checkrc.pxd by plain name
+    return cythonize([ext], language_level=3, include_path=[os.path.join(HERE, "native")],
+                     compiler_directives={"boundscheck": False})
 
 
 # The import package is ``threatseer.*``; the source folders keep the project's layout.

@@ -1,0 +1,298 @@
+/* Shared maps and helpers of the threatseer BPF programs.
+ *
+ * Every program file includes this header; the maps are __weak definitions so that
+ * `bpftool gen object` (the libbpf static linker) merges the identical copies into ONE map
+ * each in threatseer.bpf.o. Records are built in a per-CPU scratch area and copied into the
+ * ring buffer with bpf_ringbuf_output() at their used length, so short records stay short.
+ */
+#ifndef THREATSEER_COMMON_H
+#define THREATSEER_COMMON_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "records.h"
+
+#define TSR_AF_INET 2
+#define TSR_AF_INET6 10
+#define TSR_S_IFMT 00170000
+#define TSR_S_IFSOCK 0140000
+#define TSR_IPPROTO_TCP 6
+#define TSR_IPPROTO_UDP 17
+
+/* One ring buffer for every record; userspace sets max_entries before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} ts_events SEC(".maps") __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TSR_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ts_counters SEC(".maps") __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tsr_config);
+} ts_config SEC(".maps") __weak;
+
+/* Sensitive path prefixes ('*' components stored literally, see match_prefix). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tsr_prefix_key);
+	__type(value, __u8);
+} ts_prefixes SEC(".maps") __weak;
+
+/* Syscall arguments saved at entry, read at exit (keyed by pid_tgid = thread). */
+struct inflight {
+	__u64 ptr;          /* user pointer: filename or sockaddr */
+	__u32 flags;        /* open flags */
+	__s32 fd;
+	__u16 kind;
+	__u16 addrlen;
+	__u8 sa[28];        /* connect: sockaddr copied at entry */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct inflight);
+} ts_inflight SEC(".maps") __weak;
+
+struct scratch {
+	union {
+		struct tsr_hdr hdr;
+		struct tsr_exec exec;
+		struct tsr_open open;
+		struct tsr_net net;
+		struct tsr_cgroup cg;
+	} rec;
+	char pathbuf[TSR_PATH_MAX + 256];
+	struct tsr_prefix_key key;
+	struct tsr_prefix_key key2;
+	char key2_pad[TSR_PREFIX_MAX];  /* room for masked (verifier-provable) writes into key2 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} ts_scratch SEC(".maps") __weak;
+
+/* Make the compiler forget what it knows about v, so a following mask reaches the verifier. */
+#define ts_barrier(v) asm volatile("" : "+r"(v))
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&ts_counters, &idx);
+	if (v)
+		*v += 1;   /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline struct tsr_config *get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&ts_config, &zero);
+}
+
+static __always_inline struct scratch *get_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&ts_scratch, &zero);
+}
+
+/* True (and counted) when tgid is the sensor itself. */
+static __always_inline bool is_self(__u32 tgid)
+{
+	struct tsr_config *cfg = get_config();
+	if (cfg && cfg->self_tgid && cfg->self_tgid == tgid) {
+		count(TSR_C_SELF);
+		return true;
+	}
+	return false;
+}
+
+static __always_inline __u32 current_tgid(void)
+{
+	return bpf_get_current_pid_tgid() >> 32;
+}
+
+/* Fill the task context of a record from task t. */
+static __always_inline void fill_task(struct tsr_hdr *h, struct task_struct *t)
+{
+	struct tsr_task *k = &h->task;
+	const struct cred *cred = BPF_CORE_READ(t, cred);
+	struct css_set *cs = BPF_CORE_READ(t, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	struct pid *tp = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct pid_namespace *pns = NULL;
+	int memid = bpf_core_enum_value(enum cgroup_subsys_id, memory_cgrp_id);
+
+	h->flags = 0;
+	k->ts_ns = bpf_ktime_get_boot_ns();
+	k->start_ns = BPF_CORE_READ(t, start_boottime);
+	k->pid = BPF_CORE_READ(t, tgid);
+	k->tid = BPF_CORE_READ(t, pid);
+	k->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	k->uid = BPF_CORE_READ(cred, uid.val);
+	k->gid = BPF_CORE_READ(cred, gid.val);
+	k->euid = BPF_CORE_READ(cred, euid.val);
+	k->auid = BPF_CORE_READ(t, loginuid.val);
+	bpf_core_read(&pns, sizeof(pns), &tp->numbers[level & 31].ns);
+	k->pidns = BPF_CORE_READ(pns, ns.inum);
+	k->mntns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	k->cgroup_id = BPF_CORE_READ(cs, dfl_cgrp, kn, id);
+	BPF_CORE_READ_STR_INTO(&k->comm, t, comm);
+	k->memcg[0] = 0;
+	if (memid >= 0 && memid < 16) {
+		bpf_core_read(&css, sizeof(css), &cs->subsys[memid]);
+		struct cgroup *cg = BPF_CORE_READ(css, cgroup);
+		if (cg && BPF_CORE_READ(cg, level) > 0) {
+			const char *name = BPF_CORE_READ(cg, kn, name);
+			bpf_probe_read_kernel_str(k->memcg, sizeof(k->memcg), name);
+		}
+	}
+}
+
+/* Copy rec (size bytes, bounded by the scratch record) into the ring buffer. */
+static __always_inline void emit(struct scratch *s, __u32 size)
+{
+	/* the mask keeps the copy inside the scratch value (> 16 KiB), which the verifier needs */
+	_Static_assert(sizeof(struct scratch) > 16383, "scratch smaller than emit mask");
+	ts_barrier(size);
+	size &= 16383;
+	s->rec.hdr.size = size;
+	if (bpf_ringbuf_output(&ts_events, &s->rec, size, 0))
+		count(TSR_C_LOST);
+	else
+		count(TSR_C_EVENTS);
+}
+
+struct walk_ctx {
+	struct scratch *s;
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct mount *mnt_parent;
+	__u32 off;
+	bool done;
+};
+
+/* One step of the dentry walk (a bpf_loop callback: verified once, not per iteration). */
+static long walk_step(__u64 i, void *arg)
+{
+	struct walk_ctx *c = arg;
+	struct dentry *dentry = c->dentry;
+	struct vfsmount *vfsmnt = c->vfsmnt;
+	struct mount *mnt = c->mnt;
+	struct dentry *root = BPF_CORE_READ(vfsmnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+	if (dentry == root) {
+		struct mount *up = c->mnt_parent;
+		if (mnt == up) {
+			c->done = true;
+			return 1;
+		}
+		c->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		c->mnt = up;
+		c->mnt_parent = BPF_CORE_READ(up, mnt_parent);
+		c->vfsmnt = &up->mnt;
+		return 0;
+	}
+	if (dentry == parent || !dentry) {
+		c->done = true;
+		return 1;
+	}
+	__u32 len = BPF_CORE_READ(dentry, d_name.len) & 255;
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+	__u32 off = c->off;
+	if (len + 1 > off)
+		return 1;
+	off -= len;
+	bpf_probe_read_kernel(&c->s->pathbuf[off & (TSR_PATH_MAX - 1)], len, name);
+	off -= 1;
+	c->s->pathbuf[off & (TSR_PATH_MAX - 1)] = '/';
+	c->off = off;
+	c->dentry = parent;
+	return 0;
+}
+
+/* Build the absolute path of (dentry, vfsmount) by walking dentries and crossing mounts,
+ * right-aligned in s->pathbuf: returns the offset where the NUL-terminated path starts
+ * (the NUL is at TSR_PATH_MAX - 1). Sets *trunc when the walk did not reach the root. */
+static __always_inline __u32 build_path(struct scratch *s, struct dentry *dentry,
+					struct vfsmount *vfsmnt, bool *trunc)
+{
+	struct mount *mnt = container_of(vfsmnt, struct mount, mnt);
+	struct walk_ctx c = {
+		.s = s,
+		.dentry = dentry,
+		.vfsmnt = vfsmnt,
+		.mnt = mnt,
+		.mnt_parent = BPF_CORE_READ(mnt, mnt_parent),
+		.off = TSR_PATH_MAX - 1,
+		.done = false,
+	};
+	s->pathbuf[TSR_PATH_MAX - 1] = 0;
+	bpf_loop(TSR_PATH_DEPTH, walk_step, &c, 0);
+	__u32 off = c.off & (TSR_PATH_MAX - 1);
+	if (off == TSR_PATH_MAX - 1) {
+		off -= 1;
+		s->pathbuf[off] = '/';
+	}
+	*trunc = !c.done;
+	if (!c.done)
+		count(TSR_C_PATH_TRUNC);
+	return off;
+}
+
+/* Copy the right-aligned path at off into dst (capacity >= TSR_PATH_MAX); returns its
+ * length including the NUL. */
+static __always_inline __u32 copy_path(struct scratch *s, char *dst, __u32 off)
+{
+	__u32 len = TSR_PATH_MAX - (off & (TSR_PATH_MAX - 1));
+	bpf_probe_read_kernel(dst, len & (2 * TSR_PATH_MAX - 1), &s->pathbuf[off & (TSR_PATH_MAX - 1)]);
+	return len;
+}
+
+/* The struct file behind fd in the current task, or NULL. */
+static __always_inline struct file *file_from_fd(int fd)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file *f = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= max)
+		return NULL;
+	bpf_core_read(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* The struct sock behind socket fd in the current task, or NULL. */
+static __always_inline struct sock *sock_from_fd(int fd)
+{
+	struct file *f = file_from_fd(fd);
+	if (!f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & TSR_S_IFMT) != TSR_S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+#endif /* THREATSEER_COMMON_H */

@@ -1,0 +1,183 @@
+"""Friendly Python API over the Cython reader: the one object the sensor daemon holds.
+
+    from threatseer.native import Probe
+    with Probe(sensitive_paths=["/etc/shadow", "/home/*/.ssh/"]) as probe:
+        for event in probe.poll(timeout_ms=100):
+            ...   # flat ECS dicts
+
+Everything the kernel side needs (ring size, self filter, memory-cgroup hierarchy, path
+prefixes) is set here before or right after load; the prefix filter can be changed live.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterable
+from importlib import resources
+from typing import Any
+
+from threatseer.native._bpf import COUNTER_NAMES, BpfProbe
+from threatseer.native.errors import ProbeError
+
+PREFIX_MAX = 256  # bytes of a path the kernel compares (TSR_PREFIX_MAX)
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+# Tracepoints some architectures lack (no open(2) on arm64; openat2 needs >= 5.6).
+OPTIONAL_PROGRAMS = ("ts_enter_open", "ts_exit_open", "ts_enter_openat2", "ts_exit_openat2")
+
+
+def bpf_object_path() -> str:
+    """Where the linked BPF object lives (built by setup.py next to this module)."""
+    return str(resources.files("threatseer.native") / "threatseer.bpf.o")
+
+
+def memory_hierarchy(proc_cgroups: str = "/proc/cgroups") -> int | None:
+    """Hierarchy id of the v1 memory controller, or None when it is not mounted as v1."""
+    try:
+        with open(proc_cgroups) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 4 and parts[0] == "memory":
+                    hid = int(parts[1])
+                    return hid if hid > 0 and parts[3] == "1" else None
+    except OSError:
+        return None
+    return None
+
+
+def ring_bytes(kib: int) -> int:
+    """Ring size in bytes: a power of two of at least one page (a kernel requirement)."""
+    want = max(int(kib), 1) * 1024
+    size = os.sysconf("SC_PAGE_SIZE")
+    while size < want:
+        size *= 2
+    return size
+
+
+def compile_prefixes(prefixes: Iterable[str]) -> tuple[set[bytes], int]:
+    """Validate prefixes; return the trie keys and the wildcard component mask.
+
+    '*' may stand for exactly one whole path component (e.g. "/home/*/.ssh/"), at most
+    once per prefix and within the first 7 components, because the kernel retries the
+    lookup with that component of the opened path replaced by '*'.
+    """
+    keys: set[bytes] = set()
+    mask = 0
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"sensitive path must be an absolute path: {prefix!r}")
+        raw = prefix.encode()
+        if len(raw) > PREFIX_MAX:
+            raise ValueError(f"sensitive path longer than {PREFIX_MAX} bytes: {prefix!r}")
+        parts = prefix.split("/")
+        stars = [i for i, part in enumerate(parts) if "*" in part]
+        if stars:
+            if len(stars) > 1 or parts[stars[0]] != "*":
+                raise ValueError(
+                    f"'*' must be one whole path component, once per prefix: {prefix!r}")
+            if not 1 <= stars[0] <= 7:
+                raise ValueError(f"'*' only within the first 7 path components: {prefix!r}")
+            mask |= 1 << stars[0]
+        keys.add(raw)
+    return keys, mask
+
+
+class Probe:
+    """The loaded and attached threatseer BPF programs and their ring-buffer reader.
+
+    Creating one opens, sizes, loads and attaches everything (root or CAP_BPF +
+    CAP_PERFMON needed); :meth:`close` detaches and frees it all (also on ``with`` exit).
+    """
+
+    def __init__(
+        self,
+        ring_buffer_kib: int = 16384,
+        sensitive_paths: Iterable[str] = (),
+        self_tgid: int | None = None,
+        memory_cgroup_hierarchy: int | None = None,
+        bpf_object: str | None = None,
+    ) -> None:
+        if not any(os.path.isdir(os.path.join(p, "events")) for p in TRACEFS):
+            raise ProbeError(errno.ENOENT, "tracefs not mounted (mount -t tracefs nodev "
+                             "/sys/kernel/tracing): tracepoints cannot be attached")
+        keys, mask = compile_prefixes(sensitive_paths)
+        path = bpf_object or bpf_object_path()
+        if not os.path.exists(path):
+            raise ProbeError(errno.ENOENT, f"{path} missing: build it with `make build`")
+        self.memory_cgroup_hierarchy = (
+            memory_hierarchy() if memory_cgroup_hierarchy is None else memory_cgroup_hierarchy)
+        self.self_tgid = os.getpid() if self_tgid is None else int(self_tgid)
+        self._bpf: BpfProbe | None = BpfProbe(path.encode(), ring_bytes(ring_buffer_kib),
+                                              OPTIONAL_PROGRAMS)
+        try:
+            self._prefixes: set[bytes] = set()
+            self._mask = 0
+            self._apply_config()
+            self._set_keys(keys, mask)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def programs(self) -> list[str]:
+        """Names of the attached BPF programs."""
+        return list(self._live().attached)
+
+    def _live(self) -> BpfProbe:
+        if self._bpf is None:
+            raise ProbeError(errno.EBADF, "probe is closed")
+        return self._bpf
+
+    def _apply_config(self) -> None:
+        self._live().set_config(self.self_tgid, self.memory_cgroup_hierarchy, self._mask)
+
+    def _set_keys(self, keys: set[bytes], mask: int) -> None:
+        bpf = self._live()
+        # add first, then widen the mask, then drop stale entries: never a window in which
+        # a path matching both the old and the new set is missed
+        for key in keys - self._prefixes:
+            bpf.prefix_add(key)
+        self._mask = mask | self._mask
+        self._apply_config()
+        for key in self._prefixes - keys:
+            bpf.prefix_delete(key)
+        self._prefixes = set(keys)
+        self._mask = mask
+        self._apply_config()
+
+    def set_sensitive_paths(self, prefixes: Iterable[str]) -> None:
+        """Replace the in-kernel open filter without reloading (ValueError on a bad entry,
+        leaving the current filter in place)."""
+        keys, mask = compile_prefixes(prefixes)
+        self._set_keys(keys, mask)
+
+    def poll(self, timeout_ms: int = 100, max_events: int = 4096) -> list[dict[str, Any]]:
+        """Up to max_events events as flat ECS dicts; waits up to timeout_ms if none."""
+        return self._live().poll(timeout_ms, max_events)
+
+    def counters(self) -> dict[str, int]:
+        """Kernel counters summed over CPUs ("lost", "filtered", "events", "self_filtered",
+        "path_truncated") plus "decode_errors" from userspace."""
+        bpf = self._live()
+        out = dict(zip(COUNTER_NAMES, bpf.counters(), strict=True))
+        out["decode_errors"] = bpf.decode_errors
+        return out
+
+    def fileno(self) -> int:
+        """The ring buffer's epoll fd: readable when records are waiting."""
+        return self._live().fileno()
+
+    def close(self) -> None:
+        """Detach every program and free maps and reader; safe to call twice."""
+        bpf, self._bpf = self._bpf, None
+        if bpf is not None:
+            bpf.close()
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
