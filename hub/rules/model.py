@@ -69,6 +69,16 @@ class EmptyRuleSet:
         return 0
 
 
+@dataclass(frozen=True)
+class RuleTest:
+    """One embedded test: ``event`` must (``expect_match``) or must not fire ``rule``."""
+
+    rule: str  # rule name (Sigma rules: title or id)
+    event: dict[str, Any]
+    expect_match: bool
+    source: str = ""  # file:line of the event
+
+
 @dataclass
 class Bundle:
     manifest: Manifest
@@ -78,3 +88,4 @@ class Bundle:
     source: str = ""  # where it was loaded from
     # Rules that could not be loaded, each "file: rule: reason" (never dropped silently).
     unsupported: list[str] = field(default_factory=list)
+    tests: list[RuleTest] = field(default_factory=list)

@@ -11,6 +11,7 @@ else raises :class:`SigmaUnsupported` with the reason, which the bundle loader r
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sigma.conditions import (
@@ -121,8 +122,6 @@ def _string(field: Field, value: SigmaString) -> Node:
             return Cmp(field, "startswith", (text,), nocase)
         if len(parts) == 2 and lead:
             return Cmp(field, "endswith", (text,), nocase)
-    import re
-
     pattern = "".join(
         re.escape(p) if isinstance(p, str) else (".*" if p is star else ".") for p in parts)
     return Cmp(field, "regex", (f"\\A(?:{pattern})\\Z",), nocase)

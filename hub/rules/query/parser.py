@@ -8,7 +8,9 @@ Grammar (``not`` binds tighter than ``and``, which binds tighter than ``or``)::
     comparison := FIELD ["not"] OP values | FIELD "exists"
     OP     := = != < <= > >= in contains startswith endswith glob regex cidr
               icontains istartswith iendswith iglob iregex ieq
-    values := value | "(" value ("," value)* ")" | LISTNAME   (LISTNAME only after in)
+    values := value | "(" value ("," value)* ")" | LISTNAME
+
+A bare word naming a list stands for its values (after ``in`` it must name one).
 
 Ancestry: ``process.ancestors`` is ``threatseer.ancestors`` (nearest first) and
 ``process.ancestors[N]`` one of them; ``process.parent.*`` are plain fields.
@@ -175,10 +177,10 @@ class _Parser:
                 if not (sep.kind == "punct" and sep.text == ","):
                     raise QueryError(f"expected ',' or ')', found {sep.text or 'end'!r}",
                                      sep.column)
-        if tok.kind == "word" and allow_list_name:
-            if tok.text not in self.lists:
-                raise QueryError(f"unknown list {tok.text!r}", tok.column)
+        if tok.kind == "word" and tok.text in self.lists:
             return tuple(self.lists[tok.text])
+        if tok.kind == "word" and allow_list_name:
+            raise QueryError(f"unknown list {tok.text!r}", tok.column)
         if tok.kind in ("string", "number", "word"):
             return (tok.value,)
         raise QueryError(f"expected a value, found {tok.text or 'end of condition'!r}",
