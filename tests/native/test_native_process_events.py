@@ -1,0 +1,127 @@
+"""exec, fork and exit records from real processes, field by field."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from threatseer.native import Probe
+
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action",
+          "process.pid", "process.thread.id", "process.name", "process.parent.pid", "user.id",
+          "group.id", "user.effective.id", "user.audit.id", "threatseer.cgroup.id",
+          "threatseer.cgroup.memory", "threatseer.ns.pid", "threatseer.ns.mnt",
+          "threatseer.process.start_ns")
+
+
+def own_memcg() -> str:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.rstrip("\n").split(":", 2)
+        if "memory" in controllers.split(","):
+            return path.rsplit("/", 1)[-1]
+    return ""
+
+
+def test_exec_fork_exit_of_a_command(events):
+    proc = subprocess.Popen(["/bin/echo", "threatseer-arg-1", "two words"],
+                            stdout=subprocess.DEVNULL)
+    proc.wait()
+    pid = proc.pid
+    (ex,) = events.wait(lambda e: e["event.action"] == "exec" and e["process.pid"] == pid)
+    assert ex["process.executable"] == os.path.realpath("/bin/echo")
+    assert ex["process.args"] == ["/bin/echo", "threatseer-arg-1", "two words"]
+    assert ex["process.args_count"] == 3
+    assert ex["threatseer.args_truncated"] is False
+    assert ex["process.name"] == "echo"
+    assert ex["process.parent.pid"] == os.getpid()
+    assert ex["process.thread.id"] == pid
+    assert ex["user.id"] == os.getuid() and ex["user.effective.id"] == os.geteuid()
+    assert ex["group.id"] == os.getgid()
+    assert ex["event.kind"] == "event"
+    assert ex["event.category"] == ["process"] and ex["event.type"] == ["start"]
+    assert ex["threatseer.ns.pid"] == os.stat("/proc/self/ns/pid").st_ino
+    assert ex["threatseer.ns.mnt"] == os.stat("/proc/self/ns/mnt").st_ino
+    assert ex["threatseer.cgroup.memory"] == own_memcg()
+    assert ex["threatseer.process.start_ns"] > 0
+    for key in COMMON:
+        assert key in ex, key
+    assert ISO.match(ex["@timestamp"])
+    when = datetime.strptime(ex["@timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs(when.timestamp() - time.time()) < 30
+
+    (fork,) = events.wait(lambda e: e["event.action"] == "fork" and e["process.pid"] == pid)
+    assert fork["process.parent.pid"] == os.getpid()
+    assert fork["event.type"] == ["start"]
+
+    (end,) = events.wait(lambda e: e["event.action"] == "exit" and e["process.pid"] == pid)
+    assert end["process.exit_code"] == 0
+    assert "threatseer.exit_signal" not in end
+    assert end["event.type"] == ["end"]
+    assert end["process.name"] == "echo"
+    assert end["threatseer.process.start_ns"] == ex["threatseer.process.start_ns"]
+
+
+def test_exit_status_and_killing_signal(events):
+    proc = subprocess.Popen(["/bin/sh", "-c", "exit 7"])
+    proc.wait()
+    (end,) = events.wait(lambda e: e["event.action"] == "exit" and e["process.pid"] == proc.pid)
+    assert end["process.exit_code"] == 7
+
+    victim = subprocess.Popen(["/bin/sleep", "30"])
+    try:
+        events.wait(lambda e: e["event.action"] == "exec" and e["process.pid"] == victim.pid)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        (end,) = events.wait(
+            lambda e: e["event.action"] == "exit" and e["process.pid"] == victim.pid)
+        assert end["threatseer.exit_signal"] == signal.SIGKILL
+        assert end["process.exit_code"] == 128 + signal.SIGKILL
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_long_argv_is_truncated_and_flagged(events):
+    many = ["/bin/true"] + [f"a{i}" for i in range(99)]
+    subprocess.run(many, check=True)
+    (ex,) = events.wait(lambda e: e["event.action"] == "exec" and e["process.args"][:1] == ["/bin/true"]
+                        and e["process.args_count"] == 100)
+    assert len(ex["process.args"]) == 64
+    assert ex["process.args"][:3] == ["/bin/true", "a0", "a1"]
+    assert ex["threatseer.args_truncated"] is True
+
+    big = ["/bin/true", "x" * 3000, "y" * 3000]
+    subprocess.run(big, check=True)
+    (ex,) = events.wait(lambda e: e["event.action"] == "exec" and e["process.args_count"] == 3
+                        and e["process.args"][1:2] == ["x" * 3000])
+    assert ex["threatseer.args_truncated"] is True
+    assert sum(len(a) + 1 for a in ex["process.args"]) <= 4096 + 1
+
+
+def test_threads_and_thread_exits_are_not_processes(events):
+    ids: list[int] = []
+    t = threading.Thread(target=lambda: ids.append(threading.get_native_id()))
+    t.start()
+    t.join()
+    events.settle(0.3)
+    mine = [e for e in events.events if e["process.thread.id"] == ids[0]
+            or (e["event.action"] in ("fork", "exit") and e["process.pid"] == os.getpid())]
+    assert mine == []
+
+
+def test_own_process_is_filtered_in_the_kernel():
+    with Probe(ring_buffer_kib=256, sensitive_paths=["/etc/shadow"]) as p:  # self = us
+        before = p.counters()["self_filtered"]
+        open("/etc/shadow").close()
+        got: list = []
+        for _ in range(4):
+            got += p.poll(timeout_ms=50)
+        assert [e for e in got if e["process.pid"] == os.getpid()] == []
+        assert p.counters()["self_filtered"] > before
