@@ -1,0 +1,73 @@
+{#- System libraries, a venv and the threatseer package (from the master's wheelhouse or an
+    index). Re-running changes nothing; a new wheel on the master or a new pinned version
+    reinstalls, and the services watching `threatseer-package` restart. #}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/map.jinja" import ts with context %}
+{%- set p = ts.paths %}
+{%- set inst = ts.install %}
+{%- set req = inst.requirement ~ ('==' ~ inst.version if inst.version else '') %}
+{%- set pip = p.python ~ ' -m pip --disable-pip-version-check --no-input' %}
+{%- set args = inst.pip_args|join(' ') %}
+{%- if inst.source == 'wheelhouse' %}
+{%-   set args = args ~ ' --find-links ' ~ p.wheelhouse ~ (' --no-index' if inst.no_index else '') %}
+{%- elif inst.index_url %}
+{%-   set args = args ~ ' --index-url ' ~ inst.index_url %}
+{%- endif %}
+{#- Installed, importable, and the pinned version (if any): then there is nothing to do. #}
+{%- set check = p.python ~ ' -c "import importlib.metadata as m, sys, threatseer.sensor; '
+                ~ "sys.exit(0 if '" ~ inst.version ~ "' in ('', m.version('threatseer')) else 1)"
+                ~ '"' %}
+
+{%- if ts.manage_pkgs %}
+threatseer-system-packages:
+  pkg.installed:
+    - pkgs: {{ ts.pkgs|json }}
+{%- endif %}
+
+threatseer-prefix:
+  file.directory:
+    - name: {{ p.prefix }}
+    - makedirs: True
+    - mode: '0755'
+
+threatseer-venv:
+  cmd.run:
+    - name: {{ ts.python }} -m venv {{ '--system-site-packages ' if inst.system_site_packages else '' }}{{ p.venv }}
+    - creates: {{ p.python }}
+    - require:
+      - file: threatseer-prefix
+{%- if ts.manage_pkgs %}
+      - pkg: threatseer-system-packages
+{%- endif %}
+
+{%- if inst.source == 'wheelhouse' %}
+threatseer-wheelhouse:
+  file.recurse:
+    - name: {{ p.wheelhouse }}
+    - source: {{ inst.wheelhouse }}
+    - clean: True
+    - include_pat: 'E@\.(whl|tar\.gz|zip)$'
+    - file_mode: '0644'
+    - dir_mode: '0755'
+    - require:
+      - file: threatseer-prefix
+{%- endif %}
+
+threatseer-package:
+  cmd.run:
+    - name: {{ pip }} install --quiet {{ args }} '{{ req }}'
+    - unless: {{ check|yaml_dquote }}
+    - require:
+      - cmd: threatseer-venv
+{%- if inst.source == 'wheelhouse' %}
+      - file: threatseer-wheelhouse
+
+{#- Same version, new build on the master: replace the package (dependencies stay). #}
+threatseer-package-rebuilt:
+  cmd.run:
+    - name: {{ pip }} install --quiet --force-reinstall --no-deps {{ args }} '{{ req }}'
+    - onchanges:
+      - file: threatseer-wheelhouse
+    - require:
+      - cmd: threatseer-package
+{%- endif %}

@@ -1,0 +1,6 @@
+{#- The sensor daemon as a service (systemd unit, SysV script or plain script). #}
+{%- set tplroot = tpldir.split('/')[0] %}
+{%- from tplroot ~ "/macros.jinja" import service with context %}
+include:
+  - {{ tplroot }}.config.sensor
+{{ service('sensor') }}
