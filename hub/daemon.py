@@ -75,6 +75,7 @@ class Hub:
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self._stop = threading.Event()
+        self._stopped = False
         self._thread: threading.Thread | None = None
         self._http: Any = None
         self._admin: Any = None
@@ -109,9 +110,14 @@ class Hub:
 
     def stop(self) -> None:
         """Graceful stop (see module docstring); returns when everything is emitted."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        else:  # never started: release what __init__ opened
+            self._shutdown()
         if self._admin is not None:
             try:
                 self._admin.stop()

@@ -13,6 +13,7 @@ cache at its next flush, so the CLI works whether or not a hub is running.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ class ProfileStore:
         self.path = path
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.db = sqlite_utils.Database(path) if path != ":memory:" else sqlite_utils.Database(
-            memory=True)
+        # Opened here, used by the hub's pipeline thread (one user at a time).
+        self.db = sqlite_utils.Database(sqlite3.connect(path, check_same_thread=False))
         if path != ":memory:":
             self.db.enable_wal()
         self.db.execute("PRAGMA busy_timeout = 5000")

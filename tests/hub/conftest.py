@@ -17,3 +17,26 @@ def zctx() -> Iterator[zmq.Context]:
     ctx = zmq.Context()
     yield ctx
     ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def start_hub(tmp_path):  # type: ignore[no-untyped-def]
+    """Factory of in-process hubs on free ports (``start_hub(start=False, ingest__x=...)``);
+    every hub it made is stopped at the end, even when the test fails."""
+    from hub_helpers import hub_config
+
+    from threatseer.hub.daemon import Hub
+
+    hubs = []
+
+    def make(start: bool = True, bundle=None, **overrides):  # type: ignore[no-untyped-def]
+        hub = Hub(hub_config(tmp_path, **overrides), bundle=bundle, stop_timeout_s=5)
+        hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    yield make
+    for hub in hubs:
+        if not hub._stopped:
+            hub.stop()

@@ -54,6 +54,8 @@ def exec_event(exe: str = "/usr/bin/ls", args: list[str] | None = None,
     args = args if args is not None else [exe.rpartition("/")[2], "-l"]
     return base("exec", **{"process.executable": exe, "process.name": exe.rpartition("/")[2][:15],
                            "process.args": args, "process.parent.pid": 1,
+                           "process.command_line": " ".join(map(str, args))
+                           if isinstance(args, list) else args,
                            "process.parent.executable": parent, **fields})
 
 
