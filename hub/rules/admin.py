@@ -1,0 +1,225 @@
+"""The hub's authenticated admin endpoint for bundles (publish, list, rollback) and its client.
+
+Transport: a ZeroMQ REP socket. A request is ``[header, signature, payload]``: ``header`` is
+canonical JSON ``{"op", "args", "ts", "nonce", "key", "payload_sha256"}`` and ``signature``
+an ed25519 signature of ``threatseer-admin-v1:`` + header by an admin key. The server
+accepts a change only from a configured admin key, within ``MAX_SKEW`` seconds of its clock,
+with a nonce it has not seen (replay protection); ``list`` needs no key. Replies are JSON
+``{"ok": bool, "error": str, ...}``. A refused bundle leaves the previous one active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import zmq
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from threatseer.hub.rules.archive import MAX_ARCHIVE_BYTES
+from threatseer.hub.rules.model import Bundle
+from threatseer.hub.rules.signing import b64, load_verify_key
+from threatseer.hub.rules.store import BundleStore, StoreError
+
+log = logging.getLogger(__name__)
+ADMIN_CONTEXT = b"threatseer-admin-v1:"
+MAX_SKEW = 60.0
+AUTHENTICATED_OPS = {"publish", "rollback"}
+
+
+class AdminError(RuntimeError):
+    """The hub refused a request or did not answer."""
+
+
+def _canonical(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _summary(bundle: Bundle) -> dict[str, Any]:
+    return {"name": bundle.manifest.name, "version": bundle.manifest.version,
+            "digest": bundle.digest, "rules": len(bundle.ruleset),
+            "unsupported": len(bundle.unsupported)}
+
+
+class AdminServer(threading.Thread):
+    """Serves the admin endpoint on a thread; ``on_activate(bundle)`` runs after each swap."""
+
+    def __init__(
+        self,
+        store: BundleStore,
+        endpoint: str,
+        admin_keys: Iterable[VerifyKey | str | Path],
+        on_activate: Callable[[Bundle], None] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        super().__init__(name="threatseer-rules-admin", daemon=True)
+        self.store = store
+        self.endpoint = endpoint
+        self.admin_keys = {b64(bytes(k)): k for k in (
+            k if isinstance(k, VerifyKey) else load_verify_key(k) for k in admin_keys)}
+        self.on_activate = on_activate
+        self._ctx = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._seen: dict[str, float] = {}  # nonce -> ts
+        self.counters = {"requests": 0, "refused": 0, "activations": 0}
+        self.bind_error: Exception | None = None
+
+    # ---- lifecycle --------------------------------------------------------------
+
+    def start(self) -> None:
+        super().start()
+        self._ready.wait(5)
+        if self.bind_error is not None:
+            raise self.bind_error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        sock = self._ctx.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ARCHIVE_BYTES + 65536)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            self.bind_error = exc
+            self._ready.set()
+            sock.close()
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                frames = sock.recv_multipart()
+                try:
+                    reply = self.handle(frames)
+                except Exception as exc:  # never let one request kill the endpoint
+                    log.exception("admin request failed")
+                    reply = {"ok": False, "error": f"internal error: {exc}"}
+                if not reply.get("ok"):
+                    self.counters["refused"] += 1
+                sock.send(_canonical(reply))
+        finally:
+            sock.close()
+
+    # ---- requests ---------------------------------------------------------------
+
+    def authenticate(self, frames: list[bytes]) -> tuple[dict[str, Any], bytes]:
+        """The verified header and payload, or raise AdminError with the reason."""
+        if len(frames) not in (2, 3):
+            raise AdminError("malformed request")
+        try:
+            header = json.loads(frames[0])
+            assert isinstance(header, dict)
+        except (ValueError, AssertionError):
+            raise AdminError("malformed request header") from None
+        payload = frames[2] if len(frames) == 3 else b""
+        op = header.get("op")
+        if op not in AUTHENTICATED_OPS:
+            return header, payload
+        key = self.admin_keys.get(str(header.get("key")))
+        if key is None:
+            raise AdminError("not authorized: unknown admin key")
+        try:
+            key.verify(ADMIN_CONTEXT + frames[0], frames[1])
+        except (BadSignatureError, ValueError):
+            raise AdminError("not authorized: bad signature") from None
+        ts, nonce = header.get("ts"), str(header.get("nonce", ""))
+        now = time.time()
+        if not isinstance(ts, int | float) or abs(now - ts) > MAX_SKEW:
+            raise AdminError("not authorized: request timestamp outside the allowed window")
+        if len(nonce) < 16:
+            raise AdminError("not authorized: missing nonce")
+        self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * MAX_SKEW}
+        if nonce in self._seen:
+            raise AdminError("not authorized: replayed request")
+        self._seen[nonce] = now
+        if header.get("payload_sha256") != hashlib.sha256(payload).hexdigest():
+            raise AdminError("not authorized: payload does not match the signed header")
+        return header, payload
+
+    def handle(self, frames: list[bytes]) -> dict[str, Any]:
+        self.counters["requests"] += 1
+        try:
+            header, payload = self.authenticate(frames)
+        except AdminError as exc:
+            return {"ok": False, "error": str(exc)}
+        op, args = header.get("op"), header.get("args") or {}
+        try:
+            if op == "list":
+                return {"ok": True, "installed": self.store.installed(),
+                        "active": self.store.active_version()}
+            if op == "publish":
+                bundle = self.store.publish(payload)
+            elif op == "rollback":
+                version = args.get("version")
+                bundle = self.store.rollback(str(version) if version else None)
+            else:
+                return {"ok": False, "error": f"unknown operation {op!r}"}
+        except StoreError as exc:
+            return {"ok": False, "error": str(exc)}
+        self.counters["activations"] += 1
+        if self.on_activate is not None:
+            self.on_activate(bundle)
+        return {"ok": True, "active": _summary(bundle)}
+
+
+class AdminClient:
+    """Talks to a hub's admin endpoint (used by ``threatseer rules publish|list|rollback``)."""
+
+    def __init__(self, endpoint: str, key: SigningKey | None = None,
+                 timeout: float = 30.0, context: zmq.Context | None = None) -> None:
+        self.endpoint, self.key, self.timeout = endpoint, key, timeout
+        self._ctx = context or zmq.Context.instance()
+
+    def frames(self, op: str, args: dict[str, Any] | None = None,
+               payload: bytes = b"") -> list[bytes]:
+        header = {"op": op, "args": args or {}, "ts": time.time(),
+                  "nonce": os.urandom(16).hex(),
+                  "payload_sha256": hashlib.sha256(payload).hexdigest(),
+                  "key": b64(bytes(self.key.verify_key)) if self.key else ""}
+        raw = _canonical(header)
+        sig = self.key.sign(ADMIN_CONTEXT + raw).signature if self.key else b""
+        return [raw, sig, payload]
+
+    def send_frames(self, frames: list[bytes]) -> dict[str, Any]:
+        sock = self._ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.endpoint)
+            sock.send_multipart(frames)
+            if not sock.poll(int(self.timeout * 1000)):
+                raise AdminError(f"no answer from {self.endpoint} within {self.timeout:g}s")
+            reply = json.loads(sock.recv())
+        finally:
+            sock.close()
+        return reply
+
+    def request(self, op: str, args: dict[str, Any] | None = None,
+                payload: bytes = b"") -> dict[str, Any]:
+        reply = self.send_frames(self.frames(op, args, payload))
+        if not reply.get("ok"):
+            raise AdminError(reply.get("error") or "refused")
+        return reply
+
+    def publish(self, archive: bytes) -> dict[str, Any]:
+        return self.request("publish", payload=archive)
+
+    def list(self) -> dict[str, Any]:
+        return self.request("list")
+
+    def rollback(self, version: str | None = None) -> dict[str, Any]:
+        return self.request("rollback", {"version": version} if version else {})
