@@ -546,7 +546,7 @@ cdef class BpfProbe:
             &c.h, ecs.CONTAINER_CREATED if c.h.kind == TSR_CGROUP_MKDIR else ecs.CONTAINER_DESTROYED)
         path = c.path[:strnlen(c.path, c.path_len)].decode("utf-8", "replace")
         d["threatseer.cgroup.path"] = path
-        d["threatseer.cgroup.memory"] = path.rsplit("/", 1)[-1]
+        d["threatseer.cgroup.memory"] = path[path.rfind("/") + 1:]  # no [-1]: wraparound off
         d["threatseer.cgroup.hierarchy"] = c.root
         return d
 

@@ -97,6 +97,7 @@ class Probe:
         memory_cgroup_hierarchy: int | None = None,
         bpf_object: str | None = None,
     ) -> None:
+        self._bpf: BpfProbe | None = None
         if not any(os.path.isdir(os.path.join(p, "events")) for p in TRACEFS):
             raise ProbeError(errno.ENOENT, "tracefs not mounted (mount -t tracefs nodev "
                              "/sys/kernel/tracing): tracepoints cannot be attached")
@@ -107,7 +108,7 @@ class Probe:
         self.memory_cgroup_hierarchy = (
             memory_hierarchy() if memory_cgroup_hierarchy is None else memory_cgroup_hierarchy)
         self.self_tgid = os.getpid() if self_tgid is None else int(self_tgid)
-        self._bpf: BpfProbe | None = BpfProbe(path.encode(), ring_bytes(ring_buffer_kib),
+        self._bpf = BpfProbe(path.encode(), ring_bytes(ring_buffer_kib),
                                               OPTIONAL_PROGRAMS)
         try:
             self._prefixes: set[bytes] = set()
@@ -180,4 +181,5 @@ class Probe:
         self.close()
 
     def __del__(self) -> None:
-        self.close()
+        if getattr(self, "_bpf", None) is not None:
+            self.close()
