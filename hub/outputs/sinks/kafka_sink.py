@@ -10,13 +10,16 @@ idempotent producer fail fatally: the producer is then rebuilt and the batch res
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from ..config import KafkaOptions, OutputConfig
 from ..events import subject, to_json
 from .base import SendResult, Sink
+
+log = logging.getLogger("threatseer.hub.outputs.kafka")
 
 # Errors after which resending cannot help.
 PERMANENT = {
@@ -45,7 +48,8 @@ class KafkaSink(Sink):
 
     def connect(self) -> None:
         if self._producer is None or self._fatal:
-            self._producer = Producer({**self.conf, "error_cb": self._on_error})
+            self._producer = Producer({**self.conf, "error_cb": self._on_error,
+                                       "logger": log})
             self._fatal = False
         # Metadata for the topic: proves a broker answers (and auto-creates the topic there).
         self._producer.list_topics(self.opts.topic, timeout=min(10.0, self.opts.delivery_timeout_s))
@@ -77,6 +81,12 @@ class KafkaSink(Sink):
                     break
                 except BufferError:  # librdkafka's queue is full: serve callbacks, try again
                     producer.poll(0.1)
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and (err.fatal() or
+                                                        err.code() == KafkaError._FATAL):
+                        self._fatal = True  # e.g. the broker forgot our producer id
+                    raise
         left = producer.flush(self.opts.delivery_timeout_s + 5.0)
         result = SendResult()
         for i, event in enumerate(events):
@@ -101,7 +111,9 @@ class KafkaSink(Sink):
             self._producer.poll(0)
 
     def disconnect(self) -> None:
+        """Only a fatal error needs a new producer; otherwise librdkafka reconnects itself."""
         if self._fatal and self._producer is not None:
+            self._producer.purge()
             self._producer = None
 
     def close(self) -> None:
