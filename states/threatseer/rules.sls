@@ -15,8 +15,8 @@ threatseer-rules-not-pinned:
 {%- else %}
 {%- set base = r.name ~ '-' ~ r.version ~ r.suffix %}
 {%- set bundle = p.bundles_dir ~ '/' ~ base %}
-{%- set key_file = p.config_dir ~ '/bundle-signing.pub' %}
-{%- set names = {'bundle': bundle, 'key_file': key_file, 'name': r.name, 'version': r.version} %}
+{%- set names = {'bundle': bundle, 'key_file': p.signing_key, 'name': r.name,
+                 'version': r.version, 'admin_key': p.admin_key} %}
 {%- set verify = subst(r.verify_cmd, names)|load_json %}
 
 threatseer-rules-dir:
@@ -24,14 +24,6 @@ threatseer-rules-dir:
     - name: {{ p.bundles_dir }}
     - makedirs: True
     - mode: '0755'
-
-threatseer-rules-signing-key:
-  file.managed:
-    - name: {{ key_file }}
-    - contents: {{ r.signing_public_key|string|yaml_dquote }}
-    - mode: '0644'
-    - require:
-      - file: threatseer-hub-config-dir
 
 threatseer-rules-bundle:
   file.managed:
@@ -48,16 +40,16 @@ threatseer-rules-verified:
     - unless: sha256sum --status -c {{ bundle }}.verified
     - require:
       - file: threatseer-rules-bundle
-      - file: threatseer-rules-signing-key
+      - file: threatseer-hub-signing-key
       - sls: {{ tplroot }}.package
 
 {%- if r.activate == 'admin' %}
-{%- set publish = subst(r.publish_cmd, names)|load_json %}
+{%- set activate = subst(r.activate_cmd, names)|load_json %}
 {%- set active = subst(r.active_cmd, names)|load_json %}
 threatseer-rules-active:
   cmd.run:
-    - name: {{ publish|yaml_dquote }}
-    - unless: {{ (active ~ ' | grep -qwF -- ' ~ r.version)|yaml_dquote }}
+    - name: {{ activate|yaml_dquote }}
+    - unless: {{ (active ~ ' | grep -q -- ' ~ ('^\\* ' ~ r.version ~ ' ')|quote)|yaml_dquote }}
     - require:
       - cmd: threatseer-rules-verified
       - {{ 'service' if ts.service.manager in ('systemd', 'sysv') else 'cmd' }}: threatseer-hub-service
