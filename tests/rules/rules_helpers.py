@@ -1,0 +1,42 @@
+"""Helpers for the rules tests: writing small bundles to disk."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+
+
+def write_bundle(root: Path, files: dict[str, str], version: str = "1.0.0") -> Path:
+    """A bundle directory with a manifest plus ``files`` (dedented)."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = {"manifest.yaml": f"name: test\nversion: '{version}'\n", **files}
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+SIMPLE_RULES = """\
+lists:
+  shells: [bash, sh]
+macros:
+  spawned: event.action = exec
+rules:
+  - rule: shell_from_web
+    description: web server spawns a shell
+    condition: spawned and process.name in shells and process.parent.name = nginx
+    score: 70
+    tags: [attack.t1505.003]
+    output: "{process.parent.name} -> {process.name} ({process.args})"
+    exceptions:
+      - name: health
+        fields: [host.name, process.args]
+        values: [[web1, /srv/health.sh]]
+    tests:
+      match:
+        - {event.action: exec, process.name: sh, process.parent.name: nginx}
+      no_match:
+        - {event.action: exec, process.name: sh, process.parent.name: sshd}
+"""

