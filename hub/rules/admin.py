@@ -67,7 +67,7 @@ class AdminServer(threading.Thread):
             k if isinstance(k, VerifyKey) else load_verify_key(k) for k in admin_keys)}
         self.on_activate = on_activate
         self._ctx = context or zmq.Context.instance()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._ready = threading.Event()
         self._seen: dict[str, float] = {}  # nonce -> ts
         self.counters = {"requests": 0, "refused": 0, "activations": 0}
@@ -82,7 +82,7 @@ class AdminServer(threading.Thread):
             raise self.bind_error
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout)
 
     def run(self) -> None:
@@ -100,7 +100,7 @@ class AdminServer(threading.Thread):
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if not poller.poll(100):
                     continue
                 frames = sock.recv_multipart()

@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 
-
 def write_bundle(root: Path, files: dict[str, str], version: str = "1.0.0") -> Path:
     """A bundle directory with a manifest plus ``files`` (dedented)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -40,3 +39,15 @@ rules:
       no_match:
         - {event.action: exec, process.name: sh, process.parent.name: sshd}
 """
+
+
+def build(root: Path, version: str, rule_score: int = 70, broken: bool = False) -> bytes:
+    """A built archive of a small bundle at ``version`` (optionally with a failing test)."""
+    from threatseer.hub.rules.archive import build_archive, read_dir
+
+    text = SIMPLE_RULES.replace("score: 70", f"score: {rule_score}")
+    if broken:
+        text = text.replace("process.parent.name: sshd}", "process.parent.name: nginx}")
+    src = write_bundle(root / f"src-{version}-{rule_score}-{broken}", {"rules/main.yaml": text},
+                       version=version)
+    return build_archive(read_dir(src))

@@ -10,8 +10,8 @@ from conftest import DEFAULT_BUNDLE
 from rules_helpers import write_bundle
 
 from threatseer.hub.rules.bundle import complete_event, load_bundle
-from threatseer.hub.rules.ruleset import IndexedRuleSet, literal_key, possible_actions
 from threatseer.hub.rules.query import parse
+from threatseer.hub.rules.ruleset import IndexedRuleSet, literal_key, possible_actions
 
 ACTIONS = ["exec", "open", "connect", "accept", "dns-query", "fork", "exit", "weird", None]
 
