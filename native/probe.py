@@ -31,6 +31,18 @@ def bpf_object_path() -> str:
     return str(resources.files("threatseer.native") / "threatseer.bpf.o")
 
 
+def tracefs_mounted(mounts: str = "/proc/self/mounts") -> bool:
+    """Whether tracefs is mounted (read from the mount table: its directory may not be
+    readable by an unprivileged caller, which deserves the permission error instead)."""
+    try:
+        with open(mounts) as f:
+            if any(line.split()[2:3] == ["tracefs"] for line in f):
+                return True
+    except OSError:
+        pass
+    return any(os.path.isdir(os.path.join(p, "events")) for p in TRACEFS)
+
+
 def memory_hierarchy(proc_cgroups: str = "/proc/cgroups") -> int | None:
     """Hierarchy id of the v1 memory controller, or None when it is not mounted as v1."""
     try:
@@ -98,7 +110,7 @@ class Probe:
         bpf_object: str | None = None,
     ) -> None:
         self._bpf: BpfProbe | None = None
-        if not any(os.path.isdir(os.path.join(p, "events")) for p in TRACEFS):
+        if not tracefs_mounted():
             raise ProbeError(errno.ENOENT, "tracefs not mounted (mount -t tracefs nodev "
                              "/sys/kernel/tracing): tracepoints cannot be attached")
         keys, mask = compile_prefixes(sensitive_paths)

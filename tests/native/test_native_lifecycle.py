@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -156,3 +157,13 @@ def test_errors_are_probe_errors_with_errno(tmp_path):
     assert info.value.errno and "opening" in str(info.value)
     with pytest.raises(ValueError):
         Probe(sensitive_paths=["etc/shadow"])
+
+
+def test_unprivileged_caller_gets_a_clear_eperm():
+    code = ("from threatseer.native import Probe, ProbeError\n"
+            "try:\n    Probe()\nexcept ProbeError as e:\n    print(e.errno, e)\n")
+    proc = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup",
+                           "--clear-groups", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=60, cwd="/")
+    assert proc.stdout.startswith("1 "), proc.stdout + proc.stderr
+    assert "needs root" in proc.stdout
