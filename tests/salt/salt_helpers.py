@@ -1,0 +1,142 @@
+"""Helpers of the Salt tests: building bundles, pillars, running salt, stopping leftovers.
+
+Test files import this as ``salt_helpers`` (conftest.py puts this folder on sys.path).
+
+Every daemon gets its own config dir and ``root_dir`` under a temp dir; the formula writes
+into a per-minion test root (pillar ``threatseer:root``), so nothing lands under /etc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+STATES = ROOT / "states"
+BIN = Path(sys.executable).parent
+SALT_CALL = str(BIN / "salt-call")
+THREATSEER = str(BIN / "threatseer")
+# The interpreter the minions build their venvs from: the one that built the wheels.
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+
+
+def build_bundle(work: Path, version: str, key: Path | None, out_dir: Path,
+                 name: str = "default") -> Path:
+    """Build ``<out_dir>/<name>-<version>.tar.gz`` with the rules CLI, signed with ``key``."""
+    src = work / f"bundle-{version}"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "manifest.yaml").write_text(
+        yaml.safe_dump({"name": name, "version": version, "description": "salt test"}))
+    out = out_dir / f"{name}-{version}.tar.gz"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run([THREATSEER, "rules", "build", str(src), "-o", str(out)], check=True,
+                   capture_output=True)
+    if key is not None:
+        subprocess.run([THREATSEER, "rules", "sign", str(out), "-k", str(key)], check=True,
+                       capture_output=True)
+    return out
+
+
+def make_file_root(base: Path, wheelhouse: Path) -> Path:
+    """A second file root holding salt://threatseer/files (the wheels) and .../bundles."""
+    root = base / "fileroot"
+    files = root / "threatseer" / "files"
+    files.mkdir(parents=True)
+    for whl in wheelhouse.iterdir():
+        os.symlink(whl, files / whl.name)
+    (root / "threatseer" / "bundles").mkdir()
+    return root
+
+
+def write_pillar(pillar_root: Path, data: dict[str, Any], name: str = "threatseer") -> None:
+    pillar_root.mkdir(parents=True, exist_ok=True)
+    (pillar_root / f"{name}.sls").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def base_pillar(root: Path, ports: dict[str, int], signing_pub: str = "") -> dict[str, Any]:
+    """Pillar for one minion's test root: script-managed services, hub as root (no user)."""
+    return {"threatseer": {
+        "root": str(root),
+        "python": BASE_PYTHON,
+        "manage_pkgs": True,
+        "install": {"no_index": True},
+        "service": {"manager": "script", "stop_timeout": 10},
+        "sensor": {"config": {"hub": f"tcp://127.0.0.1:{ports['ingest']}",
+                              "sensor_id": "${minion_id}", "health_interval_s": 1.0,
+                              "sensitive_paths": ["/etc/shadow", "${root}/watched/"]}},
+        "hub": {"user": "root", "group": "root", "manage_user": False,
+                "config": {"ingest": {"endpoint": f"tcp://127.0.0.1:{ports['ingest']}"},
+                           "publish": {"endpoint": f"tcp://127.0.0.1:{ports['publish']}"},
+                           "metrics": {"listen": ""}}},
+        "rules": {"admin_endpoint": f"tcp://127.0.0.1:{ports['admin']}",
+                  "signing_public_key": signing_pub},
+    }}
+
+
+def state_changes(ret: dict[str, Any]) -> list[str]:
+    """Ids of the states in one minion's state return that changed something."""
+    return sorted(v["__id__"] for v in ret.values() if isinstance(v, dict) and v.get("changes"))
+
+
+def state_failures(ret: Any) -> list[str]:
+    if not isinstance(ret, dict):
+        return [str(ret)]
+    return sorted(f"{v['__id__']}: {v.get('comment')}" for v in ret.values()
+                  if isinstance(v, dict) and not v.get("result"))
+
+
+def run_json(cmd: list[str], timeout: float = 300) -> tuple[int, Any, str]:
+    """Run a salt command with --out=json; return (exit status, parsed output, stderr)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        data = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        data = proc.stdout
+    return proc.returncode, data, proc.stderr
+
+
+def stop_leftovers(*roots: Path) -> None:
+    """Stop every daemon a formula run left in these test roots (pidfiles), even after a
+    failed test; the init scripts may be gone, so signal the pids directly."""
+    for root in roots:
+        for pidfile in root.glob("run/threatseer/*.pid"):
+            try:
+                pid = int(pidfile.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                continue
+            if str(root).encode() not in cmdline:
+                continue  # a reused pid: not ours
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def hub_status(root: Path) -> dict[str, Any]:
+    try:
+        return json.loads((root / "var/lib/threatseer/hub/status.json").read_text())
+    except (OSError, ValueError):
+        return {}

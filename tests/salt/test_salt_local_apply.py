@@ -1,0 +1,202 @@
+"""`salt-call --local` applies the formula into a test root, state by state.
+
+The module shares one minion (its own config dir, root_dir and test root); the tests run in
+file order: sensor, idempotence, a failing state, hub + rules, clean.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from salt_helpers import (
+    SALT_CALL,
+    STATES,
+    base_pillar,
+    build_bundle,
+    hub_status,
+    make_file_root,
+    run_json,
+    state_changes,
+    state_failures,
+    stop_leftovers,
+    wait_for,
+    write_pillar,
+)
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(600)
+MINION = "ts-local"
+# CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF.
+SENSOR_CAPS = (1 << 2) | (1 << 19) | (1 << 24) | (1 << 38) | (1 << 39)
+
+
+@dataclass
+class LocalMinion:
+    base: Path
+    conf: Path
+    root: Path
+    pillar: Path
+    bundles: Path
+    data: dict[str, Any]
+
+    def apply(self, sls: str, pillar: dict[str, Any] | None = None) -> tuple[int, dict, str]:
+        cmd = [SALT_CALL, "-c", str(self.conf), "--local", "--retcode-passthrough",
+               "--out=json", "state.apply", sls]
+        if pillar:
+            cmd.append("pillar=" + json.dumps(pillar))
+        rc, out, err = run_json(cmd)
+        assert isinstance(out, dict) and "local" in out, f"rc={rc}\n{out}\n{err[-3000:]}"
+        return rc, out["local"], err
+
+    def call(self, *args: str) -> Any:
+        rc, out, err = run_json([SALT_CALL, "-c", str(self.conf), "--local", "--out=json",
+                                 *args])
+        assert rc == 0, err[-2000:]
+        return out["local"]
+
+    def initd(self, name: str, action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.root / "etc/init.d" / name), action],
+                              capture_output=True, text=True)
+
+    def pid(self, name: str) -> int:
+        return int((self.root / "run/threatseer" / f"{name}.pid").read_text())
+
+
+@pytest.fixture(scope="module")
+def minion(wheelhouse: Path, signing_key: Path) -> Iterator[LocalMinion]:
+    base = Path(tempfile.mkdtemp(prefix="ts-salt-local-"))
+    conf, root, pillar = base / "conf", base / "root", base / "pillar"
+    conf.mkdir()
+    file_root = make_file_root(base, wheelhouse)
+    ports = {"ingest": free_port(), "publish": free_port(), "admin": free_port()}
+    data = base_pillar(root, ports, Path(f"{signing_key}.pub").read_text().strip())
+    data["threatseer"]["rules"]["version"] = "1.0.0"
+    write_pillar(pillar, data)
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - threatseer\n")
+    (conf / "minion").write_text(yaml.safe_dump({
+        "id": MINION, "file_client": "local", "root_dir": str(base / "salt"),
+        "file_roots": {"base": [str(STATES), str(file_root)]},
+        "pillar_roots": {"base": [str(pillar)]},
+        "disable_modules": ["systemd_service"],
+    }))
+    bundles = file_root / "threatseer" / "bundles"
+    build_bundle(base / "work", "1.0.0", signing_key, bundles)
+    m = LocalMinion(base, conf, root, pillar, bundles, data)
+    try:
+        yield m
+    finally:
+        stop_leftovers(root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
+        minion: LocalMinion) -> None:
+    rc, ret, err = minion.apply("threatseer.sensor")
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
+    root = minion.root
+    venv_py = root / "opt/threatseer/venv/bin/python"
+    probe = subprocess.run([str(venv_py), "-c", "import threatseer.native, "
+                            "threatseer.sensor.daemon, importlib.metadata as m; "
+                            "print(m.version('threatseer'))"], capture_output=True, text=True)
+    assert probe.returncode == 0 and probe.stdout.strip() == "0.1.0", probe.stderr
+    assert list((root / "opt/threatseer/wheels").glob("threatseer-*.whl"))
+
+    config = yaml.safe_load((root / "etc/threatseer/sensor.yaml").read_text())
+    hub = minion.data["threatseer"]["sensor"]["config"]["hub"]
+    assert config == {"hub": hub, "sensor_id": MINION, "health_interval_s": 1.0,
+                      "sensitive_paths": ["/etc/shadow", f"{root}/watched/"],
+                      "state_dir": f"{root}/var/lib/threatseer/sensor"}
+
+    secret = root / "etc/threatseer/keys/sensor.secret"
+    public = root / "etc/threatseer/keys/sensor.pub"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert len(public.read_text().strip()) == 40  # Z85 of a 32-byte CURVE key
+    mined = minion.call("mine.get", MINION, "threatseer_sensor_pubkey")
+    assert mined == {MINION: public.read_text()}
+
+    unit = (root / "etc/systemd/system/threatseer-sensor.service").read_text()
+    for line in ("CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_RESOURCE CAP_SYS_PTRACE "
+                 "CAP_DAC_READ_SEARCH", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 f"ReadWritePaths={root}/var/lib/threatseer/sensor {root}/var/log/threatseer",
+                 f"ExecStart={root}/opt/threatseer/venv/bin/threatseer sensor -c "
+                 f"{root}/etc/threatseer/sensor.yaml"):
+        assert line in unit.splitlines(), line
+
+    # The sensor runs (init script) with the eBPF capabilities only and no_new_privs.
+    assert minion.initd("threatseer-sensor", "status").returncode == 0
+    status = Path(f"/proc/{minion.pid('threatseer-sensor')}/status").read_text()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert int(fields["CapBnd"], 16) & ~SENSOR_CAPS == 0, fields["CapBnd"]
+    assert int(fields["CapEff"], 16) & (1 << 38) and int(fields["CapEff"], 16) & (1 << 39)
+    assert fields["NoNewPrivs"].strip() == "1"
+    log = root / "var/log/threatseer/threatseer-sensor.log"
+    wait_for(lambda: "running" in log.read_text(), 20, "the sensor's start line")
+
+
+def test_second_apply_reports_zero_changes(minion: LocalMinion) -> None:
+    pid = minion.pid("threatseer-sensor")
+    rc, ret, _ = minion.apply("threatseer.sensor")
+    assert rc == 0 and not state_failures(ret)
+    assert state_changes(ret) == []
+    assert minion.pid("threatseer-sensor") == pid  # not restarted
+
+
+def test_a_bad_config_fails_the_apply_and_keeps_the_running_one(minion: LocalMinion) -> None:
+    config = minion.root / "etc/threatseer/sensor.yaml"
+    before, pid = config.read_text(), minion.pid("threatseer-sensor")
+    rc, ret, _ = minion.apply("threatseer.config.sensor",
+                              {"threatseer": {"sensor": {"config": {"batch_size": 0}}}})
+    assert rc != 0
+    failed = state_failures(ret)
+    assert len(failed) == 1 and failed[0].startswith("threatseer-sensor-config:"), failed
+    assert "batch_size" in failed[0]
+    assert config.read_text() == before
+    assert minion.pid("threatseer-sensor") == pid
+    assert minion.initd("threatseer-sensor", "status").returncode == 0
+
+
+def test_hub_and_rules_states_run_the_hub_with_the_pinned_bundle(minion: LocalMinion) -> None:
+    rc, ret, err = minion.apply("threatseer.hub,threatseer.rules")
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
+    root = minion.root
+    allow = (root / "etc/threatseer/sensors.allow").read_text()
+    sensor_key = (root / "etc/threatseer/keys/sensor.pub").read_text().strip()
+    assert f"{sensor_key}  # {MINION}" in allow.splitlines()
+    hub_cfg = yaml.safe_load((root / "etc/threatseer/hub.yaml").read_text())
+    assert hub_cfg["admin"]["admin_keys"] == [f"{root}/etc/threatseer/keys/admin.key.pub"]
+    # The local sensor's events reach the local hub, which runs the pinned bundle.
+    status = wait_for(lambda: (s := hub_status(root)) and s["bundle"]["version"] == "1.0.0"
+                      and s["sensors"].get(MINION, {}).get("events_in", 0) > 0 and s,
+                      30, "the hub to show the sensor and bundle 1.0.0")
+    assert status["bundle"]["name"] == "default"
+
+    rc, ret, _ = minion.apply("threatseer.hub,threatseer.rules")
+    assert rc == 0 and state_changes(ret) == []
+
+
+def test_clean_removes_everything_the_formula_installed(minion: LocalMinion) -> None:
+    pids = [minion.pid("threatseer-sensor"), minion.pid("threatseer-hub")]
+    rc, ret, _ = minion.apply("threatseer.clean")
+    assert rc == 0 and not state_failures(ret), state_failures(ret)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    left = sorted(str(p.relative_to(minion.root)) for p in minion.root.rglob("*")
+                  if p.is_file() or p.is_symlink())
+    assert left == []
+    for d in ("opt/threatseer", "etc/threatseer", "var/lib/threatseer", "var/log/threatseer",
+              "run/threatseer"):
+        assert not (minion.root / d).exists(), d
+    assert minion.call("mine.get", MINION, "threatseer_sensor_pubkey") == {}
+    rc, ret, _ = minion.apply("threatseer.clean")
+    assert rc == 0 and state_changes(ret) == []
