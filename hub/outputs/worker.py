@@ -28,6 +28,7 @@ class OutputWorker:
         self.failed = 0
         self.retries = 0
         self.last_error = ""
+        self.in_flight = 0  # events taken from the buffer, not yet delivered or refused
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"output-{cfg.label}", daemon=True)
 
@@ -49,7 +50,7 @@ class OutputWorker:
         b = self.buffer
         return {
             "name": self.cfg.label, "type": self.cfg.type, "connected": self.connected,
-            "queue_depth": b.depth, "sent": self.sent, "failed": self.failed,
+            "queue_depth": b.depth + self.in_flight, "sent": self.sent, "failed": self.failed,
             "dropped": b.dropped, "retries": self.retries, "spilled": b.spilled,
             "spill_depth": b.spill.pending if b.spill else 0, "last_error": self.last_error,
         }
@@ -93,6 +94,7 @@ class OutputWorker:
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         pending = batch
+        self.in_flight = len(batch)
         attempt = 0
         while pending:
             try:
@@ -103,6 +105,7 @@ class OutputWorker:
                 self.sent += result.sent
                 self.failed += result.failed
                 pending = result.retry
+                self.in_flight = len(pending)
                 if pending:
                     self.retries += 1
                     self.last_error = result.error or "some events were refused for now"
@@ -117,8 +120,10 @@ class OutputWorker:
             attempt = min(attempt + 1, 30)
             if self._abort.wait(delay * random.uniform(0.8, 1.2)):
                 self.buffer.give_back(pending)
+                self.in_flight = 0
                 return
         self.buffer.commit()
+        self.in_flight = 0
 
     def _failed_attempt(self, exc: Exception) -> None:
         self.retries += 1
