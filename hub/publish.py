@@ -1,9 +1,10 @@
 """ZeroMQ PUB of every emitted event, with a topic subscribers can prefix-filter on.
 
-Message: two frames, ``[topic, msgpack(flat event)]``. The topic is
-``f"{event.kind}.{category}.{action}"`` (e.g. ``alert.process.exec``,
-``event.network.connect``), so ``SUB`` prefixes select by kind (``alert.``) or kind and
-category (``event.network.``).
+Message: two frames, ``[topic, msgpack(array of flat events)]``; every event in one message
+has that topic. The topic is ``f"{event.kind}.{category}.{action}"`` (e.g.
+``alert.process.exec``, ``event.network.connect``), so ``SUB`` prefixes select by kind
+(``alert.``) or kind and category (``event.network.``). Events of one batch are grouped per
+topic: one send and one pack call per group instead of per event is most of the publish cost.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ def topic_of(ev: dict[str, Any]) -> str:
     return f"{ev.get('event.kind', 'event')}.{cat}.{ev.get('event.action', 'unknown')}"
 
 
-def decode(frames: list[bytes]) -> tuple[str, dict[str, Any]]:
-    """``(topic, flat event)`` of one published message (for tap and other subscribers)."""
-    return frames[0].decode(), msgpack.unpackb(frames[1], raw=False)
+def decode(frames: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
+    """``(topic, flat events)`` of one published message (for tap and other subscribers)."""
+    events = msgpack.unpackb(frames[1], raw=False)
+    if not isinstance(events, list):
+        raise ValueError("published body is not an array")
+    return frames[0].decode(), events
 
 
 class Publisher:
@@ -37,15 +41,23 @@ class Publisher:
         self.sent = 0
 
     def publish(self, events: list[dict[str, Any]]) -> None:
-        send, pack, topics = self.sock.send_multipart, self._pack, self._topics
+        topics = self._topics
+        groups: dict[bytes, list[dict[str, Any]]] = {}
         for ev in events:
-            cats = ev.get("event.category")
-            key = (ev.get("event.kind"), cats[0] if isinstance(cats, list) and cats else cats,
-                   ev.get("event.action"))
+            cats = ev["event.category"]
+            key = (ev["event.kind"], cats[0] if type(cats) is list and cats else str(cats),
+                   ev["event.action"])
             topic = topics.get(key)
             if topic is None:
                 topic = topics[key] = topic_of(ev).encode()
-            send((topic, pack(ev)))
+            group = groups.get(topic)
+            if group is None:
+                groups[topic] = [ev]
+            else:
+                group.append(ev)
+        send, pack = self.sock.send_multipart, self._pack
+        for topic, group in groups.items():
+            send((topic, pack(group)))
         self.sent += len(events)
 
     def close(self) -> None:

@@ -57,20 +57,25 @@ def run_tap(endpoint: str, topics: tuple[str, ...], min_score: int | None, as_js
             if len(frames) != 2:
                 continue
             try:
-                _topic, ev = publish.decode(frames)
+                _topic, events = publish.decode(frames)
             except Exception:
                 continue
-            score = ev.get("event.risk_score", 0)
-            if min_score is not None and (not isinstance(score, int) or score < min_score):
-                continue
-            if as_json:
-                out.write(json.dumps(ecs.nest(ev), default=str) + "\n")
-            else:
-                line = summary(ev)
-                fg = colour(score, ev.get("event.kind") == "alert") if tty else None
-                out.write((click.style(line, fg=fg) if fg else line) + "\n")
+            for ev in events:
+                if count is not None and shown >= count:
+                    break
+                if not isinstance(ev, dict):
+                    continue
+                score = ev.get("event.risk_score", 0)
+                if min_score is not None and (not isinstance(score, int) or score < min_score):
+                    continue
+                if as_json:
+                    out.write(json.dumps(ecs.nest(ev), default=str) + "\n")
+                else:
+                    line = summary(ev)
+                    fg = colour(score, ev.get("event.kind") == "alert") if tty else None
+                    out.write((click.style(line, fg=fg) if fg else line) + "\n")
+                shown += 1
             out.flush()
-            shown += 1
     finally:
         sock.close(linger=0)
         ctx.term()

