@@ -130,6 +130,7 @@ cdef extern from "records.h":
         uint32_t self_tgid
         uint32_t memcg_hierarchy
         uint32_t wild_mask
+        uint32_t wakeup_bytes
 
     struct tsr_prefix_key:
         uint32_t prefixlen
@@ -317,13 +318,15 @@ cdef class BpfProbe:
         tail = ts_log_tail(3000).decode("utf-8", "replace").strip()
         return f"libbpf log (tail):\n{tail}" if tail else None
 
-    def set_config(self, uint32_t self_tgid, memcg_hierarchy, uint32_t wild_mask):
+    def set_config(self, uint32_t self_tgid, memcg_hierarchy, uint32_t wild_mask,
+                   uint32_t wakeup_bytes=0):
         cdef uint32_t key = 0
         cdef tsr_config cfg
         memset(&cfg, 0, sizeof(cfg))
         cfg.self_tgid = self_tgid
         cfg.memcg_hierarchy = TSR_NO_HIERARCHY if memcg_hierarchy is None else memcg_hierarchy
         cfg.wild_mask = wild_mask
+        cfg.wakeup_bytes = wakeup_bytes
         self._check_open()
         check_rc(bpf_map_update_elem(self.config_fd, &key, &cfg, 0), "updating config map")
 
@@ -388,9 +391,10 @@ cdef class BpfProbe:
         if rc == 0 and timeout_ms != 0:
             with nogil:
                 n = epoll_wait(self.epfd, &ev, 1, timeout_ms)
-            if n > 0:
-                self.offset_ns = ts_clock_offset_ns()
-                rc = ring_buffer__consume(self.rb)
+            # consume even when the wait timed out: with batched wakeups (wakeup_bytes)
+            # records below the threshold are waiting without having signalled
+            self.offset_ns = ts_clock_offset_ns()
+            rc = ring_buffer__consume(self.rb)
         if rc < 0 and rc != STOP:
             check_rc(rc, "consuming the ring buffer")
         batch = self.batch

@@ -23,6 +23,9 @@ from threatseer.native.errors import ProbeError
 PREFIX_MAX = 256  # bytes of a path the kernel compares (TSR_PREFIX_MAX)
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 # Tracepoints some architectures lack (no open(2) on arm64; openat2 needs >= 5.6).
+# The kernel wakes the reader only once this much is pending (or the reader's poll timeout
+# expires): one wakeup per record would cost more CPU than decoding it.
+DEFAULT_WAKEUP_BYTES = 256 * 1024
 OPTIONAL_PROGRAMS = ("ts_enter_open", "ts_exit_open", "ts_enter_openat2", "ts_exit_openat2")
 
 
@@ -99,6 +102,11 @@ class Probe:
 
     Creating one opens, sizes, loads and attaches everything (root or CAP_BPF +
     CAP_PERFMON needed); :meth:`close` detaches and frees it all (also on ``with`` exit).
+
+    Wakeups are batched: the kernel signals :meth:`fileno` only once ``wakeup_bytes`` of
+    records are pending (default: 256 KiB or 1/8 of the ring), so call :meth:`poll` with a
+    timeout (or at least every so often): it picks up whatever is pending when the timeout
+    expires, which bounds the latency. ``wakeup_bytes=0`` wakes the reader per record.
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class Probe:
         self_tgid: int | None = None,
         memory_cgroup_hierarchy: int | None = None,
         bpf_object: str | None = None,
+        wakeup_bytes: int | None = None,
     ) -> None:
         self._bpf: BpfProbe | None = None
         if not tracefs_mounted():
@@ -120,8 +129,10 @@ class Probe:
         self.memory_cgroup_hierarchy = (
             memory_hierarchy() if memory_cgroup_hierarchy is None else memory_cgroup_hierarchy)
         self.self_tgid = os.getpid() if self_tgid is None else int(self_tgid)
-        self._bpf = BpfProbe(path.encode(), ring_bytes(ring_buffer_kib),
-                                              OPTIONAL_PROGRAMS)
+        size = ring_bytes(ring_buffer_kib)
+        self.wakeup_bytes = (min(DEFAULT_WAKEUP_BYTES, size // 8) if wakeup_bytes is None
+                             else max(0, min(int(wakeup_bytes), size // 2)))
+        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS)
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0
@@ -142,7 +153,8 @@ class Probe:
         return self._bpf
 
     def _apply_config(self) -> None:
-        self._live().set_config(self.self_tgid, self.memory_cgroup_hierarchy, self._mask)
+        self._live().set_config(self.self_tgid, self.memory_cgroup_hierarchy, self._mask,
+                                self.wakeup_bytes)
 
     def _set_keys(self, keys: set[bytes], mask: int) -> None:
         bpf = self._live()
@@ -165,7 +177,8 @@ class Probe:
         self._set_keys(keys, mask)
 
     def poll(self, timeout_ms: int = 100, max_events: int = 4096) -> list[dict[str, Any]]:
-        """Up to max_events events as flat ECS dicts; waits up to timeout_ms if none."""
+        """Up to max_events events as flat ECS dicts; when none is ready, waits up to
+        timeout_ms for a wakeup, then returns what is pending (possibly nothing)."""
         return self._live().poll(timeout_ms, max_events)
 
     def counters(self) -> dict[str, int]:
@@ -177,7 +190,8 @@ class Probe:
         return out
 
     def fileno(self) -> int:
-        """The ring buffer's epoll fd: readable when records are waiting."""
+        """The ring buffer's epoll fd: readable once wakeup_bytes of records are pending
+        (use a timeout with it and call poll() anyway when it expires)."""
         return self._live().fileno()
 
     def close(self) -> None:

@@ -170,10 +170,17 @@ static __always_inline void emit(struct scratch *s, __u32 size)
 {
 	/* the mask keeps the copy inside the scratch value (> 16 KiB), which the verifier needs */
 	_Static_assert(sizeof(struct scratch) > 16383, "scratch smaller than emit mask");
+	struct tsr_config *cfg = get_config();
+	__u64 flags = 0;
+
 	ts_barrier(size);
 	size &= 16383;
 	s->rec.hdr.size = size;
-	if (bpf_ringbuf_output(&ts_events, &s->rec, size, 0))
+	/* batch wakeups: a reader woken per record costs a syscall and a Python round trip */
+	if (cfg && cfg->wakeup_bytes)
+		flags = bpf_ringbuf_query(&ts_events, BPF_RB_AVAIL_DATA) + size >= cfg->wakeup_bytes
+			? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&ts_events, &s->rec, size, flags))
 		count(TSR_C_LOST);
 	else
 		count(TSR_C_EVENTS);

@@ -56,7 +56,8 @@ struct tsr_config {
 	__u32 self_tgid;         /* sensor's own process: filtered in the kernel (0 = none) */
 	__u32 memcg_hierarchy;   /* v1 memory controller hierarchy id, TSR_NO_HIERARCHY = off */
 	__u32 wild_mask;         /* bit k: some prefix has '*' as path component k (1-based) */
-	__u32 _pad;
+	__u32 wakeup_bytes;      /* 0: wake the reader per record; else only once this much is
+				  * pending (the reader then relies on its poll timeout) */
 };
 
 /* Key of the sensitive-prefix LPM trie: prefixlen in bits over data. */
