@@ -134,17 +134,19 @@ def test_close_leaves_no_programs_or_links():
     progs_before, links_before = own_ids("prog_id"), own_ids("link_id")
     maps_before = own_ids("map_id")
     p = Probe(ring_buffer_kib=64, self_tgid=0)
-    progs = own_ids("prog_id") - progs_before
-    links = own_ids("link_id") - links_before
-    assert len(links) == len(p.programs) >= 20
-    assert progs and progs <= bpf_ids("prog") and links <= bpf_ids("link")
-    # the four linked program files share ONE copy of each map (one ring buffer)
-    maps = own_ids("map_id") - maps_before
-    listed = json.loads(subprocess.run(["bpftool", "map", "list", "-j"], capture_output=True,
-                                       text=True, check=True).stdout)
-    assert sorted(m["name"] for m in listed if m["id"] in maps) == [
-        "ts_config", "ts_counters", "ts_events", "ts_inflight", "ts_prefixes", "ts_scratch"]
-    p.close()
+    try:
+        progs = own_ids("prog_id") - progs_before
+        links = own_ids("link_id") - links_before
+        maps = own_ids("map_id") - maps_before
+        assert len(links) == len(p.programs) >= 20
+        assert progs and progs <= bpf_ids("prog") and links <= bpf_ids("link")
+        # the four linked program files share ONE copy of each map (one ring buffer)
+        listed = json.loads(subprocess.run(["bpftool", "map", "list", "-j"],
+                                           capture_output=True, text=True, check=True).stdout)
+        assert sorted(m["name"] for m in listed if m["id"] in maps) == [
+            "ts_config", "ts_counters", "ts_events", "ts_inflight", "ts_prefixes", "ts_scratch"]
+    finally:
+        p.close()
     p.close()   # idempotent
     assert not (links & bpf_ids("link"))
     # the kernel frees detached programs after an RCU grace period: give it a moment
