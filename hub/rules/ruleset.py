@@ -3,7 +3,9 @@
 Each rule's condition is analysed once: the set of ``event.action`` values it can match
 (from conditions on ``event.action`` or ``event.category``) picks its bucket, and a literal
 it requires (``process.name in (...)``, or Sigma's ``Image|endswith: /bash`` which implies
-the executable's basename) files it under that value. An event is then checked against the
+the executable's basename) files it under that value; failing that, substrings it requires
+(``process.command_line contains ...``) file it in an Aho-Corasick automaton (pyahocorasick)
+that finds, in one pass over the event's text, the rules whose needles occur. An event is then checked against the
 rules of its action's bucket that need no literal, plus those filed under its own values.
 ``match_brute`` evaluates every rule and exists to test that the index never changes results.
 """
@@ -16,8 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import ahocorasick
+
 from threatseer.hub.indicators import Indicator
-from threatseer.hub.rules.query.ast import And, Cmp, Node, Or
+from threatseer.hub.rules.query.ast import And, Cmp, Const, Node, Or
 from threatseer.hub.rules.query.compiler import Predicate, compile_condition, equality_set
 from threatseer.sensor import ecs
 
@@ -50,10 +54,14 @@ class CompiledRule:
     source: str = ""  # file:line
     extra: dict[str, Any] = field(default_factory=dict)
     predicate: Predicate = field(init=False, repr=False)
+    # The predicate without the top-level event.action tests, which the index already
+    # guarantees for every bucket the rule is filed in.
+    residual: Predicate = field(init=False, repr=False)
     order: int = 0
 
     def __post_init__(self) -> None:
         self.predicate = compile_condition(self.condition)
+        self.residual = compile_condition(strip_action_tests(self.condition))
 
     def indicator(self, event: dict[str, Any]) -> Indicator:
         extra = dict(self.extra)
@@ -93,6 +101,27 @@ def possible_actions(node: Node) -> frozenset[str] | None:
     return None
 
 
+def _is_action_test(node: Node) -> bool:
+    return (isinstance(node, Cmp) and node.op == "=" and node.field.name == "event.action"
+            and node.field.index is None and not node.field.fallbacks and not node.nocase)
+
+
+def strip_action_tests(node: Node) -> Node:
+    """``node`` without top-level ``event.action = ...`` conjuncts.
+
+    Every top-level action test contains all of the rule's possible actions (their
+    intersection), so within the rule's buckets they always hold.
+    """
+    if _is_action_test(node):
+        return Const(True)
+    if isinstance(node, And):
+        rest = [i for i in node.items if not _is_action_test(i)]
+        if not rest:
+            return Const(True)
+        return rest[0] if len(rest) == 1 else And(tuple(rest))
+    return node
+
+
 KeySpec = tuple[str, str, bool]  # (kind "eq"|"base", field, nocase)
 
 
@@ -127,6 +156,41 @@ def literal_key(node: Node) -> tuple[KeySpec, frozenset[Any]] | None:
     return None
 
 
+_SUBSTRING_OPS = ("contains", "startswith", "endswith")
+
+
+def required_substrings(node: Node) -> tuple[str, frozenset[str]] | None:
+    """(field, needles): ``node`` can only hold if the field's lower-cased text contains
+    one of the needles (from contains/startswith/endswith literals)."""
+    if isinstance(node, Cmp):
+        f = node.field
+        if (f.index is not None or f.fallbacks or node.op not in _SUBSTRING_OPS
+                or not node.values or not all(isinstance(v, str) and v for v in node.values)):
+            return None
+        return f.name, frozenset(v.lower() for v in node.values)
+    if isinstance(node, And):
+        found = [k for k in map(required_substrings, node.items) if k is not None]
+        if not found:
+            return None
+        # The most selective: the shortest needle longest, then the fewest needles.
+        return max(found, key=lambda k: (min(map(len, k[1])), -len(k[1])))
+    if isinstance(node, Or):
+        found = [required_substrings(i) for i in node.items]
+        if not found or any(k is None for k in found):
+            return None
+        fields = {k[0] for k in found if k}
+        if len(fields) != 1:
+            return None
+        return fields.pop(), frozenset().union(*(k[1] for k in found if k))
+    return None
+
+
+def _lowered_text(value: Any) -> str:
+    if value.__class__ is list:
+        return "\0".join(x.lower() if x.__class__ is str else str(x).lower() for x in value)
+    return value.lower() if value.__class__ is str else str(value).lower()
+
+
 def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
     kind, _, nocase = spec
     items = value if value.__class__ is list else (value,)
@@ -145,14 +209,30 @@ def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
 class _Bucket:
     general: list[CompiledRule] = field(default_factory=list)
     keyed: dict[KeySpec, dict[Any, list[CompiledRule]]] = field(default_factory=dict)
+    # field -> needle -> rules; turned into one Aho-Corasick automaton per field by seal().
+    needles: dict[str, dict[str, list[CompiledRule]]] = field(default_factory=dict)
+    automata: list[tuple[str, Any]] = field(default_factory=list)
 
-    def add(self, rule: CompiledRule, key: tuple[KeySpec, frozenset[Any]] | None) -> None:
-        if key is None:
+    def add(self, rule: CompiledRule, key: tuple[KeySpec, frozenset[Any]] | None,
+            subs: tuple[str, frozenset[str]] | None) -> None:
+        if key is not None:
+            table = self.keyed.setdefault(key[0], {})
+            for value in key[1]:
+                table.setdefault(value, []).append(rule)
+        elif subs is not None:
+            table = self.needles.setdefault(subs[0], {})
+            for needle in subs[1]:
+                table.setdefault(needle, []).append(rule)
+        else:
             self.general.append(rule)
-            return
-        table = self.keyed.setdefault(key[0], {})
-        for value in key[1]:
-            table.setdefault(value, []).append(rule)
+
+    def seal(self) -> None:
+        for name, table in self.needles.items():
+            automaton = ahocorasick.Automaton()
+            for needle, rules in table.items():
+                automaton.add_word(needle, tuple(rules))
+            automaton.make_automaton()
+            self.automata.append((name, automaton))
 
 
 class IndexedRuleSet:
@@ -163,16 +243,21 @@ class IndexedRuleSet:
         for i, rule in enumerate(self.rules):
             rule.order = i
         self.by_name = {r.name: r for r in self.rules}
-        analysed = [(r, possible_actions(r.condition), literal_key(r.condition))
-                    for r in self.rules]
-        actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
+        analysed = []
+        for r in self.rules:
+            key = literal_key(r.condition)
+            subs = required_substrings(r.condition) if key is None else None
+            analysed.append((r, possible_actions(r.condition), key, subs))
+        actions = sorted({a for _, acts, _, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names
-        for rule, acts, key in analysed:
+        for rule, acts, key, subs in analysed:
             targets = [self._buckets[a] for a in acts] if acts is not None else [
                 *self._buckets.values(), self._default]
             for bucket in targets:
-                bucket.add(rule, key)
+                bucket.add(rule, key, subs)
+        for bucket in (*self._buckets.values(), self._default):
+            bucket.seal()
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -188,10 +273,23 @@ class IndexedRuleSet:
                 continue
             for k in _lookup_keys(spec, value):
                 out.extend(table.get(k, ()))
+        if bucket.automata:
+            found: dict[CompiledRule, None] = {}
+            for name, automaton in bucket.automata:
+                value = event.get(name)
+                if value is None:
+                    continue
+                for _, rules in automaton.iter(_lowered_text(value)):
+                    found.update(dict.fromkeys(rules))
+            out.extend(found)
         return out
 
     def matching_rules(self, event: dict[str, Any]) -> list[CompiledRule]:
-        hits = [r for r in self.candidates(event) if r.predicate(event)]
+        action = event.get("event.action")
+        if action.__class__ is str and action in self._buckets:
+            hits = [r for r in self.candidates(event) if r.residual(event)]
+        else:
+            hits = [r for r in self.candidates(event) if r.predicate(event)]
         if len(hits) > 1:
             hits = sorted(set(hits), key=lambda r: r.order)
         return hits

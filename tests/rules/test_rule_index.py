@@ -11,7 +11,12 @@ from rules_helpers import write_bundle
 
 from threatseer.hub.rules.bundle import complete_event, load_bundle
 from threatseer.hub.rules.query import parse
-from threatseer.hub.rules.ruleset import IndexedRuleSet, literal_key, possible_actions
+from threatseer.hub.rules.ruleset import (
+    IndexedRuleSet,
+    literal_key,
+    possible_actions,
+    required_substrings,
+)
 
 ACTIONS = ["exec", "open", "connect", "accept", "dns-query", "fork", "exit", "weird", None]
 
@@ -92,3 +97,27 @@ def test_index_with_list_valued_key_fields(tmp_path: Path) -> None:
           "process.args": ["nc", "-e", "-c", "-x"]}
     assert [r.name for r in rs.matching_rules(ev)] == ["a", "b", "c"]
     assert [r.name for r in rs.match_brute(ev)] == ["a", "b", "c"]
+
+
+def test_required_substrings() -> None:
+    f, needles = required_substrings(parse("a contains X and (b startswith yy or b endswith zz)"))
+    assert (f, needles) == ("b", {"yy", "zz"})  # the longer shortest needle wins
+    assert required_substrings(parse("a contains x or b contains y")) is None
+    assert required_substrings(parse("a regex x")) is None
+    assert required_substrings(parse("not a contains x")) is None
+    assert required_substrings(parse("a icontains (Foo, bar)")) == ("a", {"foo", "bar"})
+
+
+def test_substring_index_on_lists_and_case(tmp_path: Path) -> None:
+    bundle = load_bundle(write_bundle(tmp_path / "b", {"rules/r.yaml": """\
+        rules:
+          - {rule: a, condition: "process.args contains '/dev/tcp'", score: 1}
+          - {rule: b, condition: "process.command_line icontains ('MKFIFO', 'xyz')", score: 1}
+          - {rule: c, condition: "process.command_line contains Curl", score: 1}
+        """}))
+    rs = bundle.ruleset
+    ev = {"event.action": "exec", "process.args": ["x", "a/dev/tcp/1"],
+          "process.command_line": "mkfifo curl"}
+    assert [r.name for r in rs.matching_rules(ev)] == ["a", "b"]
+    assert [r.name for r in rs.match_brute(ev)] == ["a", "b"]
+    assert [r.name for r in rs.matching_rules({**ev, "process.command_line": "Curl"})] == ["a", "c"]

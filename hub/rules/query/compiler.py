@@ -89,17 +89,28 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
 
         return num
     strs = tuple(_as_str(v).lower() if nocase else _as_str(v) for v in values)
-    fold = (lambda x: _as_str(x).lower()) if nocase else _as_str
+    if nocase:
+        def fold(x: Any) -> str:
+            return x.lower() if x.__class__ is str else _as_str(x).lower()
+    else:
+        def fold(x: Any) -> str:
+            return x if x.__class__ is str else _as_str(x)
     if op == "contains":
         if len(strs) == 1:
             needle = strs[0]
-            return lambda x: needle in fold(x)
+            if nocase:
+                return lambda x: needle in (x.lower() if x.__class__ is str else fold(x))
+            return lambda x: needle in (x if x.__class__ is str else fold(x))
 
-        def any_in(x: Any) -> bool:
-            sx = fold(x)
-            return any(n in sx for n in strs)
+        if len(strs) <= 3:
+            def any_in(x: Any) -> bool:
+                sx = fold(x)
+                return any(n in sx for n in strs)
 
-        return any_in
+            return any_in
+        # Many needles: one regex alternation scans the string once, in C.
+        search = re.compile("|".join(map(re.escape, strs))).search
+        return lambda x: search(fold(x)) is not None
     if op == "startswith":
         return lambda x: fold(x).startswith(strs)
     if op == "endswith":
@@ -166,22 +177,26 @@ def _compile_cmp(node: Cmp) -> Predicate:
     return pred_get
 
 
+def _and(a: Predicate, b: Predicate) -> Predicate:
+    return lambda ev: a(ev) and b(ev)
+
+
+def _or(a: Predicate, b: Predicate) -> Predicate:
+    return lambda ev: a(ev) or b(ev)
+
+
 def compile_condition(node: Node) -> Predicate:
     """A predicate equivalent to ``node`` over flat ECS events."""
     if isinstance(node, Cmp):
         return _compile_cmp(node)
-    if isinstance(node, And):
-        parts = tuple(compile_condition(i) for i in node.items)
-        if len(parts) == 2:
-            a, b = parts
-            return lambda ev: a(ev) and b(ev)
-        return lambda ev: all(p(ev) for p in parts)
-    if isinstance(node, Or):
-        parts = tuple(compile_condition(i) for i in node.items)
-        if len(parts) == 2:
-            a, b = parts
-            return lambda ev: a(ev) or b(ev)
-        return lambda ev: any(p(ev) for p in parts)
+    if isinstance(node, And | Or):
+        # Fold into nested two-way closures: cheaper per call than all()/any() over a
+        # generator, and short-circuits the same way.
+        parts = [compile_condition(i) for i in node.items]
+        acc = parts[-1]
+        for p in reversed(parts[:-1]):
+            acc = _and(p, acc) if isinstance(node, And) else _or(p, acc)
+        return acc
     if isinstance(node, Not):
         inner = compile_condition(node.item)
         return lambda ev: not inner(ev)
