@@ -93,6 +93,8 @@ def test_dns_query_datagrams(events, dns_listener):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
         c.connect(("127.0.0.1", 53))
         c.send(dns_query("connected.threatseer-test.example"))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:  # v6 (nobody listens)
+        c.sendto(dns_query("v6.threatseer-test.example"), ("::1", 53))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:   # not DNS: port 5353
         c.sendto(dns_query("mdns.threatseer-test.example"), ("127.0.0.1", 5353))
 
@@ -108,5 +110,7 @@ def test_dns_query_datagrams(events, dns_listener):
     assert ev["source.port"] == sport
     (ev,) = events.wait(query("connected.threatseer-test.example"))
     assert ev["destination.ip"] == "127.0.0.1" and ev["destination.port"] == 53
+    (ev,) = events.wait(query("v6.threatseer-test.example"))
+    assert ev["destination.ip"] == "::1" and ev["network.type"] == "ipv6"
     events.settle(0.2)
     assert not [e for e in events.events if e.get("dns.question.name", "").startswith("mdns.")]

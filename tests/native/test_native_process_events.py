@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -125,3 +127,19 @@ def test_own_process_is_filtered_in_the_kernel():
             got += p.poll(timeout_ms=50)
         assert [e for e in got if e["process.pid"] == os.getpid()] == []
         assert p.counters()["self_filtered"] > before
+
+
+def test_executable_path_crosses_mounts_for_a_relative_exec(events):
+    # /dev/shm is its own tmpfs mount: the dentry walk must climb out of it to '/'
+    assert os.path.ismount("/dev/shm")
+    workdir = Path(tempfile.mkdtemp(prefix="threatseer-", dir="/dev/shm"))
+    try:
+        exe = workdir / "true-copy"
+        shutil.copy("/bin/true", exe)
+        proc = subprocess.run(["./true-copy", "rel"], cwd=workdir, check=True)
+        assert proc.returncode == 0
+        (ex,) = events.wait(lambda e: e["event.action"] == "exec"
+                            and e["process.args"] == ["./true-copy", "rel"])
+        assert ex["process.executable"] == str(exe)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
