@@ -11,9 +11,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rules_helpers import SIMPLE_RULES, write_bundle  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_BUNDLE = REPO / "rules" / "default"
-
 
 @pytest.fixture
 def simple_bundle(tmp_path: Path) -> Path:

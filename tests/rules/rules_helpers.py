@@ -5,6 +5,9 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_BUNDLE = REPO / "rules" / "default"
+
 
 def write_bundle(root: Path, files: dict[str, str], version: str = "1.0.0") -> Path:
     """A bundle directory with a manifest plus ``files`` (dedented)."""

@@ -85,7 +85,7 @@ def test_corrupt_active_bundle_on_disk_gives_none_not_a_crash(tmp_path: Path) ->
 
 
 def test_install_path_from_directory(tmp_path: Path) -> None:
-    from conftest import DEFAULT_BUNDLE
+    from rules_helpers import DEFAULT_BUNDLE
 
     store = BundleStore(tmp_path / "state")
     bundle = store.install_path(DEFAULT_BUNDLE)

@@ -6,8 +6,7 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_BUNDLE
-from rules_helpers import write_bundle
+from rules_helpers import DEFAULT_BUNDLE, write_bundle
 
 from threatseer.hub.rules.bundle import complete_event, load_bundle
 from threatseer.hub.rules.query import parse

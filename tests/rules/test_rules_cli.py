@@ -9,8 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import DEFAULT_BUNDLE
-from rules_helpers import SIMPLE_RULES, write_bundle
+from rules_helpers import DEFAULT_BUNDLE, SIMPLE_RULES, write_bundle
 
 
 def run(cmd: list[str], *args: str | Path) -> subprocess.CompletedProcess:
