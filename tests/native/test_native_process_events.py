@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -143,3 +144,18 @@ def test_executable_path_crosses_mounts_for_a_relative_exec(events):
         assert ex["process.executable"] == str(exe)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_one_exit_per_process_when_a_thread_calls_exit(events):
+    code = ("import os, threading, time\n"
+            "threading.Thread(target=lambda: time.sleep(30), daemon=True).start()\n"
+            "t = threading.Thread(target=lambda: os._exit(3))\n"
+            "t.start(); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    assert proc.wait(timeout=60) == 3
+    events.wait(lambda e: e["event.action"] == "exit" and e["process.pid"] == proc.pid)
+    events.settle(0.3)
+    ends = [e for e in events.events
+            if e["event.action"] == "exit" and e["process.pid"] == proc.pid]
+    assert len(ends) == 1
+    assert ends[0]["process.exit_code"] == 3
