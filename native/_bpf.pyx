@@ -80,14 +80,29 @@ cdef extern from *:
         return (long long)(rt.tv_sec - bt.tv_sec) * 1000000000LL + (rt.tv_nsec - bt.tv_nsec);
     }
 
-    /* "2026-11-28T02:22:40.123456Z" into out (>= 32 bytes); returns its length. */
+    /* "2026-11-28T02:22:40.123456Z" into out (>= 32 bytes); returns its length (27).
+     * The "YYYY-MM-DDTHH:MM:SS." part is cached per second: events come in bursts. */
+    static time_t ts_cached_sec = -1;
+    static char ts_cached[21];
+
     static int ts_iso8601(unsigned long long wall_ns, char *out) {
         time_t secs = (time_t)(wall_ns / 1000000000ULL);
-        long usec = (long)((wall_ns % 1000000000ULL) / 1000ULL);
-        struct tm t;
-        gmtime_r(&secs, &t);
-        return snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", t.tm_year + 1900,
-                        t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, usec);
+        unsigned long usec = (unsigned long)((wall_ns % 1000000000ULL) / 1000ULL);
+        if (secs != ts_cached_sec) {
+            struct tm t;
+            gmtime_r(&secs, &t);
+            snprintf(ts_cached, sizeof(ts_cached), "%04d-%02d-%02dT%02d:%02d:%02d.",
+                     t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+            ts_cached_sec = secs;
+        }
+        memcpy(out, ts_cached, 20);
+        for (int i = 25; i >= 20; i--) {
+            out[i] = (char)('0' + usec % 10);
+            usec /= 10;
+        }
+        out[26] = 'Z';
+        out[27] = 0;
+        return 27;
     }
     """
     void ts_log_reset()
