@@ -16,6 +16,7 @@ from pathlib import Path
 
 SIGNATURE_MEMBER = "SIGNATURE.json"
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+MAX_CONTENT_BYTES = 256 * 1024 * 1024  # uncompressed: refuse gzip bombs
 _SKIP_DIRS = {"__pycache__", ".git"}
 
 Files = dict[str, bytes]  # posix relative path -> content
@@ -43,6 +44,7 @@ def read_archive(data: bytes) -> tuple[Files, bytes | None]:
         raise ArchiveError(f"archive larger than {MAX_ARCHIVE_BYTES} bytes")
     files: Files = {}
     signature = None
+    total = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for member in tar:
@@ -53,6 +55,9 @@ def read_archive(data: bytes) -> tuple[Files, bytes | None]:
                     raise ArchiveError(f"{name}: only regular files are allowed")
                 if name.startswith("/") or ".." in name.split("/"):
                     raise ArchiveError(f"{name}: unsafe path")
+                total += member.size
+                if total > MAX_CONTENT_BYTES:
+                    raise ArchiveError(f"archive content larger than {MAX_CONTENT_BYTES} bytes")
                 fh = tar.extractfile(member)
                 content = fh.read() if fh else b""
                 if name == SIGNATURE_MEMBER:

@@ -81,7 +81,24 @@ def complete_event(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _section(doc: dict[str, Any], key: str, kind: type) -> Any:
+    """``doc[key]`` if it has the expected YAML type (empty when absent), else None."""
+    value = doc.get(key)
+    if value is None:
+        return kind()
+    return value if isinstance(value, kind) else None
+
+
 class _Loader:
+    def section(self, rel: str, doc: dict[str, Any], key: str, kind: type,
+                rule: str | None = None) -> Any:
+        value = _section(doc, key, kind)
+        if value is None:
+            what = "a mapping" if kind is dict else "a list"
+            self.error(rel, line_of(doc), f"{key} must be {what}", rule)
+            return kind()
+        return value
+
     def __init__(self, files: Files, source: str) -> None:
         self.files = files
         self.source = source.rstrip("/")
@@ -144,7 +161,7 @@ class _Loader:
         for key in sorted(set(doc) - {"risky_processes", "sensitive_files", "iocs"}):
             self.error(rel, line_of(doc), f"unknown key {key!r}")
         risky: dict[str, RiskyProcess] = {}
-        for item in doc.get("risky_processes") or []:
+        for item in self.section(rel, doc, "risky_processes", list):
             try:
                 rp = RiskyProcess(str(item["name"]), str(item.get("reason", "")),
                                   int(item["score"]), tuple(map(str, item.get("tags") or ())))
@@ -152,26 +169,27 @@ class _Loader:
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.error(rel, line_of(item), f"risky_processes: bad entry ({exc})")
         files: list[SensitiveFile] = []
-        for item in doc.get("sensitive_files") or []:
+        for item in self.section(rel, doc, "sensitive_files", list):
             try:
                 files.append(SensitiveFile(
                     str(item["glob"]), str(item.get("reason", "")), int(item["read_score"]),
                     int(item["write_score"]), tuple(map(str, item.get("tags") or ()))))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.error(rel, line_of(item), f"sensitive_files: bad entry ({exc})")
-        iocs_doc = doc.get("iocs") or {}
-        sha = {str(k).lower(): str(v) for k, v in (iocs_doc.get("sha256") or {}).items()}
+        iocs_doc = self.section(rel, doc, "iocs", dict)
+        sha = {str(k).lower(): str(v)
+               for k, v in self.section(rel, iocs_doc, "sha256", dict).items()}
         for h in sha:
             if not _SHA256.match(h):
                 self.error(rel, line_of(iocs_doc), f"iocs.sha256: not a sha256: {h!r}")
-        nets = {str(k): str(v) for k, v in (iocs_doc.get("networks") or {}).items()}
+        nets = {str(k): str(v) for k, v in self.section(rel, iocs_doc, "networks", dict).items()}
         for n in nets:
             try:
                 ipaddress.ip_network(n, strict=False)
             except ValueError:
                 self.error(rel, line_of(iocs_doc), f"iocs.networks: not an IP or CIDR: {n!r}")
         domains = {str(k).lower().rstrip("."): str(v)
-                   for k, v in (iocs_doc.get("domains") or {}).items()}
+                   for k, v in self.section(rel, iocs_doc, "domains", dict).items()}
         return StaticData(risky, tuple(files), Iocs(sha, nets, domains))
 
     # ---- lists, macros, rules, tests -----------------------------------------------
@@ -196,18 +214,18 @@ class _Loader:
                     self.sigma_doc = (rel, sigma)
             for key in sorted(set(doc) - {"lists", "macros", "rules", "tests", "sigma"}):
                 self.error(rel, line_of(doc), f"unknown key {key!r}")
-            for name, items in (doc.get("lists") or {}).items():
+            for name, items in self.section(rel, doc, "lists", dict).items():
                 if name in self.lists:
                     self.error(rel, line_of(doc.get("lists")), f"list {name!r} defined twice")
                 elif not isinstance(items, list):
                     self.error(rel, line_of(doc.get("lists")), f"list {name!r} is not a list")
                 else:
                     self.lists[name] = tuple(items)
-            for name, text in (doc.get("macros") or {}).items():
+            for name, text in self.section(rel, doc, "macros", dict).items():
                 if name in self.macro_text:
                     self.error(rel, line_of(doc.get("macros")), f"macro {name!r} defined twice")
                 self.macro_text[name] = (str(text), self.where(rel, line_of(doc.get("macros"))))
-            for rule in doc.get("rules") or []:
+            for rule in self.section(rel, doc, "rules", list):
                 if not isinstance(rule, dict):
                     self.error(rel, line_of(doc), "each rule must be a mapping")
                     continue
@@ -245,13 +263,13 @@ class _Loader:
     def exceptions(self, rel: str, rule: LineDict, name: str) -> Node | None:
         """``not (tuple1 or tuple2 ...)`` for the rule's exceptions."""
         suppress: list[Node] = []
-        for exc in rule.get("exceptions") or []:
+        for exc in self.section(rel, rule, "exceptions", list, name):
             line = line_of(exc, line_of(rule))
             if not isinstance(exc, dict) or not isinstance(exc.get("fields"), list):
                 self.error(rel, line, "exception needs fields: [..] and values: [[..]]", name)
                 continue
             fields = [parse_field(str(f)) for f in exc["fields"]]
-            for values in exc.get("values") or []:
+            for values in self.section(rel, exc, "values", list, name):
                 values = values if isinstance(values, list) else [values]
                 if len(values) != len(fields):
                     self.error(rel, line, f"exception {exc.get('name', '')!r}: {values!r} "
@@ -286,7 +304,8 @@ class _Loader:
             return CompiledRule(
                 name=name, engine="dynamic", type="query",
                 description=str(doc.get("description", "")).strip(), score=score,
-                tags=tuple(map(str, doc.get("tags") or ())), condition=condition,
+                tags=tuple(map(str, self.section(rel, doc, "tags", list, name))),
+                condition=condition,
                 output=str(doc.get("output", "")), source=self.where(rel, line))
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
@@ -317,7 +336,7 @@ class _Loader:
                 exclude = Not(parse(str(doc["exclude"]), self.macro, self.lists))
             except QueryError as exc:
                 self.error(rel, line_of(doc), f"sigma.exclude: {exc}")
-        overrides = doc.get("overrides") or {}
+        overrides = self.section(rel, doc, "overrides", dict)
         by_key = {k: r for r in rules for k in (r.name, r.extra.get("sigma_id"))}
         for name in overrides:
             if name not in by_key:
@@ -326,11 +345,19 @@ class _Loader:
         disabled: set[str] = set()
         for r in rules:
             o = overrides.get(r.name) or overrides.get(r.extra.get("sigma_id")) or {}
+            if not isinstance(o, dict):
+                self.error(rel, line_of(overrides), "sigma.overrides: each must be a mapping",
+                           r.name)
+                o = {}
             if not o.get("enabled", True):
                 disabled.update((r.name, r.extra.get("sigma_id", "")))
                 continue
             condition = r.condition if exclude is None else conj(r.condition, exclude)
-            exc = self.exceptions(rel, o, r.name) if o.get("exceptions") else None
+            try:
+                exc = self.exceptions(rel, o, r.name) if o.get("exceptions") else None
+            except QueryError as err:
+                self.error(rel, line_of(o), f"exceptions: {err}", r.name)
+                exc = None
             if exc is not None:
                 condition = conj(condition, exc)
             try:
