@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import select
 import subprocess
 import sys
 import time
@@ -176,3 +177,14 @@ def test_unprivileged_caller_gets_a_clear_eperm():
                           capture_output=True, text=True, timeout=60, cwd="/")
     assert proc.stdout.startswith("1 "), proc.stdout + proc.stderr
     assert "needs root" in proc.stdout
+
+
+def test_fileno_signals_pending_records():
+    with Probe(ring_buffer_kib=256, sensitive_paths=["/etc/shadow"], self_tgid=0,
+               wakeup_bytes=0) as p:   # wake per record
+        while p.poll(timeout_ms=0):
+            pass
+        os.close(os.open("/etc/shadow", os.O_RDONLY))
+        readable, _, _ = select.select([p.fileno()], [], [], 5)
+        assert readable == [p.fileno()]
+        assert any(e.get("file.path") == "/etc/shadow" for e in p.poll(timeout_ms=0))
