@@ -140,3 +140,31 @@ def test_filename_in_an_unmapped_page_is_not_lost(events, probe, tmp_path):
             libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(mmap.PAGESIZE))
         (ev,) = events.wait(is_open(name))
         assert ev["event.outcome"] == ("success" if ok else "failure")
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def test_openat2_and_legacy_open(events, probe, tmp_path):
+    target = tmp_path / "via-openat2"
+    target.write_text("x")
+    probe.set_sensitive_paths([f"{tmp_path}/"])
+    how = OpenHow(flags=os.O_RDWR, mode=0, resolve=0)
+    fd = libc.syscall(437, -100, str(target).encode(), ctypes.byref(how),   # SYS_openat2
+                      ctypes.sizeof(how))
+    assert fd >= 0, ctypes.get_errno()
+    os.close(fd)
+    (ev,) = events.wait(is_open(str(target)))
+    assert ev["threatseer.open.flags"] == ["read", "write"]
+    assert ev["threatseer.open.result"] == fd
+
+    legacy = tmp_path / "via-open"
+    legacy.write_text("x")
+    fd = libc.syscall(2, str(legacy).encode(), os.O_RDONLY)   # SYS_open (x86_64)
+    assert fd >= 0
+    os.close(fd)
+    (ev,) = events.wait(lambda e: is_open(str(legacy))(e)   # not write_text's own open
+                        and e["threatseer.open.flags"] == ["read"])
+    assert ev["event.outcome"] == "success" and ev["threatseer.open.result"] == fd
