@@ -172,9 +172,14 @@ class AdminServer(threading.Thread):
         except StoreError as exc:
             return {"ok": False, "error": str(exc)}
         self.counters["activations"] += 1
+        reply: dict[str, Any] = {"ok": True, "active": _summary(bundle)}
         if self.on_activate is not None:
-            self.on_activate(bundle)
-        return {"ok": True, "active": _summary(bundle)}
+            try:
+                self.on_activate(bundle)
+            except Exception as exc:  # the store changed; say the running hub did not
+                log.exception("on_activate failed")
+                reply["warning"] = f"installed and marked active, but the swap failed: {exc}"
+        return reply
 
 
 class AdminClient:

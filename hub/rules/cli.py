@@ -61,6 +61,12 @@ def test_cmd(path: str) -> None:
     count, failures = run_tests(bundle)
     for failure in failures:
         click.echo(f"FAIL {failure}", err=True)
+    tested = {t.rule for t in bundle.tests}
+    untested = [r.name for r in getattr(bundle.ruleset, "rules", [])
+                if r.engine == "dynamic" and r.name not in tested]
+    if untested:
+        click.echo(f"warning: {len(untested)} rules have no tests: {', '.join(untested)}",
+                   err=True)
     click.echo(f"{count - len(failures)}/{count} tests passed")
     if failures:
         sys.exit(1)
@@ -153,6 +159,8 @@ def publish_cmd(archive: str, hub: str, key_path: str | None, timeout: float) ->
     reply = _call(lambda: client.publish(Path(archive).read_bytes()))
     a = reply["active"]
     click.echo(f"active: {a['name']} {a['version']} ({a['rules']} rules, digest {a['digest']})")
+    if reply.get("warning"):
+        _fail(f"warning: {reply['warning']}")
 
 
 @rules_group.command("list")

@@ -114,3 +114,21 @@ def test_malformed_frames_get_an_error_and_the_server_keeps_serving(admin) -> No
 def test_no_answer_times_out(port: int) -> None:
     with pytest.raises(AdminError, match="no answer"):
         AdminClient(f"tcp://127.0.0.1:{port}", None, timeout=0.3).list()
+
+
+def test_failing_on_activate_is_reported_not_fatal(tmp_path: Path, port: int) -> None:
+    key = SigningKey.generate()
+
+    def broken(bundle) -> None:
+        raise RuntimeError("hub busy")
+
+    server = AdminServer(BundleStore(tmp_path / "state"), f"tcp://127.0.0.1:{port}",
+                         [key.verify_key], broken)
+    server.start()
+    try:
+        client = AdminClient(f"tcp://127.0.0.1:{port}", key, timeout=30)
+        reply = client.publish(build(tmp_path, "1.0.0"))
+        assert "swap failed: hub busy" in reply["warning"]
+        assert client.list()["active"] == "1.0.0"
+    finally:
+        server.stop()
