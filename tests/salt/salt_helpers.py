@@ -96,11 +96,27 @@ def state_failures(ret: Any) -> list[str]:
 def run_json(cmd: list[str], timeout: float = 300) -> tuple[int, Any, str]:
     """Run a salt command with --out=json; return (exit status, parsed output, stderr)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, parse_json_stream(proc.stdout), proc.stderr
+
+
+def parse_json_stream(text: str) -> Any:
+    """The `salt` CLI prints one JSON document per minion as they return: merge them (a
+    single document, e.g. from salt-call, comes back as is; non-JSON as the raw text)."""
+    decoder, docs, pos = json.JSONDecoder(), [], 0
     try:
-        data = json.loads(proc.stdout) if proc.stdout.strip() else None
-    except ValueError:
-        data = proc.stdout
-    return proc.returncode, data, proc.stderr
+        while pos < len(text.rstrip()):
+            while text[pos].isspace():
+                pos += 1
+            doc, pos = decoder.raw_decode(text, pos)
+            docs.append(doc)
+    except (ValueError, IndexError):
+        return text
+    if len(docs) == 1 or not all(isinstance(d, dict) for d in docs):
+        return docs[0] if len(docs) == 1 else docs or None
+    merged: dict[str, Any] = {}
+    for doc in docs:
+        merged.update(doc)
+    return merged
 
 
 def stop_leftovers(*roots: Path) -> None:

@@ -76,7 +76,16 @@ class LocalMinion:
 @pytest.fixture(scope="module")
 def minion(wheelhouse: Path, signing_key: Path) -> Iterator[LocalMinion]:
     base = Path(tempfile.mkdtemp(prefix="ts-salt-local-"))
-    conf, root, pillar = base / "conf", base / "root", base / "pillar"
+    root = base / "root"
+    try:
+        yield _local_minion(base, root, wheelhouse, signing_key)
+    finally:
+        stop_leftovers(root)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _local_minion(base: Path, root: Path, wheelhouse: Path, signing_key: Path) -> LocalMinion:
+    conf, pillar = base / "conf", base / "pillar"
     conf.mkdir()
     file_root = make_file_root(base, wheelhouse)
     ports = {"ingest": free_port(), "publish": free_port(), "admin": free_port()}
@@ -92,12 +101,7 @@ def minion(wheelhouse: Path, signing_key: Path) -> Iterator[LocalMinion]:
     }))
     bundles = file_root / "threatseer" / "bundles"
     build_bundle(base / "work", "1.0.0", signing_key, bundles)
-    m = LocalMinion(base, conf, root, pillar, bundles, data)
-    try:
-        yield m
-    finally:
-        stop_leftovers(root)
-        shutil.rmtree(base, ignore_errors=True)
+    return LocalMinion(base, conf, root, pillar, bundles, data)
 
 
 def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
