@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from importlib.resources import files
@@ -67,6 +70,89 @@ class Server:
         self.proc = None
 
 
+def redis_server_at(port: int, workdir: Path, durable: bool = True) -> Server:
+    """redis-server (not started); durable: an fsync-always AOF in ``workdir``."""
+    data = workdir / f"redis-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data),
+            "--appendonly", "yes" if durable else "no", "--appendfsync", "always"]
+    server = Server(argv, port, workdir / f"redis-{port}.log")
+    server.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+    return server
+
+
+def tansu_at(port: int, workdir: Path) -> Server:
+    """tansu (not started) with in-memory storage: it forgets everything when stopped."""
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]
+    server = Server(argv, port, workdir / f"tansu-{port}.log")
+    server.bootstrap = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return server
+
+
+def noida_at(port: int, workdir: Path) -> Server:
+    """noida-db (not started) serving only its Elasticsearch API, data kept in ``workdir``."""
+    argv = [NOIDA, "start", "--data-dir", str(workdir / f"noida-{port}"), "--host", "127.0.0.1",
+            "--only", "elasticsearch", "--elasticsearch-port", str(port)]
+    server = Server(argv, port, workdir / f"noida-{port}.log")
+    server.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    return server
+
+
+class JsonLinesListener:
+    """A TCP server reading json_lines like Logstash's tcp input (one thread per client)."""
+
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self.port, self.tls = port, tls
+        self.lines: list[dict[str, Any]] = []
+        self.connections = 0
+        self._sock: socket.socket | None = None
+        self._clients: list[socket.socket] = []
+
+    def start(self) -> JsonLinesListener:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen()
+        self._sock = sock
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+        return self
+
+    def _accept(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            self._clients.append(conn)
+            with conn, conn.makefile("rb") as f:
+                for line in f:
+                    self.lines.append(json.loads(line))
+        except (OSError, ssl.SSLError, ValueError):
+            pass
+
+    def stop(self) -> None:
+        if self._sock is not None:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
+            self._sock.close()
+            self._sock = None
+        for c in self._clients:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+        self._clients.clear()
+
+
 @pytest.fixture
 def redis_at(tmp_path: Path) -> Iterator[Any]:
     """Factory: a redis-server (not started) on a free port, with an fsync-always AOF so a
@@ -74,13 +160,7 @@ def redis_at(tmp_path: Path) -> Iterator[Any]:
     servers: list[Server] = []
 
     def make() -> Server:
-        port = free_port()
-        data = tmp_path / f"redis-{port}"
-        data.mkdir()
-        argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)]
-        server = Server(argv, port, tmp_path / f"redis-{port}.log")
-        server.url = f"redis://127.0.0.1:{port}/0"  # type: ignore[attr-defined]
+        server = redis_server_at(free_port(), tmp_path)
         servers.append(server)
         return server
 
@@ -96,25 +176,14 @@ def redis_server(redis_at: Any) -> Server:
 
 @pytest.fixture
 def kafka_broker(tmp_path: Path) -> Iterator[Server]:
-    """tansu with in-memory storage (it forgets everything when stopped)."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    argv = [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
-    server = Server(argv, port, tmp_path / "tansu.log").start()
-    server.bootstrap = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    server = tansu_at(free_port(), tmp_path).start()
     yield server
     server.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def es_server(tmp_path: Path) -> Iterator[Server]:
-    """noida-db serving only its Elasticsearch API; data persists in tmp_path across restarts."""
-    port = free_port()
-    argv = [NOIDA, "start", "--data-dir", str(tmp_path / "noida"), "--host", "127.0.0.1",
-            "--only", "elasticsearch", "--elasticsearch-port", str(port)]
-    server = Server(argv, port, tmp_path / "noida.log").start()
-    server.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    server = noida_at(free_port(), tmp_path).start()
     yield server
     server.stop()
 

@@ -4,10 +4,7 @@ including a listener restart between batches."""
 from __future__ import annotations
 
 import datetime
-import json
-import socket
 import ssl
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,61 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.conftest import free_port
-from tests.outputs.conftest import make_event, wait_for
+from tests.outputs.conftest import JsonLinesListener, make_event, wait_for
 from threatseer.hub.outputs import OutputConfig, Outputs
-
-
-class JsonLinesListener:
-    """A TCP server reading json_lines like Logstash's tcp input (one thread per client)."""
-
-    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
-        self.port, self.tls = port, tls
-        self.lines: list[dict[str, Any]] = []
-        self.connections = 0
-        self._sock: socket.socket | None = None
-        self._clients: list[socket.socket] = []
-
-    def start(self) -> JsonLinesListener:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        sock.listen()
-        self._sock = sock
-        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
-        return self
-
-    def _accept(self, sock: socket.socket) -> None:
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        try:
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            self._clients.append(conn)
-            with conn, conn.makefile("rb") as f:
-                for line in f:
-                    self.lines.append(json.loads(line))
-        except (OSError, ssl.SSLError, ValueError):
-            pass
-
-    def stop(self) -> None:
-        if self._sock is not None:
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked on it
-            self._sock.close()
-            self._sock = None
-        for c in self._clients:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
-        self._clients.clear()
 
 
 @pytest.fixture
@@ -131,7 +75,8 @@ def test_tls_verified_with_self_signed_ca(certs: tuple[str, str]) -> None:
         for i in range(200):
             outs.emit(make_event(i))
         outs.close(10)
-        wait_for(lambda: len(listener.lines) == 200, what="all lines over TLS")
+        wait_for(lambda: len(listener.lines) == 200,
+                 what=f"all lines over TLS: {len(listener.lines)}, {outs.status()}")
         assert outs.status()[0]["sent"] == 200
         # Without the CA the certificate is refused: nothing is sent, the error says why.
         strict = Outputs([output(listener.port, tls=True)])

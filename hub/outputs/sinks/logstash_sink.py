@@ -49,10 +49,16 @@ class LogstashSink(Sink):
         readable, _, _ = select.select([sock], [], [], 0)
         if not readable:
             return False
+        # Readable can also mean a TLS record with no data (a TLS 1.3 session ticket): read
+        # without blocking, or recv would wait for data Logstash never sends.
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
         try:
             return sock.recv(4096) == b""  # Logstash never talks back: data means nothing
         except (ssl.SSLWantReadError, BlockingIOError):
             return False
+        finally:
+            sock.settimeout(timeout)
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         if self._sock is None or self._peer_closed():
@@ -68,3 +74,23 @@ class LogstashSink(Sink):
                 self._sock.close()
             finally:
                 self._sock = None
+
+    def close(self) -> None:
+        """Half-close and wait for the peer's EOF before closing.
+
+        Closing a socket with unread input (a TLS server's session tickets) makes the kernel
+        send a reset, and the peer then discards what it had received but not yet read: the
+        last batches would vanish. Reading to EOF first makes the close orderly.
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(min(self.opts.timeout_s, 5.0))
+            while sock.recv(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.disconnect()
