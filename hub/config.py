@@ -122,7 +122,8 @@ class HubConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
-    # Rule bundle (directory or archive) to load at start; empty keeps the installed one.
+    # Rule bundle (directory or archive) installed and activated at every start; leave it
+    # empty to start on the bundle last published through the admin endpoint.
     bundle: str = ""
     # Where the hub keeps state: installed bundles, profiles, status file.
     state_dir: str = "/var/lib/threatseer/hub"

@@ -37,28 +37,34 @@ STATUS_INTERVAL_S = 2.0
 
 
 def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
-    """The bundle to start with (config ``bundle:``, else the store's active one) and the store.
+    """The bundle to start with, and the bundle store (None when unavailable).
 
-    The rule modules are imported lazily: a hub without them scores with static lists empty.
+    ``bundle:`` in the config is installed into the store (verified against the trusted keys,
+    compiled, its tests run) and activated; without it the store's active bundle (the last one
+    published through the admin endpoint) is used. Any failure is logged and the hub starts on
+    the last good bundle. The rule modules are imported lazily so the hub runs without them.
     """
     store = None
     try:
         from threatseer.hub.rules.store import BundleStore
 
-        store = BundleStore(cfg.state_dir)
+        store = BundleStore(cfg.state_dir, trusted_keys=cfg.admin.trusted_signing_keys)
     except ImportError as exc:
         log.warning("bundle store unavailable (%s): no installed bundles", exc)
     except Exception as exc:
         log.error("bundle store in %s unusable: %s", cfg.state_dir, exc)
     if cfg.bundle:
         try:
+            if store is not None:
+                installed = store.install_path(cfg.bundle)
+                return store.activate(installed.manifest.version), store
             from threatseer.hub.rules.bundle import load_bundle
 
             return load_bundle(cfg.bundle), store
         except ImportError as exc:
             log.error("cannot load bundle %s: rule loader unavailable (%s)", cfg.bundle, exc)
         except Exception as exc:
-            log.error("cannot load bundle %s: %s; keeping the installed one", cfg.bundle, exc)
+            log.error("cannot load bundle %s, keeping the installed one: %s", cfg.bundle, exc)
     if store is not None:
         try:
             return store.active(), store

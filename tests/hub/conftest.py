@@ -21,7 +21,7 @@ def zctx() -> Iterator[zmq.Context]:
 
 @pytest.fixture
 def start_hub(tmp_path):  # type: ignore[no-untyped-def]
-    """Factory of in-process hubs on free ports (``start_hub(start=False, ingest__x=...)``);
+    """Factory of in-process hubs on free ports (``start_hub(start=False, bundle_obj=Bundle(...), ingest__x=...)``);
     every hub it made is stopped at the end, even when the test fails."""
     from hub_helpers import hub_config
 
@@ -29,8 +29,8 @@ def start_hub(tmp_path):  # type: ignore[no-untyped-def]
 
     hubs = []
 
-    def make(start: bool = True, bundle=None, **overrides):  # type: ignore[no-untyped-def]
-        hub = Hub(hub_config(tmp_path, **overrides), bundle=bundle, stop_timeout_s=5)
+    def make(start: bool = True, bundle_obj=None, **overrides):  # type: ignore[no-untyped-def]
+        hub = Hub(hub_config(tmp_path, **overrides), bundle=bundle_obj, stop_timeout_s=5)
         hubs.append(hub)
         if start:
             hub.start()

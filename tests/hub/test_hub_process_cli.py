@@ -134,8 +134,9 @@ def test_metrics_status_and_graceful_stop_emit_everything(tmp_path, threatseer_c
     out_file = tmp_path / "events.jsonl"
     config, cfg = process_config(
         tmp_path, ingest={"endpoint": endpoint(), "rcv_hwm": 20},
-        outputs=[{"type": "file", "name": "archive", "options": {"path": str(out_file),
-                                                                  "max_bytes": 1 << 30}}])
+        # "block": this test is about the hub losing nothing on stop, not about overflow
+        outputs=[{"type": "file", "name": "archive", "overflow": "block",
+                  "options": {"path": str(out_file), "max_bytes": 1 << 30}}])
     hub = HubProcess(threatseer_cmd, config)
     ctx = zmq.Context()
     sub = Subscriber(ctx, cfg["publish"]["endpoint"])
