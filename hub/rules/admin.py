@@ -69,9 +69,28 @@ class AdminServer(threading.Thread):
         self._ctx = context or zmq.Context.instance()
         self._stopping = threading.Event()
         self._ready = threading.Event()
-        self._seen: dict[str, float] = {}  # nonce -> ts
+        # nonce -> time accepted; kept on disk so a restart does not reopen the replay window
+        self._seen_path = store.dir / "admin_nonces.json"
+        self._seen: dict[str, float] = self._load_seen()
         self.counters = {"requests": 0, "refused": 0, "activations": 0}
         self.bind_error: Exception | None = None
+
+    def _load_seen(self) -> dict[str, float]:
+        try:
+            seen = json.loads(self._seen_path.read_text())
+            return {str(n): float(t) for n, t in seen.items()}
+        except (OSError, ValueError, AttributeError, TypeError):
+            return {}
+
+    def _remember(self, nonce: str, now: float) -> None:
+        self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * MAX_SKEW}
+        self._seen[nonce] = now
+        try:
+            tmp = self._seen_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._seen))
+            os.replace(tmp, self._seen_path)
+        except OSError as exc:
+            log.warning("cannot persist admin nonces: %s", exc)
 
     # ---- lifecycle --------------------------------------------------------------
 
@@ -143,12 +162,11 @@ class AdminServer(threading.Thread):
             raise AdminError("not authorized: request timestamp outside the allowed window")
         if len(nonce) < 16:
             raise AdminError("not authorized: missing nonce")
-        self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * MAX_SKEW}
         if nonce in self._seen:
             raise AdminError("not authorized: replayed request")
-        self._seen[nonce] = now
         if header.get("payload_sha256") != hashlib.sha256(payload).hexdigest():
             raise AdminError("not authorized: payload does not match the signed header")
+        self._remember(nonce, now)
         return header, payload
 
     def handle(self, frames: list[bytes]) -> dict[str, Any]:

@@ -132,3 +132,27 @@ def test_failing_on_activate_is_reported_not_fatal(tmp_path: Path, port: int) ->
         assert client.list()["active"] == "1.0.0"
     finally:
         server.stop()
+
+
+def test_replay_is_refused_after_a_restart(tmp_path: Path, port: int) -> None:
+    key = SigningKey.generate()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    client = AdminClient(endpoint, key, timeout=30)
+    store = BundleStore(tmp_path / "state")
+    store.publish(build(tmp_path, "1.0.0"))
+    store.publish(build(tmp_path, "1.1.0"))
+    frames = client.frames("rollback")
+    server = AdminServer(store, endpoint, [key.verify_key])
+    server.start()
+    try:
+        assert client.send_frames(frames)["active"]["version"] == "1.0.0"
+    finally:
+        server.stop()
+    server = AdminServer(BundleStore(tmp_path / "state"), endpoint, [key.verify_key])
+    server.start()
+    try:
+        reply = client.send_frames(frames)
+        assert not reply["ok"] and "replayed" in reply["error"]
+        assert client.list()["active"] == "1.0.0"
+    finally:
+        server.stop()
