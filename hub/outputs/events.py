@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -29,6 +30,7 @@ class EventIds:
     def __init__(self, remember_batches: int = 4096) -> None:
         self._positions: OrderedDict[tuple[Any, Any], int] = OrderedDict()
         self._remember = remember_batches
+        self._lock = threading.Lock()
 
     def ensure(self, event: dict[str, Any]) -> str:
         eid = event.get("event.id")
@@ -37,10 +39,11 @@ class EventIds:
         sid, seq = event.get("threatseer.sensor.id"), event.get("threatseer.batch.seq")
         if sid is not None and seq is not None:
             key = (sid, seq)
-            pos = self._positions.pop(key, 0)
-            self._positions[key] = pos + 1
-            if len(self._positions) > self._remember:
-                self._positions.popitem(last=False)
+            with self._lock:
+                pos = self._positions.pop(key, 0)
+                self._positions[key] = pos + 1
+                if len(self._positions) > self._remember:
+                    self._positions.popitem(last=False)
             eid = f"{sid}-{seq}-{pos}"
         else:
             canonical = json.dumps(event, sort_keys=True, default=str).encode()

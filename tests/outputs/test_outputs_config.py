@@ -86,3 +86,17 @@ def test_from_dict_and_duplicate_names() -> None:
         Outputs([a, b])
     b.name = "redis-stream"
     check_unique_names([a, b])
+
+
+def test_hub_cli_exits_2_naming_file_and_key(tmp_path: Path, threatseer_cmd: list[str]) -> None:
+    """The hub's CLI loads outputs through the same loader: exit 2, one line on stderr."""
+    import subprocess
+
+    path = tmp_path / "hub.yaml"
+    path.write_text("outputs:\n  - type: kafka\n    options:\n      compression: brotli\n")
+    run = subprocess.run([*threatseer_cmd, "hub", "-c", str(path), "--print-config"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"threatseer: config error: {path}:4: outputs[0].options.compression: "
+        "must be none, gzip, snappy, lz4 or zstd"]

@@ -125,3 +125,15 @@ def test_server_restart_mid_stream_exactly_once(es_server: Any, spill_dir: str) 
     ids = all_ids(Elasticsearch(es_server.url), "ts-restart")
     assert len(ids) == total  # exactly once: create with _id refuses copies
     assert set(ids) == {f"ev-{i}" for i in range(total)}
+
+
+def test_odd_values_do_not_wedge_the_batch(es_server: Any, spill_dir: str) -> None:
+    """Values JSON has no type for (bytes, sets) become strings instead of failing forever."""
+    outs = Outputs([output(es_server.url, spill_dir, index="odd")])
+    outs.start()
+    outs.emit(make_event(1, **{"threatseer.raw": b"\x00\x01", "threatseer.tags": {"a"}}))
+    outs.emit(make_event(2))
+    outs.close(10)
+    assert outs.status()[0]["sent"] == 2
+    doc = Elasticsearch(es_server.url).get(index="odd", id="ev-1")["_source"]
+    assert doc["threatseer"]["raw"] == "b'\\x00\\x01'"

@@ -19,10 +19,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from threatseer.sensor import ecs
-
 from .. import es_template
 from ..config import ElasticsearchOptions, OutputConfig
+from ..events import to_json
 from .base import SendResult, Sink
 
 
@@ -70,11 +69,13 @@ class ElasticsearchSink(Sink):
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         assert self._client is not None
-        ops: list[dict[str, Any]] = []
+        # Serialised here (values JSON cannot hold become strings), so one odd value cannot
+        # make the client's serialiser fail the batch over and over.
+        ops: list[str] = []
         for event in events:
-            ops.append({"create": {"_index": self._index_for(event),
-                                   "_id": str(event.get("event.id", ""))}})
-            ops.append(ecs.nest(event))
+            ops.append(json.dumps({"create": {"_index": self._index_for(event),
+                                              "_id": str(event.get("event.id", ""))}}))
+            ops.append(to_json(event))
         resp = self._client.bulk(operations=ops)
         result = SendResult()
         if not resp.get("errors"):
