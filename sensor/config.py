@@ -46,8 +46,9 @@ class SensorConfig:
     batch_latency_ms: int = 50
     # Seconds between sensor-health events (lost/filtered counters).
     health_interval_s: float = 30.0
-    # BPF ring buffer size in KiB (a power of two, at least 4 KiB).
-    ring_buffer_kib: int = 16384
+    # BPF ring buffer size in KiB (a power of two, at least 4 KiB). Its pages count twice in
+    # the RSS (the data area is mapped twice), so bigger is not free.
+    ring_buffer_kib: int = 4096
     # Executables larger than this are not hashed (process.hash.sha256 left out).
     hash_max_bytes: int = 64 * 1024 * 1024
     # Where the sensor keeps state (spool, keys).

@@ -16,7 +16,7 @@ from typing import Any
 from threatseer.sensor import __version__, ecs
 from threatseer.sensor.containers import ContainerDirectory, container_id
 from threatseer.sensor.hashing import ExecutableHashes
-from threatseer.sensor.proctable import ProcessTable
+from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
 
 Event = dict[str, Any]
@@ -47,11 +47,11 @@ class Enricher:
         self.not_containers = 0
 
     def stamp(self, event: Event) -> None:
-        """Give ``event`` the sensor's identity and a unique id (also for synthetic events)."""
+        """Give ``event`` a unique id (also synthetic events). The sensor's identity
+        (:attr:`identity`) is added by the sink: once per batch on the wire."""
         n = next(self._seq)
         event["event.sequence"] = n
         event["event.id"] = self._id_prefix + str(n)
-        event.update(self.identity)
 
     def enrich(self, events: list[Event]) -> list[Event]:
         """Enrich ``events`` in place, in kernel order; return it with any derived events
@@ -82,8 +82,7 @@ class Enricher:
             elif pid:
                 proc = procs.get(pid)
                 if proc is not None:
-                    self._describe_process(ev, proc)
-                    self._describe_parent(ev, proc.ppid)
+                    ev.update(self._context(proc))
             uid = ev.get("user.id")
             if uid is not None:
                 name = self.users.name(uid)
@@ -112,6 +111,19 @@ class Enricher:
             if digest:
                 ev["process.hash.sha256"] = digest
 
+    def _context(self, proc: Proc) -> dict[str, Any]:
+        """What every non-exec event of ``proc`` gets from the table: built once per
+        (process, parent) version rather than per event."""
+        parent = self.procs.get(proc.ppid) if proc.ppid else None
+        key = (proc.ppid, parent.generation if parent else -1, proc.generation)
+        if proc.context is not None and proc.context_key == key:
+            return proc.context
+        ctx: dict[str, Any] = {}
+        self._describe_process(ctx, proc)
+        self._describe_parent(ctx, proc.ppid, with_args=False)
+        proc.context, proc.context_key = ctx, key
+        return ctx
+
     def _describe_process(self, ev: Event, proc: Any) -> None:
         ev["process.entity_id"] = proc.entity_id
         if proc.executable:
@@ -120,7 +132,9 @@ class Enricher:
             ev.setdefault("process.args", proc.args)
             ev.setdefault("process.command_line", " ".join(proc.args))
 
-    def _describe_parent(self, ev: Event, ppid: int) -> None:
+    def _describe_parent(self, ev: Event, ppid: int, with_args: bool = True) -> None:
+        """Parent fields; the parent's argv only where it matters most (exec and fork), to
+        keep every other event small on the wire."""
         parent = self.procs.get(ppid) if ppid else None
         if parent is None:
             return
@@ -128,7 +142,7 @@ class Enricher:
         ev["process.parent.entity_id"] = parent.entity_id
         if parent.executable:
             ev["process.parent.executable"] = parent.executable
-        if parent.args:
+        if with_args and parent.args:
             ev["process.parent.args"] = parent.args
             ev["process.parent.command_line"] = " ".join(parent.args)
         ev["threatseer.ancestors"] = self.procs.ancestors(ppid)

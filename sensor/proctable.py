@@ -17,7 +17,8 @@ MAX_ANCESTORS = 4
 
 
 class Proc:
-    __slots__ = ("pid", "ppid", "name", "executable", "args", "start_ticks", "entity_id")
+    __slots__ = ("pid", "ppid", "name", "executable", "args", "start_ticks", "entity_id",
+                 "generation", "context", "context_key")
 
     def __init__(
         self, pid: int, ppid: int, name: str, executable: str, args: list[str], start_ticks: int,
@@ -30,6 +31,13 @@ class Proc:
         self.args = args
         self.start_ticks = start_ticks
         self.entity_id = entity_id
+        # Bumped on every exec, so cached descriptions of this process (and of its children,
+        # which name it as their parent) know when they are stale.
+        self.generation = 0
+        # Fields the enricher adds to this process's non-exec events, and what they were
+        # built from (parent pid, parent generation, own generation).
+        self.context: dict | None = None
+        self.context_key: tuple[int, int, int] | None = None
 
     @property
     def display_name(self) -> str:
@@ -138,6 +146,7 @@ class ProcessTable:
             self.procs[pid] = proc
         else:
             proc.ppid, proc.name, proc.executable, proc.args = ppid, name, executable, args
+            proc.generation += 1
         return proc
 
     def on_exit(self, pid: int) -> None:

@@ -22,7 +22,9 @@ Event = dict[str, Any]
 class StdoutSink:
     """``--stdout``: one nested ECS JSON document per line."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, identity: dict[str, Any] | None = None,
+                 stream: TextIO | None = None) -> None:
+        self.identity = identity or {}
         self.stream = stream or sys.stdout
         self.sent_events = 0
         self.dropped_events = 0
@@ -30,8 +32,9 @@ class StdoutSink:
 
     def send(self, events: list[Event]) -> None:
         write = self.stream.write
+        identity = self.identity
         for ev in events:
-            write(json.dumps(ecs.nest(ev), separators=(",", ":"), default=str))
+            write(json.dumps(ecs.nest({**identity, **ev}), separators=(",", ":"), default=str))
             write("\n")
         self.stream.flush()
         self.sent_events += len(events)
@@ -47,11 +50,12 @@ class HubSink:
     """ZeroMQ PUSH of wire batches to a hub, numbered per sensor."""
 
     def __init__(
-        self, endpoint: str, sensor_id: str, host: str, *, hwm: int = 1000,
-        max_pending: int = 1000, context: zmq.Context | None = None,
+        self, endpoint: str, sensor_id: str, host: str, *, identity: dict[str, Any] | None = None,
+        hwm: int = 1000, max_pending: int = 1000, context: zmq.Context | None = None,
     ) -> None:
         self.sensor_id = sensor_id
         self.host = host
+        self.identity = identity or {}
         self.ctx = context or zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
@@ -71,7 +75,8 @@ class HubSink:
 
     def send(self, events: list[Event]) -> None:
         self.seq += 1
-        frames = wire.encode(wire.Batch(self.sensor_id, self.seq, events, host=self.host))
+        frames = wire.encode(wire.Batch(self.sensor_id, self.seq, events, host=self.host,
+                                        common=self.identity))
         self._pending.append(frames)
         self._pending_events.append(len(events))
         while len(self._pending) > self.max_pending:

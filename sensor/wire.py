@@ -3,10 +3,13 @@
 A batch travels as one ZeroMQ multipart message of two frames:
 
 1. header: msgpack map ``{"v": VERSION, "sid": sensor id, "seq": batch number,
-   "n": event count, "t": send time (ns since the epoch), "host": host name}``
+   "n": event count, "t": send time (ns since the epoch), "host": host name,
+   "c": fields common to every event of the batch}``
 2. body: msgpack array of flat ECS events (see :mod:`threatseer.sensor.ecs`).
 
-The header is small and decoded first, so a hub rejects a batch of an unknown version or an
+Fields that are the same for every event of a sensor (``host.name``, ``agent.id``, ...)
+travel once per batch in ``c`` and are given back to each event by :func:`decode`; an event's
+own value wins. The header is small and decoded first, so a hub rejects a batch of an unknown version or an
 oversized body before spending time on it. Every way a message can be bad maps to one
 :class:`WireError` reason, which the hub uses as a counter label.
 """
@@ -47,6 +50,7 @@ class Batch:
     events: list[dict[str, Any]]
     host: str = ""
     sent_ns: int = field(default_factory=time.time_ns)
+    common: dict[str, Any] = field(default_factory=dict)
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -62,6 +66,8 @@ def encode(batch: Batch) -> list[bytes]:
         "t": batch.sent_ns,
         "host": batch.host,
     }
+    if batch.common:
+        header["c"] = batch.common
     return [_packer.pack(header), _packer.pack(batch.events)]
 
 
@@ -87,6 +93,9 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
         raise WireError(BAD_HEADER, "missing or bad sequence number")
     if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
         raise WireError(BAD_HEADER, "missing or bad event count")
+    common = header.get("c", {})
+    if not isinstance(common, dict) or not all(isinstance(k, str) for k in common):
+        raise WireError(BAD_HEADER, "common fields are not a map of names")
     if len(body) > MAX_BODY_BYTES:
         raise WireError(TOO_LARGE, f"body of {len(body)} bytes")
     return header
@@ -110,8 +119,16 @@ def decode(frames: list[bytes]) -> Batch:
         raise WireError(BAD_BODY, "body is not an array")
     if len(events) != header["n"]:
         raise WireError(BAD_BODY, f"header says {header['n']} events, body has {len(events)}")
+    common = header.get("c")
+    if common:
+        for ev in events:
+            if isinstance(ev, dict):
+                for key, value in common.items():
+                    if key not in ev:
+                        ev[key] = value
     return Batch(
         sensor_id=header["sid"], seq=header["seq"], events=events,
         host=header.get("host") if isinstance(header.get("host"), str) else "",
         sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
+        common=common or {},
     )

@@ -16,13 +16,25 @@ import pytest
 import yaml
 
 
-def bpf_programs() -> set[str]:
-    """Names of BPF programs loaded right now (to show the sensor leaves none behind)."""
+def bpf_prog_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF programs process ``pid`` holds open (from /proc/PID/fdinfo), so a test
+    can check just those, whatever other tests load at the same time."""
+    ids = set()
+    fdinfo = f"/proc/{pid}/fdinfo"
+    for fd in os.listdir(fdinfo):
+        try:
+            with open(f"{fdinfo}/{fd}") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            continue
+    return ids
+
+
+def loaded_prog_ids() -> set[int]:
     out = subprocess.run(["bpftool", "prog", "list", "-j"], capture_output=True, text=True)
-    try:
-        return {p.get("name", "") for p in json.loads(out.stdout or "[]")}
-    except ValueError:
-        return set()
+    return {p["id"] for p in json.loads(out.stdout or "[]")}
 
 
 class RunningSensor:

@@ -65,7 +65,8 @@ def test_exec_gets_parent_ancestors_hash_user_and_id():
     assert out["user.name"] == "root" or out["user.name"]
     assert out["process.command_line"] == "sleep 5"
     assert out["event.id"].startswith("s-test-")
-    assert out["agent.id"] == "s-test" and out["host.id"] == "host-1"
+    assert enricher.identity["agent.id"] == "s-test"
+    assert enricher.identity["host.id"] == "host-1"
     assert ecs.missing_fields(out) == []
 
 

@@ -68,6 +68,16 @@ def test_wire_round_trip():
     assert (batch.sensor_id, batch.seq, batch.events, batch.host) == ("s-1", 42, events, "h")
 
 
+def test_wire_common_fields_travel_once_and_events_win():
+    events = [{"event.action": "exec", "host.name": "own"}, {"event.action": "exit"}]
+    common = {"host.name": "h1", "agent.id": "s-1"}
+    frames = wire.encode(wire.Batch("s-1", 1, [dict(e) for e in events], common=common))
+    assert frames[1].count(b"agent.id") == 0  # not repeated per event in the body
+    batch = wire.decode(frames)
+    assert batch.events[0] == {"event.action": "exec", "host.name": "own", "agent.id": "s-1"}
+    assert batch.events[1] == {"event.action": "exit", "host.name": "h1", "agent.id": "s-1"}
+
+
 @pytest.mark.parametrize(
     ("frames", "reason"),
     [
@@ -79,6 +89,8 @@ def test_wire_round_trip():
          wire.BAD_HEADER),
         ([msgpack.packb({"v": 1, "sid": "s", "seq": 1, "n": 2}), msgpack.packb([{}])],
          wire.BAD_BODY),
+        ([msgpack.packb({"v": 1, "sid": "s", "seq": 1, "n": 0, "c": [1]}), msgpack.packb([])],
+         wire.BAD_HEADER),
         ([msgpack.packb({"v": 1, "sid": "s", "seq": 1, "n": 1}), b"\x91\xc1"], wire.BAD_BODY),
         ([msgpack.packb({"v": 1, "sid": "s", "seq": 1, "n": 1}),
           b"\x00" * (wire.MAX_BODY_BYTES + 1)], wire.TOO_LARGE),

@@ -15,7 +15,7 @@ import zmq
 
 from threatseer.sensor import ecs, wire
 
-from .conftest import action, bpf_programs  # noqa: TID252
+from .conftest import action, bpf_prog_ids_of, loaded_prog_ids  # noqa: TID252
 
 MEMCG = "/sys/fs/cgroup/memory"
 
@@ -113,12 +113,13 @@ def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
     cfg = tmp_path / "sensor.yaml"
     cfg.write_text(yaml.safe_dump({"hub": f"tcp://127.0.0.1:{port}", "batch_latency_ms": 20,
                                    "health_interval_s": 1.0, "sensor_id": "s-wiretest"}))
-    before = bpf_programs()
     proc = subprocess.Popen([*threatseer_cmd, "sensor", "-c", str(cfg)],
                             stderr=subprocess.PIPE, text=True)
     seqs, events = [], []
     try:
         assert pull.poll(60_000), "no batch from the sensor"
+        held = bpf_prog_ids_of(proc.pid)
+        assert len(held) >= 6 and held <= loaded_prog_ids()
         marker = f"wire-{uuid.uuid4().hex[:8]}"
         subprocess.run(["/bin/echo", marker], check=True, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -139,6 +140,7 @@ def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(20)
         pull.close(0)
-    assert rc == 0, proc.stderr.read()
-    leftover = {n for n in bpf_programs() - before if n}
-    assert not leftover, f"BPF programs left behind: {leftover}"
+    stderr = proc.stderr.read()
+    assert rc == 0, stderr
+    assert "sensor stopped" in stderr
+    assert not held & loaded_prog_ids(), "the sensor's BPF programs outlived it"

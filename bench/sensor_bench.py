@@ -1,0 +1,218 @@
+"""Sensor benchmark: the full sensor path against a plain C libbpf consumer, in one run.
+
+(a) ``threatseer sensor`` (reader + enrichment + msgpack + ZeroMQ PUSH) sending to a counting
+    PULL socket in this process, and (b) ``bench/ceiling`` (C, libbpf, counts records only)
+    loading the same BPF object, each while ``bench/loadgen`` drives the same load: an openat
+    loop on a watched path, then a fork+exec loop. Both figures are events delivered per
+    second of load, measured side by side; the ratio is (a)/(b).
+
+Then the sensor's CPU at a steady 1,000 events/s and its RSS.
+
+Run as root:  .venv/bin/python bench/sensor_bench.py [--seconds 5]
+Last line:    ratio=... drops=... rss_mib=... cpu_pct_at_1k=... (key=value pairs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+import zmq
+
+from threatseer.native.probe import bpf_object_path
+from threatseer.sensor import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+TARGET = "/etc/passwd"
+RING_KIB = 4096
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def build() -> None:
+    OUT.mkdir(exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", OUT / "loadgen", ROOT / "bench/loadgen.c"],
+                   check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", OUT / "ceiling", ROOT / "bench/ceiling.c",
+                    f"-I{ROOT / 'native/include'}", "-lbpf", "-lelf", "-lz"], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadgen(mode: str, seconds: float, rate: int = 0) -> dict:
+    args = [str(OUT / "loadgen"), mode, str(seconds), str(rate)]
+    if mode == "open":
+        args.append(TARGET)
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, kb = line.split()[:2]
+                values[key] = int(kb) / 1024
+    return values.get("VmRSS:", 0.0), values.get("VmHWM:", 0.0)
+
+
+class Counter:
+    """A PULL socket that counts the sensor's events (what a hub would receive)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.PULL)
+        self.sock.bind(f"tcp://127.0.0.1:{port}")
+        self.lock = threading.Lock()
+        self.by_action: dict[str, int] = {}
+        self.last_event = 0.0
+        self.kernel_lost = 0
+        self.send_dropped = 0
+        self.health = threading.Event()
+        self.stopped = False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        while not self.stopped:
+            if not self.sock.poll(100):
+                continue
+            batch = wire.decode(self.sock.recv_multipart())
+            with self.lock:
+                for ev in batch.events:
+                    action = ev.get("event.action", "")
+                    self.by_action[action] = self.by_action.get(action, 0) + 1
+                    if action == "sensor-health":
+                        self.kernel_lost = ev.get("threatseer.health.kernel_lost", 0)
+                        self.send_dropped = ev.get("threatseer.health.send_dropped", 0)
+                        self.health.set()
+                self.last_event = time.monotonic()
+
+    def count(self, *actions: str) -> int:
+        with self.lock:
+            return sum(self.by_action.get(a, 0) for a in actions)
+
+    def wait_idle(self, idle: float = 1.0, limit: float = 30.0) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and time.monotonic() - self.last_event < idle:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stopped = True
+        self.thread.join()
+        self.sock.close(0)
+
+
+def sensor_phase(seconds: float) -> dict:
+    port = free_port()
+    counter = Counter(port)
+    tmp = tempfile.mkdtemp()
+    cfg = Path(tmp) / "sensor.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "hub": f"tcp://127.0.0.1:{port}", "sensitive_paths": [TARGET],
+        "health_interval_s": 1.0, "ring_buffer_kib": RING_KIB, "log_level": "warning",
+        "send_hwm": 100000,
+    }))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "threatseer"), "sensor", "-c",
+                             str(cfg)])
+    result: dict = {}
+    try:
+        if not counter.health.wait(60):
+            raise SystemExit("sensor did not start")
+        time.sleep(0.5)
+        for mode, actions in (("open", ("open",)), ("exec", ("exec", "fork", "exit"))):
+            base, cpu0 = counter.count(*actions), cpu_seconds(proc.pid)
+            start = time.monotonic()
+            load = loadgen(mode, seconds)
+            counter.wait_idle()
+            got = counter.count(*actions) - base
+            span = max(load["seconds"], counter.last_event - start)
+            result[mode] = {"events": got, "events_per_s": got / span, "load": load,
+                            "cpu_s": cpu_seconds(proc.pid) - cpu0}
+        # Steady 1,000 events/s.
+        time.sleep(1)
+        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        steady = loadgen("open", 10, 1000)
+        result["cpu_pct_at_1k"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        result["steady_ops_per_s"] = steady["ops_per_s"]
+        result["rss_mib"], result["hwm_mib"] = rss_mib(proc.pid)
+        time.sleep(1.5)  # one more health event with the final counters
+        result["drops"] = counter.kernel_lost + counter.send_dropped
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        counter.close()
+    return result
+
+
+def ceiling_phase(seconds: float) -> dict:
+    result = {}
+    for mode in ("open", "exec"):
+        args = [str(OUT / "ceiling"), bpf_object_path(), str(seconds + 3), str(RING_KIB)]
+        if mode == "open":
+            args.append(TARGET)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        while "ready" not in proc.stderr.readline():
+            if proc.poll() is not None:
+                raise SystemExit(f"ceiling failed: {proc.stderr.read()}")
+        load = loadgen(mode, seconds)
+        out, _ = proc.communicate(timeout=seconds + 30)
+        counted = json.loads(out.strip().splitlines()[-1])
+        result[mode] = {"events": counted["events"], "lost": counted["lost"],
+                        "events_per_s": counted["events"] / load["seconds"], "load": load}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="load duration per phase")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root: the sensor and the ceiling load BPF programs")
+    build()
+    sensor = sensor_phase(args.seconds)
+    ceiling = ceiling_phase(args.seconds)
+    for mode in ("open", "exec"):
+        s, c = sensor[mode], ceiling[mode]
+        print(f"{mode:5s} sensor {s['events_per_s']:>10,.0f} ev/s   ceiling "
+              f"{c['events_per_s']:>10,.0f} ev/s   ratio {s['events_per_s'] / c['events_per_s']:.2f}"
+              f"   (loadgen {s['load']['ops_per_s']:,.0f} vs {c['load']['ops_per_s']:,.0f} ops/s;"
+              f" ceiling lost {c['lost']})")
+    events = sensor["open"]["events"] + sensor["exec"]["events"]
+    cpu = sensor["open"]["cpu_s"] + sensor["exec"]["cpu_s"]
+    ratio = min(sensor[m]["events_per_s"] / ceiling[m]["events_per_s"] for m in ("open", "exec"))
+    print(f"sensor CPU-seconds per million events: {cpu / max(events, 1) * 1e6:.2f}")
+    print(f"sensor RSS {sensor['rss_mib']:.1f} MiB (peak {sensor['hwm_mib']:.1f}); "
+          f"CPU at {sensor['steady_ops_per_s']:,.0f} events/s: {sensor['cpu_pct_at_1k']:.2f}%")
+    print(f"drops (kernel lost + send dropped): {sensor['drops']}")
+    print(f"ratio={ratio:.2f} ratio_open={sensor['open']['events_per_s'] / ceiling['open']['events_per_s']:.2f} "
+          f"ratio_exec={sensor['exec']['events_per_s'] / ceiling['exec']['events_per_s']:.2f} "
+          f"sensor_open_eps={sensor['open']['events_per_s']:.0f} "
+          f"ceiling_open_eps={ceiling['open']['events_per_s']:.0f} drops={sensor['drops']} "
+          f"rss_mib={sensor['rss_mib']:.1f} cpu_pct_at_1k={sensor['cpu_pct_at_1k']:.2f} "
+          f"cpu_s_per_m={cpu / max(events, 1) * 1e6:.2f}")
+
+
+if __name__ == "__main__":
+    main()
