@@ -92,7 +92,7 @@ class Hub:
         profile = None
         if cfg.profiles.enabled:
             self.profile_store = ProfileStore(cfg.profile_db())
-            profile = ProfileEngine(self.profile_store, cfg.profiles)
+            profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
         self._note_bundle()
         self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics)
@@ -198,7 +198,7 @@ class Hub:
 
     def _shutdown(self) -> None:
         if self.pipeline.profile is not None:
-            self.pipeline.profile.flush(time.time())
+            self.pipeline.profile.close(time.time())
         self.outputs.close(timeout=self.stop_timeout_s)
         self._periodic(time.time())
         if self.publisher is not None:

@@ -12,16 +12,20 @@ cache at its next flush, so the CLI works whether or not a hub is running.
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import sqlite3
+import threading
 import time
-from collections.abc import Iterable
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
 
 ALL = "*"  # subject of a command that applies to every profile
+log = logging.getLogger("threatseer.hub.profiles")
 
 
 @dataclass(slots=True)
@@ -79,9 +83,8 @@ class ProfileStore:
                 prof.items.add(f"{kind}\t{value}")
         return profiles
 
-    def save(self, profiles: Iterable[Profile], items: list[tuple[str, str, float]]) -> None:
-        """Write changed profiles and new behaviours in one transaction."""
-        rows = [p.row() for p in profiles]
+    def save(self, rows: list[dict[str, Any]], items: list[tuple[str, str, float]]) -> None:
+        """Write changed profiles (``Profile.row()``) and new behaviours in one transaction."""
         behaviors = []
         for subject, item, ts in items:
             kind, _, value = item.partition("\t")
@@ -152,3 +155,102 @@ class ProfileStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+Command = tuple[int, str, str, float]  # (id, subject, op, at)
+
+
+@dataclass
+class Snapshot:
+    """What changed in memory since the last write, and the last CLI command applied to it."""
+
+    rows: dict[str, dict[str, Any]]
+    items: list[tuple[str, str, float]]
+    commands_applied: int
+
+
+def _filter(snap: Snapshot, cmd: Command) -> None:
+    """Make an older snapshot agree with a CLI command it was taken before."""
+    _id, subject, op, at = cmd
+    hit = (lambda s: True) if subject == ALL else (lambda s: s == subject)
+    if op == "reset":
+        snap.rows = {s: r for s, r in snap.rows.items() if not hit(s)}
+        snap.items = [it for it in snap.items if not hit(it[0])]
+    elif op == "relearn":
+        for s, r in snap.rows.items():
+            if hit(s):
+                r.update(learned=0, learned_at=None, events=0, first_seen=at)
+
+
+class ProfileWriter:
+    """Writes snapshots to SQLite off the pipeline thread and fetches CLI commands.
+
+    A write of a few thousand rows takes tens of milliseconds: on the pipeline thread that
+    would be a latency spike every flush. Commands fetched here are handed to the pipeline
+    (:attr:`inbox`); until it has applied them, snapshots it took earlier are corrected
+    (:func:`_filter`) so a reset subject is not written back.
+    """
+
+    def __init__(self, store: ProfileStore, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.inbox: deque[Command] = deque()
+        self._fetched = store.last_command()
+        self._recent: list[Command] = []
+        self._queue: queue.Queue[Snapshot | None] = queue.Queue()
+        self._pending: Snapshot | None = None
+        self._thread = threading.Thread(target=self._run, name="profile-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def last_command(self) -> int:
+        return self._fetched
+
+    def submit(self, snap: Snapshot) -> None:
+        self._queue.put(snap)
+
+    def close(self) -> None:
+        """Write everything submitted, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                snap = self._queue.get(timeout=self.poll_s)
+            except queue.Empty:
+                snap = Snapshot({}, [], -1)
+            stop = snap is None
+            self._fetch_commands()
+            if snap is not None and (snap.rows or snap.items):
+                self._merge(snap)
+            if self._pending is not None:
+                try:
+                    self.store.save(list(self._pending.rows.values()), self._pending.items)
+                    self._pending = None
+                except Exception as exc:  # locked/broken database: keep it, retry next time
+                    log.warning("profile write failed, will retry: %s", exc)
+            if stop:
+                return
+
+    def _fetch_commands(self) -> None:
+        try:
+            cmds = self.store.commands_after(self._fetched)
+        except Exception as exc:
+            log.warning("cannot read profile commands: %s", exc)
+            return
+        for cmd in cmds:
+            self._fetched = cmd[0]
+            self._recent.append(cmd)
+            self.inbox.append(cmd)
+
+    def _merge(self, snap: Snapshot) -> None:
+        for cmd in self._recent:
+            if cmd[0] > snap.commands_applied:
+                _filter(snap, cmd)
+        self._recent = [c for c in self._recent if c[0] > snap.commands_applied]
+        if self._pending is None:
+            self._pending = snap
+        else:
+            self._pending.rows.update(snap.rows)
+            self._pending.items.extend(snap.items)

@@ -81,7 +81,7 @@ def replay(lines: TextIO, out: TextIO, bundle: Bundle | None, profiles_db: str |
                 out.write(json.dumps(ecs.nest(e), default=str) + "\n")
                 counts["emitted"] += 1
         if profile is not None:
-            profile.flush(now)
+            profile.close(now)
     finally:
         store.close()
     return counts

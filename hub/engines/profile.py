@@ -20,7 +20,7 @@ from typing import Any
 from threatseer.hub.argv_shape import argv_shape
 from threatseer.hub.config import ProfileConfig
 from threatseer.hub.indicators import Indicator
-from threatseer.hub.profiles import ALL, Profile, ProfileStore
+from threatseer.hub.profiles import ALL, Command, Profile, ProfileStore, ProfileWriter, Snapshot
 
 ENGINE = "profile"
 log = logging.getLogger("threatseer.hub.profile")
@@ -79,11 +79,13 @@ def observations(ev: dict[str, Any]) -> list[str] | None:
 class ProfileEngine:
     name = ENGINE
 
-    def __init__(self, store: ProfileStore, cfg: ProfileConfig) -> None:
+    def __init__(self, store: ProfileStore, cfg: ProfileConfig, background: bool = False) -> None:
+        """``background``: write to SQLite on a writer thread (the hub) instead of inline."""
         self.store = store
         self.cfg = cfg
         self.profiles: dict[str, Profile] = store.load_all()
         self._last_command = store.last_command()
+        self._writer = ProfileWriter(store, cfg.flush_interval_s) if background else None
         self._dirty: dict[str, Profile] = {}
         self._new_items: list[tuple[str, str, float]] = []
         self._last_flush = 0.0
@@ -137,18 +139,37 @@ class ProfileEngine:
             self.flush(now)
 
     def flush(self, now: float) -> None:
-        """Apply CLI commands, then write what changed since the last flush."""
+        """Apply CLI commands, then hand what changed since the last flush to the writer."""
         self._last_flush = now
+        writer = self._writer
         try:
-            for cmd_id, subject, op, at in self.store.commands_after(self._last_command):
-                self._last_command = cmd_id
-                self._apply(subject, op, at)
-            self.store.save(list(self._dirty.values()), self._new_items)
+            if writer is not None:
+                while writer.inbox:
+                    self._apply_command(writer.inbox.popleft())
+            else:
+                for cmd in self.store.commands_after(self._last_command):
+                    self._apply_command(cmd)
+            snap = Snapshot({s: p.row() for s, p in self._dirty.items()}, self._new_items,
+                            self._last_command)
+            self._dirty = {}
+            self._new_items = []
+            if writer is not None:
+                writer.submit(snap)
+            else:
+                self.store.save(list(snap.rows.values()), snap.items)
         except Exception as exc:  # a locked or broken database must not stop scoring
-            log.warning("profile flush failed, will retry: %s", exc)
-            return
-        self._dirty = {}
-        self._new_items = []
+            log.warning("profile flush failed: %s", exc)
+
+    def close(self, now: float) -> None:
+        """Final flush; returns when it is on disk."""
+        self.flush(now)
+        if self._writer is not None:
+            self._writer.close()
+
+    def _apply_command(self, cmd: Command) -> None:
+        cmd_id, subject, op, at = cmd
+        self._last_command = cmd_id
+        self._apply(subject, op, at)
 
     def _apply(self, subject: str, op: str, at: float) -> None:
         targets = list(self.profiles) if subject == ALL else [subject]
