@@ -103,3 +103,19 @@ def test_broker_restart_mid_stream(kafka_broker: Any) -> None:
     ids = [dict(m.headers())["event.id"].decode() for m in before + after]
     assert set(ids) == {f"ev-{i}" for i in range(total)}
     assert len(ids) == st["sent"]  # every delivery report matches a stored message
+
+
+def test_oversized_message_is_failed_not_retried_forever(kafka_broker: Any) -> None:
+    cfg = output(kafka_broker.bootstrap)
+    cfg.options["config"] = {"message.max.bytes": 4000}
+    outs = Outputs([cfg])
+    outs.start()
+    outs.emit(make_event(1))
+    outs.emit(make_event(2, **{"process.command_line": "x" * 10_000}))
+    outs.emit(make_event(3))
+    outs.close(20)
+    st = outs.status()[0]
+    assert (st["sent"], st["failed"], st["queue_depth"]) == (2, 1, 0)
+    assert "too large" in st["last_error"].lower() or st["last_error"] == ""
+    ids = sorted(dict(m.headers())["event.id"].decode() for m in consume(kafka_broker.bootstrap, 2))
+    assert ids == ["ev-1", "ev-3"]

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.outputs.conftest import make_event, wait_for
 from threatseer.hub.outputs import OutputConfig, Outputs
+from threatseer.hub.outputs.sinks import make_sink
 
 
 def test_metrics_per_output(redis_at: Any, redis_server: Any, spill_dir: str) -> None:
@@ -54,13 +55,14 @@ class FlakyBulk(BaseHTTPRequestHandler):
     they). Everything else it acknowledges."""
 
     calls: list[list[str]] = []
+    max_docs = 0  # >0: answer 413 for bulk requests with more documents
 
     def log_message(self, *args: Any) -> None:
         pass
 
-    def _reply(self, body: dict[str, Any]) -> None:
+    def _reply(self, body: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(body).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Elastic-Product", "Elasticsearch")
         self.send_header("Content-Length", str(len(data)))
@@ -73,6 +75,10 @@ class FlakyBulk(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         lines = self.rfile.read(int(self.headers["Content-Length"])).splitlines()
         ids = [json.loads(x)["create"]["_id"] for x in lines[0::2]]
+        if FlakyBulk.max_docs and len(ids) > FlakyBulk.max_docs:
+            FlakyBulk.calls.append(ids)
+            self._reply({"error": "request too large"}, 413)
+            return
         n = len(FlakyBulk.calls)
         FlakyBulk.calls.append(ids)
         items = []
@@ -95,7 +101,7 @@ class FlakyBulk(BaseHTTPRequestHandler):
 def test_es_items_429_and_5xx_are_resent(spill_dir: str) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyBulk)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    FlakyBulk.calls = []
+    FlakyBulk.calls, FlakyBulk.max_docs = [], 0
     try:
         outs = Outputs([OutputConfig(
             type="elasticsearch", batch_size=9, retry_max_s=0.2, spill_dir=spill_dir,
@@ -114,3 +120,23 @@ def test_es_items_429_and_5xx_are_resent(spill_dir: str) -> None:
     assert calls[2] == ["ev-0"]  # the 503
     st = outs.status()[0]
     assert (st["sent"], st["failed"], st["retries"]) == (9, 0, 2)
+
+
+def test_es_request_too_large_is_split(spill_dir: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyBulk)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Two "calls" pretend to be history so the flaky item statuses are not used.
+    FlakyBulk.calls, FlakyBulk.max_docs = [[], []], 3
+    cfg = OutputConfig(type="elasticsearch", spill_dir=spill_dir, options={
+        "hosts": [f"http://127.0.0.1:{server.server_port}"], "setup_template": False})
+    try:
+        sink = make_sink(cfg)  # driven directly: one batch of exactly 10
+        sink.connect()
+        result = sink.send([make_event(i) for i in range(10)])
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (result.sent, result.failed, result.retry) == (10, 0, [])
+    sizes = [len(ids) for ids in FlakyBulk.calls[2:]]
+    assert sizes == [10, 5, 2, 3, 5, 2, 3]  # 413, halves, 413, halves ...

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
 from .. import es_template
 from ..config import ElasticsearchOptions, OutputConfig
@@ -68,6 +68,22 @@ class ElasticsearchSink(Sink):
         return f"{self.opts.index}-{day.replace('-', '.')}"
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
+        try:
+            return self._bulk(events)
+        except ApiError as exc:
+            if exc.meta.status != 413:
+                raise
+        # Request too large for the cluster (http.max_content_length): halve it; a single
+        # document that is still too large is dead-lettered.
+        if len(events) == 1:
+            self._write_dead([{"status": 413, "error": "request too large", "event": events[0]}])
+            return SendResult(failed=1, error="a document larger than the cluster accepts")
+        half = len(events) // 2
+        first, second = self.send(events[:half]), self.send(events[half:])
+        return SendResult(sent=first.sent + second.sent, failed=first.failed + second.failed,
+                          retry=first.retry + second.retry, error=first.error or second.error)
+
+    def _bulk(self, events: list[dict[str, Any]]) -> SendResult:
         assert self._client is not None
         # Serialised here (values JSON cannot hold become strings), so one odd value cannot
         # make the client's serialiser fail the batch over and over.

@@ -83,6 +83,9 @@ class KafkaSink(Sink):
                     producer.poll(0.1)
                 except KafkaException as exc:
                     err = exc.args[0] if exc.args else None
+                    if isinstance(err, KafkaError) and err.code() in PERMANENT:
+                        reports[i], done[i] = err, True  # refused before sending: failed
+                        break
                     if isinstance(err, KafkaError) and (err.fatal() or
                                                         err.code() == KafkaError._FATAL):
                         self._fatal = True  # e.g. the broker forgot our producer id
