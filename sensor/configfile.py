@@ -161,7 +161,7 @@ def reference(schema: type, prefix: str = "") -> list[tuple[str, str, str]]:
 
     Descriptions are the ``#`` comment lines written just above each field in the source,
     so the code stays the one place a key is documented (docs/configuration.md is generated
-    from this by ``threatseer config-reference``).
+    from this by ``docs/generate.py``).
     """
     import inspect
 
@@ -186,6 +186,11 @@ def reference(schema: type, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(hint):
             rows.append((key, "", comments.get(f.name, "")))
             rows.extend(reference(hint, key))
+            continue
+        item = (typing.get_args(hint) or (None,))[0]
+        if typing.get_origin(hint) is list and dataclasses.is_dataclass(item):
+            rows.append((key, "[]", comments.get(f.name, "")))
+            rows.extend(reference(item, f"{key}[]"))
             continue
         shown = yaml.safe_dump(to_dict(value), default_flow_style=True, width=1000).strip()
         shown = shown.removesuffix("...").strip()
