@@ -57,12 +57,17 @@ def subject_of(ev: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+PROFILED = frozenset(("exec", "connect", "open"))
+
+
 def observations(ev: dict[str, Any]) -> list[str] | None:
     """The behaviour an event shows, as ``kind\\tvalue`` strings (None: nothing to profile)."""
     action = ev["event.action"]
     if action == "exec":
         exe = ev["process.executable"]
-        obs = [f"exe\t{exe}", f"argv\t{exe} {argv_shape(ev['process.args'] or ())}"]
+        obs = [f"argv\t{exe} {argv_shape(ev['process.args'] or ())}"]
+        if ev.get("container.image.name"):  # for (host, exe) subjects exe is the subject
+            obs.append(f"exe\t{exe}")
         parent = ev.get("process.parent.executable")
         if parent:
             obs.append(f"parent\t{parent} > {exe}")
@@ -98,6 +103,8 @@ class ProfileEngine:
         profiles, dirty, new_items = self.profiles, self._dirty, self._new_items
         learn_s, learn_n = self.cfg.learn_seconds, self.cfg.learn_min_events
         for ev in events:
+            if ev["event.action"] not in PROFILED:
+                continue
             try:
                 obs = observations(ev)
                 subj = subject_of(ev) if obs else None
