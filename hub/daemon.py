@@ -265,6 +265,13 @@ class Hub:
             "profiles": (len(self.pipeline.profile.profiles)
                          if self.pipeline.profile is not None else None),
             "emitted": self.emitted,
+            "engine_errors": {
+                "static": self.pipeline.rules.static.errors,
+                "dynamic": self.pipeline.rules.dynamic.errors,
+                "profile": (self.pipeline.profile.errors
+                            if self.pipeline.profile is not None else 0)},
+            "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
+                      if self._admin is not None else None),
         }
 
     def _write_status(self, now: float, outputs: list[dict[str, Any]]) -> None:
