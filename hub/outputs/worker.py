@@ -56,9 +56,9 @@ class OutputWorker:
         }
 
     def _run(self) -> None:
-        try:
-            self._connect_early()
-            while not self._abort.is_set():
+        self._connect_early()
+        while not self._abort.is_set():
+            try:
                 batch = self.buffer.get_batch(self.cfg.batch_size, self.cfg.flush_interval_s)
                 if batch:
                     self._deliver(batch)
@@ -66,14 +66,15 @@ class OutputWorker:
                     break
                 else:
                     self._idle()
-        except Exception:  # a bug in a sink must not go unnoticed, nor kill the hub
-            log.exception("output %s: worker crashed", self.cfg.label)
-            self.connected = False
-        finally:
-            try:
-                self.sink.close()
-            except Exception as exc:  # closing is best effort
-                log.warning("output %s: close: %s", self.cfg.label, exc)
+            except Exception as exc:  # a bug or a full disk: say so, keep the output alive
+                log.exception("output %s: worker error", self.cfg.label)
+                self.connected = False
+                self.last_error = f"worker error: {exc}"
+                self._abort.wait(1.0)
+        try:
+            self.sink.close()
+        except Exception as exc:  # closing is best effort
+            log.warning("output %s: close: %s", self.cfg.label, exc)
 
     def _connect_early(self) -> None:
         """Connect before the first event, so status() is true from the start (and the
@@ -106,6 +107,8 @@ class OutputWorker:
                 self.failed += result.failed
                 pending = result.retry
                 self.in_flight = len(pending)
+                if result.failed:
+                    self.last_error = result.error
                 if pending:
                     self.retries += 1
                     self.last_error = result.error or "some events were refused for now"
