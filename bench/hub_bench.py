@@ -181,13 +181,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_hub(tmp: str, bundle: str | None) -> tuple[subprocess.Popen[str], str, str]:
+def start_hub(tmp: str, bundle: str | None,
+              profiles: bool = True) -> tuple[subprocess.Popen[str], str, str]:
     ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     cfg = {"ingest": {"endpoint": ingest, "rcv_hwm": 1000},
            "publish": {"endpoint": pub, "snd_hwm": 0},
            "metrics": {"listen": ""},
            "actions": {"toss_below": -1_000_000, "alert_at": 80},
-           "profiles": {"learn_seconds": 0, "learn_min_events": 50},
+           "profiles": {"enabled": profiles, "learn_seconds": 0, "learn_min_events": 50},
            "state_dir": os.path.join(tmp, "state"), "log_level": "warning"}
     if bundle:
         cfg["bundle"] = bundle
@@ -293,6 +294,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-rules", action="store_true", help="empty bundle (engine overhead)")
+    ap.add_argument("--no-profiles", action="store_true", help="profile engine off")
     args = ap.parse_args()
     mp.set_start_method("fork")
     events = make_events(args.events)
@@ -302,7 +304,7 @@ def main() -> None:
     print("mix: " + ", ".join(f"{k} {v / len(events):.0%}" for k, v in sorted(kinds.items())))
     with tempfile.TemporaryDirectory() as tmp:
         bundle = None if args.no_rules else build_bundle(tmp)
-        hub, ingest, pub = start_hub(tmp, bundle)
+        hub, ingest, pub = start_hub(tmp, bundle, not args.no_profiles)
         try:
             eps, ecpu = throughput(ingest, pub, hub.pid, events, args.senders, args.rounds)
             p50, p99, _n = latency(ingest, pub, events, args.rate, args.seconds)

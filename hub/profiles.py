@@ -26,6 +26,7 @@ import sqlite_utils
 
 ALL = "*"  # subject of a command that applies to every profile
 log = logging.getLogger("threatseer.hub.profiles")
+CHUNK = 500  # rows per statement (7 parameters each: well under SQLite's 32766 limit)
 
 
 @dataclass(slots=True)
@@ -84,24 +85,35 @@ class ProfileStore:
         return profiles
 
     def save(self, rows: list[dict[str, Any]], items: list[tuple[str, str, float]]) -> None:
-        """Write changed profiles (``Profile.row()``) and new behaviours in one transaction."""
-        behaviors = []
-        for subject, item, ts in items:
-            kind, _, value = item.partition("\t")
-            behaviors.append((subject, kind, value, ts))
-        with self.db.conn:
-            if rows:
-                self.db.conn.executemany(
+        """Write changed profiles (``Profile.row()``) and new behaviours in one transaction.
+
+        Rows go in multi-row statements of up to ``CHUNK`` rows: executemany would release and
+        retake the GIL around every row, and on a busy host each retake can stall the pipeline
+        thread for a scheduler tick.
+        """
+        conn = self.db.conn
+        with conn:
+            for i in range(0, len(rows), CHUNK):
+                chunk = rows[i:i + CHUNK]
+                params: list[Any] = []
+                for r in chunk:
+                    params += (r["subject"], r["kind"], r["first_seen"], r["last_seen"],
+                               r["events"], r["learned"], r["learned_at"])
+                conn.execute(
                     "insert into profiles (subject, kind, first_seen, last_seen, events, learned,"
-                    " learned_at) values (:subject, :kind, :first_seen, :last_seen, :events,"
-                    " :learned, :learned_at) on conflict(subject) do update set"
-                    " last_seen=excluded.last_seen, events=excluded.events,"
-                    " learned=excluded.learned, learned_at=excluded.learned_at,"
-                    " first_seen=excluded.first_seen", rows)
-            if behaviors:
-                self.db.conn.executemany(
-                    "insert or ignore into behaviors (subject, kind, value, first_seen)"
-                    " values (?, ?, ?, ?)", behaviors)
+                    " learned_at) values " + ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
+                    + " on conflict(subject) do update set last_seen=excluded.last_seen,"
+                    " events=excluded.events, learned=excluded.learned,"
+                    " learned_at=excluded.learned_at, first_seen=excluded.first_seen", params)
+            for i in range(0, len(items), CHUNK):
+                chunk_items = items[i:i + CHUNK]
+                params = []
+                for subject, item, ts in chunk_items:
+                    kind, _, value = item.partition("\t")
+                    params += (subject, kind, value, ts)
+                conn.execute(
+                    "insert or ignore into behaviors (subject, kind, value, first_seen) values "
+                    + ",".join(["(?,?,?,?)"] * len(chunk_items)), params)
 
     def last_command(self) -> int:
         row = self.db.execute("select max(id) from commands").fetchone()
