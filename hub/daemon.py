@@ -225,8 +225,8 @@ class Hub:
                 if outputs.configs:
                     for ev in res.emitted:
                         outputs.emit(ev)
-                sensors[rec.sensor_id].events_out += len(res.emitted)
-                m.child(m.events_out, rec.sensor_id).inc(len(res.emitted))
+                sensors[rec.label].events_out += len(res.emitted)
+                m.child(m.events_out, rec.label).inc(len(res.emitted))
                 self.emitted += len(res.emitted)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
             if n:

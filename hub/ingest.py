@@ -29,6 +29,8 @@ from threatseer.sensor import ecs, wire
 log = logging.getLogger("threatseer.hub.ingest")
 SCHEMA = "schema"  # an event in a good batch lacks required fields (or is not a map)
 UNKNOWN_SENSOR = "unknown"
+OTHER_SENSORS = "other"  # stats and metric label of sensors beyond MAX_TRACKED_SENSORS
+MAX_TRACKED_SENSORS = 10_000
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Received:
     host: str
     sent_ns: int
     events: list[dict[str, Any]]  # schema-checked
+    label: str = ""  # key in Ingest.sensors and metric label (sensor id, or "other")
 
 
 # ecs.REQUIRED as key sets, so the per-event check is one C-level subset test; the messages
@@ -118,13 +121,22 @@ class Ingest:
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
         if st is None:
-            st = self.sensors[sensor_id] = SensorStats()
+            if len(self.sensors) >= MAX_TRACKED_SENSORS:  # ids are peer-chosen: bound them
+                sensor_id = OTHER_SENSORS
+                st = self.sensors.get(sensor_id)
+            if st is None:
+                st = self.sensors[sensor_id] = SensorStats()
         return st
+
+    def label(self, sensor_id: str) -> str:
+        """The metric label of a sensor (``other`` beyond MAX_TRACKED_SENSORS)."""
+        return sensor_id if sensor_id in self.sensors else OTHER_SENSORS
 
     def bad(self, sensor_id: str, reason: str, detail: str, n: int = 1) -> None:
         st = self.stats(sensor_id)
         st.bad[reason] = st.bad.get(reason, 0) + n
         self.bad_total += n
+        sensor_id = self.label(sensor_id)
         self.metrics.child(self.metrics.bad_input, sensor_id, reason).inc(n)
         self._log.warn((sensor_id, reason), detail)
 
@@ -141,9 +153,9 @@ class Ingest:
                 break
             got = self._decode(frames)
             if got is not None:
-                q = per_sensor.get(got.sensor_id)
+                q = per_sensor.get(got.label)
                 if q is None:
-                    q = per_sensor[got.sensor_id] = deque()
+                    q = per_sensor[got.label] = deque()
                 q.append(got)
         for sid, q in per_sensor.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
@@ -167,8 +179,8 @@ class Ingest:
         except wire.WireError as exc:
             self.bad(_sensor_of(frames), exc.reason, str(exc))
             return None
-        sid = batch.sensor_id
-        st = self.stats(sid)
+        st = self.stats(batch.sensor_id)
+        sid = self.label(batch.sensor_id)
         n = len(batch.events)
         st.batches += 1
         st.events_in += n
@@ -192,7 +204,7 @@ class Ingest:
             self.bad(sid, SCHEMA, f"batch {batch.seq}: {bad_events} event(s) refused, first: "
                      f"{first_problem}", bad_events)
             events = good
-        return Received(sid, batch.seq, batch.host, batch.sent_ns, events)
+        return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, events, sid)
 
     def close(self) -> None:
         self.sock.close()

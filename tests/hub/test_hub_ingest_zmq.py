@@ -82,3 +82,21 @@ def test_a_flooding_sensor_does_not_starve_a_quiet_one(start_hub, zctx) -> None:
     last_quiet = max(i for i, sid in enumerate(order) if sid == "quiet")
     # all quiet events out before a quarter of the flood went through
     assert last_quiet < total // 4, (last_quiet, total)
+
+
+def test_sensor_ids_beyond_the_tracked_limit_share_one_label(start_hub, zctx, monkeypatch) -> None:
+    """Sensor ids come from the peers: their number in stats and metric labels is bounded."""
+    from threatseer.hub import ingest
+
+    monkeypatch.setattr(ingest, "MAX_TRACKED_SENSORS", 3)
+    hub = start_hub()
+    sub = Subscriber(zctx, hub.publisher.endpoint)
+    probe = Sender(zctx, hub.ingest.endpoint, "probe")
+    wait_connected(probe, sub)
+    for i in range(6):
+        Sender(zctx, hub.ingest.endpoint, f"many-{i}").send([exec_event()])
+    got = sub.collect(6)
+    assert sorted(ev["threatseer.sensor.id"] for _t, ev in got) == [f"many-{i}" for i in range(6)]
+    assert len(hub.ingest.sensors) == 4 and "other" in hub.ingest.sensors  # 3 + "other"
+    tracked = sum(st.events_in for sid, st in hub.ingest.sensors.items() if sid != "probe")
+    assert tracked == 6
