@@ -100,6 +100,8 @@ class Hub:
                           if cfg.publish.endpoint else None)
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
         self.emitted = 0
+        self.failures = 0  # pipeline bugs caught (see _failed); should stay 0
+        self._last_failure_log = -1e18
         self.started_at = time.time()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -176,15 +178,18 @@ class Hub:
         last_status = 0.0
         try:
             while not self._stop.is_set():
-                got = self.ingest.take(100)
-                if got:
-                    self._process(got)
-                now = time.time()
-                if self.pipeline.profile is not None:
-                    self.pipeline.profile.maybe_flush(now)
-                if now - last_status >= STATUS_INTERVAL_S:
-                    last_status = now
-                    self._periodic(now)
+                try:
+                    got = self.ingest.take(100)
+                    if got:
+                        self._process(got)
+                    now = time.time()
+                    if self.pipeline.profile is not None:
+                        self.pipeline.profile.maybe_flush(now)
+                    if now - last_status >= STATUS_INTERVAL_S:
+                        last_status = now
+                        self._periodic(now)
+                except Exception:  # a bug: log it, keep serving (never crash on input)
+                    self._failed("pipeline cycle")
             deadline = time.monotonic() + self.stop_timeout_s
             while time.monotonic() < deadline:
                 got = self.ingest.take(50)
@@ -192,9 +197,16 @@ class Hub:
                     break
                 self._process(got)
         except Exception:
-            log.exception("pipeline failed")  # must not happen; stop cleanly all the same
+            log.exception("pipeline failed while stopping")
         finally:
             self._shutdown()
+
+    def _failed(self, what: str) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._last_failure_log >= 10:
+            self._last_failure_log = now
+            log.exception("%s failed (%d failures so far)", what, self.failures)
 
     def _shutdown(self) -> None:
         if self.pipeline.profile is not None:
@@ -215,11 +227,17 @@ class Hub:
         for rec in got:
             if not rec.events:
                 continue
-            res = pipeline.score(rec.events, rec.sensor_id, rec.seq, now)
-            tossed += res.tossed
-            logged += res.logged
-            alerted += res.alerted
-            if res.emitted:
+            try:
+                results = [pipeline.score(rec.events, rec.sensor_id, rec.seq, now)]
+            except Exception:  # engines guard each event; this is a bug: save what we can
+                self._failed(f"scoring batch {rec.seq} of {rec.sensor_id}")
+                results = self._score_one_by_one(rec, now)
+            for res in results:
+                tossed += res.tossed
+                logged += res.logged
+                alerted += res.alerted
+                if not res.emitted:
+                    continue
                 if publisher is not None:
                     publisher.publish(res.emitted)
                 if outputs.configs:
@@ -232,6 +250,15 @@ class Hub:
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _score_one_by_one(self, rec: Received, now: float) -> list[Any]:
+        out = []
+        for ev in rec.events:
+            try:
+                out.append(self.pipeline.score([ev], rec.sensor_id, rec.seq, now))
+            except Exception:
+                self.failures += 1  # this one event is lost; counted in status
+        return out
 
     def _periodic(self, now: float) -> None:
         m = self.metrics
@@ -265,6 +292,7 @@ class Hub:
             "profiles": (len(self.pipeline.profile.profiles)
                          if self.pipeline.profile is not None else None),
             "emitted": self.emitted,
+            "failures": self.failures,
             "engine_errors": {
                 "static": self.pipeline.rules.static.errors,
                 "dynamic": self.pipeline.rules.dynamic.errors,

@@ -15,6 +15,15 @@ import msgpack
 import zmq
 
 
+def _array_header(n: int) -> bytes:
+    """msgpack array header for ``n`` items (to join events packed one by one)."""
+    if n < 16:
+        return bytes([0x90 | n])
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
 def topic_of(ev: dict[str, Any]) -> str:
     cats = ev.get("event.category")
     cat = cats[0] if isinstance(cats, list) and cats else (cats or "unknown")
@@ -39,6 +48,7 @@ class Publisher:
         self._pack = msgpack.Packer(use_bin_type=True, default=str).pack
         self._topics: dict[tuple[Any, Any, Any], bytes] = {}
         self.sent = 0
+        self.unpackable = 0  # events that could not be encoded (dropped from the PUB only)
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         topics = self._topics
@@ -57,8 +67,21 @@ class Publisher:
                 group.append(ev)
         send, pack = self.sock.send_multipart, self._pack
         for topic, group in groups.items():
-            send((topic, pack(group)))
+            try:
+                body = pack(group)
+            except Exception:  # e.g. an int beyond 64 bits from a rule: drop only that event
+                body = self._pack_each(group)
+            send((topic, body))
         self.sent += len(events)
+
+    def _pack_each(self, group: list[dict[str, Any]]) -> bytes:
+        packed = []
+        for ev in group:
+            try:
+                packed.append(self._pack(ev))
+            except Exception:
+                self.unpackable += 1
+        return _array_header(len(packed)) + b"".join(packed)
 
     def close(self) -> None:
         self.sock.close()
