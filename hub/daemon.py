@@ -23,7 +23,7 @@ import zmq
 
 from threatseer.hub.config import HubConfig
 from threatseer.hub.engines.profile import ProfileEngine
-from threatseer.hub.ingest import Ingest, Received
+from threatseer.hub.ingest import Ingest, Message, Received
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
@@ -219,13 +219,15 @@ class Hub:
         if self.profile_store is not None:
             self.profile_store.close()
 
-    def _process(self, got: list[Received]) -> None:
+    def _process(self, got: list[Message]) -> None:
         pipeline, publisher, outputs, m = self.pipeline, self.publisher, self.outputs, self.metrics
-        sensors = self.ingest.sensors
+        ingest = self.ingest
+        sensors = ingest.sensors
         tossed = logged = alerted = 0
         now = time.time()
-        for rec in got:
-            if not rec.events:
+        for msg in got:
+            rec = ingest.open(msg)
+            if rec is None or not rec.events:
                 continue
             try:
                 results = [pipeline.score(rec.events, rec.sensor_id, rec.seq, now)]
