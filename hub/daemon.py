@@ -81,6 +81,7 @@ class Hub:
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self._stop = threading.Event()
+        self._status_lock = threading.Lock()
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._http: Any = None
@@ -113,6 +114,10 @@ class Hub:
         self._start_admin()
         self._thread = threading.Thread(target=self._loop, name="hub-pipeline", daemon=True)
         self._thread.start()
+        # status file and gauges off the pipeline thread: a fleet's status is a big JSON
+        self._status_thread = threading.Thread(target=self._status_loop, name="hub-status",
+                                               daemon=True)
+        self._status_thread.start()
         log.info("hub: ingest %s, publish %s, bundle %s", self.ingest.endpoint,
                  self.publisher.endpoint if self.publisher else "-", self._bundle_name())
 
@@ -175,7 +180,6 @@ class Hub:
             self._admin = None
 
     def _loop(self) -> None:
-        last_status = 0.0
         try:
             while not self._stop.is_set():
                 try:
@@ -185,9 +189,6 @@ class Hub:
                     now = time.time()
                     if self.pipeline.profile is not None:
                         self.pipeline.profile.maybe_flush(now)
-                    if now - last_status >= STATUS_INTERVAL_S:
-                        last_status = now
-                        self._periodic(now)
                 except Exception:  # a bug: log it, keep serving (never crash on input)
                     self._failed("pipeline cycle")
             deadline = time.monotonic() + self.stop_timeout_s
@@ -262,6 +263,13 @@ class Hub:
                 self.failures += 1  # this one event is lost; counted in status
         return out
 
+    def _status_loop(self) -> None:
+        while not self._stop.wait(STATUS_INTERVAL_S):
+            try:
+                self._periodic(time.time())
+            except Exception as exc:
+                log.warning("status update failed: %s", exc)
+
     def _periodic(self, now: float) -> None:
         m = self.metrics
         if self.pipeline.profile is not None:
@@ -288,8 +296,8 @@ class Hub:
                        "rules": len(b.ruleset), "unsupported": len(b.unsupported)},
             "sensors": {sid: {"events_in": s.events_in, "events_out": s.events_out,
                               "batches": s.batches, "last_seq": s.last_seq,
-                              "last_seen": s.last_seen, "host": s.host, "bad": s.bad}
-                        for sid, s in self.ingest.sensors.items()},
+                              "last_seen": s.last_seen, "host": s.host, "bad": dict(s.bad)}
+                        for sid, s in list(self.ingest.sensors.items())},
             "outputs": outputs if outputs is not None else self.outputs.status(),
             "profiles": (len(self.pipeline.profile.profiles)
                          if self.pipeline.profile is not None else None),
@@ -306,10 +314,14 @@ class Hub:
 
     def _write_status(self, now: float, outputs: list[dict[str, Any]]) -> None:
         path = os.path.join(self.cfg.state_dir, STATUS_FILE)
+        with self._status_lock:
+            self._write_status_file(path, now, outputs)
+
+    def _write_status_file(self, path: str, now: float, outputs: list[dict[str, Any]]) -> None:
         try:
             os.makedirs(self.cfg.state_dir, exist_ok=True)
             with open(path + ".tmp", "w") as f:
-                json.dump(self.status(outputs), f, indent=1, default=str)
+                json.dump(self.status(outputs), f, default=str)
             os.replace(path + ".tmp", path)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
