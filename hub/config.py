@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from threatseer.hub.outputs import OutputConfig
+from threatseer.hub.outputs import OutputConfig, check_unique_names
 from threatseer.sensor import wire
 
 
@@ -137,6 +137,7 @@ class HubConfig:
             raise ValueError("log_level: must be debug, info, warning or error")
         if not self.state_dir:
             raise ValueError("state_dir: must not be empty")
+        check_unique_names(self.outputs)
 
     def profile_db(self) -> str:
         return self.profiles.db or os.path.join(self.state_dir, "profiles.db")
