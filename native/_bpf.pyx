@@ -8,9 +8,9 @@ callback per event. The record layouts come from native/include/records.h, share
 BPF programs.
 """
 
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 # found through cythonize(include_path=["native"]) in setup.py
 from checkrc cimport check_ptr, check_rc
@@ -133,6 +133,44 @@ cdef extern from "records.h":
         TSR_DNS
         TSR_CGROUP_MKDIR
         TSR_CGROUP_RMDIR
+        TSR_FCHANGE
+        TSR_CRED
+        TSR_SYS
+        TSR_OP_CREATE
+        TSR_OP_WRITE_OPEN
+        TSR_OP_TRUNC_OPEN
+        TSR_OP_PROC_MEM
+        TSR_OP_UNLINK
+        TSR_OP_RMDIR
+        TSR_OP_RENAME
+        TSR_OP_LINK
+        TSR_OP_SYMLINK
+        TSR_OP_MKDIR
+        TSR_OP_CHMOD
+        TSR_OP_CHOWN
+        TSR_OP_UTIMES
+        TSR_OP_SETXATTR
+        TSR_OP_TRUNCATE
+        TSR_OP_SETUID
+        TSR_OP_SETFSUID
+        TSR_OP_SETGID
+        TSR_OP_SETFSGID
+        TSR_OP_CAPSET
+        TSR_OP_PTRACE
+        TSR_OP_VM_WRITE
+        TSR_OP_MEMFD
+        TSR_OP_INIT_MODULE
+        TSR_OP_FINIT_MODULE
+        TSR_OP_BPF_LOAD
+        TSR_OP_SET_NAME
+        TSR_OP_MOUNT
+        TSR_OP_MOVE_MOUNT
+        TSR_OP_UNSHARE
+        TSR_OP_SETNS
+        TSR_W_LOG
+        TSR_W_SETID
+        TSR_F_EXE_DELETED
+        TSR_F_EXE_MEMFD
         TSR_C_MAX
         TSR_F_ARGS_TRUNC
         TSR_F_PATH_USER
@@ -148,6 +186,7 @@ cdef extern from "records.h":
         uint32_t memcg_hierarchy
         uint32_t wild_mask
         uint32_t wakeup_bytes
+        uint32_t watch_wild_mask
 
     struct tsr_prefix_key:
         uint32_t prefixlen
@@ -212,6 +251,42 @@ cdef extern from "records.h":
         uint32_t path_len
         char path[1]
 
+    struct tsr_fchange:
+        tsr_hdr h
+        int32_t result
+        uint16_t op
+        uint16_t klass
+        uint32_t mode
+        uint32_t flags
+        uint32_t uid
+        uint32_t gid
+        int64_t mtime_sec
+        uint32_t mtime_nsec
+        uint32_t mtime_set
+        int64_t size
+        uint32_t xvalue_len
+        uint8_t xvalue[24]
+        uint32_t path_len
+        uint32_t path2_len
+        char data[1]
+
+    struct tsr_cred:
+        tsr_hdr h
+        int32_t result
+        uint16_t op
+        uint32_t before[8]
+        uint32_t after[8]
+        uint64_t cap_eff[2]
+        uint64_t cap_perm[2]
+
+    struct tsr_sys:
+        tsr_hdr h
+        int64_t result
+        uint16_t op
+        uint64_t arg[4]
+        uint32_t len[3]
+        char data[1]
+
 cdef enum:
     AF_INET = 2
     AF_INET6 = 10
@@ -219,9 +294,11 @@ cdef enum:
     O_CREAT = 0o100
     O_TRUNC = 0o1000
     STOP = -125   # -ECANCELED from the callback: batch full, stop consuming
+    BPF_MAP_TYPE_PROG_ARRAY = 3
 
 # Names of the kernel's per-CPU counters, in enum tsr_counter order.
-COUNTER_NAMES = ("lost", "filtered", "events", "self_filtered", "path_truncated")
+COUNTER_NAMES = ("lost", "filtered", "events", "self_filtered", "path_truncated",
+                 "change_filtered", "priv_filtered")
 
 cdef str _EVENT = "event"
 cdef str _SUCCESS = "success"
@@ -232,6 +309,85 @@ cdef str _UDP = "udp"
 cdef str _IPV4 = "ipv4"
 cdef str _IPV6 = "ipv6"
 cdef dict _CATS = {a: (c, t) for a, (c, t) in ecs.CATEGORIES.items()}
+
+# op -> event.action of file changes (truncations under a log prefix become log-truncate)
+cdef dict _FILE_ACTIONS = {
+    TSR_OP_CREATE: ecs.FILE_CREATE, TSR_OP_WRITE_OPEN: ecs.FILE_WRITE_OPEN,
+    TSR_OP_TRUNC_OPEN: ecs.FILE_TRUNCATE, TSR_OP_PROC_MEM: ecs.PROC_MEM_WRITE,
+    TSR_OP_UNLINK: ecs.FILE_UNLINK, TSR_OP_RMDIR: ecs.FILE_RMDIR, TSR_OP_RENAME: ecs.FILE_RENAME,
+    TSR_OP_LINK: ecs.FILE_LINK, TSR_OP_SYMLINK: ecs.FILE_SYMLINK, TSR_OP_MKDIR: ecs.FILE_MKDIR,
+    TSR_OP_CHMOD: ecs.FILE_CHMOD, TSR_OP_CHOWN: ecs.FILE_CHOWN, TSR_OP_UTIMES: ecs.FILE_UTIMES,
+    TSR_OP_SETXATTR: ecs.FILE_SETXATTR, TSR_OP_TRUNCATE: ecs.FILE_TRUNCATE,
+}
+# cred ops in enum order from TSR_OP_SETUID
+cdef tuple _CRED_SYSCALLS = ("setuid", "setreuid", "setresuid", "setfsuid", "setgid", "setregid",
+                             "setresgid", "setfsgid", "capset")
+cdef tuple _CRED_IDS = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+)
+cdef dict _PTRACE_REQUESTS = {
+    4: "poketext", 5: "pokedata", 6: "pokeuser", 13: "setregs", 15: "setfpregs",
+    16: "attach", 0x4205: "setregset", 0x4206: "seize",
+}
+cdef tuple _NS_FLAGS = ((0x00020000, "mnt"), (0x04000000, "uts"), (0x08000000, "ipc"),
+                        (0x10000000, "user"), (0x20000000, "pid"), (0x40000000, "net"),
+                        (0x02000000, "cgroup"), (0x00000080, "time"))
+cdef tuple _MEMFD_FLAGS = ((1, "cloexec"), (2, "allow-sealing"), (4, "hugetlb"),
+                           (8, "noexec-seal"), (0x10, "exec"))
+cdef dict _BPF_PROG_TYPES = {
+    1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act", 5: "tracepoint", 6: "xdp",
+    7: "perf_event", 8: "cgroup_skb", 9: "cgroup_sock", 13: "sock_ops", 17: "raw_tracepoint",
+    26: "tracing", 29: "lsm", 31: "syscall",
+}
+
+
+cdef list _cap_names(uint64_t mask):
+    cdef list out = []
+    cdef int i
+    for i in range(64):
+        if mask & (<uint64_t>1 << i):
+            out.append(CAPABILITIES[i] if i < len(CAPABILITIES) else f"CAP_{i}")
+    return out
+
+
+cdef list _flag_names(uint64_t value, tuple table):
+    return [name for bit, name in table if value & bit]
+
+
+cdef inline str _mode(uint32_t mode):
+    return f"{mode & 0o7777:04o}"
+
+
+cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
+    """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir."""
+    cdef list out = []
+    cdef uint32_t i, last = 0
+    if hflags & TSR_F_EXE_MEMFD:
+        out.append("memfd")
+    elif hflags & TSR_F_EXE_DELETED:
+        out.append("deleted")
+    if (n >= 5 and memcmp(path, b"/tmp/", 5) == 0) or (n >= 9 and memcmp(path, b"/var/tmp/", 9) == 0):
+        out.append("tmp")
+    elif n >= 9 and memcmp(path, b"/dev/shm/", 9) == 0:
+        out.append("dev-shm")
+    for i in range(n):
+        if path[i] == b"/":
+            last = i
+    for i in range(last):   # a directory component (not the file itself) starting with '.'
+        if path[i] == b"/" and path[i + 1] == b"." and not (
+                path[i + 2] == b"/" or (path[i + 2] == b"." and path[i + 3] == b"/")):
+            out.append("hidden-dir")
+            break
+    return out
 
 
 cdef inline str _cstr(const char *p, size_t cap):
@@ -278,6 +434,7 @@ cdef class BpfProbe:
     cdef int counters_fd
     cdef int config_fd
     cdef int prefixes_fd
+    cdef int watched_fd
     cdef int epfd
     cdef int ncpu
     cdef long long offset_ns
@@ -293,8 +450,10 @@ cdef class BpfProbe:
         self.attached = []
         self.batch = []
 
-    def __init__(self, bytes path, unsigned int ring_bytes, optional=()):
-        """Open path, size the ring to ring_bytes (a power of two), load and attach all."""
+    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=()):
+        """Open path, size the ring to ring_bytes (a power of two), load and attach all
+        programs but those in skip (tail-call targets, unneeded fallbacks); those in
+        optional may fail to attach (tracepoints this kernel lacks)."""
         cdef bpf_program *prog = NULL
         cdef bpf_link *link
         cdef bpf_map *m
@@ -308,12 +467,15 @@ cdef class BpfProbe:
         self.counters_fd = self._map_fd(b"ts_counters")
         self.config_fd = self._map_fd(b"ts_config")
         self.prefixes_fd = self._map_fd(b"ts_prefixes")
+        self.watched_fd = self._map_fd(b"ts_watched")
         self.ncpu = check_rc(libbpf_num_possible_cpus(), "counting CPUs")
         while True:
             prog = bpf_object__next_program(self.obj, prog)
             if prog == NULL:
                 break
             name = bpf_program__name(prog).decode()
+            if name in skip:
+                continue
             link = bpf_program__attach(prog)
             if link == NULL:
                 if name in optional:
@@ -336,7 +498,7 @@ cdef class BpfProbe:
         return f"libbpf log (tail):\n{tail}" if tail else None
 
     def set_config(self, uint32_t self_tgid, memcg_hierarchy, uint32_t wild_mask,
-                   uint32_t wakeup_bytes=0):
+                   uint32_t wakeup_bytes=0, uint32_t watch_wild_mask=0):
         cdef uint32_t key = 0
         cdef tsr_config cfg
         memset(&cfg, 0, sizeof(cfg))
@@ -344,6 +506,7 @@ cdef class BpfProbe:
         cfg.memcg_hierarchy = TSR_NO_HIERARCHY if memcg_hierarchy is None else memcg_hierarchy
         cfg.wild_mask = wild_mask
         cfg.wakeup_bytes = wakeup_bytes
+        cfg.watch_wild_mask = watch_wild_mask
         self._check_open()
         check_rc(bpf_map_update_elem(self.config_fd, &key, &cfg, 0), "updating config map")
 
@@ -356,18 +519,20 @@ cdef class BpfProbe:
         memcpy(k.data, <const char *>prefix, n)
         return 0
 
-    def prefix_add(self, bytes prefix):
+    def prefix_add(self, bytes prefix, bint watched=False, uint8_t value=1):
+        """Add prefix to the sensitive-open trie, or (watched) the file-change trie with
+        value's TSR_W_* bits."""
         cdef tsr_prefix_key k
-        cdef uint8_t one = 1
         self._check_open()
         self._prefix_key(prefix, &k)
-        check_rc(bpf_map_update_elem(self.prefixes_fd, &k, &one, 0), f"adding prefix {prefix!r}")
+        check_rc(bpf_map_update_elem(self.watched_fd if watched else self.prefixes_fd, &k,
+                                     &value, 0), f"adding prefix {prefix!r}")
 
-    def prefix_delete(self, bytes prefix):
+    def prefix_delete(self, bytes prefix, bint watched=False):
         cdef tsr_prefix_key k
         self._check_open()
         self._prefix_key(prefix, &k)
-        rc = bpf_map_delete_elem(self.prefixes_fd, &k)
+        rc = bpf_map_delete_elem(self.watched_fd if watched else self.prefixes_fd, &k)
         if rc < 0 and rc != -2:   # ENOENT: already gone
             check_rc(rc, f"removing prefix {prefix!r}")
 
@@ -436,6 +601,8 @@ cdef class BpfProbe:
             raise ProbeError(9, "probe is closed")
 
     def close(self):
+        cdef bpf_map *m = NULL
+        cdef uint32_t key
         if self.rb != NULL:
             ring_buffer__free(self.rb)
             self.rb = NULL
@@ -443,6 +610,15 @@ cdef class BpfProbe:
             bpf_link__destroy(<bpf_link *><size_t>link)
         self.links = []
         if self.obj != NULL:
+            # empty the tail-call arrays now: the kernel releases a closed array's programs
+            # from a work queue, later, and the sensor's programs would outlive it a moment
+            while True:
+                m = bpf_object__next_map(self.obj, m)
+                if m == NULL:
+                    break
+                if bpf_map__type(m) == BPF_MAP_TYPE_PROG_ARRAY and bpf_map__fd(m) >= 0:
+                    for key in range(bpf_map__max_entries(m)):
+                        bpf_map_delete_elem(bpf_map__fd(m), &key)
             bpf_object__close(self.obj)
             self.obj = NULL
 
@@ -494,6 +670,12 @@ cdef class BpfProbe:
             return self._net(<const tsr_net *>data)
         if kind == TSR_CGROUP_MKDIR or kind == TSR_CGROUP_RMDIR:
             return self._cgroup(<const tsr_cgroup *>data)
+        if kind == TSR_FCHANGE:
+            return self._fchange(<const tsr_fchange *>data)
+        if kind == TSR_CRED:
+            return self._cred(<const tsr_cred *>data)
+        if kind == TSR_SYS:
+            return self._sys(<const tsr_sys *>data)
         raise ValueError(f"unknown record kind {kind}")
 
     cdef dict _exec(self, const tsr_exec *e):
@@ -503,7 +685,9 @@ cdef class BpfProbe:
         cdef uint32_t alen = e.args_len
         cdef uint32_t i = 0, j
         cdef list args = []
-        d["process.executable"] = e.data[:strnlen(e.data, plen)].decode("utf-8", "replace")
+        cdef size_t exe_len = strnlen(e.data, plen)
+        d["process.executable"] = e.data[:exe_len].decode("utf-8", "replace")
+        d["threatseer.exec.flags"] = _exec_flags(e.h.flags, e.data, exe_len)
         while i < alen and len(args) < TSR_ARGS_MAXCOUNT:
             j = i
             while j < alen and a[j] != 0:
@@ -527,18 +711,8 @@ cdef class BpfProbe:
 
     cdef dict _open(self, const tsr_open *o):
         cdef dict d = self._common(&o.h, ecs.OPEN)
-        cdef uint32_t acc = o.flags & O_ACCMODE
-        cdef list flags = []
         d["file.path"] = o.path[:strnlen(o.path, o.path_len)].decode("utf-8", "replace")
-        if acc == 0 or acc == 2:
-            flags.append("read")
-        if acc == 1 or acc == 2:
-            flags.append("write")
-        if o.flags & O_CREAT:
-            flags.append("create")
-        if o.flags & O_TRUNC:
-            flags.append("truncate")
-        d["threatseer.open.flags"] = flags
+        d["threatseer.open.flags"] = _open_flags(o.flags)
         d["threatseer.open.result"] = o.result
         d["event.outcome"] = _SUCCESS if o.result >= 0 else _FAILURE
         return d
@@ -574,6 +748,151 @@ cdef class BpfProbe:
         d["network.type"] = _IPV6 if n.family == AF_INET6 else _IPV4
         return d
 
+    cdef str _iso(self, int64_t sec, uint32_t nsec):
+        cdef char ts[40]
+        cdef int n = ts_iso8601(<unsigned long long>(sec * 1000000000LL + nsec), ts)
+        return ts[:n].decode("ascii")
+
+    cdef dict _fchange(self, const tsr_fchange *fc):
+        cdef uint16_t op = fc.op
+        cdef bint log = (fc.klass & TSR_W_LOG) != 0
+        action = _FILE_ACTIONS.get(op)
+        if action is None:
+            raise ValueError(f"unknown file op {op}")
+        if log and (op == TSR_OP_TRUNC_OPEN or (op == TSR_OP_TRUNCATE and fc.size == 0)):
+            action = ecs.LOG_TRUNCATE
+        cdef dict d = self._common(&fc.h, action)
+        path = _str_at(fc.data, fc.path_len)
+        d["file.path"] = path
+        if fc.path2_len:
+            d["file.target_path"] = _str_at(fc.data + fc.path_len, fc.path2_len)
+        d["event.outcome"] = _SUCCESS if fc.result >= 0 else _FAILURE
+        d["threatseer.file.result"] = fc.result
+        if fc.h.flags & TSR_F_PATH_TRUNC:
+            d["threatseer.path_truncated"] = True
+        if op <= TSR_OP_PROC_MEM:       # opens: mode from the inode, the open's intent
+            d["threatseer.open.flags"] = _open_flags(fc.flags)
+        if op <= TSR_OP_PROC_MEM or op == TSR_OP_CHMOD or op == TSR_OP_MKDIR:
+            d["file.mode"] = _mode(fc.mode)
+            d["threatseer.file.setuid"] = (fc.mode & 0o4000) != 0
+            d["threatseer.file.setgid"] = (fc.mode & 0o2000) != 0
+        if op == TSR_OP_PROC_MEM:
+            parts = path.split("/")
+            if len(parts) > 2 and parts[2].isdigit():
+                d["process.target.pid"] = int(parts[2])
+        elif op == TSR_OP_CHOWN:
+            if fc.uid != 0xFFFFFFFF:
+                d["file.uid"] = str(fc.uid)
+            if fc.gid != 0xFFFFFFFF:
+                d["file.gid"] = str(fc.gid)
+        elif op == TSR_OP_UTIMES:
+            if fc.mtime_set:
+                d["file.mtime"] = self._iso(fc.mtime_sec, fc.mtime_nsec)
+        elif op == TSR_OP_TRUNCATE:
+            d["file.size"] = fc.size
+        elif op == TSR_OP_SETXATTR:
+            d["threatseer.xattr.name"] = "security.capability"
+            self._file_caps(d, fc)
+        return d
+
+    cdef _file_caps(self, dict d, const tsr_fchange *fc):
+        """Decode a vfs_cap_data value (v2: 20 bytes, v3: 24 with the root uid)."""
+        cdef const uint32_t *w = <const uint32_t *>fc.xvalue
+        cdef uint32_t n = fc.xvalue_len
+        cdef uint32_t rev
+        if n < 20:
+            return
+        rev = w[0] & 0xFF000000
+        if rev != 0x02000000 and rev != 0x03000000:
+            return
+        d["threatseer.xattr.capabilities.permitted"] = _cap_names(
+            w[1] | (<uint64_t>w[3] << 32))
+        d["threatseer.xattr.capabilities.inheritable"] = _cap_names(
+            w[2] | (<uint64_t>w[4] << 32))
+        d["threatseer.xattr.capabilities.effective"] = bool(w[0] & 1)
+
+    cdef dict _cred(self, const tsr_cred *r):
+        cdef uint16_t op = r.op
+        cdef int i
+        cdef uint64_t added
+        if op < TSR_OP_SETUID or op > TSR_OP_CAPSET:
+            raise ValueError(f"unknown cred op {op}")
+        action = (ecs.SETUID if op <= TSR_OP_SETFSUID else
+                  ecs.SETGID if op <= TSR_OP_SETFSGID else ecs.CAPSET)
+        cdef dict d = self._common(&r.h, action)
+        d["threatseer.syscall"] = _CRED_SYSCALLS[op - TSR_OP_SETUID]
+        d["event.outcome"] = _SUCCESS if r.result >= 0 else _FAILURE
+        d["user.id"] = r.before[0]
+        d["user.changes.id"] = r.after[0]
+        d["user.effective.id"] = r.after[1]
+        d["group.id"] = r.before[4]
+        d["user.changes.group.id"] = r.after[4]
+        for i in range(8):
+            d["threatseer.cred.before." + _CRED_IDS[i]] = r.before[i]
+            d["threatseer.cred.after." + _CRED_IDS[i]] = r.after[i]
+        added = (r.cap_eff[1] & ~r.cap_eff[0]) | (r.cap_perm[1] & ~r.cap_perm[0])
+        d["threatseer.capabilities.added"] = _cap_names(added)
+        d["process.thread.capabilities.effective"] = _cap_names(r.cap_eff[1])
+        d["process.thread.capabilities.permitted"] = _cap_names(r.cap_perm[1])
+        return d
+
+    cdef dict _sys(self, const tsr_sys *r):
+        cdef uint16_t op = r.op
+        cdef const char *s0 = r.data
+        cdef const char *s1 = r.data + r.len[0]
+        cdef const char *s2 = r.data + r.len[0] + r.len[1]
+        cdef dict d
+        if op == TSR_OP_PTRACE:
+            d = self._common(&r.h, ecs.PTRACE)
+            d["threatseer.ptrace.request"] = _PTRACE_REQUESTS.get(r.arg[0], str(r.arg[0]))
+            d["process.target.pid"] = <int32_t>r.arg[1]
+        elif op == TSR_OP_VM_WRITE:
+            d = self._common(&r.h, ecs.PROCESS_VM_WRITE)
+            d["process.target.pid"] = <int32_t>r.arg[0]
+            if r.result >= 0:
+                d["threatseer.vm_write.bytes"] = r.result
+        elif op == TSR_OP_MEMFD:
+            d = self._common(&r.h, ecs.MEMFD_CREATE)
+            d["file.name"] = _str_at(s0, r.len[0])
+            d["threatseer.memfd.flags"] = _flag_names(r.arg[0], _MEMFD_FLAGS)
+        elif op == TSR_OP_INIT_MODULE or op == TSR_OP_FINIT_MODULE:
+            d = self._common(&r.h, ecs.MODULE_LOAD)
+            d["threatseer.syscall"] = "finit_module" if op == TSR_OP_FINIT_MODULE else "init_module"
+            if r.len[0]:
+                d["file.path"] = _str_at(s0, r.len[0])
+            if r.len[1]:
+                d["threatseer.module.args"] = _str_at(s1, r.len[1])
+        elif op == TSR_OP_BPF_LOAD:
+            d = self._common(&r.h, ecs.BPF_LOAD)
+            d["threatseer.bpf.prog_type"] = _BPF_PROG_TYPES.get(r.arg[0], str(r.arg[0]))
+            d["threatseer.bpf.insn_count"] = r.arg[1]
+            d["threatseer.bpf.prog_name"] = _str_at(s0, r.len[0]) if r.len[0] else ""
+        elif op == TSR_OP_SET_NAME:
+            d = self._common(&r.h, ecs.RENAME_PROCESS)
+            d["process.name"] = _str_at(s0, r.len[0])
+            d["process.title"] = _str_at(s1, r.len[1])
+        elif op == TSR_OP_MOUNT or op == TSR_OP_MOVE_MOUNT:
+            d = self._common(&r.h, ecs.MOUNT)
+            d["threatseer.syscall"] = "mount" if op == TSR_OP_MOUNT else "move_mount"
+            d["threatseer.mount.target"] = _str_at(s0, r.len[0])
+            if r.len[1]:
+                d["threatseer.mount.source"] = _str_at(s1, r.len[1])
+            if r.len[2]:
+                d["threatseer.mount.fstype"] = _str_at(s2, r.len[2])
+            d["threatseer.mount.flags"] = r.arg[0]
+        elif op == TSR_OP_UNSHARE:
+            d = self._common(&r.h, ecs.UNSHARE)
+            d["threatseer.ns.flags"] = _flag_names(r.arg[0], _NS_FLAGS)
+        elif op == TSR_OP_SETNS:
+            d = self._common(&r.h, ecs.SETNS)
+            d["threatseer.ns.flags"] = _flag_names(r.arg[0], _NS_FLAGS)
+            d["threatseer.setns.inode"] = r.arg[1]
+        else:
+            raise ValueError(f"unknown sys op {op}")
+        d["event.outcome"] = _SUCCESS if r.result >= 0 else _FAILURE
+        d["threatseer.result"] = r.result
+        return d
+
     cdef dict _cgroup(self, const tsr_cgroup *c):
         cdef dict d = self._common(
             &c.h, ecs.CONTAINER_CREATED if c.h.kind == TSR_CGROUP_MKDIR else ecs.CONTAINER_DESTROYED)
@@ -582,6 +901,24 @@ cdef class BpfProbe:
         d["threatseer.cgroup.memory"] = path[path.rfind("/") + 1:]  # no [-1]: wraparound off
         d["threatseer.cgroup.hierarchy"] = c.root
         return d
+
+
+cdef list _open_flags(uint32_t f):
+    cdef uint32_t acc = f & O_ACCMODE
+    cdef list flags = []
+    if acc == 0 or acc == 2:
+        flags.append("read")
+    if acc == 1 or acc == 2:
+        flags.append("write")
+    if f & O_CREAT:
+        flags.append("create")
+    if f & O_TRUNC:
+        flags.append("truncate")
+    return flags
+
+
+cdef inline str _str_at(const char *p, uint32_t n):
+    return p[:strnlen(p, n)].decode("utf-8", "replace")
 
 
 cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:

@@ -20,6 +20,9 @@ cdef extern from "bpf/libbpf.h" nogil:
     bpf_map *bpf_object__find_map_by_name(const bpf_object *obj, const char *name)
     bpf_program *bpf_object__next_program(const bpf_object *obj, bpf_program *prog)
 
+    bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)
+    int bpf_map__type(const bpf_map *map)
+    unsigned int bpf_map__max_entries(const bpf_map *map)
     int bpf_map__set_max_entries(bpf_map *map, unsigned int max_entries)
     int bpf_map__fd(const bpf_map *map)
 

@@ -6,7 +6,8 @@
             ...   # flat ECS dicts
 
 Everything the kernel side needs (ring size, self filter, memory-cgroup hierarchy, path
-prefixes) is set here before or right after load; the prefix filter can be changed live.
+prefixes) is set here before or right after load; the prefix filters (sensitive opens,
+watched file changes) can be changed live.
 """
 
 from __future__ import annotations
@@ -26,7 +27,27 @@ TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 # The kernel wakes the reader only once this much is pending (or the reader's poll timeout
 # expires): one wakeup per record would cost more CPU than decoding it.
 DEFAULT_WAKEUP_BYTES = 256 * 1024
-OPTIONAL_PROGRAMS = ("ts_enter_open", "ts_exit_open", "ts_enter_openat2", "ts_exit_openat2")
+# Legacy syscalls arm64 lacks, newer ones older kernels lack, module syscalls of kernels
+# without CONFIG_MODULES.
+OPTIONAL_SYSCALLS = (
+    "open", "openat2", "creat", "unlink", "rmdir", "rename", "renameat", "link", "symlink",
+    "mkdir", "chmod", "fchmodat2", "chown", "lchown", "utime", "utimes", "futimesat",
+    "init_module", "finit_module", "setuid", "setgid", "setreuid", "setregid", "setresuid",
+    "setresgid", "setfsuid", "setfsgid", "move_mount",
+)
+OPTIONAL_PROGRAMS = tuple(f"ts_{side}_{name}" for name in OPTIONAL_SYSCALLS
+                          for side in ("enter", "exit"))
+# Reached only through tail calls from the ts_exit_* programs: never attached themselves.
+TAIL_CALL_TARGETS = ("ts_change_exit", "ts_sys_exit")
+# raw_syscalls programs that see module loads where the kernel has no init_module/
+# finit_module tracepoints (CONFIG_MODULES=n: the attempt is still worth reporting). They
+# run on every syscall, so only then.
+MODULE_FALLBACK = ("ts_raw_enter_module", "ts_raw_exit_module")
+# Values of the watched-prefix trie (TSR_W_* in records.h).
+W_WATCHED = 0x1
+W_LOG = 0x2
+# Under these, a truncation (O_TRUNC open, truncate to 0) is "log-truncate".
+DEFAULT_LOG_PATHS = ("/var/log/",)
 
 
 def bpf_object_path() -> str:
@@ -69,7 +90,14 @@ def ring_bytes(kib: int) -> int:
     return size
 
 
-def compile_prefixes(prefixes: Iterable[str]) -> tuple[set[bytes], int]:
+def has_syscall_tracepoint(name: str) -> bool:
+    """Whether tracefs has the sys_enter tracepoint of syscall name."""
+    return any(os.path.isdir(os.path.join(p, "events/syscalls", f"sys_enter_{name}"))
+               for p in TRACEFS)
+
+
+def compile_prefixes(prefixes: Iterable[str], what: str = "sensitive path",
+                     ) -> tuple[set[bytes], int]:
     """Validate prefixes; return the trie keys and the wildcard component mask.
 
     '*' may stand for exactly one whole path component (e.g. "/home/*/.ssh/"), at most
@@ -80,10 +108,10 @@ def compile_prefixes(prefixes: Iterable[str]) -> tuple[set[bytes], int]:
     mask = 0
     for prefix in prefixes:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ValueError(f"sensitive path must be an absolute path: {prefix!r}")
+            raise ValueError(f"{what} must be an absolute path: {prefix!r}")
         raw = prefix.encode()
         if len(raw) > PREFIX_MAX:
-            raise ValueError(f"sensitive path longer than {PREFIX_MAX} bytes: {prefix!r}")
+            raise ValueError(f"{what} longer than {PREFIX_MAX} bytes: {prefix!r}")
         parts = prefix.split("/")
         stars = [i for i, part in enumerate(parts) if "*" in part]
         if stars:
@@ -95,6 +123,21 @@ def compile_prefixes(prefixes: Iterable[str]) -> tuple[set[bytes], int]:
             mask |= 1 << stars[0]
         keys.add(raw)
     return keys, mask
+
+
+def compile_watched(watched: Iterable[str], log_paths: Iterable[str],
+                    ) -> tuple[dict[bytes, int], int]:
+    """Watched prefixes as trie entries {key: TSR_W_* bits} and their wildcard mask.
+
+    A log path becomes an entry of its own (watched + log) only where a watched prefix
+    covers it, so log_paths never widen what is watched."""
+    keys, mask = compile_prefixes(watched, "watched path")
+    logs, _ = compile_prefixes(log_paths, "log path")
+    entries = dict.fromkeys(keys, W_WATCHED)
+    for log in logs:
+        if any(log.startswith(k) for k in keys):
+            entries[log] = W_WATCHED | W_LOG
+    return entries, mask
 
 
 class Probe:
@@ -117,12 +160,16 @@ class Probe:
         memory_cgroup_hierarchy: int | None = None,
         bpf_object: str | None = None,
         wakeup_bytes: int | None = None,
+        watched_paths: Iterable[str] = (),
+        log_paths: Iterable[str] = DEFAULT_LOG_PATHS,
     ) -> None:
         self._bpf: BpfProbe | None = None
         if not tracefs_mounted():
             raise ProbeError(errno.ENOENT, "tracefs not mounted (mount -t tracefs nodev "
                              "/sys/kernel/tracing): tracepoints cannot be attached")
         keys, mask = compile_prefixes(sensitive_paths)
+        self.log_paths = list(log_paths)
+        watched, watch_mask = compile_watched(watched_paths, self.log_paths)
         path = bpf_object or bpf_object_path()
         if not os.path.exists(path):
             raise ProbeError(errno.ENOENT, f"{path} missing: build it with `make build`")
@@ -132,12 +179,18 @@ class Probe:
         size = ring_bytes(ring_buffer_kib)
         self.wakeup_bytes = (min(DEFAULT_WAKEUP_BYTES, size // 8) if wakeup_bytes is None
                              else max(0, min(int(wakeup_bytes), size // 2)))
-        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS)
+        skip = TAIL_CALL_TARGETS
+        if has_syscall_tracepoint("finit_module"):
+            skip += MODULE_FALLBACK
+        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK, skip)
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0
+            self._watched: dict[bytes, int] = {}
+            self._watch_mask = 0
             self._apply_config()
             self._set_keys(keys, mask)
+            self._set_watched(watched, watch_mask)
         except BaseException:
             self.close()
             raise
@@ -154,7 +207,7 @@ class Probe:
 
     def _apply_config(self) -> None:
         self._live().set_config(self.self_tgid, self.memory_cgroup_hierarchy, self._mask,
-                                self.wakeup_bytes)
+                                self.wakeup_bytes, self._watch_mask)
 
     def _set_keys(self, keys: set[bytes], mask: int) -> None:
         bpf = self._live()
@@ -170,6 +223,33 @@ class Probe:
         self._mask = mask
         self._apply_config()
 
+    def _set_watched(self, entries: dict[bytes, int], mask: int) -> None:
+        bpf = self._live()
+        # same order as _set_keys: add/update, widen the mask, then drop stale entries
+        for key, value in entries.items():
+            if self._watched.get(key) != value:
+                bpf.prefix_add(key, True, value)
+        self._watch_mask = mask | self._watch_mask
+        self._apply_config()
+        for key in self._watched.keys() - entries.keys():
+            bpf.prefix_delete(key, True)
+        self._watched = dict(entries)
+        self._watch_mask = mask
+        self._apply_config()
+
+    def set_watched_paths(self, prefixes: Iterable[str],
+                          log_paths: Iterable[str] | None = None) -> None:
+        """Replace the in-kernel file-change filter without reloading (ValueError on a bad
+        entry, leaving the current filter in place). log_paths: where truncation is
+        "log-truncate" (default: keep the current ones)."""
+        if log_paths is not None:
+            log_paths = list(log_paths)
+        entries, mask = compile_watched(prefixes, self.log_paths if log_paths is None
+                                        else log_paths)
+        if log_paths is not None:
+            self.log_paths = log_paths
+        self._set_watched(entries, mask)
+
     def set_sensitive_paths(self, prefixes: Iterable[str]) -> None:
         """Replace the in-kernel open filter without reloading (ValueError on a bad entry,
         leaving the current filter in place)."""
@@ -183,7 +263,8 @@ class Probe:
 
     def counters(self) -> dict[str, int]:
         """Kernel counters summed over CPUs ("lost", "filtered", "events", "self_filtered",
-        "path_truncated") plus "decode_errors" from userspace."""
+        "path_truncated", "change_filtered", "priv_filtered") plus "decode_errors" from
+        userspace."""
         bpf = self._live()
         out = dict(zip(COUNTER_NAMES, bpf.counters(), strict=True))
         out["decode_errors"] = bpf.decode_errors

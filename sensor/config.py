@@ -30,6 +30,32 @@ DEFAULT_SENSITIVE_PATHS = [
     "/dev/mem",
 ]
 
+# Where file changes (create, write-open, unlink, rename, link, chmod, chown, ...) are
+# reported. chmod adding setuid/setgid bits is reported everywhere regardless.
+DEFAULT_WATCHED_PATHS = [
+    "/etc/",
+    "/root/",
+    "/home/*/.ssh/",
+    "/home/*/.bashrc",
+    "/home/*/.bash_profile",
+    "/home/*/.bash_logout",
+    "/home/*/.profile",
+    "/home/*/.zshrc",
+    "/home/*/.config/autostart/",
+    "/home/*/.config/systemd/",
+    "/var/spool/cron/",
+    "/lib/systemd/system/",
+    "/usr/lib/systemd/system/",
+    "/usr/bin/",
+    "/usr/sbin/",
+    "/usr/local/bin/",
+    "/usr/local/sbin/",
+    "/var/log/",
+    "/boot/",
+    "/lib/modules/",
+    "/usr/lib/modules/",
+]
+
 
 @dataclass
 class SensorConfig:
@@ -40,6 +66,10 @@ class SensorConfig:
     # Path prefixes whose opens are reported; '*' matches one path component.
     # Filtered in the kernel; edits apply without reloading the BPF programs.
     sensitive_paths: list[str] = field(default_factory=lambda: list(DEFAULT_SENSITIVE_PATHS))
+    # Path prefixes under which file changes are reported ('*' matches one component);
+    # truncating a file under /var/log/ is "log-truncate". Filtered in the kernel; edits
+    # apply without reloading.
+    watched_paths: list[str] = field(default_factory=lambda: list(DEFAULT_WATCHED_PATHS))
     # Send a batch when it holds this many events ...
     batch_size: int = 512
     # ... or when its oldest event is this old.
@@ -68,10 +98,11 @@ class SensorConfig:
         kib = self.ring_buffer_kib
         if kib < 4 or kib & (kib - 1):
             raise ValueError("ring_buffer_kib: must be a power of two, at least 4")
-        for i, path in enumerate(self.sensitive_paths):
-            if not path.startswith("/"):
-                raise ValueError(f"sensitive_paths[{i}]: must be an absolute path prefix")
-            if len(path) > 200:
-                raise ValueError(f"sensitive_paths[{i}]: longer than 200 bytes")
+        for key in ("sensitive_paths", "watched_paths"):
+            for i, path in enumerate(getattr(self, key)):
+                if not path.startswith("/"):
+                    raise ValueError(f"{key}[{i}]: must be an absolute path prefix")
+                if len(path) > 200:
+                    raise ValueError(f"{key}[{i}]: longer than 200 bytes")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")

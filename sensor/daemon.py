@@ -60,6 +60,7 @@ class Sensor:
         self.probe = Probe(
             ring_buffer_kib=self.config.ring_buffer_kib,
             sensitive_paths=self.config.sensitive_paths,
+            watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
         )
 
@@ -165,6 +166,9 @@ class Sensor:
             self.probe.set_sensitive_paths(new.sensitive_paths)
             log.info("sensitive paths updated (%d prefixes)", len(new.sensitive_paths))
         self.config.sensitive_paths = new.sensitive_paths
+        if new.watched_paths != self.config.watched_paths:
+            self.probe.set_watched_paths(new.watched_paths)
+        self.config.watched_paths = new.watched_paths
         self.config.health_interval_s = new.health_interval_s
         self.config.batch_size = new.batch_size
         self.config.batch_latency_ms = new.batch_latency_ms

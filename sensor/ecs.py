@@ -30,6 +30,36 @@ CONTAINER_STARTED = "container-started"
 CONTAINER_DESTROYED = "container-destroyed"
 SENSOR_HEALTH = "sensor-health"
 SENSOR_LOSS = "sensor-loss"
+# File changes (under watched prefixes; chmod setting setuid/setgid anywhere).
+FILE_CREATE = "create"
+FILE_WRITE_OPEN = "write-open"
+FILE_UNLINK = "unlink"
+FILE_RMDIR = "rmdir"
+FILE_RENAME = "rename"
+FILE_LINK = "link"
+FILE_SYMLINK = "symlink"
+FILE_MKDIR = "mkdir"
+FILE_CHMOD = "chmod"
+FILE_CHOWN = "chown"
+FILE_UTIMES = "utimes"
+FILE_SETXATTR = "setxattr"
+FILE_TRUNCATE = "truncate"
+LOG_TRUNCATE = "log-truncate"
+# Privilege changes that gained uid/gid 0 or capabilities.
+SETUID = "setuid"
+SETGID = "setgid"
+CAPSET = "capset"
+# Process and kernel tricks.
+PTRACE = "ptrace"
+PROCESS_VM_WRITE = "process-vm-write"
+PROC_MEM_WRITE = "proc-mem-write"
+MEMFD_CREATE = "memfd-create"
+MODULE_LOAD = "module-load"
+BPF_LOAD = "bpf-load"
+RENAME_PROCESS = "rename-process"
+MOUNT = "mount"
+UNSHARE = "unshare"
+SETNS = "setns"
 
 # Every event carries these.
 COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action")
@@ -49,6 +79,25 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     CONTAINER_DESTROYED: ("container.id",),
     SENSOR_HEALTH: (),
     SENSOR_LOSS: ("threatseer.loss.events",),
+    **{a: ("process.pid", "file.path") for a in (
+        FILE_CREATE, FILE_WRITE_OPEN, FILE_UNLINK, FILE_RMDIR, FILE_MKDIR, FILE_CHOWN,
+        FILE_UTIMES, FILE_SETXATTR, FILE_TRUNCATE, LOG_TRUNCATE)},
+    **{a: ("process.pid", "file.path", "file.target_path") for a in (
+        FILE_RENAME, FILE_LINK, FILE_SYMLINK)},
+    FILE_CHMOD: ("process.pid", "file.path", "file.mode"),
+    SETUID: ("process.pid", "user.id", "user.changes.id", "threatseer.capabilities.added"),
+    SETGID: ("process.pid", "group.id", "user.changes.group.id"),
+    CAPSET: ("process.pid", "threatseer.capabilities.added"),
+    PTRACE: ("process.pid", "process.target.pid", "threatseer.ptrace.request"),
+    PROCESS_VM_WRITE: ("process.pid", "process.target.pid"),
+    PROC_MEM_WRITE: ("process.pid", "file.path"),
+    MEMFD_CREATE: ("process.pid", "file.name"),
+    MODULE_LOAD: ("process.pid", "threatseer.syscall"),
+    BPF_LOAD: ("process.pid", "threatseer.bpf.prog_type"),
+    RENAME_PROCESS: ("process.pid", "process.title"),
+    MOUNT: ("process.pid", "threatseer.mount.target"),
+    UNSHARE: ("process.pid", "threatseer.ns.flags"),
+    SETNS: ("process.pid", "threatseer.ns.flags"),
 }
 
 # ECS categorisation per action: (event.category, event.type).
@@ -66,16 +115,47 @@ CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
     CONTAINER_DESTROYED: (["host"], ["deletion"]),
     SENSOR_HEALTH: (["host"], ["info"]),
     SENSOR_LOSS: (["host"], ["error"]),
+    FILE_CREATE: (["file"], ["creation"]),
+    FILE_WRITE_OPEN: (["file"], ["change"]),
+    FILE_UNLINK: (["file"], ["deletion"]),
+    FILE_RMDIR: (["file"], ["deletion"]),
+    FILE_RENAME: (["file"], ["change"]),
+    FILE_LINK: (["file"], ["creation"]),
+    FILE_SYMLINK: (["file"], ["creation"]),
+    FILE_MKDIR: (["file"], ["creation"]),
+    FILE_CHMOD: (["file"], ["change"]),
+    FILE_CHOWN: (["file"], ["change"]),
+    FILE_UTIMES: (["file"], ["change"]),
+    FILE_SETXATTR: (["file"], ["change"]),
+    FILE_TRUNCATE: (["file"], ["change"]),
+    LOG_TRUNCATE: (["file"], ["change", "deletion"]),
+    SETUID: (["iam", "process"], ["change"]),
+    SETGID: (["iam", "process"], ["change"]),
+    CAPSET: (["iam", "process"], ["change"]),
+    PTRACE: (["process"], ["access"]),
+    PROCESS_VM_WRITE: (["process"], ["change"]),
+    PROC_MEM_WRITE: (["process"], ["change"]),
+    MEMFD_CREATE: (["file", "process"], ["creation"]),
+    MODULE_LOAD: (["driver"], ["start"]),
+    BPF_LOAD: (["driver"], ["start"]),
+    RENAME_PROCESS: (["process"], ["change"]),
+    MOUNT: (["file", "process"], ["change"]),
+    UNSHARE: (["process"], ["change"]),
+    SETNS: (["process"], ["change"]),
 }
 
 # Documentation of every field the sensor emits (also the reference in docs/).
 FIELDS: dict[str, str] = {
     "@timestamp": "When the kernel saw the event (ISO 8601, UTC, microseconds).",
     "event.kind": "'event'; the hub sets 'alert' when the score crosses the alert threshold.",
-    "event.category": "ECS category list: process, file, network, host.",
+    "event.category": "ECS category list: process, file, network, host, iam, driver.",
     "event.type": "ECS type list, e.g. start/end/access/connection.",
     "event.action": "What happened: exec, fork, exit, open, connect, accept, listen, dns-query, "
-    "container-created/started/destroyed, sensor-health, sensor-loss.",
+    "container-created/started/destroyed, sensor-health, sensor-loss; file changes: create, "
+    "write-open, unlink, rmdir, rename, link, symlink, mkdir, chmod, chown, utimes, setxattr, "
+    "truncate, log-truncate; privilege: setuid, setgid, capset; tricks: ptrace, "
+    "process-vm-write, proc-mem-write, memfd-create, module-load, bpf-load, rename-process, "
+    "mount, unshare, setns.",
     "event.outcome": "success or failure (opens, connects).",
     "event.id": "Unique id: sensor id, boot-local sequence; the key for de-duplication.",
     "event.sequence": "Per-sensor event counter.",
@@ -128,7 +208,52 @@ FIELDS: dict[str, str] = {
     "threatseer.ns.pid": "pid namespace inode.",
     "threatseer.ns.mnt": "mount namespace inode.",
     "threatseer.process.start_ns": "Process start time (boot clock, ns).",
-    "threatseer.health.*": "Sensor health counters (lost, filtered, events, ...).",
+    "threatseer.health.*": "Sensor health counters (lost, filtered, events, change_filtered, "
+    "priv_filtered, ...).",
+    "process.title": "rename-process: the name the process gave itself (prctl PR_SET_NAME); "
+    "process.name is then the name before.",
+    "process.target.pid": "ptrace, process-vm-write, proc-mem-write: the process acted upon.",
+    "process.thread.capabilities.effective": "setuid/setgid/capset: effective capabilities after.",
+    "process.thread.capabilities.permitted": "setuid/setgid/capset: permitted capabilities after.",
+    "user.changes.id": "setuid/setgid/capset: real uid after the change (user.id is before).",
+    "user.changes.group.id": "setuid/setgid/capset: real gid after (group.id is before).",
+    "file.target_path": "rename/link: the new path; symlink: what the link points to.",
+    "file.mode": "Octal permission bits, e.g. '4755' (chmod, mkdir: requested; opens: the "
+    "file's).",
+    "file.uid": "chown: new owner uid (absent when unchanged).",
+    "file.gid": "chown: new group gid (absent when unchanged).",
+    "file.mtime": "utimes: modification time set explicitly (absent for 'now').",
+    "file.size": "truncate: new length.",
+    "file.name": "memfd-create: the memfd's name.",
+    "threatseer.file.result": "File change syscall result: 0/fd or -errno.",
+    "threatseer.file.setuid": "The mode has the setuid bit.",
+    "threatseer.file.setgid": "The mode has the setgid bit.",
+    "threatseer.path_truncated": "A path was longer than the kernel-side buffer.",
+    "threatseer.xattr.name": "setxattr: attribute name (only security.capability is reported).",
+    "threatseer.xattr.capabilities.permitted": "setxattr: file capabilities granted (names).",
+    "threatseer.xattr.capabilities.inheritable": "setxattr: inheritable file capabilities.",
+    "threatseer.xattr.capabilities.effective": "setxattr: the file capability effective bit.",
+    "threatseer.syscall": "The syscall behind the event when several map to one action.",
+    "threatseer.cred.before.*": "uid euid suid fsuid gid egid sgid fsgid before the change.",
+    "threatseer.cred.after.*": "The same ids after the change.",
+    "threatseer.capabilities.added": "Capabilities (effective or permitted) gained.",
+    "threatseer.ptrace.request": "attach, seize, poketext, pokedata, pokeuser, setregs, ...",
+    "threatseer.vm_write.bytes": "process-vm-write: bytes written.",
+    "threatseer.memfd.flags": "memfd-create flags: cloexec, allow-sealing, hugetlb, ...",
+    "threatseer.module.args": "module-load: module parameters.",
+    "threatseer.bpf.prog_type": "bpf-load: program type (name, or number).",
+    "threatseer.bpf.insn_count": "bpf-load: instructions.",
+    "threatseer.bpf.prog_name": "bpf-load: program name given by the loader.",
+    "threatseer.mount.target": "mount: mount point (absolute).",
+    "threatseer.mount.source": "mount: source (device, directory or fs name).",
+    "threatseer.mount.fstype": "mount: filesystem type.",
+    "threatseer.mount.flags": "mount: MS_* / MOVE_MOUNT_* flags.",
+    "threatseer.ns.flags": "unshare/setns: namespaces: mnt, uts, ipc, user, pid, net, cgroup, "
+    "time.",
+    "threatseer.setns.inode": "setns: inode of the namespace (or pidfd) file joined.",
+    "threatseer.result": "Syscall result of a privilege/trick event: 0, fd, bytes or -errno.",
+    "threatseer.exec.flags": "exec: memfd (fileless), deleted, tmp (/tmp, /var/tmp), dev-shm, "
+    "hidden-dir (a directory component starting with '.').",
     "threatseer.loss.events": "Events known to be lost.",
     "threatseer.loss.reason": "Why they were lost.",
 }

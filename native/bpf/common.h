@@ -51,6 +51,35 @@ struct {
 	__type(value, __u8);
 } ts_prefixes SEC(".maps") __weak;
 
+/* Watched prefixes for file changes (value: TSR_W_* bits), same '*' rule as ts_prefixes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tsr_prefix_key);
+	__type(value, __u8);
+} ts_watched SEC(".maps") __weak;
+
+/* Arguments of the file-change and privilege syscalls, saved at entry, used at exit (keyed
+ * by pid_tgid); user memory is read at exit, when the kernel has surely faulted it in. */
+struct call {
+	__u16 op;           /* enum tsr_op */
+	__u16 _pad;
+	__s32 fd;           /* dirfd / fd of the (first) path */
+	__s32 fd2;          /* dirfd of the second path */
+	__u32 mode;
+	__u64 ptr;          /* first user path / string */
+	__u64 ptr2;         /* second user path / string */
+	__u64 arg[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct call);
+} ts_calls SEC(".maps") __weak;
+
 /* Syscall arguments saved at entry, read at exit (keyed by pid_tgid = thread). */
 struct inflight {
 	__u64 ptr;          /* user pointer: filename or sockaddr */
@@ -75,8 +104,12 @@ struct scratch {
 		struct tsr_open open;
 		struct tsr_net net;
 		struct tsr_cgroup cg;
+		struct tsr_fchange fc;
+		struct tsr_cred cred;
+		struct tsr_sys sys;
 	} rec;
 	char pathbuf[TSR_PATH_MAX + 256];
+	char ubuf[TSR_PATH_MAX];        /* a user string being joined to its directory */
 	struct tsr_prefix_key key;
 	struct tsr_prefix_key key2;
 	char key2_pad[TSR_PREFIX_MAX];  /* room for masked (verifier-provable) writes into key2 */
@@ -300,6 +333,92 @@ static __always_inline struct sock *sock_from_fd(int fd)
 		return NULL;
 	struct socket *sock = BPF_CORE_READ(f, private_data);
 	return BPF_CORE_READ(sock, sk);
+}
+
+#define TSR_AT_FDCWD -100
+
+/* Write the absolute form of user path upath, relative to dirfd (TSR_AT_FDCWD: the cwd),
+ * into dst (room for 2 * TSR_PATH_MAX); an empty or NULL upath means dirfd's own file (the
+ * f* calls, AT_EMPTY_PATH). Joined textually, not normalised ("..", symlinks). Returns the
+ * length including the NUL (<= TSR_PATH_MAX, 1 when nothing is known); sets *trunc. */
+static __always_inline __u32 path_at(struct scratch *s, char *dst, int dirfd, __u64 upath,
+				     bool *trunc)
+{
+	struct dentry *dentry = NULL;
+	struct vfsmount *mnt = NULL;
+	long n = 0;
+	__u32 len, at, off;
+
+	dst[0] = 0;
+	if (upath)
+		n = bpf_probe_read_user_str(s->ubuf, TSR_PATH_MAX, (const void *)upath);
+	if (n > TSR_PATH_MAX)
+		n = TSR_PATH_MAX;
+	if (n > 1 && s->ubuf[0] == '/') {
+		bpf_probe_read_kernel(dst, n & (2 * TSR_PATH_MAX - 1), s->ubuf);
+		return n;
+	}
+	if (n > 1 && dirfd == TSR_AT_FDCWD) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		dentry = BPF_CORE_READ(t, fs, pwd.dentry);
+		mnt = BPF_CORE_READ(t, fs, pwd.mnt);
+	} else {
+		struct file *f = file_from_fd(dirfd);
+		if (f) {
+			dentry = BPF_CORE_READ(f, f_path.dentry);
+			mnt = BPF_CORE_READ(f, f_path.mnt);
+		}
+	}
+	if (!dentry || !mnt) {          /* unknown directory: keep what the user said */
+		if (n > 0)
+			bpf_probe_read_kernel(dst, n & (2 * TSR_PATH_MAX - 1), s->ubuf);
+		return n > 0 ? n : 1;
+	}
+	off = build_path(s, dentry, mnt, trunc);
+	len = copy_path(s, dst, off);
+	if (n <= 1)
+		return len;
+	at = (len - 1) & (TSR_PATH_MAX - 1);       /* where the directory's NUL is */
+	if (at > 1) {                               /* not "/" */
+		dst[at] = '/';
+		at += 1;
+	}
+	ts_barrier(n);
+	if (n > TSR_PATH_MAX)
+		n = TSR_PATH_MAX;
+	bpf_probe_read_kernel(&dst[at & (TSR_PATH_MAX - 1)], n & (2 * TSR_PATH_MAX - 1), s->ubuf);
+	len = (at & (TSR_PATH_MAX - 1)) + n;
+	if (len > TSR_PATH_MAX) {
+		dst[TSR_PATH_MAX - 1] = 0;
+		len = TSR_PATH_MAX;
+		*trunc = true;
+		count(TSR_C_PATH_TRUNC);
+	}
+	return len;
+}
+
+/* Save a syscall's arguments for its exit (not for the sensor itself). */
+static __always_inline int save_call(struct call *c)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	if (is_self(id >> 32))
+		return 0;
+	bpf_map_update_elem(&ts_calls, &id, c, BPF_ANY);
+	return 0;
+}
+
+/* Take (and forget) the arguments saved at entry; false when none. */
+static __always_inline bool take_call(struct call *c)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct call *in = bpf_map_lookup_elem(&ts_calls, &id);
+
+	if (!in)
+		return false;
+	*c = *in;
+	bpf_map_delete_elem(&ts_calls, &id);
+	return true;
 }
 
 #endif /* THREATSEER_COMMON_H */

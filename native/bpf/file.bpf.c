@@ -1,11 +1,17 @@
-/* Sensitive file opens (open, openat, openat2), filtered IN THE KERNEL by the prefix trie.
+/* Sensitive file opens (open, openat, openat2, creat), filtered IN THE KERNEL by the prefix
+ * trie; successful write-intent opens of watched files are file changes (TSR_FCHANGE) too.
  *
  * Entry saves the filename pointer and flags per thread; exit resolves the path from the
  * opened file (so relative paths and dirfds give absolute paths) or, on failure, reads the
  * user string then, when the page is surely mapped. Only matching opens reach the ring. */
-#include "common.h"
+#include "prefix.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+#define TSR_O_ACCMODE 3
+#define TSR_O_CREAT 0100
+#define TSR_O_TRUNC 01000
+#define TSR_FMODE_CREATED 0x100000
 
 static __always_inline int save_open(const char *filename, __u32 flags)
 {
@@ -33,6 +39,12 @@ int ts_enter_open(struct trace_event_raw_sys_enter *ctx)
 	return save_open((const char *)ctx->args[0], ctx->args[1]);
 }
 
+SEC("tp/syscalls/sys_enter_creat")
+int ts_enter_creat(struct trace_event_raw_sys_enter *ctx)
+{
+	return save_open((const char *)ctx->args[0], TSR_O_CREAT | 1 | TSR_O_TRUNC);
+}
+
 SEC("tp/syscalls/sys_enter_openat2")
 int ts_enter_openat2(struct trace_event_raw_sys_enter *ctx)
 {
@@ -41,98 +53,60 @@ int ts_enter_openat2(struct trace_event_raw_sys_enter *ctx)
 	return save_open((const char *)ctx->args[1], flags);
 }
 
-struct star_ctx {
-	struct scratch *s;
-	__u32 len;        /* bytes of path in key.data (no NUL) */
-	__u32 comp;       /* components seen */
-	__u32 start[10];  /* start[k]: index of component k's first byte */
-};
-
-/* bpf_loop callback: record where each of the first 8 components starts. */
-static long star_scan(__u64 i, void *arg)
+/* Does the NUL-terminated path of path_len bytes in s->ubuf look like /proc/.../mem? */
+static __always_inline bool is_proc_mem(struct scratch *s, __u32 path_len)
 {
-	struct star_ctx *c = arg;
-	__u32 idx = i & (TSR_PREFIX_MAX - 1);
-	if (idx >= c->len)
-		return 1;
-	if (c->s->key.data[idx] == '/') {
-		__u32 k = c->comp + 1;
-		if (k > 8)
-			return 1;
-		c->comp = k;
-		c->start[k & 7] = idx + 1;  /* k == 8 lands on slot 0, unused by lookups */
-	}
-	return 0;
-}
+	const char *p = s->ubuf;
+	__u32 e = (path_len - 5) & (TSR_PATH_MAX - 1);
 
-struct star_try {
-	struct scratch *s;
-	struct star_ctx *sc;
-	__u32 mask;
-	bool hit;
-};
-
-/* bpf_loop callback: replace component k by '*' and look the result up in the trie. */
-static long star_lookup(__u64 k, void *arg)
-{
-	struct star_try *t = arg;
-	struct star_ctx *sc = t->sc;
-	struct scratch *s = t->s;
-
-	if (k < 1 || k > 7)
-		return 0;
-	if (!(t->mask & (1u << k)))
-		return 0;
-	if (k > sc->comp)
-		return 1;
-	__u32 b = sc->start[k & 7] & (TSR_PREFIX_MAX - 1);
-	__u32 e = sc->len;                         /* end of component k */
-	if (k + 1 <= sc->comp)
-		e = (sc->start[(k + 1) & 7] - 1) & (TSR_PREFIX_MAX - 1);
-	if (e < b)
-		return 0;
-	__u32 rest = sc->len > e ? sc->len - e : 0;
-
-	bpf_probe_read_kernel(s->key2.data, b & (TSR_PREFIX_MAX - 1), s->key.data);
-	__u32 at = b & (TSR_PREFIX_MAX - 1);
-	s->key2.data[at] = '*';
-	__u32 room = TSR_PREFIX_MAX - 1 - at;
-	if (rest > room)
-		rest = room;
-	if (at + 1 < TSR_PREFIX_MAX)
-		bpf_probe_read_kernel(&s->key2.data[(at + 1) & (TSR_PREFIX_MAX - 1)],
-				      rest & (TSR_PREFIX_MAX - 1), &s->key.data[e & (TSR_PREFIX_MAX - 1)]);
-	__u32 n = b + 1 + rest;
-	if (n > TSR_PREFIX_MAX)
-		n = TSR_PREFIX_MAX;
-	s->key2.prefixlen = n * 8;
-	if (bpf_map_lookup_elem(&ts_prefixes, &s->key2)) {
-		t->hit = true;
-		return 1;
-	}
-	return 0;
-}
-
-/* Does the path in s->rec.open.path (path_len bytes with NUL) match a sensitive prefix? */
-static __always_inline bool match_prefix(struct scratch *s, __u32 path_len)
-{
-	struct tsr_config *cfg = get_config();
-	__u32 len = path_len > 0 ? path_len - 1 : 0;
-
-	if (len > TSR_PREFIX_MAX)
-		len = TSR_PREFIX_MAX;
-	bpf_probe_read_kernel(s->key.data, TSR_PREFIX_MAX, s->rec.open.path);
-	s->key.prefixlen = len * 8;
-	if (bpf_map_lookup_elem(&ts_prefixes, &s->key))
-		return true;
-	if (!cfg || !cfg->wild_mask)
+	if (path_len < 12)
 		return false;
+	return p[0] == '/' && p[1] == 'p' && p[2] == 'r' && p[3] == 'o' && p[4] == 'c' &&
+	       p[5] == '/' && p[e] == '/' && p[(e + 1) & (TSR_PATH_MAX - 1)] == 'm' &&
+	       p[(e + 2) & (TSR_PATH_MAX - 1)] == 'e' && p[(e + 3) & (TSR_PATH_MAX - 1)] == 'm';
+}
 
-	struct star_ctx sc = { .s = s, .len = len };
-	bpf_loop(TSR_PREFIX_MAX, star_scan, &sc, 0);
-	struct star_try t = { .s = s, .sc = &sc, .mask = cfg->wild_mask };
-	bpf_loop(8, star_lookup, &t, 0);
-	return t.hit;
+/* A successful write-intent open: a file change when the file is watched (created, opened
+ * for writing, or truncated), or a write-open of /proc/PID/mem anywhere. The path (in
+ * s->rec.open.path) is moved to s->ubuf first: the change record shares the scratch. */
+static __always_inline void open_change(struct scratch *s, __u32 path_len, __u32 flags,
+					long ret, struct file *f)
+{
+	struct tsr_fchange *fc = &s->rec.fc;
+	__u8 klass;
+	__u16 op;
+
+	path_len &= (2 * TSR_PATH_MAX - 1);
+	if (path_len > TSR_PATH_MAX)
+		path_len = TSR_PATH_MAX;
+	bpf_probe_read_kernel(s->ubuf, path_len, s->rec.open.path);
+	if (is_proc_mem(s, path_len)) {
+		op = TSR_OP_PROC_MEM;
+		klass = 0;
+	} else {
+		klass = match_prefix(s, s->ubuf, path_len, 1);
+		if (!klass) {
+			count(TSR_C_CHANGE_FILTERED);
+			return;
+		}
+		op = (BPF_CORE_READ(f, f_mode) & TSR_FMODE_CREATED) ? TSR_OP_CREATE
+		     : (flags & TSR_O_TRUNC) ? TSR_OP_TRUNC_OPEN : TSR_OP_WRITE_OPEN;
+	}
+	fill_task(&fc->h, (struct task_struct *)bpf_get_current_task());
+	fc->h.kind = TSR_FCHANGE;
+	fc->result = ret;
+	fc->op = op;
+	fc->klass = klass;
+	fc->mode = BPF_CORE_READ(f, f_inode, i_mode);
+	fc->flags = flags;
+	fc->uid = fc->gid = (__u32)-1;
+	fc->mtime_set = 0;
+	fc->size = 0;
+	fc->xvalue_len = 0;
+	fc->path_len = path_len;
+	fc->path2_len = 0;
+	bpf_probe_read_kernel(fc->data, path_len, s->ubuf);
+	emit(s, offsetof(struct tsr_fchange, data) + path_len);
 }
 
 static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
@@ -170,8 +144,12 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 		path_len = n > 0 ? n : 0;
 		trunc = false;
 	}
-	if (!match_prefix(s, path_len)) {
+	/* write intent: maybe a file change too (after the open record, if any) */
+	bool write = ret >= 0 && ((flags & TSR_O_ACCMODE) || (flags & (TSR_O_CREAT | TSR_O_TRUNC)));
+	if (!match_prefix(s, o->path, path_len, 0)) {
 		count(TSR_C_FILTERED);
+		if (write)
+			open_change(s, path_len, flags, ret, file_from_fd(ret));
 		return 0;
 	}
 	fill_task(&o->h, (struct task_struct *)bpf_get_current_task());
@@ -182,6 +160,8 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	o->flags = flags;
 	o->path_len = path_len;
 	emit(s, offsetof(struct tsr_open, path) + (path_len & (2 * TSR_PATH_MAX - 1)));
+	if (write)
+		open_change(s, path_len, flags, ret, file_from_fd(ret));
 	return 0;
 }
 
@@ -194,6 +174,12 @@ int ts_exit_openat(struct trace_event_raw_sys_exit *ctx)
 
 SEC("tp/syscalls/sys_exit_open")
 int ts_exit_open(struct trace_event_raw_sys_exit *ctx)
+{
+	return open_exit(ctx);
+}
+
+SEC("tp/syscalls/sys_exit_creat")
+int ts_exit_creat(struct trace_event_raw_sys_exit *ctx)
 {
 	return open_exit(ctx);
 }

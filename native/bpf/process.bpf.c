@@ -1,4 +1,5 @@
-/* Process lifecycle: exec (with resolved executable path and argv), fork (new processes
+/* Process lifecycle: exec (with resolved executable path, argv, and whether the executable
+ * is a memfd or deleted), fork (new processes
  * only, not threads) and exit (once per thread group, with exit code or signal).
  * tp_btf programs: typed task/bprm arguments, no kprobes needed. */
 #include "common.h"
@@ -30,6 +31,14 @@ int BPF_PROG(tsr_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 		path_len = copy_path(s, e->data, off);
 		if (trunc)
 			e->h.flags |= TSR_F_PATH_TRUNC;
+		/* fileless execution: no links left -- a memfd ("memfd:NAME") or a deleted file */
+		if (BPF_CORE_READ(file, f_inode, i_nlink) == 0) {
+			char name[8] = {};
+			bpf_probe_read_kernel(name, 6, BPF_CORE_READ(file, f_path.dentry, d_name.name));
+			bool memfd = name[0] == 'm' && name[1] == 'e' && name[2] == 'm' &&
+				     name[3] == 'f' && name[4] == 'd' && name[5] == ':';
+			e->h.flags |= memfd ? TSR_F_EXE_MEMFD : TSR_F_EXE_DELETED;
+		}
 	} else {
 		long n = bpf_probe_read_kernel_str(e->data, TSR_PATH_MAX, BPF_CORE_READ(bprm, filename));
 		path_len = n > 0 ? n : 0;

@@ -33,7 +33,56 @@ enum tsr_kind {
 	TSR_DNS = 8,
 	TSR_CGROUP_MKDIR = 9,
 	TSR_CGROUP_RMDIR = 10,
+	TSR_FCHANGE = 11,      /* struct tsr_fchange: a file changed (op says how) */
+	TSR_CRED = 12,         /* struct tsr_cred: uid/gid/capability gain */
+	TSR_SYS = 13,          /* struct tsr_sys: ptrace, memfd, module, bpf, mount, ... */
 };
+
+/* What a TSR_FCHANGE / TSR_CRED / TSR_SYS record reports (its ``op``). */
+enum tsr_op {
+	TSR_OP_CREATE = 1,       /* open created the file (FMODE_CREATED) */
+	TSR_OP_WRITE_OPEN = 2,   /* existing watched file opened for writing */
+	TSR_OP_TRUNC_OPEN = 3,   /* existing watched file opened with O_TRUNC */
+	TSR_OP_PROC_MEM = 4,     /* /proc/PID/mem opened for writing */
+	TSR_OP_UNLINK = 5,
+	TSR_OP_RMDIR = 6,
+	TSR_OP_RENAME = 7,
+	TSR_OP_LINK = 8,
+	TSR_OP_SYMLINK = 9,
+	TSR_OP_MKDIR = 10,
+	TSR_OP_CHMOD = 11,
+	TSR_OP_CHOWN = 12,
+	TSR_OP_UTIMES = 13,
+	TSR_OP_SETXATTR = 14,
+	TSR_OP_TRUNCATE = 15,
+	/* tsr_cred */
+	TSR_OP_SETUID = 20,
+	TSR_OP_SETREUID = 21,
+	TSR_OP_SETRESUID = 22,
+	TSR_OP_SETFSUID = 23,
+	TSR_OP_SETGID = 24,
+	TSR_OP_SETREGID = 25,
+	TSR_OP_SETRESGID = 26,
+	TSR_OP_SETFSGID = 27,
+	TSR_OP_CAPSET = 28,
+	/* tsr_sys */
+	TSR_OP_PTRACE = 40,      /* arg0 request, arg1 target pid */
+	TSR_OP_VM_WRITE = 41,    /* arg0 target pid, arg1 local iovecs, arg2 remote iovecs */
+	TSR_OP_MEMFD = 42,       /* str0 name, arg0 flags */
+	TSR_OP_INIT_MODULE = 43, /* arg0 image length, str1 params */
+	TSR_OP_FINIT_MODULE = 44,/* str0 path of the fd, arg0 fd, arg1 flags, str1 params */
+	TSR_OP_BPF_LOAD = 45,    /* arg0 prog_type, arg1 insn_cnt, str0 prog_name */
+	TSR_OP_SET_NAME = 46,    /* str0 old comm, str1 new comm */
+	TSR_OP_MOUNT = 47,       /* str0 target, str1 source, str2 fstype, arg0 flags */
+	TSR_OP_MOVE_MOUNT = 48,  /* str0 target, str2 fstype, arg0 flags */
+	TSR_OP_UNSHARE = 49,     /* arg0 CLONE_* flags */
+	TSR_OP_SETNS = 50,       /* arg0 nstype, arg1 inode of the fd's file, str0 its path */
+};
+
+/* Values of the watched-prefix trie (tsr_fchange.klass is the match's value, plus SETID). */
+#define TSR_W_WATCHED 0x1     /* file changes under this prefix are reported */
+#define TSR_W_LOG 0x2         /* a log directory: truncation is "log-truncate" */
+#define TSR_W_SETID 0x4       /* chmod setting setuid/setgid bits (reported anywhere) */
 
 /* Per-CPU counters (index into the "counters" map); userspace sums them over CPUs. */
 enum tsr_counter {
@@ -42,13 +91,17 @@ enum tsr_counter {
 	TSR_C_EVENTS = 2,      /* records written to the ring buffer */
 	TSR_C_SELF = 3,        /* records of the sensor's own process, dropped */
 	TSR_C_PATH_TRUNC = 4,  /* path longer than the walk depth/buffer: truncated */
-	TSR_C_MAX = 5,
+	TSR_C_CHANGE_FILTERED = 5, /* file change outside the watched prefixes: dropped */
+	TSR_C_PRIV_FILTERED = 6,   /* uid/gid/cap change that gained nothing: dropped */
+	TSR_C_MAX = 7,
 };
 
 /* Record flags (tsr_hdr.flags). */
 #define TSR_F_ARGS_TRUNC 0x1   /* exec: argv longer than TSR_ARGS_MAX bytes */
 #define TSR_F_PATH_USER 0x2    /* path is the user's string, not resolved by the kernel */
 #define TSR_F_PATH_TRUNC 0x4   /* path truncated */
+#define TSR_F_EXE_DELETED 0x8  /* exec: the executable has no links left (deleted) */
+#define TSR_F_EXE_MEMFD 0x10   /* exec: the executable is a memfd (fileless) */
 
 /* Config map (array, one entry) written by userspace. */
 #define TSR_NO_HIERARCHY 0xffffffffu
@@ -58,6 +111,7 @@ struct tsr_config {
 	__u32 wild_mask;         /* bit k: some prefix has '*' as path component k (1-based) */
 	__u32 wakeup_bytes;      /* 0: wake the reader per record; else only once this much is
 				  * pending (the reader then relies on its poll timeout) */
+	__u32 watch_wild_mask;   /* wild_mask of the watched-prefix trie */
 };
 
 /* Key of the sensitive-prefix LPM trie: prefixlen in bits over data. */
@@ -139,6 +193,56 @@ struct tsr_cgroup {
 	__u32 root;         /* hierarchy id */
 	__u32 path_len;
 	char path[TSR_PATH_MAX];
+};
+
+/* A file change. Paths are absolute (relative ones are joined to the cwd or dirfd's path,
+ * not normalised). data: path (path_len bytes) then path2 (path2_len bytes): the new path
+ * of rename/link, the content of a symlink. */
+struct tsr_fchange {
+	struct tsr_hdr h;
+	__s32 result;       /* 0/fd or -errno */
+	__u16 op;           /* enum tsr_op */
+	__u16 klass;        /* TSR_W_* bits of the match */
+	__u32 mode;         /* chmod/mkdir/create mode */
+	__u32 flags;        /* open flags, rename/at flags */
+	__u32 uid;          /* chown: new owner, (u32)-1 = unchanged */
+	__u32 gid;
+	__s64 mtime_sec;    /* utimes: explicit mtime when mtime_set */
+	__u32 mtime_nsec;
+	__u32 mtime_set;
+	__s64 size;         /* truncate: new length */
+	__u32 xvalue_len;   /* setxattr: bytes of value (the first 24 kept in xvalue) */
+	__u8 xvalue[24];
+	__u32 path_len;     /* including NUL */
+	__u32 path2_len;    /* including NUL; 0 = none */
+	char data[3 * TSR_PATH_MAX];
+};
+
+/* Credentials before and after a set*id/capset that gained uid/gid 0 or capabilities.
+ * ids: uid euid suid fsuid gid egid sgid fsgid. */
+struct tsr_cred {
+	struct tsr_hdr h;
+	__s32 result;
+	__u16 op;
+	__u16 _pad;
+	__u32 before[8];
+	__u32 after[8];
+	__u64 cap_eff[2];   /* before, after */
+	__u64 cap_perm[2];
+};
+
+/* Process and kernel tricks (op says which; see enum tsr_op for what args/strings hold).
+ * data: up to three NUL-terminated strings, len[i] bytes each (0 = absent). */
+struct tsr_sys {
+	struct tsr_hdr h;
+	__s64 result;
+	__u16 op;
+	__u16 _pad;
+	__u32 _pad2;
+	__u64 arg[4];
+	__u32 len[3];
+	__u32 _pad3;
+	char data[3 * TSR_PATH_MAX];
 };
 
 #endif /* THREATSEER_RECORDS_H */

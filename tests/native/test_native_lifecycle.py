@@ -141,11 +141,13 @@ def test_close_leaves_no_programs_or_links():
         maps = own_ids("map_id") - maps_before
         assert len(links) == len(p.programs) >= 20
         assert progs and progs <= bpf_ids("prog") and links <= bpf_ids("link")
-        # the four linked program files share ONE copy of each map (one ring buffer)
+        # the linked program files share ONE copy of each map (one ring buffer); the two
+        # tail-call arrays lead to the file-change and "sys" exit handlers
         listed = json.loads(subprocess.run(["bpftool", "map", "list", "-j"],
                                            capture_output=True, text=True, check=True).stdout)
         assert sorted(m["name"] for m in listed if m["id"] in maps) == [
-            "ts_config", "ts_counters", "ts_events", "ts_inflight", "ts_prefixes", "ts_scratch"]
+            "ts_calls", "ts_change_tail", "ts_config", "ts_counters", "ts_events", "ts_inflight",
+            "ts_prefixes", "ts_scratch", "ts_sys_tail", "ts_watched"]
     finally:
         p.close()
     p.close()   # idempotent
