@@ -66,7 +66,7 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
     hub.start()
     print(f"hub ready: ingest {hub.ingest.endpoint}", file=sys.stderr, flush=True)
     while not stopping.wait(0.5):
-        if hub._thread is not None and not hub._thread.is_alive():
+        if not hub.running:
             break
     logging.getLogger("threatseer.hub").info("stopping: emitting what was received")
     hub.stop()

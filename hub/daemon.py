@@ -74,6 +74,9 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
 
 
 class Hub:
+    """One hub: sockets and engines are set up here, threads run from :meth:`start` to
+    :meth:`stop`. ``bundle`` overrides the config's bundle (tests, embedding)."""
+
     def __init__(self, cfg: HubConfig, bundle: Bundle | None = None,
                  stop_timeout_s: float = 10.0) -> None:
         self.cfg = cfg
@@ -140,9 +143,9 @@ class Hub:
             self._http.shutdown()
         self.ctx.term()
 
-    def wait(self) -> None:
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.5)
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def activate(self, bundle: Bundle) -> None:
         """Hot swap of the rule bundle (called from the admin thread)."""
