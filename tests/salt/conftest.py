@@ -21,26 +21,31 @@ from salt_helpers import ROOT, THREATSEER  # noqa: E402
 
 
 def _source_copy(dest: Path) -> None:
-    """Copy the checkout's source files (tracked and new, not ignored) plus the already-built
-    BPF object, so building the wheel never writes into the shared working tree."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                         capture_output=True, check=True).stdout.decode()
-    extra = ["native/threatseer.bpf.o"]
-    extra += [str(p.relative_to(ROOT)) for p in (ROOT / "native" / "gen").glob("*")]
-    for rel in [*filter(None, out.split("\0")), *extra]:
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    """The committed tree (HEAD), plus the kernel's vmlinux.h if already generated: the wheel
+    is built from what is committed, never from other people's half-edited files, and the
+    build never writes into the shared working tree."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    vmlinux = ROOT / "native" / "gen" / "vmlinux.h"
+    if vmlinux.is_file():
+        (dest / "native" / "gen").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(vmlinux, dest / "native" / "gen" / "vmlinux.h")
 
 
 @pytest.fixture(scope="session")
 def wheelhouse() -> Iterator[Path]:
-    """A wheelhouse as an operator would serve it: this checkout's wheel and its dependencies'
-    wheels (from pip's cache), so minions install with --no-index."""
+    """A wheelhouse as an operator would serve it: the wheel of this checkout's HEAD and its
+    dependencies' wheels (from pip's cache), so minions install with --no-index."""
     base = Path(tempfile.mkdtemp(prefix="ts-salt-wheels-"))
     src, wheels = base / "src", base / "wheels"
     _source_copy(src)
+    # The BPF object first: setup.py builds it in build_ext, after build_py has collected the
+    # package data, so a wheel from a clean tree would miss threatseer.bpf.o.
+    proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+                          cwd=src, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
          "--no-build-isolation", "-w", str(wheels), str(src)],

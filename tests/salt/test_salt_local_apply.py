@@ -189,6 +189,18 @@ def test_hub_and_rules_states_run_the_hub_with_the_pinned_bundle(minion: LocalMi
     assert rc == 0 and state_changes(ret) == []
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_the_installed_systemd_units_pass_systemd_analyze_verify(minion: LocalMinion) -> None:
+    units = sorted((minion.root / "etc/systemd/system").glob("threatseer-*.service"))
+    assert [u.name for u in units] == ["threatseer-hub.service", "threatseer-sensor.service"]
+    for unit in units:
+        proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0 and unit.name not in proc.stderr, proc.stderr
+    hub = (minion.root / "etc/systemd/system/threatseer-hub.service").read_text().splitlines()
+    assert "CapabilityBoundingSet=" in hub and "MemoryDenyWriteExecute=yes" in hub
+
+
 def test_clean_removes_everything_the_formula_installed(minion: LocalMinion) -> None:
     pids = [minion.pid("threatseer-sensor"), minion.pid("threatseer-hub")]
     rc, ret, _ = minion.apply("threatseer.clean")
