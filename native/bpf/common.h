@@ -251,9 +251,18 @@ static long walk_step(__u64 i, void *arg)
 		c->vfsmnt = &up->mnt;
 		return 0;
 	}
-	if (dentry == parent || !dentry) {
+	if (!dentry) {
 		c->done = true;
 		return 1;
+	}
+	long last = 0;
+	if (dentry == parent) {
+		/* a disconnected (pseudo) dentry, e.g. a memfd's "memfd:NAME": keep its name
+		 * when it is all there is, then stop */
+		c->done = true;
+		if (c->off != TSR_PATH_MAX - 1)
+			return 1;
+		last = 1;
 	}
 	__u32 len = BPF_CORE_READ(dentry, d_name.len) & 255;
 	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
@@ -266,7 +275,7 @@ static long walk_step(__u64 i, void *arg)
 	c->s->pathbuf[off & (TSR_PATH_MAX - 1)] = '/';
 	c->off = off;
 	c->dentry = parent;
-	return 0;
+	return last;
 }
 
 /* Build the absolute path of (dentry, vfsmount) by walking dentries and crossing mounts,
