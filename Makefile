@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config \
 	redis-server python3-venv python3-dev gcc git procps iproute2
 
-.PHONY: setup system-packages venv build test lint bench clean
+.PHONY: setup system-packages venv build demo test lint bench clean
 
 setup: system-packages venv
 
@@ -21,6 +21,10 @@ venv:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel cython
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+
+# The whole system on this machine: a hub, a local sensor and an attack-like sequence (root).
+demo: setup
+	$(VENV)/bin/threatseer demo
 
 # Rebuild the BPF object and the Cython extension after editing native/.
 build:

@@ -25,6 +25,7 @@ COMMANDS = {
     "keys": "threatseer.hub.rules.cli:keys_group",
     "status": "threatseer.hub.cli:status_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
+    "demo": "threatseer.hub.demo:demo_command",
 }
 
 HELP = {
@@ -37,6 +38,7 @@ HELP = {
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "status": "Show a hub's state: sensors, outputs, bundle.",
     "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+    "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }
 
 
