@@ -13,8 +13,18 @@
 threatseer-clean-{{ role }}-service:
   service.dead:
     - name: {{ name }}
+{%- if mgr == 'systemd' %}
     - enable: False
+{%- endif %}
     - onlyif: test -e {{ p.unit_dir }}/{{ name }}.service -o -e {{ script }}
+    - require_in:
+      - file: threatseer-clean-{{ role }}-files
+{%- endif %}
+{%- if mgr == 'sysv' %}
+threatseer-clean-{{ role }}-boot-links:
+  cmd.run:
+    - name: update-rc.d -f {{ name }} remove
+    - onlyif: ls /etc/rc?.d/[SK][0-9][0-9]{{ name }}
     - require_in:
       - file: threatseer-clean-{{ role }}-files
 {%- endif %}

@@ -14,10 +14,13 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 STATES = ROOT / "states"
@@ -156,3 +159,60 @@ def hub_status(root: Path) -> dict[str, Any]:
         return json.loads((root / "var/lib/threatseer/hub/status.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+@dataclass
+class LocalMinion:
+    base: Path
+    conf: Path
+    root: Path
+    pillar: Path
+    bundles: Path
+    data: dict[str, Any]
+
+    def apply(self, sls: str, pillar: dict[str, Any] | None = None) -> tuple[int, dict, str]:
+        cmd = [SALT_CALL, "-c", str(self.conf), "--local", "--retcode-passthrough",
+               "--out=json", "state.apply", sls]
+        if pillar:
+            cmd.append("pillar=" + json.dumps(pillar))
+        rc, out, err = run_json(cmd)
+        assert isinstance(out, dict) and "local" in out, f"rc={rc}\n{out}\n{err[-3000:]}"
+        return rc, out["local"], err
+
+    def call(self, *args: str) -> Any:
+        rc, out, err = run_json([SALT_CALL, "-c", str(self.conf), "--local", "--out=json",
+                                 *args])
+        assert rc == 0, err[-2000:]
+        return out["local"]
+
+    def initd(self, name: str, action: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.root / "etc/init.d" / name), action],
+                              capture_output=True, text=True)
+
+    def pid(self, name: str) -> int:
+        return int((self.root / "run/threatseer" / f"{name}.pid").read_text())
+
+
+def local_minion(base: Path, root: Path, minion_id: str, wheelhouse: Path, signing_key: Path,
+                 pillar_extra: dict[str, Any] | None = None) -> LocalMinion:
+    """A `salt-call --local` minion: own config dir, root_dir, file and pillar roots, test
+    root; bundle 1.0.0 signed with ``signing_key`` on its file root and pinned."""
+    conf, pillar = base / "conf", base / "pillar"
+    conf.mkdir()
+    file_root = make_file_root(base, wheelhouse)
+    ports = {"ingest": free_port(), "publish": free_port(), "admin": free_port()}
+    data = base_pillar(root, ports, Path(f"{signing_key}.pub").read_text().strip())
+    data["threatseer"]["rules"]["version"] = "1.0.0"
+    for key, value in (pillar_extra or {}).items():
+        data["threatseer"].setdefault(key, {}).update(value)
+    write_pillar(pillar, data)
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - threatseer\n")
+    (conf / "minion").write_text(yaml.safe_dump({
+        "id": minion_id, "file_client": "local", "root_dir": str(base / "salt"),
+        "file_roots": {"base": [str(STATES), str(file_root)]},
+        "pillar_roots": {"base": [str(pillar)]},
+        "disable_modules": ["systemd_service"],
+    }))
+    bundles = file_root / "threatseer" / "bundles"
+    build_bundle(base / "work", "1.0.0", signing_key, bundles)
+    return LocalMinion(base, conf, root, pillar, bundles, data)

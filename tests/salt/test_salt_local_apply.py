@@ -6,34 +6,24 @@ file order: sensor, idempotence, a failing state, hub + rules, clean.
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from salt_helpers import (
-    SALT_CALL,
-    STATES,
-    base_pillar,
-    build_bundle,
+    LocalMinion,
     hub_status,
-    make_file_root,
-    run_json,
+    local_minion,
     state_changes,
     state_failures,
     stop_leftovers,
     wait_for,
-    write_pillar,
 )
-
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(600)
 MINION = "ts-local"
@@ -41,67 +31,15 @@ MINION = "ts-local"
 SENSOR_CAPS = (1 << 2) | (1 << 19) | (1 << 24) | (1 << 38) | (1 << 39)
 
 
-@dataclass
-class LocalMinion:
-    base: Path
-    conf: Path
-    root: Path
-    pillar: Path
-    bundles: Path
-    data: dict[str, Any]
-
-    def apply(self, sls: str, pillar: dict[str, Any] | None = None) -> tuple[int, dict, str]:
-        cmd = [SALT_CALL, "-c", str(self.conf), "--local", "--retcode-passthrough",
-               "--out=json", "state.apply", sls]
-        if pillar:
-            cmd.append("pillar=" + json.dumps(pillar))
-        rc, out, err = run_json(cmd)
-        assert isinstance(out, dict) and "local" in out, f"rc={rc}\n{out}\n{err[-3000:]}"
-        return rc, out["local"], err
-
-    def call(self, *args: str) -> Any:
-        rc, out, err = run_json([SALT_CALL, "-c", str(self.conf), "--local", "--out=json",
-                                 *args])
-        assert rc == 0, err[-2000:]
-        return out["local"]
-
-    def initd(self, name: str, action: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(self.root / "etc/init.d" / name), action],
-                              capture_output=True, text=True)
-
-    def pid(self, name: str) -> int:
-        return int((self.root / "run/threatseer" / f"{name}.pid").read_text())
-
-
 @pytest.fixture(scope="module")
 def minion(wheelhouse: Path, signing_key: Path) -> Iterator[LocalMinion]:
     base = Path(tempfile.mkdtemp(prefix="ts-salt-local-"))
     root = base / "root"
     try:
-        yield _local_minion(base, root, wheelhouse, signing_key)
+        yield local_minion(base, root, MINION, wheelhouse, signing_key)
     finally:
         stop_leftovers(root)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _local_minion(base: Path, root: Path, wheelhouse: Path, signing_key: Path) -> LocalMinion:
-    conf, pillar = base / "conf", base / "pillar"
-    conf.mkdir()
-    file_root = make_file_root(base, wheelhouse)
-    ports = {"ingest": free_port(), "publish": free_port(), "admin": free_port()}
-    data = base_pillar(root, ports, Path(f"{signing_key}.pub").read_text().strip())
-    data["threatseer"]["rules"]["version"] = "1.0.0"
-    write_pillar(pillar, data)
-    (pillar / "top.sls").write_text("base:\n  '*':\n    - threatseer\n")
-    (conf / "minion").write_text(yaml.safe_dump({
-        "id": MINION, "file_client": "local", "root_dir": str(base / "salt"),
-        "file_roots": {"base": [str(STATES), str(file_root)]},
-        "pillar_roots": {"base": [str(pillar)]},
-        "disable_modules": ["systemd_service"],
-    }))
-    bundles = file_root / "threatseer" / "bundles"
-    build_bundle(base / "work", "1.0.0", signing_key, bundles)
-    return LocalMinion(base, conf, root, pillar, bundles, data)
 
 
 def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
