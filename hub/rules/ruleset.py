@@ -1,17 +1,20 @@
 """Compiled rules and the index that picks, per event, only the rules that can match it.
 
 Each rule's condition is analysed once: the set of ``event.action`` values it can match
-(from conditions on ``event.action`` or ``event.category``) picks its bucket, and a literal
-it requires (``process.name in (...)``, or Sigma's ``Image|endswith: /bash`` which implies
-the executable's basename) files it under that value; failing that, substrings it requires
-(``process.command_line contains ...``) file it in an Aho-Corasick automaton (pyahocorasick)
-that finds, in one pass over the event's text, the rules whose needles occur. An event is then checked against the
-rules of its action's bucket that need no literal, plus those filed under its own values.
+(from conditions on ``event.action`` or ``event.category``) picks its bucket, and
+:func:`requirement` finds literals of which every match carries at least one: a field value
+(``process.name in (...)``, or Sigma's ``Image|endswith: /bash`` which implies the
+executable's basename), looked up in a dict, or a substring of a field's text
+(``contains``/``startswith``/``endswith`` values, literals a regex or glob cannot match
+without), found with one Aho-Corasick pass (pyahocorasick) per field. An ``or`` may require
+different fields in its branches. An event is then checked against the rules of its action's
+bucket that require nothing, plus those whose literals it carries.
 ``match_brute`` evaluates every rule and exists to test that the index never changes results.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import defaultdict
 from collections.abc import Iterable
@@ -22,7 +25,13 @@ import ahocorasick
 
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.rules.query.ast import And, Cmp, Const, Node, Or
-from threatseer.hub.rules.query.compiler import Predicate, compile_condition, equality_set
+from threatseer.hub.rules.query.compiler import (
+    Predicate,
+    as_str,
+    compile_condition,
+    equality_set,
+)
+from threatseer.hub.rules.regex_literals import required_literals
 from threatseer.sensor import ecs
 
 _TEMPLATE_FIELD = re.compile(r"\{([\w.@\[\]-]+)\}")
@@ -185,10 +194,76 @@ def required_substrings(node: Node) -> tuple[str, frozenset[str]] | None:
     return None
 
 
-def _lowered_text(value: Any) -> str:
-    if value.__class__ is list:
-        return "\0".join(x.lower() if x.__class__ is str else str(x).lower() for x in value)
-    return value.lower() if value.__class__ is str else str(value).lower()
+# A rule's requirement: alternatives (spec -> values) of which at least one must hold for the
+# rule to match. "sub" specs are needles in the field's lower-cased text (Aho-Corasick).
+Requirement = dict[KeySpec, frozenset[Any]]
+_HASHED = 1000  # strength of an "eq"/"base" atom: one dict lookup, exact
+
+
+def _cmp_requirement(node: Cmp) -> Requirement | None:
+    key = literal_key(node)
+    if key is not None:
+        return {key[0]: key[1]}
+    subs = required_substrings(node)
+    if subs is not None:
+        needles = frozenset(n for n in subs[1] if n.isascii())
+        if len(needles) == len(subs[1]):
+            return {("sub", subs[0], False): needles}
+        return None
+    f = node.field
+    if node.op in ("regex", "glob") and f.index is None and not f.fallbacks and node.values:
+        found: set[str] = set()
+        for v in node.values:
+            text = v if isinstance(v, str) else str(v)
+            lits = required_literals(fnmatch.translate(text) if node.op == "glob" else text)
+            if lits is None:
+                return None
+            found |= lits
+        return {("sub", f.name, False): frozenset(found)}
+    return None
+
+
+def _strength(req: Requirement) -> tuple[int, int]:
+    """How selective a requirement is: its weakest atom, then fewer values."""
+    weakest = min(_HASHED if spec[0] != "sub" else min(map(len, vals), default=0)
+                  for spec, vals in req.items())
+    return weakest, -sum(map(len, req.values()))
+
+
+def requirement(node: Node) -> Requirement | None:
+    """Literals of which every match of ``node`` carries at least one, or None.
+
+    Unlike :func:`literal_key` and :func:`required_substrings`, the branches of an ``or`` may
+    require different fields (``Image endswith /ufw-init or CommandLine contains 'ufw '``), and
+    regex and glob literals count, so far fewer rules are left for every event.
+    """
+    if isinstance(node, Cmp):
+        return _cmp_requirement(node)
+    if isinstance(node, And):
+        found = [r for r in map(requirement, node.items) if r]
+        return max(found, key=_strength) if found else None
+    if isinstance(node, Or):
+        merged: dict[KeySpec, frozenset[Any]] = {}
+        for item in node.items:
+            req = requirement(item)
+            if not req:
+                return None
+            for spec, vals in req.items():
+                merged[spec] = merged.get(spec, frozenset()) | vals
+        return merged or None
+    return None
+
+
+def _search_text(value: Any) -> str | None:
+    """The field's text for needle search, lower-cased; None when not ASCII (then every rule
+    filed under the field is a candidate: Unicode case rules differ from ASCII's)."""
+    if value.__class__ is str:
+        text = value
+    elif value.__class__ is list:
+        text = "\0".join(x if x.__class__ is str else as_str(x) for x in value)
+    else:
+        text = as_str(value)
+    return text.lower() if text.isascii() else None
 
 
 def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
@@ -211,28 +286,37 @@ class _Bucket:
     keyed: dict[KeySpec, dict[Any, list[CompiledRule]]] = field(default_factory=dict)
     # field -> needle -> rules; turned into one Aho-Corasick automaton per field by seal().
     needles: dict[str, dict[str, list[CompiledRule]]] = field(default_factory=dict)
-    automata: list[tuple[str, Any]] = field(default_factory=list)
+    # (field, automaton, every rule filed under the field: the answer for non-ASCII text)
+    automata: list[tuple[str, Any, tuple[CompiledRule, ...]]] = field(default_factory=list)
+    keyed_items: tuple[tuple[KeySpec, dict[Any, list[CompiledRule]]], ...] = ()
 
-    def add(self, rule: CompiledRule, key: tuple[KeySpec, frozenset[Any]] | None,
-            subs: tuple[str, frozenset[str]] | None) -> None:
-        if key is not None:
-            table = self.keyed.setdefault(key[0], {})
-            for value in key[1]:
-                table.setdefault(value, []).append(rule)
-        elif subs is not None:
-            table = self.needles.setdefault(subs[0], {})
-            for needle in subs[1]:
-                table.setdefault(needle, []).append(rule)
-        else:
+    def add(self, rule: CompiledRule, req: Requirement | None) -> None:
+        if not req:
             self.general.append(rule)
+            return
+        for spec, values in req.items():
+            if spec[0] == "sub":
+                table = self.needles.setdefault(spec[1], {})
+                for needle in values:
+                    table.setdefault(needle, []).append(rule)
+            else:
+                keyed = self.keyed.setdefault(spec, {})
+                for value in values:
+                    keyed.setdefault(value, []).append(rule)
 
     def seal(self) -> None:
+        self.keyed_items = tuple(self.keyed.items())
         for name, table in self.needles.items():
             automaton = ahocorasick.Automaton()
             for needle, rules in table.items():
                 automaton.add_word(needle, tuple(rules))
             automaton.make_automaton()
-            self.automata.append((name, automaton))
+            every = tuple(dict.fromkeys(r for rules in table.values() for r in rules))
+            self.automata.append((name, automaton, every))
+
+
+def _order(rule: CompiledRule) -> int:
+    return rule.order
 
 
 class IndexedRuleSet:
@@ -243,19 +327,16 @@ class IndexedRuleSet:
         for i, rule in enumerate(self.rules):
             rule.order = i
         self.by_name = {r.name: r for r in self.rules}
-        analysed = []
-        for r in self.rules:
-            key = literal_key(r.condition)
-            subs = required_substrings(r.condition) if key is None else None
-            analysed.append((r, possible_actions(r.condition), key, subs))
-        actions = sorted({a for _, acts, _, _ in analysed if acts for a in acts})
+        analysed = [(r, possible_actions(r.condition), requirement(r.condition))
+                    for r in self.rules]
+        actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names
-        for rule, acts, key, subs in analysed:
+        for rule, acts, req in analysed:
             targets = [self._buckets[a] for a in acts] if acts is not None else [
                 *self._buckets.values(), self._default]
             for bucket in targets:
-                bucket.add(rule, key, subs)
+                bucket.add(rule, req)
         for bucket in (*self._buckets.values(), self._default):
             bucket.seal()
 
@@ -263,26 +344,30 @@ class IndexedRuleSet:
         return len(self.rules)
 
     def candidates(self, event: dict[str, Any]) -> list[CompiledRule]:
+        """The rules that can match ``event`` (each once; the rest cannot match it)."""
         action = event.get("event.action")
         bucket = self._buckets.get(action, self._default) if action.__class__ is str else \
             self._default
-        out = list(bucket.general)
-        for spec, table in bucket.keyed.items():
+        found = dict.fromkeys(bucket.general)
+        for spec, table in bucket.keyed_items:
             value = event.get(spec[1])
             if value is None:
                 continue
             for k in _lookup_keys(spec, value):
-                out.extend(table.get(k, ()))
-        if bucket.automata:
-            found: dict[CompiledRule, None] = {}
-            for name, automaton in bucket.automata:
-                value = event.get(name)
-                if value is None:
-                    continue
-                for _, rules in automaton.iter(_lowered_text(value)):
+                rules = table.get(k)
+                if rules is not None:
                     found.update(dict.fromkeys(rules))
-            out.extend(found)
-        return out
+        for name, automaton, every in bucket.automata:
+            value = event.get(name)
+            if value is None:
+                continue
+            text = _search_text(value)
+            if text is None:
+                found.update(dict.fromkeys(every))
+                continue
+            for _, rules in automaton.iter(text):
+                found.update(dict.fromkeys(rules))
+        return list(found)
 
     def matching_rules(self, event: dict[str, Any]) -> list[CompiledRule]:
         action = event.get("event.action")
@@ -291,7 +376,7 @@ class IndexedRuleSet:
         else:
             hits = [r for r in self.candidates(event) if r.predicate(event)]
         if len(hits) > 1:
-            hits = sorted(set(hits), key=lambda r: r.order)
+            hits.sort(key=_order)
         return hits
 
     def match(self, event: dict[str, Any]) -> list[Indicator]:

@@ -60,7 +60,7 @@ def equality_set(values: tuple[Any, ...], nocase: bool) -> frozenset[Any]:
     return frozenset(out)
 
 
-def _as_str(x: Any) -> str:
+def as_str(x: Any) -> str:
     if x.__class__ is str:
         return x
     if isinstance(x, bool):
@@ -88,13 +88,13 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
                 return False
 
         return num
-    strs = tuple(_as_str(v).lower() if nocase else _as_str(v) for v in values)
+    strs = tuple(as_str(v).lower() if nocase else as_str(v) for v in values)
     if nocase:
         def fold(x: Any) -> str:
-            return x.lower() if x.__class__ is str else _as_str(x).lower()
+            return x.lower() if x.__class__ is str else as_str(x).lower()
     else:
         def fold(x: Any) -> str:
-            return x if x.__class__ is str else _as_str(x)
+            return x if x.__class__ is str else as_str(x)
     if op == "contains":
         if len(strs) == 1:
             needle = strs[0]
@@ -117,7 +117,7 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
         return lambda x: fold(x).endswith(strs)
     if op in ("glob", "regex"):
         flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
-        raw = tuple(_as_str(v) for v in values)
+        raw = tuple(as_str(v) for v in values)
         if op == "glob":
             pattern = "|".join(f"(?:{fnmatch.translate(s)})" for s in raw)
         else:
@@ -127,7 +127,7 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
         except re.error as exc:
             raise QueryError(f"bad {op} {raw!r}: {exc}") from None
         search = rx.match if op == "glob" else rx.search
-        return lambda x: search(_as_str(x)) is not None
+        return lambda x: search(as_str(x)) is not None
     if op == "cidr":
         try:
             nets = tuple(ipaddress.ip_network(s, strict=False) for s in strs)
@@ -136,7 +136,7 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
 
         def in_net(x: Any) -> bool:
             try:
-                ip = ipaddress.ip_address(_as_str(x))
+                ip = ipaddress.ip_address(as_str(x))
             except ValueError:
                 return False
             return any(ip in n for n in nets)

@@ -1,0 +1,81 @@
+"""The index's needle prefilter (regex/glob literals, or-branches over different fields, the
+non-ASCII fallback) never hides a match: indexed matching equals brute force."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from rules_helpers import write_bundle
+
+from threatseer.hub.rules.bundle import load_bundle
+from threatseer.hub.rules.query import parse
+from threatseer.hub.rules.regex_literals import required_literals
+from threatseer.hub.rules.ruleset import requirement
+
+
+def test_required_literals() -> None:
+    assert required_literals(r"history\s+-c|HISTFILE=/dev/null|unset\s+HISTFILE") == {
+        "history", "histfile=/dev/null", "histfile"}
+    assert required_literals(r"(curl|wget)\b[^|;]*\|\s*sh") == {"curl", "wget"}
+    assert required_literals(r"\A(?:abc.*d)\Z") == {"abc"}
+    assert required_literals(r"(?:abc)+xy") == {"abc"}
+    assert required_literals(r"(?:abc)*xy") is None  # optional: nothing required
+    assert required_literals(r"ab|cdef") is None  # one branch too short to be worth it
+    assert required_literals(r"[a-z]+\d") is None
+    assert required_literals(r"caf\u00e9s") is None  # non-ASCII needle: never used
+    assert required_literals("(unbalanced") is None
+
+
+def test_requirement_spans_fields_and_regexes() -> None:
+    req = requirement(parse(
+        "event.action = exec and (process.executable endswith /ufw-init"
+        " or process.command_line icontains 'ufw ')"))
+    assert req == {("base", "process.executable", False): {"ufw-init"},
+                   ("sub", "process.command_line", False): {"ufw "}}
+    req = requirement(parse("process.command_line regex 'history\\s+-c|unset\\s+HISTFILE'"))
+    assert req == {("sub", "process.command_line", False): {"history", "histfile"}}
+    assert requirement(parse("file.path glob '/home/*/.ssh/id_*'")) == {
+        ("sub", "file.path", False): {"/.ssh/id_"}}
+    assert requirement(parse("a regex x or b contains yyy")) is None
+    assert requirement(parse("not a contains xyz")) is None
+
+
+RULES = """\
+rules:
+  - {rule: re_hist, condition: "process.command_line regex 'history\\\\s+-c|HISTSIZE=0'", score: 1}
+  - {rule: ire_sudo, condition: "process.command_line iregex 'sudo\\\\s+-i'", score: 1}
+  - {rule: icontains_kill, condition: "process.command_line icontains KILLALL", score: 1}
+  - {rule: glob_key, condition: "file.path iglob '/home/*/.ssh/id_*'", score: 1}
+  - {rule: either, condition: "process.executable endswith /nc or process.args contains '-e'",
+     score: 1}
+  - {rule: args_re, condition: "process.args regex '^--?exec='", score: 1}
+"""
+WORDS = ["history -c", "HISTSIZE=0", "sudo -i", "\u017fudo -i", "SUDO  -I", "killall",
+         "KILLALL", "Kill\u0410ll", "/home/bob/.ssh/id_rsa", "/HOME/x/.SSH/ID_x", "-e",
+         "--exec=x", "-exec=", "plain", "caf\u00e9", "\u212a", "", "/usr/bin/nc", "nc"]
+
+
+def test_index_equals_brute_force_on_tricky_text(tmp_path: Path) -> None:
+    rs = load_bundle(write_bundle(tmp_path / "b", {"rules/r.yaml": RULES})).ruleset
+    rng = random.Random(3)
+    hits = 0
+    for _ in range(3000):
+        ev = {"event.action": rng.choice(["exec", "open", None])}
+        for f in ("process.command_line", "file.path", "process.executable"):
+            if rng.random() < 0.8:
+                ev[f] = " ".join(rng.sample(WORDS, rng.randint(1, 3)))
+        if rng.random() < 0.5:
+            ev["process.args"] = rng.sample(WORDS, rng.randint(0, 4)) + [rng.randint(0, 9)]
+        indexed = [r.name for r in rs.matching_rules(ev)]
+        assert indexed == [r.name for r in rs.match_brute(ev)], ev
+        hits += bool(indexed)
+    assert hits > 500
+
+
+def test_unicode_case_folding_is_not_hidden_by_the_prefilter(tmp_path: Path) -> None:
+    rs = load_bundle(write_bundle(tmp_path / "b", {"rules/r.yaml": RULES})).ruleset
+    plain = {"event.action": "exec", "process.command_line": "ls -l"}
+    assert "ire_sudo" not in [r.name for r in rs.candidates(plain)]  # the prefilter is in use
+    ev = {"event.action": "exec", "process.command_line": "\u017fudo -i"}  # long s
+    assert [r.name for r in rs.matching_rules(ev)] == ["ire_sudo"]
