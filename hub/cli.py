@@ -80,16 +80,30 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
               help="Topic prefix, e.g. 'alert.' or 'event.network.' (repeatable; default all).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (nested ECS) instead of text.")
 @click.option("--count", type=int, default=None, help="Exit after this many events.")
+@click.option("--server-key", metavar="KEY|FILE",
+              help="The hub's CURVE public key (Z85 text or a file); omit for a plaintext hub.")
+@click.option("--key", "key_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Our CURVE secret key file (`threatseer keys gen --type curve`); its public "
+                   "half must be in the hub's curve_subscriber_allow_list.")
 def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], as_json: bool,
-                count: int | None) -> None:
+                count: int | None, server_key: str | None, key_file: str | None) -> None:
     """Watch a hub's scored events live."""
     from threatseer.hub.tap import run_tap
+    from threatseer.sensor.ship import read_key
 
+    curve = None
+    if server_key or key_file:
+        if not (server_key and key_file):
+            raise click.UsageError("--server-key and --key go together")
+        try:
+            curve = (read_key(key_file, "--key"), read_key(server_key, "--server-key"))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         run_tap(endpoint, topics, min_score, as_json, count,
                 on_ready=lambda: print(f"tap: subscribed to {endpoint}", file=sys.stderr,
-                                       flush=True))
+                                       flush=True), curve=curve)
 
 
 @click.command("replay")

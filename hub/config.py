@@ -16,7 +16,7 @@ from threatseer.sensor import wire
 
 @dataclass
 class IngestConfig:
-    # ZeroMQ PULL endpoint the sensors push their batches to.
+    # ZeroMQ ROUTER endpoint the sensors send their batches to (acks go back on it).
     endpoint: str = "tcp://127.0.0.1:5555"
     # Batches larger than this (header + body bytes) are refused as "oversized" and counted.
     max_message_bytes: int = wire.MAX_BODY_BYTES
@@ -29,6 +29,11 @@ class IngestConfig:
     max_batches_per_cycle: int = 64
     # Minimum seconds between two log lines about the same sensor and bad-input reason.
     log_interval_s: float = 10.0
+    # SQLite synchronous mode of the delivery ledger (<state_dir>/ledger.db): normal survives
+    # a hub crash (kill -9); full also a power cut, at one fsync per pipeline cycle.
+    ledger_synchronous: str = "normal"
+    # Days the ledger keeps its record of each scored batch (the per-sensor state is kept).
+    ledger_keep_days: float = 2.0
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -39,6 +44,8 @@ class IngestConfig:
             raise ValueError("rcv_hwm: must be at least 1")
         if self.max_batches_per_cycle < 1:
             raise ValueError("max_batches_per_cycle: must be at least 1")
+        if self.ledger_synchronous not in ("normal", "full"):
+            raise ValueError("ledger_synchronous: must be normal or full")
 
 
 @dataclass
@@ -127,6 +134,19 @@ class HubConfig:
     bundle: str = ""
     # Where the hub keeps state: installed bundles, profiles, status file.
     state_dir: str = "/var/lib/threatseer/hub"
+    # Transport (docs/transport.md). CURVE is required unless plaintext is true: the hub's
+    # secret key file (`threatseer keys gen --type curve`; sensors and subscribers need its
+    # public half) ...
+    curve_secret_key_file: str = ""
+    # ... the sensors' public keys allowed to send: a file (or a directory of files) of Z85
+    # keys, one a line ("KEY  # name"); re-read when it changes, no restart ...
+    curve_allow_list: str = ""
+    # ... and the subscribers' (tap, other SUB clients) public keys, same format; empty: no
+    # subscriber may read the PUB stream.
+    curve_subscriber_allow_list: str = ""
+    # Accept sensors and subscribers unencrypted and unauthenticated (a warning is logged at
+    # start). For a lab or a hub on the sensors' host only.
+    plaintext: bool = False
     # Where scored events go besides the PUB socket (default: nowhere else).
     outputs: list[OutputConfig] = field(default_factory=list)
     # debug, info, warning, error.

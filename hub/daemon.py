@@ -5,6 +5,10 @@ core, handing batches between Python threads would cost more than it saves. Side
 (Prometheus HTTP, the bundle admin server) run in their own threads and touch the pipeline only
 through :meth:`Hub.activate`, a single attribute store.
 
+Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
+sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
+only after that commit acknowledged to their sensors.
+
 Graceful stop: the loop stops waiting for new input, then keeps taking whatever is already
 queued on the socket until it is empty (bounded by ``stop_timeout_s``), scores and emits it,
 flushes profiles, closes the outputs and lets the PUB socket linger so subscribers get it all.
@@ -24,15 +28,18 @@ import zmq
 from threatseer.hub.config import HubConfig
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.ingest import Ingest, Message, Received
+from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, gap_event
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.publish import Publisher
 from threatseer.hub.rules.model import Bundle
 from threatseer.hub.scoring import Pipeline
+from threatseer.hub.transport import PUBLISH, Transport
 
 log = logging.getLogger("threatseer.hub")
 STATUS_FILE = "status.json"
+LEDGER_FILE = "ledger.db"
 STATUS_INTERVAL_S = 2.0
 
 
@@ -99,9 +106,20 @@ class Hub:
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
         self._note_bundle()
-        self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics)
-        self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm)
-                          if cfg.publish.endpoint else None)
+        self.transport = Transport(cfg, self.ctx, self.metrics)
+        try:
+            self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
+                                 cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
+            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+            self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
+                                        secure=self._secure_pub)
+                              if cfg.publish.endpoint else None)
+        except BaseException:
+            self.transport.close()
+            raise
+        self._rebind_publisher = False
+        if self.transport.auth is not None:
+            self.transport.auth.on_revoke = self._on_revoke
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
         self.emitted = 0
         self.failures = 0  # pipeline bugs caught (see _failed); should stay 0
@@ -141,6 +159,7 @@ class Hub:
                 log.warning("admin server stop: %s", exc)
         if self._http is not None:
             self._http.shutdown()
+        self.transport.close()
         self.ctx.term()
 
     @property
@@ -154,6 +173,15 @@ class Hub:
         log.info("bundle activated: %s", self._bundle_name())
 
     # -- internals -----------------------------------------------------------------------
+    def _secure_pub(self, sock: zmq.Socket) -> None:
+        self.transport.secure(sock, PUBLISH)
+
+    def _on_revoke(self, domain: str) -> None:
+        """(ZAP thread) keys left an allow-list: ingest checks every message anyway; the PUB
+        socket is re-bound by the pipeline thread so subscribers handshake again."""
+        if domain == PUBLISH:
+            self._rebind_publisher = True
+
     def _bundle_name(self) -> str:
         m = self.pipeline.rules.bundle.manifest
         return f"{m.name} {m.version}"
@@ -189,6 +217,9 @@ class Hub:
                     got = self.ingest.take(100)
                     if got:
                         self._process(got)
+                    if self._rebind_publisher and self.publisher is not None:
+                        self._rebind_publisher = False
+                        self.publisher.rebind()
                     now = time.time()
                     if self.pipeline.profile is not None:
                         self.pipeline.profile.maybe_flush(now)
@@ -220,24 +251,45 @@ class Hub:
         if self.publisher is not None:
             self.publisher.close()
         self.ingest.close()
+        self.ledger.close()
         if self.profile_store is not None:
             self.profile_store.close()
 
     def _process(self, got: list[Message]) -> None:
         pipeline, publisher, outputs, m = self.pipeline, self.publisher, self.outputs, self.metrics
-        ingest = self.ingest
+        ingest, ledger = self.ingest, self.ledger
         sensors = ingest.sensors
         tossed = logged = alerted = 0
         now = time.time()
+        acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
         for msg in got:
+            sid = msg.sensor_id
+            verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base)
+            if verdict.kind == STALE:
+                ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of epoch {msg.epoch}, "
+                           f"older than the sensor's current epoch: dropped")
+                continue
+            acks[(msg.peer, sid)] = msg.epoch
+            if verdict.restarted:
+                log.info("sensor %s: new epoch %d (its spool is new)", sid, msg.epoch)
+            if verdict.lost_batches:
+                self._report_gap(msg, verdict.lost_batches, now)
+            if verdict.kind == DUPLICATE:
+                m.child(m.duplicates, msg.label).inc()
+                continue
+            if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
+                continue
+            assert verdict.kind == NEW
             rec = ingest.open(msg)
-            if rec is None or not rec.events:
+            if rec is None or not rec.events:  # refused (counted): resending will not help
+                ledger.scored(sid, msg.epoch, msg.seq, 0, 0)
                 continue
             try:
                 results = [pipeline.score(rec.events, rec.sensor_id, rec.seq, now)]
             except Exception:  # engines guard each event; this is a bug: save what we can
                 self._failed(f"scoring batch {rec.seq} of {rec.sensor_id}")
                 results = self._score_one_by_one(rec, now)
+            emitted = 0
             for res in results:
                 tossed += res.tossed
                 logged += res.logged
@@ -252,10 +304,40 @@ class Hub:
                 sensors[rec.label].events_out += len(res.emitted)
                 m.child(m.events_out, rec.label).inc(len(res.emitted))
                 self.emitted += len(res.emitted)
+                emitted += len(res.emitted)
+            ledger.scored(sid, msg.epoch, msg.seq, len(rec.events), emitted)
+        try:
+            ledger.commit()
+        except Exception:  # not durable: no acks, the sensors resend (scored again)
+            self._failed("ledger commit")
+            acks.clear()
+        for (peer, sid), epoch in acks.items():
+            st = ledger.state.get(sid)
+            if st is not None and st.epoch == epoch:
+                ingest.ack(peer, epoch, st.high)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _report_gap(self, msg: Message, batches: int, now: float) -> None:
+        """A final sequence gap: a loss event through the pipeline (never silent)."""
+        m = self.metrics
+        m.child(m.lost_batches, msg.label).inc(batches)
+        log.warning("sensor %s: %d batches before seq %d never arrived and can no longer be "
+                    "resent: reported as lost", msg.sensor_id, batches, msg.seq)
+        ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches)
+        try:
+            res = self.pipeline.score([ev], msg.sensor_id, msg.seq, now)
+        except Exception:
+            self._failed("scoring a loss event")
+            return
+        if res.emitted:
+            if self.publisher is not None:
+                self.publisher.publish(res.emitted)
+            for e in res.emitted if self.outputs.configs else ():
+                self.outputs.emit(e)
+            self.emitted += len(res.emitted)
 
     def _score_one_by_one(self, rec: Received, now: float) -> list[Any]:
         out = []
@@ -297,6 +379,9 @@ class Hub:
             "bundle": {"name": b.manifest.name, "version": b.manifest.version,
                        "digest": b.digest, "source": b.source,
                        "rules": len(b.ruleset), "unsupported": len(b.unsupported)},
+            "transport": {"plaintext": self.transport.plaintext,
+                          "auth": (self.transport.auth.status()
+                                   if self.transport.auth is not None else None)},
             "sensors": {sid: {"events_in": s.events_in, "events_out": s.events_out,
                               "batches": s.batches, "last_seq": s.last_seq,
                               "last_seen": s.last_seen, "host": s.host, "bad": dict(s.bad)}

@@ -1,4 +1,7 @@
-"""Ingest: the ZeroMQ PULL socket the sensors push wire batches to.
+"""Ingest: the ZeroMQ ROUTER socket the sensors' DEALERs send wire batches to.
+
+ROUTER (not PULL) so the hub can acknowledge each sensor on its own authenticated connection
+(docs/transport.md); a message is ``[peer routing id, header, body]``.
 
 Fairness comes in two layers. ZeroMQ itself reads connected peers round-robin and keeps a
 bounded pipe (``rcv_hwm``) per peer, so a sensor sending faster than the hub scores fills only
@@ -13,6 +16,7 @@ reason (:mod:`threatseer.sensor.wire` reasons plus ``schema``), logged at most o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -70,6 +74,7 @@ class Received:
     sent_ns: int
     events: list[dict[str, Any]]  # schema-checked
     label: str = ""  # key in Ingest.sensors and metric label (sensor id, or "other")
+    epoch: int = 0
 
 
 # ecs.REQUIRED as key sets, so the per-event check is one C-level subset test; the messages
@@ -94,6 +99,10 @@ class Message:
     buffers: list[Any]
     sensor_id: str
     label: str
+    peer: bytes = b""  # ROUTER routing id: where the ack goes
+    epoch: int = 0
+    seq: int = 0
+    base: int = 0
 
 
 def _sensor_of(frames: list[Any]) -> str:
@@ -115,12 +124,19 @@ def _sensor_of(frames: list[Any]) -> str:
 
 
 class Ingest:
-    def __init__(self, ctx: zmq.Context, cfg: IngestConfig, metrics: HubMetrics) -> None:
+    def __init__(self, ctx: zmq.Context, cfg: IngestConfig, metrics: HubMetrics,
+                 transport: Any = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.sock = ctx.socket(zmq.PULL)
+        self.transport = transport
+        self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
+        self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
         self.sock.setsockopt(zmq.LINGER, 0)
+        if transport is not None:
+            from threatseer.hub.transport import INGEST
+
+            transport.secure(self.sock, INGEST)
         self.sock.bind(cfg.endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sensors: dict[str, SensorStats] = {}
@@ -181,7 +197,30 @@ class Ingest:
             queues = [q for q in queues if q]
         return out
 
-    def _check(self, frames: list[Any]) -> Message | None:
+    def ack(self, peer: bytes, epoch: int, seq: int) -> None:
+        """Tell a sensor everything up to ``seq`` is durably scored (dropped when it is gone:
+        it resends and is acknowledged then)."""
+        with contextlib.suppress(zmq.ZMQError):
+            self.sock.send_multipart((peer, wire.encode_ack(epoch, seq)), zmq.NOBLOCK)
+
+    def _revoked(self, frame: Any) -> bool:
+        """A message from a key that left the allow-list after its handshake (counted)."""
+        auth = self.transport.auth if self.transport is not None else None
+        if auth is None:
+            return False
+        key = frame.get("User-Id")
+        if key and auth.allowed("ingest", key.encode()):
+            return False
+        auth.revoked_message("ingest", key or "?", frame.get("Peer-Address") or "?")
+        return True
+
+    def _check(self, routed: list[Any]) -> Message | None:
+        if len(routed) < 2:  # the routing id alone: cannot happen on a ROUTER, but be sure
+            self.bad(UNKNOWN_SENSOR, wire.BAD_FRAMES, "empty message")
+            return None
+        if self._revoked(routed[1]):
+            return None
+        peer, frames = routed[0].bytes, routed[1:]
         size = sum(len(f) for f in frames)
         if size > self.cfg.max_message_bytes:
             self.bad(_sensor_of(frames), wire.TOO_LARGE,
@@ -194,7 +233,8 @@ class Ingest:
             self.bad(_sensor_of(frames), exc.reason, str(exc))
             return None
         self.stats(header["sid"])
-        return Message(buffers, header["sid"], self.label(header["sid"]))
+        return Message(buffers, header["sid"], self.label(header["sid"]), peer,
+                       header.get("e", 0), header["seq"], header.get("b", 0))
 
     def open(self, msg: Message) -> Received | None:
         """Decode a message's body and check every event against the schema."""
@@ -228,7 +268,8 @@ class Ingest:
             self.bad(sid, SCHEMA, f"batch {batch.seq}: {bad_events} event(s) refused, first: "
                      f"{first_problem}", bad_events)
             events = good
-        return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, events, sid)
+        return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, events, sid,
+                        batch.epoch)
 
     def close(self) -> None:
         self.sock.close()

@@ -34,6 +34,15 @@ class HubMetrics:
         self.profiles = Gauge("threatseer_hub_profiles", "Profiles in memory.", registry=r)
         self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle.",
                             ["name", "version", "digest"], registry=r)
+        self.duplicates = Counter("threatseer_hub_duplicate_batches", "Batches received again "
+                                  "after they were scored (resends after a hub restart), not "
+                                  "scored again, per sensor.", ["sensor"], registry=r)
+        self.lost_batches = Counter("threatseer_hub_lost_batches", "Batches a sensor could no "
+                                    "longer resend (final sequence gaps), per sensor.",
+                                    ["sensor"], registry=r)
+        self.auth = Counter("threatseer_hub_auth", "CURVE handshakes accepted/refused and "
+                            "messages of revoked keys dropped, per ZAP domain (ingest, publish).",
+                            ["domain", "result"], registry=r)
         self._children: dict[tuple[str, str], Any] = {}
         self._engine_seen: dict[str, float] = {}
 

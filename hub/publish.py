@@ -9,6 +9,8 @@ topic: one send and one pack call per group instead of per event is most of the 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -39,16 +41,45 @@ def decode(frames: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
 
 
 class Publisher:
-    def __init__(self, ctx: zmq.Context, endpoint: str, snd_hwm: int = 100_000) -> None:
-        self.sock = ctx.socket(zmq.PUB)
-        self.sock.setsockopt(zmq.SNDHWM, snd_hwm)
-        self.sock.setsockopt(zmq.LINGER, 2000)
-        self.sock.bind(endpoint)
+    def __init__(self, ctx: zmq.Context, endpoint: str, snd_hwm: int = 100_000,
+                 secure: Callable[[zmq.Socket], None] | None = None) -> None:
+        self.ctx = ctx
+        self.snd_hwm = snd_hwm
+        self.secure = secure  # makes the socket a CURVE server (hub.transport), before bind
+        self.sock = self._open(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.rebinds = 0
         self._pack = msgpack.Packer(use_bin_type=True, default=str).pack
         self._topics: dict[tuple[Any, Any, Any], bytes] = {}
         self.sent = 0
         self.unpackable = 0  # events that could not be encoded (dropped from the PUB only)
+
+    def _open(self, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self.snd_hwm)
+        sock.setsockopt(zmq.LINGER, 2000)
+        if self.secure is not None:
+            self.secure(sock)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
+
+    def rebind(self) -> None:
+        """Close and bind again (same endpoint): every subscriber reconnects and is
+        authenticated again, so a revoked key is out. Subscribers miss what is published
+        meanwhile (the PUB stream is best-effort per connection anyway)."""
+        self.sock.close(linger=0)
+        for _ in range(50):
+            try:
+                self.sock = self._open(self.endpoint)
+                self.rebinds += 1
+                return
+            except zmq.ZMQError:  # the old listener is released by the I/O thread shortly
+                time.sleep(0.02)
+        self.sock = self._open(self.endpoint)
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         topics = self._topics

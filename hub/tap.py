@@ -40,9 +40,16 @@ def colour(score: int, alert: bool) -> str | None:
 
 def run_tap(endpoint: str, topics: tuple[str, ...], min_score: int | None, as_json: bool,
             count: int | None, out: TextIO = sys.stdout,
-            on_ready: Callable[[], None] | None = None) -> int:
+            on_ready: Callable[[], None] | None = None,
+            curve: tuple[bytes, bytes] | None = None) -> int:
+    """``curve`` is ``(our secret key, the hub's public key)`` (Z85); None = plaintext hub.
+    The hub must have our public key in its curve_subscriber_allow_list."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
+    if curve is not None:
+        sock.curve_secretkey = curve[0]
+        sock.curve_publickey = zmq.curve_public(curve[0])
+        sock.curve_serverkey = curve[1]
     sock.setsockopt(zmq.RCVHWM, 100_000)
     for t in topics or ("",):
         sock.setsockopt(zmq.SUBSCRIBE, t.encode())

@@ -83,8 +83,26 @@ class SensorConfig:
     hash_max_bytes: int = 64 * 1024 * 1024
     # Where the sensor keeps state (spool, keys).
     state_dir: str = "/var/lib/threatseer/sensor"
-    # ZeroMQ high-water mark (batches) on the PUSH socket.
+    # ZeroMQ high-water mark (batches) on the DEALER socket to the hub.
     send_hwm: int = 1000
+    # Transport (docs/transport.md). CURVE is required unless plaintext is true: this
+    # sensor's secret key file (`threatseer keys gen --type curve`; its public key must be in
+    # the hub's curve_allow_list) ...
+    curve_secret_key_file: str = ""
+    # ... its public key file (optional: derived from the secret; checked when given) ...
+    curve_public_key_file: str = ""
+    # ... and the hub's public key (40 Z85 characters, or a file holding them).
+    curve_server_key: str = ""
+    # Send batches unencrypted and unauthenticated (a warning is logged at start). For a
+    # hub on the same host or a lab only.
+    plaintext: bool = False
+    # Unacknowledged batches wait in <state_dir>/spool.db, at most this many MiB of event
+    # data; beyond it the oldest are dropped and counted as lost (health events).
+    spool_max_mib: int = 256
+    # Batches sent and not yet acknowledged by the hub, at most.
+    ack_window: int = 64
+    # Without ack progress for this long, resend everything unacknowledged.
+    resend_after_s: float = 5.0
     # debug, info, warning, error.
     log_level: str = "info"
 
@@ -104,5 +122,11 @@ class SensorConfig:
                     raise ValueError(f"{key}[{i}]: must be an absolute path prefix")
                 if len(path) > 200:
                     raise ValueError(f"{key}[{i}]: longer than 200 bytes")
+        if self.spool_max_mib < 1:
+            raise ValueError("spool_max_mib: must be at least 1")
+        if self.ack_window < 1:
+            raise ValueError("ack_window: must be at least 1")
+        if self.resend_after_s <= 0:
+            raise ValueError("resend_after_s: must be positive")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")

@@ -24,7 +24,7 @@ from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
 from threatseer.sensor.proctable import ProcessTable
-from threatseer.sensor.ship import HubSink, StdoutSink
+from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 
 log = logging.getLogger("threatseer.sensor")
 
@@ -205,8 +205,12 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     if to_stdout:
         sensor.sink = StdoutSink(identity)
     else:
-        sensor.sink = HubSink(config.hub, sensor.sensor_id, identity["host.name"],
-                              identity=identity, hwm=config.send_hwm)
+        try:
+            sensor.sink = hub_sink_from_config(config, sensor.sensor_id, identity["host.name"],
+                                               identity)
+        except (ValueError, OSError) as exc:  # bad/missing keys, unusable state_dir
+            click.echo(f"threatseer sensor: {exc}", err=True)
+            sys.exit(2)
     sink = sensor.sink
     sensor.install_signal_handlers()
     try:

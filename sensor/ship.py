@@ -1,22 +1,70 @@
-"""Where a sensor's batches go: a hub over ZeroMQ PUSH, or JSON lines on stdout.
+"""Where a sensor's batches go: a hub over ZeroMQ DEALER (CURVE), or JSON lines on stdout.
 
-Sending must never stall the ring-buffer reader: the PUSH socket is used without blocking, and
-batches the hub cannot take yet wait in a bounded queue in memory. When that queue is full the
-oldest batch is dropped and counted, and the count goes out in the next health event.
+Sending must never stall the ring-buffer reader: every batch goes to the on-disk spool
+(:mod:`threatseer.sensor.spool`) first, and the DEALER socket is used without blocking, at most
+``window`` unacknowledged batches in flight. The hub acknowledges on the same connection once a
+batch is durably scored; acknowledged batches leave the spool. No acknowledgement progress for
+``resend_after_s`` (a hub restart, a lost connection) means go back and resend everything
+unacknowledged, oldest first; the hub drops what it already has. A slow or absent hub only
+fills the spool; at its bound the oldest batches go and are counted (``dropped_events``, in the
+next health event). See docs/transport.md.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
-from collections import deque
+import time
 from typing import Any, TextIO
 
 import zmq
 
 from threatseer.sensor import ecs, wire
+from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 Event = dict[str, Any]
+log = logging.getLogger("threatseer.sensor.ship")
+Z85_KEY_LEN = 40
+
+
+def parse_key(token: str) -> bytes | None:
+    """The key if ``token`` is a Z85 CURVE key (40 characters that decode), else None."""
+    if len(token) != Z85_KEY_LEN:
+        return None
+    try:
+        zmq.utils.z85.decode(token)
+    except Exception:
+        return None
+    return token.encode()
+
+
+def read_key(value: str, what: str = "key") -> bytes:
+    """A Z85 CURVE key given as its 40 characters or as a file holding it (the first token
+    of the first line that has one; ``threatseer keys gen`` and Salt write such files).
+    Raises ValueError naming ``what``."""
+    text = value.strip()
+    if os.path.isfile(value):
+        try:
+            with open(value) as f:
+                text = next((ln.split()[0] for ln in f if ln.split()), "")
+        except OSError as exc:
+            raise ValueError(f"{what}: cannot read {value}: {exc.strerror}") from None
+    key = parse_key(text)
+    if key is None:
+        raise ValueError(f"{what}: not a Z85 CURVE key (40 characters) nor a file holding one")
+    return key
+
+
+def curve_keypair() -> tuple[str, str]:
+    """A new CURVE key pair as Z85 text: ``(secret, public)`` (``threatseer keys gen``)."""
+    public, secret = zmq.curve_keypair()
+    return secret.decode(), public.decode()
+
+
+def public_of(secret: bytes) -> bytes:
+    return zmq.curve_public(secret)
 
 
 class StdoutSink:
@@ -47,62 +95,163 @@ class StdoutSink:
 
 
 class HubSink:
-    """ZeroMQ PUSH of wire batches to a hub, numbered per sensor."""
+    """DEALER of wire batches to a hub, spooled until acknowledged (see the module doc).
+
+    ``curve`` is ``(secret key, server public key)`` in Z85, or None for plaintext.
+    """
 
     def __init__(
-        self, endpoint: str, sensor_id: str, host: str, *, identity: dict[str, Any] | None = None,
-        hwm: int = 1000, max_pending: int = 1000, context: zmq.Context | None = None,
+        self, endpoint: str, sensor_id: str, host: str, *, spool: Spool,
+        identity: dict[str, Any] | None = None, curve: tuple[bytes, bytes] | None = None,
+        window: int = 64, resend_after_s: float = 5.0, hwm: int = 1000,
+        context: zmq.Context | None = None,
     ) -> None:
         self.sensor_id = sensor_id
         self.host = host
         self.identity = identity or {}
+        self.spool = spool
+        self.window = window
+        self.resend_after_s = resend_after_s
         self.ctx = context or zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.PUSH)
-        self.sock.setsockopt(zmq.SNDHWM, hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-        self.seq = 0
-        self._pending: deque[list[bytes]] = deque()
-        self._pending_events: deque[int] = deque()
-        self.max_pending = max_pending
-        self.sent_events = 0
-        self.sent_batches = 0
-        self.dropped_events = 0
+        sock = self.sock = self.ctx.socket(zmq.DEALER)
+        if curve is not None:
+            secret, server = curve
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public_of(secret)
+            sock.curve_serverkey = server
+        sock.setsockopt(zmq.SNDHWM, max(hwm, window))
+        sock.setsockopt(zmq.LINGER, 0)
+        # Queue nothing on a pipe that is not connected: unsent batches stay in the spool.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sock.connect(endpoint)
+        self.acked = spool.first_seq - 1
+        self.next_send = spool.first_seq
+        self._progress_at = time.monotonic()
+        self.sent_events = 0  # acknowledged by the hub
+        self.sent_batches = 0  # handed to ZeroMQ (resends included)
+        self.resends = 0
+        self.bad_acks = 0
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Batches not yet acknowledged (in the spool)."""
+        return self.spool.count
+
+    @property
+    def dropped_events(self) -> int:
+        return self.spool.dropped_events
+
+    @property
+    def epoch(self) -> int:
+        return self.spool.epoch
 
     def send(self, events: list[Event]) -> None:
-        self.seq += 1
-        frames = wire.encode(wire.Batch(self.sensor_id, self.seq, events, host=self.host,
-                                        common=self.identity))
-        self._pending.append(frames)
-        self._pending_events.append(len(events))
-        while len(self._pending) > self.max_pending:
-            self._pending.popleft()
-            self.dropped_events += self._pending_events.popleft()
+        self.spool.append(len(events), wire.encode_body(events))
         self.flush()
 
-    def flush(self, timeout_s: float = 0) -> None:
-        """Hand queued batches to ZeroMQ; wait up to ``timeout_s`` for room if asked."""
-        while self._pending:
-            if timeout_s and not self.sock.poll(int(timeout_s * 1000), zmq.POLLOUT):
-                return
+    def _read_acks(self) -> None:
+        sock, spool = self.sock, self.spool
+        while True:
             try:
-                self.sock.send_multipart(self._pending[0], flags=zmq.NOBLOCK, copy=False)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._pending.popleft()
-            self.sent_events += self._pending_events.popleft()
+            try:
+                epoch, seq = wire.decode_ack(frames[-1])
+            except wire.WireError:
+                self.bad_acks += 1
+                continue
+            if epoch != spool.epoch or seq <= self.acked or seq >= spool.next_seq:
+                continue
+            self.sent_events += spool.ack(seq)
+            self.acked = seq
+            self._progress_at = time.monotonic()
+
+    def flush(self, timeout_s: float = 0) -> None:
+        """Read acks, then send what the window allows; never blocks beyond ``timeout_s``."""
+        self._read_acks()
+        spool = self.spool
+        now = time.monotonic()
+        if self.next_send <= self.acked:
+            self.next_send = self.acked + 1
+        if self.next_send < spool.first_seq:  # dropped at the spool bound
+            self.next_send = spool.first_seq
+        if self.next_send > self.acked + 1 and now - self._progress_at >= self.resend_after_s:
+            # No ack progress: the hub restarted or the connection lost batches. Go back.
+            self.next_send = max(self.acked + 1, spool.first_seq)
+            self._progress_at = now
+            self.resends += 1
+        base = spool.first_seq
+        while self.next_send < spool.next_seq and self.next_send - self.acked <= self.window:
+            seq = self.next_send
+            stored = spool.get(seq)
+            if stored is None:  # dropped meanwhile
+                self.next_send = spool.first_seq
+                continue
+            count, body = stored
+            header = wire.encode_header(
+                wire.Batch(self.sensor_id, seq, [], host=self.host, common=self.identity,
+                           epoch=spool.epoch, base=base), count)
+            try:
+                self.sock.send_multipart((header, body), flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            if self.next_send == self.acked + 1:
+                self._progress_at = max(self._progress_at, now)
+            self.next_send += 1
             self.sent_batches += 1
+        if timeout_s and spool.count:
+            self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
+            self._read_acks()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep sending and reading acks until the spool is empty or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while self.spool.count and time.monotonic() < deadline:
+            self.flush(min(0.05, max(0.0, deadline - time.monotonic())))
+        return not self.spool.count
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (waiting up to ``timeout_s``), then close; what could not be sent
-        is counted as dropped."""
-        self.flush(timeout_s)
-        self.dropped_events += sum(self._pending_events)
-        self._pending.clear()
-        self._pending_events.clear()
-        self.sock.setsockopt(zmq.LINGER, int(timeout_s * 1000))
+        """Wait up to ``timeout_s`` for the hub to acknowledge what is spooled, then close;
+        what is left stays in the spool and is sent after the next start."""
+        self.drain(timeout_s)
+        if self.spool.count:
+            log.info("%d batches (%d events) stay in the spool for the next start",
+                     self.spool.count, self.spool.events)
         self.sock.close()
+        self.spool.close()
+
+
+def curve_from_config(cfg: Any) -> tuple[bytes, bytes] | None:
+    """``(secret, server key)`` from a SensorConfig, None in plaintext mode (warned), or a
+    ValueError naming the missing or bad key (secure by default: no keys, no start)."""
+    if cfg.plaintext:
+        log.warning("transport: PLAINTEXT to %s (plaintext: true): batches are neither "
+                    "encrypted nor authenticated", cfg.hub)
+        return None
+    if not cfg.curve_secret_key_file:
+        raise ValueError("curve_secret_key_file: required (or set plaintext: true); "
+                         "make one with `threatseer keys gen --type curve`")
+    if not cfg.curve_server_key:
+        raise ValueError("curve_server_key: required (the hub's public key), or set "
+                         "plaintext: true")
+    secret = read_key(cfg.curve_secret_key_file, "curve_secret_key_file")
+    if cfg.curve_public_key_file:
+        public = read_key(cfg.curve_public_key_file, "curve_public_key_file")
+        if public != public_of(secret):
+            raise ValueError("curve_public_key_file: does not belong to curve_secret_key_file")
+    return secret, read_key(cfg.curve_server_key, "curve_server_key")
+
+
+def hub_sink_from_config(cfg: Any, sensor_id: str, host: str,
+                         identity: dict[str, Any]) -> HubSink:
+    """The HubSink a SensorConfig describes: spool under state_dir, CURVE unless plaintext."""
+    curve = curve_from_config(cfg)
+    spool = Spool(os.path.join(cfg.state_dir, SPOOL_FILE), cfg.spool_max_mib << 20)
+    if spool.count:
+        log.info("spool: resuming %d unacknowledged batches (%d events)", spool.count,
+                 spool.events)
+    return HubSink(cfg.hub, sensor_id, host, spool=spool, identity=identity, curve=curve,
+                   window=cfg.ack_window, resend_after_s=cfg.resend_after_s, hwm=cfg.send_hwm)

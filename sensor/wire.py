@@ -4,8 +4,16 @@ A batch travels as one ZeroMQ multipart message of two frames:
 
 1. header: msgpack map ``{"v": VERSION, "sid": sensor id, "seq": batch number,
    "n": event count, "t": send time (ns since the epoch), "host": host name,
-   "c": fields common to every event of the batch}``
+   "c": fields common to every event of the batch, "e": epoch, "b": base}``
 2. body: msgpack array of flat ECS events (see :mod:`threatseer.sensor.ecs`).
+
+Delivery (docs/transport.md): ``seq`` counts batches from 1 within an *epoch*, the id of the
+sensor's spool (a new spool, e.g. a sensor reinstalled without its state, is a new epoch).
+``b`` (base) is the oldest sequence number the sender can still resend: anything below it that
+the hub has not got is lost for good (a gap the hub reports). Both are optional (0 = a sender
+without a spool; every gap is then final). The hub answers on the same connection with an
+*ack* frame, ``{"v": VERSION, "e": epoch, "ack": seq}``: every batch up to ``seq`` of that
+epoch is durably scored and may leave the sender's spool.
 
 Fields that are the same for every event of a sensor (``host.name``, ``agent.id``, ...)
 travel once per batch in ``c`` and are given back to each event by :func:`decode`; an event's
@@ -51,6 +59,8 @@ class Batch:
     host: str = ""
     sent_ns: int = field(default_factory=time.time_ns)
     common: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    base: int = 0
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -58,17 +68,50 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 def encode(batch: Batch) -> list[bytes]:
     """The frames of one batch, ready for ``socket.send_multipart``."""
+    return [encode_header(batch), _packer.pack(batch.events)]
+
+
+def encode_body(events: list[dict[str, Any]]) -> bytes:
+    """The body frame alone (a spool keeps bodies; headers are made at each (re)send)."""
+    return _packer.pack(events)
+
+
+def encode_header(batch: Batch, count: int | None = None) -> bytes:
+    """The header frame of ``batch`` (``count`` overrides ``len(batch.events)``)."""
     header = {
         "v": VERSION,
         "sid": batch.sensor_id,
         "seq": batch.seq,
-        "n": len(batch.events),
+        "n": len(batch.events) if count is None else count,
         "t": batch.sent_ns,
         "host": batch.host,
     }
     if batch.common:
         header["c"] = batch.common
-    return [_packer.pack(header), _packer.pack(batch.events)]
+    if batch.epoch:
+        header["e"] = batch.epoch
+    if batch.base:
+        header["b"] = batch.base
+    return _packer.pack(header)
+
+
+def encode_ack(epoch: int, seq: int) -> bytes:
+    """The hub's acknowledgement: every batch up to ``seq`` of ``epoch`` is durably scored."""
+    return _packer.pack({"v": VERSION, "e": epoch, "ack": seq})
+
+
+def decode_ack(frame: bytes) -> tuple[int, int]:
+    """``(epoch, seq)`` of an ack frame, or :class:`WireError`."""
+    try:
+        ack = msgpack.unpackb(frame, raw=False)
+    except Exception as exc:
+        raise WireError(BAD_HEADER, f"undecodable ack ({type(exc).__name__})") from None
+    if not isinstance(ack, dict) or ack.get("v") != VERSION:
+        raise WireError(BAD_VERSION, "ack of an unsupported version")
+    epoch, seq = ack.get("e"), ack.get("ack")
+    if not isinstance(epoch, int) or not isinstance(seq, int) or epoch < 0 or seq < 0:
+        raise WireError(BAD_HEADER, "ack without epoch and sequence number")
+    return epoch, seq
 
 
 def decode_header(frames: list[bytes]) -> dict[str, Any]:
@@ -93,6 +136,10 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
         raise WireError(BAD_HEADER, "missing or bad sequence number")
     if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
         raise WireError(BAD_HEADER, "missing or bad event count")
+    for key in ("e", "b"):
+        value = header.get(key, 0)
+        if not isinstance(value, int) or not 0 <= value < 1 << 63:
+            raise WireError(BAD_HEADER, f"bad {'epoch' if key == 'e' else 'base'} number")
     common = header.get("c", {})
     if not isinstance(common, dict) or not all(isinstance(k, str) for k in common):
         raise WireError(BAD_HEADER, "common fields are not a map of names")
@@ -130,5 +177,5 @@ def decode(frames: list[bytes]) -> Batch:
         sensor_id=header["sid"], seq=header["seq"], events=events,
         host=header.get("host") if isinstance(header.get("host"), str) else "",
         sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
-        common=common or {},
+        common=common or {}, epoch=header.get("e", 0), base=header.get("b", 0),
     )

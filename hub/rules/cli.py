@@ -202,9 +202,16 @@ def _ed25519() -> tuple[str, str]:
 
 # --type name -> generator of (secret file text, public file text). Transport keys (CURVE)
 # register here too.
+def _curve() -> tuple[str, str]:
+    from threatseer.sensor.ship import curve_keypair
+
+    return curve_keypair()
+
+
 KEY_TYPES: dict[str, Callable[[], tuple[str, str]]] = {
     "signing": _ed25519,
     "admin": _ed25519,
+    "curve": _curve,  # transport: sensors, hub, subscribers (Z85)
 }
 
 

@@ -87,6 +87,7 @@ def hub_config(tmp_path: Path, **overrides: Any) -> HubConfig:
     cfg.publish.endpoint = endpoint()
     cfg.metrics.listen = ""
     cfg.state_dir = str(tmp_path / "state")
+    cfg.plaintext = True  # transport security has its own tests (tests/transport)
     cfg.actions.toss_below = -1000
     for key, value in overrides.items():
         section, _, name = key.partition("__")
@@ -98,10 +99,11 @@ def hub_config(tmp_path: Path, **overrides: Any) -> HubConfig:
 
 
 class Sender:
-    """A sensor's side of the wire: PUSH socket + the real wire module."""
+    """A sensor's side of the wire: DEALER socket + the real wire module (no spool: epoch 0,
+    the hub's acks are not read)."""
 
     def __init__(self, ctx: zmq.Context, ep: str, sensor_id: str, hwm: int = 1000) -> None:
-        self.sock = ctx.socket(zmq.PUSH)
+        self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.SNDHWM, hwm)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(ep)

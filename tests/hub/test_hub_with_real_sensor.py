@@ -29,14 +29,15 @@ def test_real_sensor_events_are_scored_and_published(tmp_path, threatseer_cmd) -
         "ingest": {"endpoint": ingest}, "publish": {"endpoint": pub},
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "actions": {"toss_below": -1000, "alert_at": 100},
-        "bundle": str(ROOT / "rules" / "default"), "state_dir": str(tmp_path / "hub")})
+        "bundle": str(ROOT / "rules" / "default"), "state_dir": str(tmp_path / "hub"),
+        "plaintext": True})
     hub = HubProcess(threatseer_cmd, hub_cfg)
     ctx = zmq.Context()
     sub = Subscriber(ctx, pub)
     sensor_cfg = write_yaml(tmp_path / "sensor.yaml", {
         "hub": ingest, "sensor_id": "real-sensor", "sensitive_paths": ["/etc/shadow"],
         "batch_latency_ms": 20, "health_interval_s": 1.0,
-        "state_dir": str(tmp_path / "sensor")})
+        "state_dir": str(tmp_path / "sensor"), "plaintext": True})
     sensor = subprocess.Popen([*threatseer_cmd, "sensor", "-c", str(sensor_cfg)],
                               stdout=subprocess.DEVNULL, stderr=open(tmp_path / "sensor.err", "w"))  # noqa: SIM115
     marker = f"marker-{uuid.uuid4().hex[:8]}"

@@ -108,11 +108,12 @@ def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
     if os.geteuid() != 0:
         pytest.skip("the sensor needs root for eBPF")
     ctx = zmq.Context.instance()
-    pull = ctx.socket(zmq.PULL)
+    pull = ctx.socket(zmq.ROUTER)  # the hub's socket type; acks each batch like a hub
     pull.bind(f"tcp://127.0.0.1:{port}")
     cfg = tmp_path / "sensor.yaml"
     cfg.write_text(yaml.safe_dump({"hub": f"tcp://127.0.0.1:{port}", "batch_latency_ms": 20,
-                                   "health_interval_s": 1.0, "sensor_id": "s-wiretest"}))
+                                   "health_interval_s": 1.0, "sensor_id": "s-wiretest",
+                                   "plaintext": True, "state_dir": str(tmp_path / "state")}))
     proc = subprocess.Popen([*threatseer_cmd, "sensor", "-c", str(cfg)],
                             stderr=subprocess.PIPE, text=True)
     seqs, events = [], []
@@ -126,7 +127,9 @@ def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
         while time.monotonic() < deadline:
             if not pull.poll(200):
                 continue
-            batch = wire.decode(pull.recv_multipart())
+            frames = pull.recv_multipart()
+            batch = wire.decode(frames[1:])
+            pull.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
             assert batch.sensor_id == "s-wiretest"
             seqs.append(batch.seq)
             events.extend(batch.events)

@@ -1,0 +1,259 @@
+"""CURVE on the hub's sockets and the ZAP handler that decides who may connect.
+
+Why our own ZAP thread (not ``zmq.auth``): we want per-domain, per-peer counters and
+rate-limited log lines with the peer address, and an allow-list that reloads when its file
+changes, without a restart. ZeroMQ asks the handler on ``inproc://zeromq.zap.01`` of the hub's
+context at every handshake; the ingest ROUTER uses ZAP domain ``ingest`` (sensor keys,
+``curve_allow_list``) and the PUB socket domain ``publish`` (subscriber keys,
+``curve_subscriber_allow_list``).
+
+ZAP only runs at the handshake, so a key removed from a list is also enforced afterwards:
+ingest checks each message's authenticated key (``User-Id``) against the current list, and
+the PUB socket is re-bound when a subscriber key is revoked (every subscriber reconnects and
+is asked again).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from threatseer.sensor.ship import parse_key, read_key
+
+log = logging.getLogger("threatseer.hub.transport")
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+INGEST = "ingest"
+PUBLISH = "publish"
+MAX_TRACKED_PEERS = 10_000
+
+
+class AllowList:
+    """Z85 public keys from a file or a directory of files, one key a line (first token;
+    ``# comment`` lines and trailing comments allowed: Salt writes ``KEY  # minion``).
+    Re-read when a file's mtime or the directory listing changes; a bad line is logged with
+    file:line and skipped, an unreadable list keeps the last good keys."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.keys: frozenset[bytes] = frozenset()
+        self.names: dict[bytes, str] = {}
+        self._stamp: Any = None
+        self.reloads = 0
+        self.errors = 0
+        self.refresh()
+
+    def _files(self) -> list[str]:
+        if os.path.isdir(self.path):
+            return sorted(os.path.join(self.path, n) for n in os.listdir(self.path)
+                          if not n.startswith("."))
+        return [self.path]
+
+    def _stamp_now(self) -> Any:
+        try:
+            return tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in self._files())
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Reload if changed; returns True when the key set changed."""
+        stamp = self._stamp_now()
+        if stamp == self._stamp and stamp is not None:
+            return False
+        keys: dict[bytes, str] = {}
+        try:
+            for path in self._files():
+                with open(path) as f:
+                    for lineno, line in enumerate(f, 1):
+                        tokens = line.split()
+                        if not tokens or tokens[0].startswith("#") and len(tokens[0]) != 40:
+                            continue
+                        key = parse_key(tokens[0])
+                        if key is None:
+                            self.errors += 1
+                            log.warning("%s:%d: not a Z85 CURVE public key, skipped", path,
+                                        lineno)
+                            continue
+                        comment = line.partition("#")[2].strip() if len(tokens) > 1 else ""
+                        keys[key] = comment or os.path.basename(path)
+        except OSError as exc:
+            if self._stamp is not None or self.keys:
+                log.error("allow-list %s unreadable (%s): keeping %d keys", self.path,
+                          exc.strerror, len(self.keys))
+            else:
+                log.error("allow-list %s unreadable (%s): no key is allowed", self.path,
+                          exc.strerror)
+            self._stamp = stamp
+            return False
+        self._stamp = stamp
+        changed = frozenset(keys) != self.keys
+        self.names = keys
+        self.keys = frozenset(keys)
+        if changed:
+            self.reloads += 1
+            log.info("allow-list %s: %d keys", self.path, len(self.keys))
+        return changed
+
+
+@dataclass
+class DomainStats:
+    accepted: int = 0
+    refused: int = 0
+    revoked_messages: int = 0
+    refused_peers: dict[str, int] = field(default_factory=dict)
+
+
+class Authenticator:
+    """The ZAP REP thread (see the module doc). ``on_revoke(domain)`` is called from this
+    thread when keys leave a list."""
+
+    def __init__(self, ctx: zmq.Context, lists: dict[str, AllowList], metrics: Any = None,
+                 log_interval_s: float = 10.0, check_interval_s: float = 1.0) -> None:
+        self.ctx = ctx
+        self.lists = lists
+        self.metrics = metrics
+        self.stats = {domain: DomainStats() for domain in lists}
+        self.log_interval_s = log_interval_s
+        self.check_interval_s = check_interval_s
+        self.on_revoke: Any = None
+        self._last_log: dict[tuple[str, str], tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._sock = ctx.socket(zmq.REP)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.bind(ZAP_ENDPOINT)  # before any CURVE socket binds
+        self._thread = threading.Thread(target=self._run, name="hub-zap", daemon=True)
+        self._thread.start()
+
+    def allowed(self, domain: str, key: bytes) -> bool:
+        lst = self.lists.get(domain)
+        return lst is not None and key in lst.keys
+
+    def _run(self) -> None:
+        sock = self._sock
+        next_check = time.monotonic() + self.check_interval_s
+        while not self._stop.is_set():
+            try:
+                if sock.poll(200, zmq.POLLIN):
+                    self._answer(sock.recv_multipart())
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + self.check_interval_s
+                    self._refresh()
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.ETERM or self._stop.is_set():
+                    break
+                log.error("ZAP handler: %s", exc)
+            except Exception:
+                log.exception("ZAP handler failed on a request (refused)")
+        sock.close()
+
+    def _refresh(self) -> None:
+        for domain, lst in self.lists.items():
+            before = lst.keys
+            if lst.refresh() and before - lst.keys and self.on_revoke is not None:
+                try:
+                    self.on_revoke(domain)
+                except Exception:
+                    log.exception("revocation in %s failed", domain)
+
+    def _answer(self, frames: list[bytes]) -> None:
+        # ZAP 1.0 request: version, request id, domain, address, identity, mechanism, creds...
+        if len(frames) < 6:
+            return
+        version, request_id, domain_b, address_b, _identity, mechanism = frames[:6]
+        domain, address = domain_b.decode(errors="replace"), address_b.decode(errors="replace")
+        key = zmq.utils.z85.encode(frames[6]) if mechanism == b"CURVE" and len(frames) > 6 \
+            and len(frames[6]) == 32 else b""
+        ok = version == b"1.0" and bool(key) and self.allowed(domain, key)
+        self._count(domain, address, key, ok)
+        if ok:
+            self._sock.send_multipart([b"1.0", request_id, b"200", b"OK", key, b""])
+        else:
+            self._sock.send_multipart([b"1.0", request_id, b"400", b"key not allowed", b"", b""])
+
+    def _count(self, domain: str, address: str, key: bytes, ok: bool) -> None:
+        st = self.stats.get(domain)
+        if st is None:
+            st = self.stats.setdefault(domain, DomainStats())
+        m = self.metrics
+        if m is not None:
+            m.child(m.auth, domain, "accepted" if ok else "refused").inc()
+        if ok:
+            st.accepted += 1
+            return
+        st.refused += 1
+        if address in st.refused_peers or len(st.refused_peers) < MAX_TRACKED_PEERS:
+            st.refused_peers[address] = st.refused_peers.get(address, 0) + 1
+        self.warn((domain, address), f"{domain}: refused {address}: key "
+                  f"{key.decode() if key else '(none: not CURVE)'} is not in the allow-list")
+
+    def warn(self, what: tuple[str, str], message: str) -> None:
+        """Rate-limited warning: one per key per log interval, the rest counted."""
+        now = time.monotonic()
+        last, suppressed = self._last_log.get(what, (-1e18, 0))
+        if now - last >= self.log_interval_s:
+            extra = f" ({suppressed} more since last report)" if suppressed else ""
+            log.warning("%s%s", message, extra)
+            self._last_log[what] = (now, 0)
+        else:
+            self._last_log[what] = (last, suppressed + 1)
+
+    def revoked_message(self, domain: str, key: str, address: str) -> None:
+        st = self.stats[domain]
+        st.revoked_messages += 1
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.auth, domain, "revoked").inc()
+        self.warn((domain, "revoked:" + address), f"{domain}: dropped a message from {address}: "
+                  f"key {key} is no longer in the allow-list")
+
+    def status(self) -> dict[str, Any]:
+        return {d: {"accepted": s.accepted, "refused": s.refused,
+                    "revoked_messages": s.revoked_messages,
+                    "keys": len(self.lists[d].keys) if d in self.lists else 0,
+                    "refused_peers": dict(list(s.refused_peers.items())[:50])}
+                for d, s in self.stats.items()}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+class Transport:
+    """The hub's transport security, from HubConfig: CURVE (default) or plaintext."""
+
+    def __init__(self, cfg: Any, ctx: zmq.Context, metrics: Any) -> None:
+        self.plaintext = bool(cfg.plaintext)
+        self.secret: bytes = b""
+        self.public: bytes = b""
+        self.auth: Authenticator | None = None
+        if self.plaintext:
+            log.warning("transport: PLAINTEXT (plaintext: true): sensors and subscribers are "
+                        "neither encrypted nor authenticated")
+            return
+        if not cfg.curve_secret_key_file:
+            raise ValueError("curve_secret_key_file: required (or set plaintext: true); make "
+                             "one with `threatseer keys gen --type curve`")
+        if not cfg.curve_allow_list:
+            raise ValueError("curve_allow_list: required (sensor public keys), or set "
+                             "plaintext: true")
+        self.secret = read_key(cfg.curve_secret_key_file, "curve_secret_key_file")
+        self.public = zmq.curve_public(self.secret)
+        lists = {INGEST: AllowList(cfg.curve_allow_list)}
+        lists[PUBLISH] = AllowList(cfg.curve_subscriber_allow_list or os.devnull)
+        self.auth = Authenticator(ctx, lists, metrics)
+
+    def secure(self, sock: zmq.Socket, domain: str) -> None:
+        """Make ``sock`` (before bind) a CURVE server in ZAP ``domain``; no-op in plaintext."""
+        if self.plaintext:
+            return
+        sock.curve_server = True
+        sock.curve_secretkey = self.secret
+        sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+
+    def close(self) -> None:
+        if self.auth is not None:
+            self.auth.close()

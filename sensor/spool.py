@@ -1,0 +1,127 @@
+"""The sensor's on-disk spool: every batch stays here until the hub acknowledges it.
+
+Why SQLite (WAL): one small transaction per batch (not per event) survives a sensor crash,
+a restart resumes with the same epoch and sequence numbers, and the bound is enforced with one
+DELETE of the oldest rows. ``synchronous=NORMAL`` survives the process dying (kill -9); a
+power cut may lose the last batches before the WAL is synced, which the hub then reports as a
+gap (see docs/transport.md).
+
+The spool is bounded by bytes of event bodies. At the bound the oldest batches go and their
+events are counted in ``dropped_events`` (reported in the sensor's health events); the hub
+learns of the hole from the ``base`` sequence number in later headers and reports it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections import OrderedDict
+
+SPOOL_FILE = "spool.db"
+
+
+class Spool:
+    def __init__(self, path: str, max_bytes: int = 256 << 20, cache_batches: int = 256) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.path = path
+        self.max_bytes = max_bytes
+        db = self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)")
+        db.execute("CREATE TABLE IF NOT EXISTS batches (seq INTEGER PRIMARY KEY, "
+                   "n INTEGER NOT NULL, body BLOB NOT NULL)")
+        meta = dict(db.execute("SELECT k, v FROM meta"))
+        if "epoch" not in meta:
+            # A new spool is a new epoch: the hub then knows these sequence numbers restart.
+            meta["epoch"] = time.time_ns()
+            meta["next_seq"] = 1
+            db.execute("INSERT INTO meta VALUES ('epoch', ?), ('next_seq', 1)", (meta["epoch"],))
+        self.epoch: int = meta["epoch"]
+        self.next_seq: int = meta["next_seq"]
+        row = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
+                         "min(seq) FROM batches").fetchone()
+        self.count, self.events, self.bytes, first = row
+        self.first_seq: int = first if first is not None else self.next_seq
+        self.dropped_events = 0
+        self.dropped_batches = 0
+        # Recent bodies, so a send right after append (the usual case) does not read the disk.
+        self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self._cache_batches = cache_batches
+
+    def append(self, count: int, body: bytes) -> int:
+        """Store one batch; returns its sequence number. May drop the oldest (counted)."""
+        seq = self.next_seq
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("INSERT INTO batches VALUES (?, ?, ?)", (seq, count, body))
+        db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (seq + 1,))
+        db.execute("COMMIT")
+        self.next_seq = seq + 1
+        if not self.count:
+            self.first_seq = seq
+        self.count += 1
+        self.events += count
+        self.bytes += len(body)
+        cache = self._cache
+        cache[seq] = (count, body)
+        if len(cache) > self._cache_batches:
+            cache.popitem(last=False)
+        if self.bytes > self.max_bytes:
+            self._drop_oldest()
+        return seq
+
+    def _drop_oldest(self) -> None:
+        """Delete the oldest batches until the spool is back under its bound (never the
+        newest one: a single batch larger than the bound is still kept)."""
+        rows = self.db.execute("SELECT seq, n, length(body) FROM batches ORDER BY seq")
+        over = self.bytes - self.max_bytes
+        last = None
+        for seq, n, size in rows:
+            if over <= 0 or seq == self.next_seq - 1:
+                break
+            over -= size
+            last = seq
+            self.count -= 1
+            self.events -= n
+            self.bytes -= size
+            self.dropped_batches += 1
+            self.dropped_events += n
+        if last is not None:
+            self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
+            self.first_seq = last + 1
+            for seq in [s for s in self._cache if s <= last]:
+                del self._cache[seq]
+
+    def ack(self, seq: int) -> int:
+        """Forget every batch up to ``seq``; returns how many events that acknowledged."""
+        if seq < self.first_seq or not self.count:
+            return 0
+        db = self.db
+        n, size, left = db.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(sum(length(body)), 0), count(*) "
+            "FROM batches WHERE seq <= ?", (seq,)).fetchone()
+        db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+        self.count -= left
+        self.events -= n
+        self.bytes -= size
+        self.first_seq = seq + 1 if self.count else self.next_seq
+        cache = self._cache
+        while cache and next(iter(cache)) <= seq:
+            cache.popitem(last=False)
+        return n
+
+    def get(self, seq: int) -> tuple[int, bytes] | None:
+        """``(event count, body)`` of a stored batch, or None when it is gone."""
+        hit = self._cache.get(seq)
+        if hit is not None:
+            return hit
+        row = self.db.execute("SELECT n, body FROM batches WHERE seq = ?", (seq,)).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.close()
