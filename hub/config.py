@@ -55,6 +55,10 @@ class PublishConfig:
     # Send high-water mark (messages per subscriber); a slow subscriber loses the excess
     # rather than slowing the hub.
     snd_hwm: int = 100_000
+    # Seconds the hub waits after start before scoring, so subscribers that were connected
+    # before a restart are back (ZeroMQ reconnects every 100 ms) and miss nothing that the
+    # sensors resend (sensors keep it meanwhile).
+    start_grace_s: float = 1.0
 
     def validate(self) -> None:
         if self.endpoint and "://" not in self.endpoint:

@@ -211,6 +211,8 @@ class Hub:
             self._admin = None
 
     def _loop(self) -> None:
+        if self.publisher is not None:
+            self._stop.wait(self.cfg.publish.start_grace_s)
         try:
             while not self._stop.is_set():
                 try:

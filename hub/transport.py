@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
+import zmq.utils.z85
 
 from threatseer.sensor.ship import parse_key, read_key
 

@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 import zmq
+import zmq.utils.z85
 
 from threatseer.sensor import ecs, wire
 from threatseer.sensor.spool import SPOOL_FILE, Spool

@@ -88,6 +88,7 @@ def hub_config(tmp_path: Path, **overrides: Any) -> HubConfig:
     cfg.metrics.listen = ""
     cfg.state_dir = str(tmp_path / "state")
     cfg.plaintext = True  # transport security has its own tests (tests/transport)
+    cfg.publish.start_grace_s = 0.0
     cfg.actions.toss_below = -1000
     for key, value in overrides.items():
         section, _, name = key.partition("__")
