@@ -108,6 +108,11 @@ def _setup(f: Fleet, wheelhouse: Path) -> None:
     pub = Path(f"{f.signing_key}.pub").read_text().strip()
     # One test root per minion: the pillar is rendered per minion.
     data = base_pillar(Path(f"{f.base}/roots/{{{{ grains.id }}}}"), ports, pub)
+    # mine_functions in pillar too: a periodic mine.update keeps the keys fresh.
+    data["mine_functions"] = {
+        f"threatseer_{role}_pubkey": [{"mine_function": "file.read"},
+                                      f"{data['threatseer']['root']}/etc/threatseer/keys/{role}.pub"]
+        for role in ("sensor", "hub")}
     write_pillar(f.pillar, data)
     f.pin_rules("1.0.0")
     (f.pillar / "top.sls").write_text("base:\n  '*':\n    - threatseer\n    - rules\n")
@@ -159,6 +164,10 @@ def test_sensors_roll_out_to_every_minion(fleet: Fleet) -> None:
     rc, mined, _ = fleet.salt(HUB, "mine.get", "*", "threatseer_sensor_pubkey")
     keys = {m: (fleet.root(m) / "etc/threatseer/keys/sensor.pub").read_text()
             for m in (SENSOR, HUB)}
+    assert mined[HUB] == keys
+    # ... and stay there after a mine.update from the pillar's mine_functions.
+    rc, _, _ = fleet.salt("*", "mine.update")
+    rc, mined, _ = fleet.salt(HUB, "mine.get", "*", "threatseer_sensor_pubkey")
     assert mined[HUB] == keys
 
 

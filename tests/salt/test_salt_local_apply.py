@@ -17,6 +17,7 @@ import pytest
 import yaml
 from salt_helpers import (
     LocalMinion,
+    build_bundle,
     hub_status,
     local_minion,
     state_changes,
@@ -124,6 +125,24 @@ def test_hub_and_rules_states_run_the_hub_with_the_pinned_bundle(minion: LocalMi
     assert status["bundle"]["name"] == "default"
 
     rc, ret, _ = minion.apply("threatseer.hub,threatseer.rules")
+    assert rc == 0 and state_changes(ret) == []
+
+
+def test_config_activation_links_the_bundle_and_restarts_the_hub(
+        minion: LocalMinion, signing_key: Path) -> None:
+    pid = minion.pid("threatseer-hub")
+    build_bundle(minion.base / "work", "1.1.0", signing_key, minion.bundles)
+    mode = {"threatseer": {"rules": {"activate": "config", "version": "1.1.0"}}}
+    rc, ret, err = minion.apply("threatseer.rules", mode)
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
+    link = minion.root / "var/lib/threatseer/rules/active.tar.gz"
+    assert link.resolve() == minion.root / "var/lib/threatseer/rules/default-1.1.0.tar.gz"
+    hub_cfg = yaml.safe_load((minion.root / "etc/threatseer/hub.yaml").read_text())
+    assert hub_cfg["bundle"] == str(link) and "admin" not in hub_cfg
+    assert minion.pid("threatseer-hub") != pid
+    wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
+             and s["bundle"]["version"] == "1.1.0", 30, "the restarted hub on bundle 1.1.0")
+    rc, ret, _ = minion.apply("threatseer.rules", mode)
     assert rc == 0 and state_changes(ret) == []
 
 
