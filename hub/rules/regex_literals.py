@@ -23,7 +23,8 @@ _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT, getattr(_c, "POSSESSIVE_REPEAT", _c.MA
 _ZERO_WIDTH = {_c.AT, _c.ASSERT, _c.ASSERT_NOT}
 _ATOMIC = getattr(_c, "ATOMIC_GROUP", None)
 # Shorter needles hit almost every event: not worth indexing.
-MIN_NEEDLE = 3
+MIN_NEEDLE = 2
+MAX_FIXED = 32  # alternatives kept for one run of fixed text (``-(W|R)`` is "-W" or "-R")
 
 
 def _best(options: list[frozenset[str]]) -> frozenset[str] | None:
@@ -33,20 +34,54 @@ def _best(options: list[frozenset[str]]) -> frozenset[str] | None:
     return max(options, key=lambda s: (min(map(len, s)), -len(s)))
 
 
+def _fixed(op: Any, arg: Any) -> list[str] | None:
+    """The strings an item can match when they are few and fixed (``x``, ``[Ww]``, ``(a|bc)``)."""
+    if op is _c.LITERAL:
+        return [chr(arg)]
+    if op in _ZERO_WIDTH:
+        return [""]
+    if op is _c.IN:
+        if all(o is _c.LITERAL for o, _ in arg):
+            return [chr(a) for _, a in arg]
+        return None
+    if op is _c.SUBPATTERN:
+        return _fixed_seq(arg[-1])
+    if op is _c.BRANCH:
+        out: list[str] = []
+        for alt in arg[1]:
+            strs = _fixed_seq(alt)
+            if strs is None:
+                return None
+            out += strs
+        return out if len(out) <= MAX_FIXED else None
+    return None
+
+
+def _fixed_seq(items: Any) -> list[str] | None:
+    out = [""]
+    for op, arg in items:
+        strs = _fixed(op, arg)
+        if strs is None or len(out) * len(strs) > MAX_FIXED:
+            return None
+        out = [a + b for a in out for b in strs]
+    return out
+
+
 def _seq(items: Any) -> frozenset[str] | None:
     options: list[frozenset[str]] = []
-    run: list[str] = []
+    run = [""]  # the text matched since the last non-fixed item: one of these strings
 
     def close_run() -> None:
-        if run:
-            options.append(frozenset(("".join(run),)))
-            run.clear()
+        if run != [""]:
+            options.append(frozenset(run))
+        run[:] = [""]
 
     for op, arg in items:
-        if op is _c.LITERAL:
-            run.append(chr(arg))
-            continue
-        if op in _ZERO_WIDTH:  # consumes nothing: cannot sit between two matched characters
+        strs = _fixed(op, arg)
+        if strs is not None:
+            if len(run) * len(strs) > MAX_FIXED:
+                close_run()
+            run[:] = [a + b for a in run for b in strs]
             continue
         close_run()
         sub: frozenset[str] | None = None

@@ -8,7 +8,9 @@ executable's basename), looked up in a dict, or a substring of a field's text
 (``contains``/``startswith``/``endswith`` values, literals a regex or glob cannot match
 without), found with one Aho-Corasick pass (pyahocorasick) per field. An ``or`` may require
 different fields in its branches. An event is then checked against the rules of its action's
-bucket that require nothing, plus those whose literals it carries.
+bucket that require nothing, plus those whose literals it carries. What a field value selects
+is cached per distinct value, and rules with one condition (a Sigma rule loaded twice) are
+evaluated once.
 ``match_brute`` evaluates every rule and exists to test that the index never changes results.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 import ahocorasick
 
 from threatseer.hub.indicators import Indicator
-from threatseer.hub.rules.query.ast import And, Cmp, Const, Node, Or
+from threatseer.hub.rules.query.ast import And, Cmp, Const, Field, Node, Or
 from threatseer.hub.rules.query.compiler import (
     Predicate,
     as_str,
@@ -131,7 +133,7 @@ def strip_action_tests(node: Node) -> Node:
     return node
 
 
-KeySpec = tuple[str, str, bool]  # (kind "eq"|"base", field, nocase)
+KeySpec = tuple[str, Any, bool]  # (kind "eq"|"base"|"sub", field or fallback names, nocase)
 
 
 def literal_key(node: Node) -> tuple[KeySpec, frozenset[Any]] | None:
@@ -195,23 +197,34 @@ def required_substrings(node: Node) -> tuple[str, frozenset[str]] | None:
 
 
 # A rule's requirement: alternatives (spec -> values) of which at least one must hold for the
-# rule to match. "sub" specs are needles in the field's lower-cased text (Aho-Corasick).
+# rule to match. "sub" specs are needles in the field's lower-cased text (Aho-Corasick). A
+# field with fallbacks (Sigma's DestinationHostname) is the tuple of its names, first present
+# wins, as in the compiled condition.
 Requirement = dict[KeySpec, frozenset[Any]]
-_HASHED = 1000  # strength of an "eq"/"base" atom: one dict lookup, exact
+# Fields whose values most events share: filing a rule under them filters almost nothing.
+LOW_CARDINALITY = frozenset((
+    "threatseer.open.flags", "network.direction", "network.transport", "event.type",
+    "event.kind", "event.outcome", "user.id", "process.user.id", "host.os.type",
+))
+_EXACT_BONUS = 8  # an "eq"/"base" value is matched whole, a needle anywhere: worth more
 
 
 def _cmp_requirement(node: Cmp) -> Requirement | None:
-    key = literal_key(node)
+    f = node.field
+    if f.index is not None:
+        return None
+    plain = Cmp(Field(f.name), node.op, node.values, node.nocase) if f.fallbacks else node
+    where: str | tuple[str, ...] = (f.name, *f.fallbacks) if f.fallbacks else f.name
+    key = literal_key(plain)
     if key is not None:
-        return {key[0]: key[1]}
-    subs = required_substrings(node)
+        return {(key[0][0], where, key[0][2]): key[1]}
+    subs = required_substrings(plain)
     if subs is not None:
         needles = frozenset(n for n in subs[1] if n.isascii())
         if len(needles) == len(subs[1]):
-            return {("sub", subs[0], False): needles}
+            return {("sub", where, False): needles}
         return None
-    f = node.field
-    if node.op in ("regex", "glob") and f.index is None and not f.fallbacks and node.values:
+    if node.op in ("regex", "glob") and node.values:
         found: set[str] = set()
         for v in node.values:
             text = v if isinstance(v, str) else str(v)
@@ -219,15 +232,29 @@ def _cmp_requirement(node: Cmp) -> Requirement | None:
             if lits is None:
                 return None
             found |= lits
-        return {("sub", f.name, False): frozenset(found)}
+        return {("sub", where, False): frozenset(found)}
     return None
 
 
 def _strength(req: Requirement) -> tuple[int, int]:
-    """How selective a requirement is: its weakest atom, then fewer values."""
-    weakest = min(_HASHED if spec[0] != "sub" else min(map(len, vals), default=0)
-                  for spec, vals in req.items())
+    """How selective a requirement is: its weakest atom (shortest value or needle; nothing
+    for a low-cardinality field), then fewer values."""
+    weakest = min(
+        0 if spec[1] in LOW_CARDINALITY
+        else min((len(as_str(v)) for v in vals), default=0)
+        + (_EXACT_BONUS if spec[0] != "sub" else 0)
+        for spec, vals in req.items())
     return weakest, -sum(map(len, req.values()))
+
+
+def _field_value(event: dict[str, Any], where: str | tuple[str, ...]) -> Any:
+    if where.__class__ is str:
+        return event.get(where)  # type: ignore[arg-type]
+    for name in where:
+        v = event.get(name)
+        if v is not None:
+            return v
+    return None
 
 
 def requirement(node: Node) -> Requirement | None:
@@ -280,39 +307,118 @@ def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
             yield x
 
 
-@dataclass
-class _Bucket:
-    general: list[CompiledRule] = field(default_factory=list)
-    keyed: dict[KeySpec, dict[Any, list[CompiledRule]]] = field(default_factory=dict)
-    # field -> needle -> rules; turned into one Aho-Corasick automaton per field by seal().
-    needles: dict[str, dict[str, list[CompiledRule]]] = field(default_factory=dict)
-    # (field, automaton, every rule filed under the field: the answer for non-ASCII text)
-    automata: list[tuple[str, Any, tuple[CompiledRule, ...]]] = field(default_factory=list)
-    keyed_items: tuple[tuple[KeySpec, dict[Any, list[CompiledRule]]], ...] = ()
+class _Group:
+    """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once."""
 
-    def add(self, rule: CompiledRule, req: Requirement | None) -> None:
-        if not req:
-            self.general.append(rule)
-            return
-        for spec, values in req.items():
-            if spec[0] == "sub":
-                table = self.needles.setdefault(spec[1], {})
-                for needle in values:
-                    table.setdefault(needle, []).append(rule)
-            else:
-                keyed = self.keyed.setdefault(spec, {})
-                for value in values:
-                    keyed.setdefault(value, []).append(rule)
+    __slots__ = ("predicate", "residual", "rules")
+
+    def __init__(self, rule: CompiledRule) -> None:
+        self.predicate, self.residual = rule.predicate, rule.residual
+        self.rules = [rule]
+
+
+_FIELD_CACHE_MAX = 8192
+
+
+class _FieldIndex:
+    """What one bucket files under one field: values looked up, needles searched.
+
+    Results are cached per distinct text value (executables, names, paths, argv repeat
+    endlessly); only ``str`` values and lists of them, so ``1``, ``1.0`` and ``True`` (equal as
+    dict keys, different as text) never share an entry.
+    """
+
+    def __init__(self, where: str | tuple[str, ...]) -> None:
+        self.where = where
+        self.tables: list[tuple[KeySpec, dict[Any, list[_Group]]]] = []
+        self.needles: dict[str, list[_Group]] = {}
+        self.automaton: Any = None
+        self.every: tuple[_Group, ...] = ()  # every needle's groups: for non-ASCII text
+        self.cache: dict[str, tuple[_Group, ...]] = {}
 
     def seal(self) -> None:
-        self.keyed_items = tuple(self.keyed.items())
-        for name, table in self.needles.items():
-            automaton = ahocorasick.Automaton()
-            for needle, rules in table.items():
-                automaton.add_word(needle, tuple(rules))
-            automaton.make_automaton()
-            every = tuple(dict.fromkeys(r for rules in table.values() for r in rules))
-            self.automata.append((name, automaton, every))
+        if self.needles:
+            self.automaton = ahocorasick.Automaton()
+            for needle, groups in self.needles.items():
+                self.automaton.add_word(needle, tuple(groups))
+            self.automaton.make_automaton()
+            self.every = tuple(dict.fromkeys(g for gs in self.needles.values() for g in gs))
+
+    def lookup(self, value: Any) -> tuple[_Group, ...]:
+        key: Any = None
+        if value.__class__ is str:
+            key = value
+        elif value.__class__ is list and all(x.__class__ is str for x in value):
+            key = tuple(value)  # argv repeats too; a tuple never equals a str key
+        if key is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        found: dict[_Group, None] = {}
+        for spec, table in self.tables:
+            for k in _lookup_keys(spec, value):
+                groups = table.get(k)
+                if groups is not None:
+                    found.update(dict.fromkeys(groups))
+        if self.automaton is not None:
+            text = _search_text(value)
+            if text is None:
+                found.update(dict.fromkeys(self.every))
+            else:
+                for _, groups in self.automaton.iter(text):
+                    found.update(dict.fromkeys(groups))
+        hit = tuple(found)
+        if key is not None:
+            if len(self.cache) >= _FIELD_CACHE_MAX:
+                self.cache.clear()
+            self.cache[key] = hit
+        return hit
+
+
+class _Bucket:
+    def __init__(self) -> None:
+        self.general: list[_Group] = []
+        self.fields: dict[Any, _FieldIndex] = {}
+        self.field_list: tuple[_FieldIndex, ...] = ()
+
+    def add(self, group: _Group, req: Requirement | None) -> None:
+        if not req:
+            self.general.append(group)
+            return
+        for spec, values in req.items():
+            fi = self.fields.get(spec[1])
+            if fi is None:
+                fi = self.fields[spec[1]] = _FieldIndex(spec[1])
+            if spec[0] == "sub":
+                for needle in values:
+                    fi.needles.setdefault(needle, []).append(group)
+            else:
+                table = next((t for sp, t in fi.tables if sp == spec), None)
+                if table is None:
+                    table = {}
+                    fi.tables.append((spec, table))
+                for value in values:
+                    table.setdefault(value, []).append(group)
+
+    def seal(self) -> None:
+        for fi in self.fields.values():
+            fi.seal()
+        self.field_list = tuple(self.fields.values())
+
+    def candidates(self, event: dict[str, Any]) -> list[_Group]:
+        out = list(self.general)
+        sources = 0
+        for fi in self.field_list:
+            where = fi.where
+            value = event.get(where) if where.__class__ is str else _field_value(event, where)
+            if value is None:
+                continue
+            hit = fi.lookup(value)
+            if hit:
+                out.extend(hit)
+                sources += 1
+        # A group filed under two fields may have been found twice.
+        return list(dict.fromkeys(out)) if sources > 1 else out
 
 
 def _order(rule: CompiledRule) -> int:
@@ -327,16 +433,23 @@ class IndexedRuleSet:
         for i, rule in enumerate(self.rules):
             rule.order = i
         self.by_name = {r.name: r for r in self.rules}
-        analysed = [(r, possible_actions(r.condition), requirement(r.condition))
-                    for r in self.rules]
+        groups: dict[Node, _Group] = {}
+        analysed = []
+        for r in self.rules:
+            group = groups.get(r.condition)
+            if group is not None:
+                group.rules.append(r)
+                continue
+            group = groups[r.condition] = _Group(r)
+            analysed.append((group, possible_actions(r.condition), requirement(r.condition)))
         actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names
-        for rule, acts, req in analysed:
+        for group, acts, req in analysed:
             targets = [self._buckets[a] for a in acts] if acts is not None else [
                 *self._buckets.values(), self._default]
             for bucket in targets:
-                bucket.add(rule, req)
+                bucket.add(group, req)
         for bucket in (*self._buckets.values(), self._default):
             bucket.seal()
 
@@ -348,33 +461,20 @@ class IndexedRuleSet:
         action = event.get("event.action")
         bucket = self._buckets.get(action, self._default) if action.__class__ is str else \
             self._default
-        found = dict.fromkeys(bucket.general)
-        for spec, table in bucket.keyed_items:
-            value = event.get(spec[1])
-            if value is None:
-                continue
-            for k in _lookup_keys(spec, value):
-                rules = table.get(k)
-                if rules is not None:
-                    found.update(dict.fromkeys(rules))
-        for name, automaton, every in bucket.automata:
-            value = event.get(name)
-            if value is None:
-                continue
-            text = _search_text(value)
-            if text is None:
-                found.update(dict.fromkeys(every))
-                continue
-            for _, rules in automaton.iter(text):
-                found.update(dict.fromkeys(rules))
-        return list(found)
+        return [r for g in bucket.candidates(event) for r in g.rules]
 
     def matching_rules(self, event: dict[str, Any]) -> list[CompiledRule]:
         action = event.get("event.action")
-        if action.__class__ is str and action in self._buckets:
-            hits = [r for r in self.candidates(event) if r.residual(event)]
+        bucket = self._buckets.get(action) if action.__class__ is str else None
+        hits: list[CompiledRule] = []
+        if bucket is not None:  # the index guarantees the action tests: skip them
+            for g in bucket.candidates(event):
+                if g.residual(event):
+                    hits.extend(g.rules)
         else:
-            hits = [r for r in self.candidates(event) if r.predicate(event)]
+            for g in self._default.candidates(event):
+                if g.predicate(event):
+                    hits.extend(g.rules)
         if len(hits) > 1:
             hits.sort(key=_order)
         return hits

@@ -20,8 +20,10 @@ def test_required_literals() -> None:
     assert required_literals(r"(curl|wget)\b[^|;]*\|\s*sh") == {"curl", "wget"}
     assert required_literals(r"\A(?:abc.*d)\Z") == {"abc"}
     assert required_literals(r"(?:abc)+xy") == {"abc"}
-    assert required_literals(r"(?:abc)*xy") is None  # optional: nothing required
-    assert required_literals(r"ab|cdef") is None  # one branch too short to be worth it
+    assert required_literals(r"(?:abc)*x") is None  # optional part: only "x" is required
+    assert required_literals(r"a|bcd") is None  # one branch too short to be worth it
+    assert required_literals(r"-(W|R)\s?[0-9a-f]{2}") == {"-w", "-r"}  # small alternations
+    assert required_literals(r"[Nn]c -[el]") == {"nc -e", "nc -l"}
     assert required_literals(r"[a-z]+\d") is None
     assert required_literals(r"caf\u00e9s") is None  # non-ASCII needle: never used
     assert required_literals("(unbalanced") is None
@@ -79,3 +81,31 @@ def test_unicode_case_folding_is_not_hidden_by_the_prefilter(tmp_path: Path) -> 
     assert "ire_sudo" not in [r.name for r in rs.candidates(plain)]  # the prefilter is in use
     ev = {"event.action": "exec", "process.command_line": "\u017fudo -i"}  # long s
     assert [r.name for r in rs.matching_rules(ev)] == ["ire_sudo"]
+
+
+def test_field_cache_and_shared_conditions_equal_brute_force(tmp_path: Path) -> None:
+    """Lookups cached per field value, and rules sharing one condition (evaluated once), give
+    what evaluating every rule gives, on a first pass and on a repeat served from the cache."""
+    rules = RULES + """\
+  - {rule: twin_a, condition: "process.command_line icontains KILLALL", score: 2}
+  - {rule: num_eq, condition: "process.args = 1 or process.args contains true", score: 1}
+"""
+    rs = load_bundle(write_bundle(tmp_path / "b", {"rules/r.yaml": rules})).ruleset
+    rng = random.Random(5)
+    values = [*WORDS, 1, 1.0, True, "1", "true", "True"]
+    events = []
+    for _ in range(1500):
+        ev = {"event.action": "exec",
+              "process.command_line": " ".join(rng.sample(WORDS, 2)),
+              "process.args": [rng.choice(values) for _ in range(rng.randint(0, 3))]}
+        if rng.random() < 0.5:
+            ev["process.args"] = rng.choice(values)
+        events.append(ev)
+    for _ in range(2):
+        for ev in events:
+            assert [r.name for r in rs.matching_rules(ev)] == [
+                r.name for r in rs.match_brute(ev)], ev
+    ev = {"event.action": "exec", "process.command_line": "killall -9 x"}
+    assert [r.name for r in rs.matching_rules(ev)] == ["icontains_kill", "twin_a"]
+    assert [r.name for r in rs.matching_rules({**ev, "process.args": True})] == [
+        "icontains_kill", "twin_a", "num_eq"]
