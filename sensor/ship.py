@@ -177,7 +177,9 @@ class HubSink:
         now = time.monotonic()
         if self.next_send <= self.acked:
             self.next_send = self.acked + 1
-        if self.next_send < spool.first_seq:  # dropped at the spool bound
+        if self.acked < spool.first_seq - 1:  # dropped at the spool bound: out of the window
+            self.acked = spool.first_seq - 1
+        if self.next_send < spool.first_seq:
             self.next_send = spool.first_seq
         if self.next_send > self.acked + 1 and now - self._progress_at >= self.resend_after_s:
             # No ack progress: the hub restarted or the connection lost batches. Go back.
