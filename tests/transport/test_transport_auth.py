@@ -9,7 +9,15 @@ import time
 
 import yaml
 from transport_helpers import (
-    THREATSEER, Collector, HubProc, Keys, SensorProc, hub_cfg, ledger_rows, public, wait_for,
+    THREATSEER,
+    Collector,
+    HubProc,
+    Keys,
+    SensorProc,
+    hub_cfg,
+    ledger_rows,
+    public,
+    wait_for,
 )
 
 

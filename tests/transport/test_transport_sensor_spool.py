@@ -8,7 +8,13 @@ import sqlite3
 import time
 
 from transport_helpers import (
-    Collector, HubProc, Keys, SensorProc, hub_cfg, ledger_rows, wait_for,
+    Collector,
+    HubProc,
+    Keys,
+    SensorProc,
+    hub_cfg,
+    ledger_rows,
+    wait_for,
 )
 
 

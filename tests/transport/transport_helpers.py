@@ -18,8 +18,6 @@ import msgpack
 import yaml
 import zmq
 
-from threatseer.sensor.ship import curve_keypair
-
 HERE = Path(__file__).resolve().parent
 SYNTHETIC = HERE / "synthetic_sensor.py"
 THREATSEER = [os.path.join(os.path.dirname(sys.executable), "threatseer")]
