@@ -323,9 +323,9 @@ _FIELD_CACHE_MAX = 8192
 class _FieldIndex:
     """What one bucket files under one field: values looked up, needles searched.
 
-    Results are cached per distinct text value (executables, names, paths, argv repeat
-    endlessly); only ``str`` values and lists of them, so ``1``, ``1.0`` and ``True`` (equal as
-    dict keys, different as text) never share an entry.
+    Results are cached per distinct value (executables, names, paths, argv, ports repeat
+    endlessly); only exact ``str`` and ``int`` values and lists of strings, so ``1``, ``1.0``
+    and ``True`` (equal as dict keys, different as text) never share an entry.
     """
 
     def __init__(self, where: str | tuple[str, ...]) -> None:
@@ -346,7 +346,7 @@ class _FieldIndex:
 
     def lookup(self, value: Any) -> tuple[_Group, ...]:
         key: Any = None
-        if value.__class__ is str:
+        if value.__class__ is str or value.__class__ is int:
             key = value
         elif value.__class__ is list and all(x.__class__ is str for x in value):
             key = tuple(value)  # argv repeats too; a tuple never equals a str key
@@ -379,7 +379,8 @@ class _Bucket:
     def __init__(self) -> None:
         self.general: list[_Group] = []
         self.fields: dict[Any, _FieldIndex] = {}
-        self.field_list: tuple[_FieldIndex, ...] = ()
+        self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
+        self.general_t: tuple[_Group, ...] = ()
 
     def add(self, group: _Group, req: Requirement | None) -> None:
         if not req:
@@ -403,22 +404,25 @@ class _Bucket:
     def seal(self) -> None:
         for fi in self.fields.values():
             fi.seal()
-        self.field_list = tuple(self.fields.values())
+        self.field_list = tuple((fi.where, fi.cache, fi) for fi in self.fields.values())
+        self.general_t = tuple(self.general)
 
-    def candidates(self, event: dict[str, Any]) -> list[_Group]:
-        out = list(self.general)
+    def candidates(self, event: dict[str, Any]) -> tuple[_Group, ...]:
+        out = self.general_t
         sources = 0
-        for fi in self.field_list:
-            where = fi.where
+        for where, cache, fi in self.field_list:
             value = event.get(where) if where.__class__ is str else _field_value(event, where)
             if value is None:
                 continue
-            hit = fi.lookup(value)
+            cls = value.__class__
+            hit = cache.get(value) if cls is str or cls is int else None
+            if hit is None:
+                hit = fi.lookup(value)
             if hit:
-                out.extend(hit)
+                out = out + hit if out else hit
                 sources += 1
         # A group filed under two fields may have been found twice.
-        return list(dict.fromkeys(out)) if sources > 1 else out
+        return tuple(dict.fromkeys(out)) if sources > 1 else out
 
 
 def _order(rule: CompiledRule) -> int:
