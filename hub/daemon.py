@@ -278,6 +278,7 @@ class Hub:
                 self._report_gap(msg, verdict.lost_batches, now)
             if verdict.kind == DUPLICATE:
                 m.child(m.duplicates, msg.label).inc()
+                sensors[msg.label].duplicates += 1
                 continue
             if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
                 continue
@@ -326,6 +327,7 @@ class Hub:
         """A final sequence gap: a loss event through the pipeline (never silent)."""
         m = self.metrics
         m.child(m.lost_batches, msg.label).inc(batches)
+        self.ingest.sensors[msg.label].lost_batches += batches
         log.warning("sensor %s: %d batches before seq %d never arrived and can no longer be "
                     "resent: reported as lost", msg.sensor_id, batches, msg.seq)
         ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches)
@@ -386,7 +388,8 @@ class Hub:
                                    if self.transport.auth is not None else None)},
             "sensors": {sid: {"events_in": s.events_in, "events_out": s.events_out,
                               "batches": s.batches, "last_seq": s.last_seq,
-                              "last_seen": s.last_seen, "host": s.host, "bad": dict(s.bad)}
+                              "last_seen": s.last_seen, "host": s.host, "bad": dict(s.bad),
+                              "duplicates": s.duplicates, "lost_batches": s.lost_batches}
                         for sid, s in list(self.ingest.sensors.items())},
             "outputs": outputs if outputs is not None else self.outputs.status(),
             "profiles": (len(self.pipeline.profile.profiles)

@@ -46,6 +46,8 @@ class SensorStats:
     last_seen: float = 0.0
     host: str = ""
     bad: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0  # batches received again after they were scored (not scored again)
+    lost_batches: int = 0  # final sequence gaps (reported as sensor-loss events)
 
 
 class RateLimitedLog:
@@ -142,6 +144,9 @@ class Ingest:
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
+        # sensor id -> the CURVE key that first used it since start: another key claiming it
+        # is refused ("spoofed"), so one allowed key cannot disturb another sensor's sequence
+        self._owners: dict[str, str] = {}
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -232,6 +237,16 @@ class Ingest:
         except wire.WireError as exc:
             self.bad(_sensor_of(frames), exc.reason, str(exc))
             return None
+        sid = header["sid"]
+        key = routed[1].get("User-Id") if self.transport is not None and \
+            not self.transport.plaintext else None
+        if key:
+            owner = self._owners.setdefault(sid, key) if len(self._owners) < \
+                MAX_TRACKED_SENSORS or sid in self._owners else key
+            if owner != key:
+                self.bad(sid, "spoofed", f"key {key} sent as sensor {sid}, which key "
+                         f"{owner} uses: refused")
+                return None
         self.stats(header["sid"])
         return Message(buffers, header["sid"], self.label(header["sid"]), peer,
                        header.get("e", 0), header["seq"], header.get("b", 0))
