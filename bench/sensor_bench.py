@@ -1,7 +1,7 @@
 """Sensor benchmark: the full sensor path against a plain C libbpf consumer, in one run.
 
-(a) ``threatseer sensor`` (reader + enrichment + msgpack + ZeroMQ PUSH) sending to a counting
-    PULL socket in this process, and (b) ``bench/ceiling`` (C, libbpf, counts records only)
+(a) ``threatseer sensor`` (reader + enrichment + msgpack + spool + ZeroMQ DEALER) sending to a counting
+    ROUTER socket in this process, and (b) ``bench/ceiling`` (C, libbpf, counts records only)
     loading the same BPF object, each while ``bench/loadgen`` drives the same load: an openat
     loop on a watched path, then a fork+exec loop. Both figures are events delivered per
     second of load, measured side by side; the ratio is (a)/(b).
@@ -78,10 +78,11 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 class Counter:
-    """A PULL socket that counts the sensor's events (what a hub would receive)."""
+    """A ROUTER socket that counts the sensor's events (what a hub would receive) and acks
+    each batch as a hub does (docs/transport.md)."""
 
     def __init__(self, port: int) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.PULL)
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.bind(f"tcp://127.0.0.1:{port}")
         self.lock = threading.Lock()
         self.by_action: dict[str, int] = {}
@@ -97,7 +98,9 @@ class Counter:
         while not self.stopped:
             if not self.sock.poll(100):
                 continue
-            batch = wire.decode(self.sock.recv_multipart())
+            frames = self.sock.recv_multipart()
+            batch = wire.decode(frames[1:])
+            self.sock.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
             with self.lock:
                 for ev in batch.events:
                     action = ev.get("event.action", "")
@@ -131,7 +134,7 @@ def sensor_phase(seconds: float) -> dict:
     cfg.write_text(yaml.safe_dump({
         "hub": f"tcp://127.0.0.1:{port}", "sensitive_paths": [TARGET],
         "health_interval_s": 1.0, "ring_buffer_kib": RING_KIB, "log_level": "warning",
-        "send_hwm": 100000,
+        "send_hwm": 100000, "plaintext": True, "state_dir": str(Path(tmp) / "state"),
     }))
     proc = subprocess.Popen([str(Path(sys.executable).parent / "threatseer"), "sensor", "-c",
                              str(cfg)])

@@ -59,7 +59,7 @@ DEFAULT_WATCHED_PATHS = [
 
 @dataclass
 class SensorConfig:
-    # Where batches go: the hub's ZeroMQ PULL endpoint.
+    # Where batches go: the hub's ingest (ZeroMQ ROUTER) endpoint.
     hub: str = "tcp://127.0.0.1:5555"
     # Stable sensor id; empty means derive it from /etc/machine-id.
     sensor_id: str = ""
