@@ -450,10 +450,11 @@ cdef class BpfProbe:
         self.attached = []
         self.batch = []
 
-    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=()):
+    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=()):
         """Open path, size the ring to ring_bytes (a power of two), load and attach all
-        programs but those in skip (tail-call targets, unneeded fallbacks); those in
-        optional may fail to attach (tracepoints this kernel lacks)."""
+        programs but those in skip (tail-call targets); those in optional may fail to
+        attach (tracepoints this kernel lacks); those in enable are programs the object
+        does not load by default (SEC("?...")) that are wanted."""
         cdef bpf_program *prog = NULL
         cdef bpf_link *link
         cdef bpf_map *m
@@ -463,6 +464,11 @@ cdef class BpfProbe:
         m = <bpf_map *>check_ptr(bpf_object__find_map_by_name(self.obj, b"ts_events"),
                                  "finding map ts_events")
         check_rc(bpf_map__set_max_entries(m, ring_bytes), "sizing the ring buffer")
+        for name in enable:
+            prog = bpf_object__find_program_by_name(self.obj, name.encode())
+            if prog != NULL:
+                bpf_program__set_autoload(prog, True)
+        prog = NULL
         check_rc(bpf_object__load(self.obj), "loading the BPF programs", self._log())
         self.counters_fd = self._map_fd(b"ts_counters")
         self.config_fd = self._map_fd(b"ts_config")
@@ -474,7 +480,7 @@ cdef class BpfProbe:
             if prog == NULL:
                 break
             name = bpf_program__name(prog).decode()
-            if name in skip:
+            if name in skip or not bpf_program__autoload(prog):
                 continue
             link = bpf_program__attach(prog)
             if link == NULL:

@@ -27,6 +27,9 @@ cdef extern from "bpf/libbpf.h" nogil:
     int bpf_map__fd(const bpf_map *map)
 
     const char *bpf_program__name(const bpf_program *prog)
+    bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)
+    bint bpf_program__autoload(const bpf_program *prog)
+    int bpf_program__set_autoload(bpf_program *prog, bint autoload)
     bpf_link *bpf_program__attach(const bpf_program *prog)
     int bpf_link__destroy(bpf_link *link)
 

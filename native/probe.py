@@ -39,9 +39,10 @@ OPTIONAL_PROGRAMS = tuple(f"ts_{side}_{name}" for name in OPTIONAL_SYSCALLS
                           for side in ("enter", "exit"))
 # Reached only through tail calls from the ts_exit_* programs: never attached themselves.
 TAIL_CALL_TARGETS = ("ts_change_exit", "ts_sys_exit")
-# raw_syscalls programs that see module loads where the kernel has no init_module/
-# finit_module tracepoints (CONFIG_MODULES=n: the attempt is still worth reporting). They
-# run on every syscall, so only then.
+# raw_syscalls programs that see module-load attempts where the kernel has no init_module/
+# finit_module tracepoints (CONFIG_MODULES=n: no module can load, the attempt is still a
+# signal). They run on EVERY syscall (a tight openat loop ran at half speed), so they are
+# loaded only with Probe(module_fallback=True) and only when the tracepoints are missing.
 MODULE_FALLBACK = ("ts_raw_enter_module", "ts_raw_exit_module")
 # Values of the watched-prefix trie (TSR_W_* in records.h).
 W_WATCHED = 0x1
@@ -150,6 +151,14 @@ class Probe:
     records are pending (default: 256 KiB or 1/8 of the ring), so call :meth:`poll` with a
     timeout (or at least every so often): it picks up whatever is pending when the timeout
     expires, which bounds the latency. ``wakeup_bytes=0`` wakes the reader per record.
+
+    ``watched_paths`` are the prefixes (same '*' rule as ``sensitive_paths``) under which file
+    changes are reported; none by default (chmod setting setuid/setgid is reported
+    anywhere). Under ``log_paths`` covered by a watched prefix, truncation is
+    "log-truncate". Both change live with :meth:`set_watched_paths`.
+
+    ``module_fallback=True`` reports module-load attempts on kernels without module
+    tracepoints (CONFIG_MODULES=n) through programs that run on every syscall.
     """
 
     def __init__(
@@ -162,6 +171,7 @@ class Probe:
         wakeup_bytes: int | None = None,
         watched_paths: Iterable[str] = (),
         log_paths: Iterable[str] = DEFAULT_LOG_PATHS,
+        module_fallback: bool = False,
     ) -> None:
         self._bpf: BpfProbe | None = None
         if not tracefs_mounted():
@@ -179,10 +189,10 @@ class Probe:
         size = ring_bytes(ring_buffer_kib)
         self.wakeup_bytes = (min(DEFAULT_WAKEUP_BYTES, size // 8) if wakeup_bytes is None
                              else max(0, min(int(wakeup_bytes), size // 2)))
-        skip = TAIL_CALL_TARGETS
-        if has_syscall_tracepoint("finit_module"):
-            skip += MODULE_FALLBACK
-        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK, skip)
+        enable = (MODULE_FALLBACK if module_fallback and not has_syscall_tracepoint("finit_module")
+                  else ())
+        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK,
+                             TAIL_CALL_TARGETS, enable)
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0

@@ -334,8 +334,10 @@ EXIT(process_vm_writev)
 ENTER(memfd_create) { return sys_enter(TSR_OP_MEMFD, 0, ARG(0), 0, 0, ARG(1), 0, 0); }
 EXIT(memfd_create)
 
-/* Kernels without CONFIG_MODULES have no init_module/finit_module tracepoints: the loader
- * then attaches the raw_syscalls fallback below instead (see OPTIONAL/fallbacks in probe.py). */
+/* Kernels without CONFIG_MODULES have no init_module/finit_module tracepoints (and no module
+ * can load: the syscalls return ENOSYS). The raw_syscalls fallback below still reports the
+ * attempts, but it runs on EVERY syscall (it halved a tight openat loop's rate), so it is
+ * not loaded unless asked for ('?': autoload off; Probe(module_fallback=True)). */
 ENTER(init_module) { return sys_enter(TSR_OP_INIT_MODULE, 0, 0, 0, ARG(2), ARG(1), 0, 0); }
 EXIT(init_module)
 ENTER(finit_module)
@@ -348,7 +350,7 @@ EXIT(finit_module)
 #define TSR_NR_INIT_MODULE 175
 #define TSR_NR_FINIT_MODULE 313
 
-SEC("raw_tp/sys_enter")
+SEC("?raw_tp/sys_enter")
 int ts_raw_enter_module(struct bpf_raw_tracepoint_args *ctx)
 {
 	long nr = ctx->args[1];
@@ -364,7 +366,7 @@ int ts_raw_enter_module(struct bpf_raw_tracepoint_args *ctx)
 	return sys_enter(TSR_OP_FINIT_MODULE, a0, 0, 0, a1, a0, a2, 0);
 }
 
-SEC("raw_tp/sys_exit")
+SEC("?raw_tp/sys_exit")
 int ts_raw_exit_module(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];

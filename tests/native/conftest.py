@@ -54,7 +54,9 @@ class Collector:
 @pytest.fixture(scope="module")
 def probe() -> Iterator[Probe]:
     # self_tgid=0: the test process itself must be seen (the self filter has its own test)
-    p = Probe(ring_buffer_kib=4096, sensitive_paths=["/etc/shadow"], self_tgid=0)
+    # module_fallback: this VM's kernel has no module tracepoints; the attempts are tested
+    p = Probe(ring_buffer_kib=4096, sensitive_paths=["/etc/shadow"], self_tgid=0,
+              module_fallback=True)
     try:
         yield p
     finally:
