@@ -104,8 +104,14 @@ def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, proc
                  >= good_events, 60, "the good batches between the garbage")
         time.sleep(0.5)
         assert hub.proc.poll() is None, hub.log_text()[-3000:]
-        status = wait_for(lambda: (s := hub.status())["sensors"].get("fuzzok") and s, 10,
-                          "status")
+
+        def counted() -> dict | None:  # status.json is rewritten every 2 s
+            s = hub.status()
+            seen = sum(sum(st["bad"].values()) + st["duplicates"]
+                       for st in s["sensors"].values())
+            return s if seen > 0.9 * N_FRAMES else None
+
+        status = wait_for(counted, 15, "the garbage counted in status.json")
     finally:
         dealer.close()
         ctx.term()
