@@ -5,6 +5,8 @@ execs marked commands; each scored exec event's kernel timestamp (``@timestamp``
 with the wall clock when the subscriber receives it. Measured at idle and while
 ``bench/loadgen`` drives 10,000 watched opens per second through the same pipeline.
 
+Both hops run in plaintext mode here (bench/transport_bench.py measures CURVE's cost).
+
 Run as root:  .venv/bin/python bench/e2e_bench.py [--samples 200]
 Last line:    idle_p50_ms=... idle_p99_ms=... load_p50_ms=... load_p99_ms=... (key=value)
 """
@@ -97,10 +99,10 @@ def main() -> None:
     (tmp / "hub.yaml").write_text(yaml.safe_dump({
         "ingest": {"endpoint": ingest}, "publish": {"endpoint": pub}, "metrics": {"listen": ""},
         "state_dir": str(tmp / "hub"), "bundle": str(ROOT / "rules/default"),
-        "log_level": "warning"}))
+        "log_level": "warning", "plaintext": True}))
     (tmp / "sensor.yaml").write_text(yaml.safe_dump({
         "hub": ingest, "state_dir": str(tmp / "sensor"), "log_level": "warning",
-        "sensitive_paths": ["/etc/passwd", "/etc/shadow"]}))
+        "sensitive_paths": ["/etc/passwd", "/etc/shadow"], "plaintext": True}))
     sub = Subscriber(pub, f"e2e-{uuid.uuid4().hex[:8]}")
     sub.start()
     procs = [subprocess.Popen([THREATSEER, "hub", "-c", str(tmp / "hub.yaml")]),

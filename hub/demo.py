@@ -35,12 +35,35 @@ import yaml
 import zmq
 
 from threatseer.hub import publish
+from threatseer.hub.rules.signing import write_key_pair
 from threatseer.hub.tap import colour, summary
 from threatseer.sensor import ecs
+from threatseer.sensor.ship import curve_keypair, read_key
 
 REPO_BUNDLE = Path(__file__).resolve().parent.parent / "rules" / "default"
 C2_ADDRESS = "127.0.0.66"
 SERVICE = "inventory-agent"
+
+
+def curve_keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """A CURVE key pair as ``threatseer keys gen --type curve`` writes it (secret 0600)."""
+    secret, public = curve_keypair()
+    return write_key_pair(directory / name, secret, public)
+
+
+def bundle_with_c2(src: Path, dst: Path, address: str) -> Path:
+    """A copy of bundle ``src`` at ``dst`` that lists ``address`` as a C2 indicator (the demo
+    calls back to it on loopback), with its own version so the hub's store accepts it."""
+    shutil.copytree(src, dst)
+    static = dst / "static.yaml"
+    data = yaml.safe_load(static.read_text())
+    data.setdefault("iocs", {}).setdefault("networks", {})[f"{address}/32"] = (
+        "demo C2 address (added by threatseer demo)")
+    static.write_text(yaml.safe_dump(data, sort_keys=False))
+    manifest = yaml.safe_load((dst / "manifest.yaml").read_text())
+    manifest["version"] = f"{manifest['version']}-demo"
+    (dst / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return dst
 
 
 def free_port() -> int:
@@ -105,16 +128,7 @@ class Demo:
             shutil.rmtree(self.workdir)
         (self.workdir / "bin").mkdir(parents=True)
         shutil.copy2("/bin/cat", self.service)
-        bundle = self.workdir / "bundle"
-        shutil.copytree(self.bundle_src, bundle)
-        static = bundle / "static.yaml"
-        data = yaml.safe_load(static.read_text())
-        data.setdefault("iocs", {}).setdefault("networks", {})[f"{C2_ADDRESS}/32"] = (
-            "demo C2 address (added by threatseer demo)")
-        static.write_text(yaml.safe_dump(data, sort_keys=False))
-        manifest = yaml.safe_load((bundle / "manifest.yaml").read_text())
-        manifest["version"] = f"{manifest['version']}-demo"
-        (bundle / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+        bundle = bundle_with_c2(self.bundle_src, self.workdir / "bundle", C2_ADDRESS)
         hub = {
             "ingest": {"endpoint": self.ingest},
             "publish": {"endpoint": self.pub},
@@ -128,8 +142,21 @@ class Demo:
             ],
             "log_level": "warning",
         }
+        # CURVE everywhere, as on a real fleet: the hub admits this sensor's key and the
+        # demo's own subscriber key, nothing else.
+        keys = self.workdir / "keys"
+        keys.mkdir()
+        hub_secret, hub_public = curve_keys(keys, "hub")
+        sensor_secret, sensor_public = curve_keys(keys, "sensor")
+        self.tap_secret, tap_public = curve_keys(keys, "tap")
+        self.hub_public = hub_public
+        hub.update({"curve_secret_key_file": str(hub_secret),
+                    "curve_allow_list": str(sensor_public),
+                    "curve_subscriber_allow_list": str(tap_public)})
         sensor = {"hub": self.ingest, "health_interval_s": 5.0, "batch_latency_ms": 20,
-                  "state_dir": str(self.workdir / "sensor-state"), "log_level": "warning"}
+                  "state_dir": str(self.workdir / "sensor-state"), "log_level": "warning",
+                  "curve_secret_key_file": str(sensor_secret),
+                  "curve_server_key": str(hub_public)}
         (self.workdir / "hub.yaml").write_text(yaml.safe_dump(hub, sort_keys=False))
         (self.workdir / "sensor.yaml").write_text(yaml.safe_dump(sensor, sort_keys=False))
 
@@ -156,6 +183,10 @@ class Demo:
     def _tap(self) -> None:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
+        secret = read_key(str(self.tap_secret))
+        sock.curve_secretkey = secret
+        sock.curve_publickey = zmq.curve_public(secret)
+        sock.curve_serverkey = read_key(str(self.hub_public))
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.pub)
         try:
@@ -280,7 +311,9 @@ def demo_command(workdir: str, bundle_src: str | None, once: bool, as_json: bool
             f"{e.name} [{'yes' if e.seen else 'NO'}]" for e in demo.expect))
         if once:
             sys.exit(0 if ok else 1)
-        demo.say("watching live; run commands in another terminal, Ctrl-C to stop")
+        demo.say("watching live; run commands in another terminal, Ctrl-C to stop. Also try: "
+                 f"threatseer tap --endpoint {demo.pub} --server-key {demo.hub_public} "
+                 f"--key {demo.tap_secret}")
         while not interrupted.wait(0.5):
             pass
     except KeyboardInterrupt:

@@ -18,6 +18,8 @@ import yaml
 import zmq
 
 from threatseer.hub import publish
+from threatseer.hub.demo import C2_ADDRESS, bundle_with_c2, curve_keys
+from threatseer.sensor.ship import read_key
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sensor needs root (eBPF)")
@@ -38,15 +40,32 @@ class Pipeline:
         hub = {
             "ingest": {"endpoint": self.ingest}, "publish": {"endpoint": self.pub},
             "metrics": {"listen": ""}, "state_dir": str(tmp / "hub"),
-            "bundle": str(ROOT / "rules" / "default"),
+            # The default bundle plus one C2 address on loopback to call back to.
+            "bundle": str(bundle_with_c2(ROOT / "rules" / "default", tmp / "bundle",
+                                         C2_ADDRESS)),
             "profiles": {"learn_seconds": 2.0, "learn_min_events": 2},
             "log_level": "warning",
         }
         sensor = {"hub": self.ingest, "batch_latency_ms": 20, "health_interval_s": 1.0,
                   "state_dir": str(tmp / "sensor")}
+        # CURVE on both hops, as deployed.
+        keys = tmp / "keys"
+        keys.mkdir()
+        hub_secret, hub_public = curve_keys(keys, "hub")
+        sensor_secret, sensor_public = curve_keys(keys, "sensor")
+        sub_secret, sub_public = curve_keys(keys, "subscriber")
+        hub.update({"curve_secret_key_file": str(hub_secret),
+                    "curve_allow_list": str(sensor_public),
+                    "curve_subscriber_allow_list": str(sub_public)})
+        sensor.update({"curve_secret_key_file": str(sensor_secret),
+                       "curve_server_key": str(hub_public)})
         (tmp / "hub.yaml").write_text(yaml.safe_dump(hub))
         (tmp / "sensor.yaml").write_text(yaml.safe_dump(sensor))
         self.sub = zmq.Context.instance().socket(zmq.SUB)
+        secret = read_key(str(sub_secret))
+        self.sub.curve_secretkey = secret
+        self.sub.curve_publickey = zmq.curve_public(secret)
+        self.sub.curve_serverkey = read_key(str(hub_public))
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(self.pub)
         self.procs = [
@@ -135,15 +154,16 @@ def test_sensitive_read_and_network_callback_each_score(pipeline):
 
     port = free_port()
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", port))
+        listener.bind((C2_ADDRESS, port))
         listener.listen(1)
         subprocess.run(["perl", "-MIO::Socket::INET", "-e",
-                        f"IO::Socket::INET->new(PeerAddr=>'127.0.0.1:{port}') or die"],
+                        f"IO::Socket::INET->new(PeerAddr=>'{C2_ADDRESS}:{port}') or die"],
                        check=True)
         _, conn = pipeline.wait_for(lambda e: e.get("event.action") == "connect"
                                     and e.get("destination.port") == port)
-    assert conn["process.name"] == "perl"
-    assert conn["event.risk_score"] > 0, conn["threatseer.indicators"]
+    assert conn["process.name"] == "perl" and conn["destination.ip"] == C2_ADDRESS
+    assert conn["event.risk_score"] >= 100, conn["threatseer.indicators"]
+    assert "ioc" in {i["type"] for i in conn["threatseer.indicators"]}
 
 
 def test_the_demo_sequence_produces_the_expected_alerts(tmp_path, threatseer_cmd):
