@@ -195,6 +195,8 @@ class Authenticator:
     def warn(self, what: tuple[str, str], message: str) -> None:
         """Rate-limited warning: one per key per log interval, the rest counted."""
         now = time.monotonic()
+        if len(self._last_log) >= MAX_TRACKED_PEERS and what not in self._last_log:
+            self._last_log.clear()  # peer addresses are attacker-chosen: bound the memory
         last, suppressed = self._last_log.get(what, (-1e18, 0))
         if now - last >= self.log_interval_s:
             extra = f" ({suppressed} more since last report)" if suppressed else ""
