@@ -266,7 +266,7 @@ class Hub:
         acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
         for msg in got:
             sid = msg.sensor_id
-            verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base)
+            verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
             if verdict.kind == STALE:
                 ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of epoch {msg.epoch}, "
                            f"older than the sensor's current epoch: dropped")
@@ -275,7 +275,7 @@ class Hub:
             if verdict.restarted:
                 log.info("sensor %s: new epoch %d (its spool is new)", sid, msg.epoch)
             if verdict.lost_batches:
-                self._report_gap(msg, verdict.lost_batches, now)
+                self._report_gap(msg, verdict.lost_batches, verdict.lost_events, now)
             if verdict.kind == DUPLICATE:
                 m.child(m.duplicates, msg.label).inc()
                 sensors[msg.label].duplicates += 1
@@ -323,14 +323,15 @@ class Hub:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
 
-    def _report_gap(self, msg: Message, batches: int, now: float) -> None:
+    def _report_gap(self, msg: Message, batches: int, events: int, now: float) -> None:
         """A final sequence gap: a loss event through the pipeline (never silent)."""
         m = self.metrics
         m.child(m.lost_batches, msg.label).inc(batches)
         self.ingest.sensors[msg.label].lost_batches += batches
-        log.warning("sensor %s: %d batches before seq %d never arrived and can no longer be "
-                    "resent: reported as lost", msg.sensor_id, batches, msg.seq)
-        ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches)
+        log.warning("sensor %s: %d batches (%s events) before seq %d never arrived and can no "
+                    "longer be resent: reported as lost", msg.sensor_id, batches,
+                    events or "unknown", msg.seq)
+        ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches, events)
         try:
             res = self.pipeline.score([ev], msg.sensor_id, msg.seq, now)
         except Exception:

@@ -105,6 +105,7 @@ class Message:
     epoch: int = 0
     seq: int = 0
     base: int = 0
+    dropped: int = 0  # events the sender dropped from its spool in this epoch (header "d")
 
 
 def _sensor_of(frames: list[Any]) -> str:
@@ -249,7 +250,7 @@ class Ingest:
                 return None
         self.stats(header["sid"])
         return Message(buffers, header["sid"], self.label(header["sid"]), peer,
-                       header.get("e", 0), header["seq"], header.get("b", 0))
+                       header.get("e", 0), header["seq"], header.get("b", 0), header.get("d", 0))
 
     def open(self, msg: Message) -> Received | None:
         """Decode a message's body and check every event against the schema."""

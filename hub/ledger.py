@@ -32,12 +32,14 @@ NEW, DUPLICATE, AHEAD, STALE = "new", "duplicate", "ahead", "stale"
 class SensorState:
     epoch: int
     high: int  # highest sequence number scored and committed (or given up as lost)
+    dropped: int = 0  # the sender's spool-dropped event count at the last reported gap
 
 
 @dataclass(slots=True)
 class Verdict:
     kind: str
     lost_batches: int = 0  # a final gap before this batch (reported as a loss event)
+    lost_events: int = 0  # events in it, when the sender counted them (0: unknown)
     restarted: bool = False  # a new epoch of a known sensor
 
 
@@ -50,22 +52,25 @@ class Ledger:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         db.execute("CREATE TABLE IF NOT EXISTS sensors (sid TEXT PRIMARY KEY, "
-                   "epoch INTEGER NOT NULL, high INTEGER NOT NULL, updated REAL NOT NULL)")
+                   "epoch INTEGER NOT NULL, high INTEGER NOT NULL, dropped INTEGER NOT NULL, "
+                   "updated REAL NOT NULL)")
         db.execute("CREATE TABLE IF NOT EXISTS scored (sid TEXT NOT NULL, epoch INTEGER NOT "
                    "NULL, seq INTEGER NOT NULL, events_in INTEGER NOT NULL, emitted INTEGER "
                    "NOT NULL, at REAL NOT NULL, PRIMARY KEY (sid, epoch, seq)) WITHOUT ROWID")
         db.execute("CREATE TABLE IF NOT EXISTS gaps (sid TEXT NOT NULL, epoch INTEGER NOT NULL, "
                    "first INTEGER NOT NULL, batches INTEGER NOT NULL, at REAL NOT NULL)")
-        self.state: dict[str, SensorState] = {
-            sid: SensorState(epoch, high)
-            for sid, epoch, high in db.execute("SELECT sid, epoch, high FROM sensors")}
+        self.state = self._load()
         self._dirty: set[str] = set()
         self._scored: list[tuple[str, int, int, int, int, float]] = []
         self._gaps: list[tuple[str, int, int, int, float]] = []
         self.commits = 0
         self._last_prune = 0.0
 
-    def admit(self, sid: str, epoch: int, seq: int, base: int) -> Verdict:
+    def _load(self) -> dict[str, SensorState]:
+        return {sid: SensorState(epoch, high, dropped) for sid, epoch, high, dropped
+                in self.db.execute("SELECT sid, epoch, high, dropped FROM sensors")}
+
+    def admit(self, sid: str, epoch: int, seq: int, base: int, dropped: int = 0) -> Verdict:
         """What to do with batch ``seq`` of ``sid``/``epoch`` (see the module doc); a final
         gap moves the state past it (committed with the next :meth:`commit`)."""
         st = self.state.get(sid)
@@ -78,18 +83,20 @@ class Ledger:
             self._dirty.add(sid)
         if seq <= st.high:
             return Verdict(DUPLICATE, restarted=restarted)
-        lost = 0
+        lost = lost_events = 0
         if seq > st.high + 1:
             # The sender can resend from `base` on (0: it cannot resend anything).
             first_available = min(base, seq) if base else seq
             if first_available > st.high + 1:
                 lost = first_available - 1 - st.high
+                lost_events = max(0, dropped - st.dropped)
                 self._gaps.append((sid, epoch, st.high + 1, lost, time.time()))
                 st.high = first_available - 1
+                st.dropped = max(st.dropped, dropped)
                 self._dirty.add(sid)
             if seq > st.high + 1:
-                return Verdict(AHEAD, lost, restarted)
-        return Verdict(NEW, lost, restarted)
+                return Verdict(AHEAD, lost, lost_events, restarted)
+        return Verdict(NEW, lost, lost_events, restarted)
 
     def scored(self, sid: str, epoch: int, seq: int, events_in: int, emitted: int) -> None:
         """Batch ``seq`` was scored; durable with the next :meth:`commit`."""
@@ -105,9 +112,9 @@ class Ledger:
         db = self.db
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?)",
-                           [(sid, self.state[sid].epoch, self.state[sid].high, now)
-                            for sid in self._dirty])
+            db.executemany("INSERT OR REPLACE INTO sensors VALUES (?, ?, ?, ?, ?)",
+                           [(sid, self.state[sid].epoch, self.state[sid].high,
+                             self.state[sid].dropped, now) for sid in self._dirty])
             if self._scored:
                 db.executemany("INSERT INTO scored VALUES (?, ?, ?, ?, ?, ?)", self._scored)
             if self._gaps:
@@ -116,8 +123,7 @@ class Ledger:
         except BaseException:
             db.execute("ROLLBACK")
             # Back to what is durable: those batches were not acknowledged and come back.
-            self.state = {sid: SensorState(epoch, high) for sid, epoch, high
-                          in db.execute("SELECT sid, epoch, high FROM sensors")}
+            self.state = self._load()
             self._dirty.clear()
             self._scored.clear()
             self._gaps.clear()
@@ -137,10 +143,11 @@ class Ledger:
             self.db.close()
 
 
-def gap_event(sensor_id: str, epoch: int, seq: int, batches: int) -> dict[str, Any]:
-    """The ``sensor-loss`` event of a final gap: ``batches`` batches before ``seq``. Their
-    event count is unknown here (the sensor's own sensor-loss event for its spool bound has
-    it), so ``threatseer.loss.events`` is 0 and ``threatseer.loss.batches`` says the size."""
+def gap_event(sensor_id: str, epoch: int, seq: int, batches: int,
+              events: int = 0) -> dict[str, Any]:
+    """The ``sensor-loss`` event of a final gap: ``batches`` batches before ``seq`` holding
+    ``events`` events, as counted by the sender's spool (0 when it could not count them, e.g.
+    a spool lost with its disk: ``threatseer.loss.batches`` still says the size)."""
     category, types = ecs.CATEGORIES[ecs.SENSOR_LOSS]
     return {
         "@timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
@@ -149,7 +156,7 @@ def gap_event(sensor_id: str, epoch: int, seq: int, batches: int) -> dict[str, A
         "event.action": ecs.SENSOR_LOSS,
         "event.id": f"{sensor_id}:gap:{epoch}:{seq}",
         "agent.id": sensor_id,
-        "threatseer.loss.events": 0,
+        "threatseer.loss.events": events,
         "threatseer.loss.batches": batches,
         "threatseer.loss.reason": f"transport gap: {batches} batches before batch {seq} "
                                   "never reached the hub and can no longer be resent",

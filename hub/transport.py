@@ -83,6 +83,9 @@ class AllowList:
                         comment = line.partition("#")[2].strip() if len(tokens) > 1 else ""
                         keys[key] = comment or os.path.basename(path)
         except OSError as exc:
+            if stamp is None and self._stamp is None and self.reloads + self.errors:
+                return False  # still missing: said so already
+            self.errors += 1
             if self._stamp is not None or self.keys:
                 log.error("allow-list %s unreadable (%s): keeping %d keys", self.path,
                           exc.strerror, len(self.keys))

@@ -196,7 +196,7 @@ class HubSink:
             count, body = stored
             header = wire.encode_header(
                 wire.Batch(self.sensor_id, seq, [], host=self.host, common=self.identity,
-                           epoch=spool.epoch, base=base), count)
+                           epoch=spool.epoch, base=base, dropped=spool.dropped_total), count)
             try:
                 self.sock.send_multipart((header, body), flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -39,14 +39,20 @@ class Spool:
             meta["epoch"] = time.time_ns()
             meta["next_seq"] = 1
             db.execute("INSERT INTO meta VALUES ('epoch', ?), ('next_seq', 1)", (meta["epoch"],))
+        if "dropped_events" not in meta:
+            meta["dropped_events"] = 0
+            db.execute("INSERT INTO meta VALUES ('dropped_events', 0)")
         self.epoch: int = meta["epoch"]
         self.next_seq: int = meta["next_seq"]
         row = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
                          "min(seq) FROM batches").fetchone()
         self.count, self.events, self.bytes, first = row
         self.first_seq: int = first if first is not None else self.next_seq
-        self.dropped_events = 0
+        self.dropped_events = 0  # by this process (health event deltas)
         self.dropped_batches = 0
+        # by this spool since it was created (the epoch), told to the hub in headers ("d")
+        self.dropped_total: int = meta["dropped_events"]
+        self.dropped_total_base = self.dropped_total
         # Recent bodies, so a send right after append (the usual case) does not read the disk.
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._cache_batches = cache_batches
@@ -90,7 +96,12 @@ class Spool:
             self.dropped_batches += 1
             self.dropped_events += n
         if last is not None:
+            self.dropped_total = self.dropped_total_base + self.dropped_events
+            self.db.execute("BEGIN")
             self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
+            self.db.execute("UPDATE meta SET v = ? WHERE k = 'dropped_events'",
+                            (self.dropped_total,))
+            self.db.execute("COMMIT")
             self.first_seq = last + 1
             for seq in [s for s in self._cache if s <= last]:
                 del self._cache[seq]

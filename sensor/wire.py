@@ -10,7 +10,8 @@ A batch travels as one ZeroMQ multipart message of two frames:
 Delivery (docs/transport.md): ``seq`` counts batches from 1 within an *epoch*, the id of the
 sensor's spool (a new spool, e.g. a sensor reinstalled without its state, is a new epoch).
 ``b`` (base) is the oldest sequence number the sender can still resend: anything below it that
-the hub has not got is lost for good (a gap the hub reports). Both are optional (0 = a sender
+the hub has not got is lost for good (a gap the hub reports); ``d`` counts the events the
+sender dropped from its spool in this epoch (so the hub can say how many events a gap held). Both are optional (0 = a sender
 without a spool; every gap is then final). The hub answers on the same connection with an
 *ack* frame, ``{"v": VERSION, "e": epoch, "ack": seq}``: every batch up to ``seq`` of that
 epoch is durably scored and may leave the sender's spool.
@@ -61,6 +62,7 @@ class Batch:
     common: dict[str, Any] = field(default_factory=dict)
     epoch: int = 0
     base: int = 0
+    dropped: int = 0
 
 
 _packer = msgpack.Packer(use_bin_type=True)
@@ -92,6 +94,8 @@ def encode_header(batch: Batch, count: int | None = None) -> bytes:
         header["e"] = batch.epoch
     if batch.base:
         header["b"] = batch.base
+    if batch.dropped:
+        header["d"] = batch.dropped
     return _packer.pack(header)
 
 
@@ -136,10 +140,10 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
         raise WireError(BAD_HEADER, "missing or bad sequence number")
     if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
         raise WireError(BAD_HEADER, "missing or bad event count")
-    for key in ("e", "b"):
+    for key, name in (("e", "epoch"), ("b", "base"), ("d", "dropped")):
         value = header.get(key, 0)
         if not isinstance(value, int) or not 0 <= value < 1 << 63:
-            raise WireError(BAD_HEADER, f"bad {'epoch' if key == 'e' else 'base'} number")
+            raise WireError(BAD_HEADER, f"bad {name} number")
     common = header.get("c", {})
     if not isinstance(common, dict) or not all(isinstance(k, str) for k in common):
         raise WireError(BAD_HEADER, "common fields are not a map of names")
@@ -178,4 +182,5 @@ def decode(frames: list[bytes]) -> Batch:
         host=header.get("host") if isinstance(header.get("host"), str) else "",
         sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
         common=common or {}, epoch=header.get("e", 0), base=header.get("b", 0),
+        dropped=header.get("d", 0),
     )
