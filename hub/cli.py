@@ -101,9 +101,10 @@ def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], a
             raise click.UsageError(str(exc)) from None
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):
+        mode = "CURVE" if curve else "plaintext (a CURVE hub sends nothing without --key)"
         run_tap(endpoint, topics, min_score, as_json, count,
-                on_ready=lambda: print(f"tap: subscribed to {endpoint}", file=sys.stderr,
-                                       flush=True), curve=curve)
+                on_ready=lambda: print(f"tap: subscribed to {endpoint}, {mode}",
+                                       file=sys.stderr, flush=True), curve=curve)
 
 
 @click.command("replay")
