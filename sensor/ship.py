@@ -20,6 +20,7 @@ import time
 from typing import Any, TextIO
 
 import zmq
+import zmq.utils.monitor
 import zmq.utils.z85
 
 from threatseer.sensor import ecs, wire
@@ -126,6 +127,16 @@ class HubSink:
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # Connection events, so that a refused key or a hub that speaks plaintext is logged
+        # here too (once per change of state), not only on the hub.
+        self._monitor = sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            | zmq.EVENT_DISCONNECTED)
+        self.endpoint = endpoint
+        self.connected = False
+        self.auth_failures = 0
+        self._last_failure = 0
         sock.connect(endpoint)
         self.acked = spool.first_seq - 1
         self.next_send = spool.first_seq
@@ -170,8 +181,32 @@ class HubSink:
             self.acked = seq
             self._progress_at = time.monotonic()
 
+    def _read_monitor(self) -> None:
+        mon = self._monitor
+        while mon.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(mon)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if not self.connected:
+                    log.info("connected to the hub at %s", self.endpoint)
+                self.connected = True
+                self._last_failure = 0
+            elif event == zmq.EVENT_DISCONNECTED:
+                if self.connected:
+                    log.warning("hub at %s disconnected: spooling", self.endpoint)
+                self.connected = False
+            else:
+                self.auth_failures += 1
+                if event != self._last_failure:
+                    log.error("hub at %s refused the connection (%s): is this sensor's public "
+                              "key in its curve_allow_list, curve_server_key right, plaintext "
+                              "the same on both ends? Spooling meanwhile.", self.endpoint,
+                              "authentication" if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                              else "handshake")
+                self._last_failure = event
+
     def flush(self, timeout_s: float = 0) -> None:
         """Read acks, then send what the window allows; never blocks beyond ``timeout_s``."""
+        self._read_monitor()
         self._read_acks()
         spool = self.spool
         now = time.monotonic()
@@ -223,6 +258,8 @@ class HubSink:
         if self.spool.count:
             log.info("%d batches (%d events) stay in the spool for the next start",
                      self.spool.count, self.spool.events)
+        self.sock.disable_monitor()
+        self._monitor.close(0)
         self.sock.close()
         self.spool.close()
 

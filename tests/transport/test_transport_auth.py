@@ -42,6 +42,9 @@ def test_unknown_sensor_key_is_refused_counted_and_logged(tmp_path, procs) -> No
     refusals = [ln for ln in hub.log_text().splitlines() if "refused 127.0.0.1" in ln]
     assert refusals and stranger in refusals[0]
     assert len(refusals) <= 3  # rate-limited: the sensor retries every few hundred ms
+    # the refused sensor says so too, once, and keeps its batches
+    said = [ln for ln in bad.log.read_text().splitlines() if "refused the connection" in ln]
+    assert len(said) == 1 and "(authentication)" in said[0]
     assert hub.stop() == 0
 
 
