@@ -54,9 +54,10 @@ class Ledger:
         db.execute("CREATE TABLE IF NOT EXISTS sensors (sid TEXT PRIMARY KEY, "
                    "epoch INTEGER NOT NULL, high INTEGER NOT NULL, dropped INTEGER NOT NULL, "
                    "updated REAL NOT NULL)")
+        # rowid order is commit order, so expiry deletes from the front in small steps
         db.execute("CREATE TABLE IF NOT EXISTS scored (sid TEXT NOT NULL, epoch INTEGER NOT "
                    "NULL, seq INTEGER NOT NULL, events_in INTEGER NOT NULL, emitted INTEGER "
-                   "NOT NULL, at REAL NOT NULL, PRIMARY KEY (sid, epoch, seq)) WITHOUT ROWID")
+                   "NOT NULL, at REAL NOT NULL, UNIQUE (sid, epoch, seq))")
         db.execute("CREATE TABLE IF NOT EXISTS gaps (sid TEXT NOT NULL, epoch INTEGER NOT NULL, "
                    "first INTEGER NOT NULL, batches INTEGER NOT NULL, at REAL NOT NULL)")
         self.state = self._load()
@@ -64,7 +65,6 @@ class Ledger:
         self._scored: list[tuple[str, int, int, int, int, float]] = []
         self._gaps: list[tuple[str, int, int, int, float]] = []
         self.commits = 0
-        self._last_prune = 0.0
 
     def _load(self) -> dict[str, SensorState]:
         return {sid: SensorState(epoch, high, dropped) for sid, epoch, high, dropped
@@ -119,6 +119,9 @@ class Ledger:
                 db.executemany("INSERT INTO scored VALUES (?, ?, ?, ?, ?, ?)", self._scored)
             if self._gaps:
                 db.executemany("INSERT INTO gaps VALUES (?, ?, ?, ?, ?)", self._gaps)
+            # expire old records a few at a time (more than a cycle adds): never one big scan
+            db.execute("DELETE FROM scored WHERE rowid IN (SELECT rowid FROM scored ORDER BY "
+                       "rowid LIMIT 200) AND at < ?", (now - self.keep_s,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -132,9 +135,6 @@ class Ledger:
         self._scored.clear()
         self._gaps.clear()
         self.commits += 1
-        if now - self._last_prune > 3600:
-            self._last_prune = now
-            db.execute("DELETE FROM scored WHERE at < ?", (now - self.keep_s,))
 
     def close(self) -> None:
         try:
