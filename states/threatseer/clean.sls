@@ -44,8 +44,8 @@ threatseer-clean-{{ role }}-files:
       - {{ p.run_dir }}/{{ name }}.pid
       - {{ p.log_dir }}/{{ name }}.log
       - {{ p.config_dir }}/{{ role }}.yaml
-      - {{ p.keys_dir }}/{{ role }}.pub
-      - {{ p.keys_dir }}/{{ role }}.secret
+      - {{ p.keys_dir }}/{{ role }}.key.pub
+      - {{ p.keys_dir }}/{{ role }}.key
 {%- set fn = ts[role].curve.mine_function %}
 {%- if salt['mine.get'](grains['id'], fn) %}
 threatseer-clean-{{ role }}-mine:

@@ -53,21 +53,25 @@ threatseer-wheelhouse:
       - file: threatseer-prefix
 {%- endif %}
 
+{%- if inst.source == 'wheelhouse' %}
+{#- The wheelhouse's checksums, remembered in the venv: a new build of the same version on the
+    master reinstalls the package (dependencies stay as they are). #}
+{%- set stamp = p.venv ~ '/.threatseer-wheelhouse.sha256' %}
+{%- set digest = '(cd ' ~ p.wheelhouse ~ ' && sha256sum -- *.whl)' %}
+threatseer-package:
+  cmd.run:
+    - name: {{ (pip ~ ' install --quiet ' ~ args ~ " '" ~ req ~ "' && " ~ pip
+                ~ ' install --quiet --force-reinstall --no-deps ' ~ args ~ " '" ~ req ~ "' && "
+                ~ digest ~ ' > ' ~ stamp)|yaml_dquote }}
+    - unless: {{ (check ~ ' && ' ~ digest ~ ' | cmp -s - ' ~ stamp)|yaml_dquote }}
+    - require:
+      - cmd: threatseer-venv
+      - file: threatseer-wheelhouse
+{%- else %}
 threatseer-package:
   cmd.run:
     - name: {{ pip }} install --quiet {{ args }} '{{ req }}'
     - unless: {{ check|yaml_dquote }}
     - require:
       - cmd: threatseer-venv
-{%- if inst.source == 'wheelhouse' %}
-      - file: threatseer-wheelhouse
-
-{#- Same version, new build on the master: replace the package (dependencies stay). #}
-threatseer-package-rebuilt:
-  cmd.run:
-    - name: {{ pip }} install --quiet --force-reinstall --no-deps {{ args }} '{{ req }}'
-    - onchanges:
-      - file: threatseer-wheelhouse
-    - require:
-      - cmd: threatseer-package
 {%- endif %}

@@ -11,7 +11,7 @@ include:
 {%- if not r.version %}
 threatseer-rules-not-pinned:
   test.fail_without_changes:
-    - name: 'pillar threatseer:rules:version is empty: pin the bundle version to activate'
+    - comment: 'pillar threatseer:rules:version is empty: pin the bundle version to activate'
 {%- else %}
 {%- set base = r.name ~ '-' ~ r.version ~ r.suffix %}
 {%- set bundle = p.bundles_dir ~ '/' ~ base %}

@@ -154,6 +154,15 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.25) 
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def exited(pid: int) -> bool:
+    """The process is gone, or has exited and only waits for PID 1 to reap it (a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status
+
+
 def hub_status(root: Path) -> dict[str, Any]:
     try:
         return json.loads((root / "var/lib/threatseer/hub/status.json").read_text())
@@ -212,6 +221,7 @@ def local_minion(base: Path, root: Path, minion_id: str, wheelhouse: Path, signi
         "file_roots": {"base": [str(STATES), str(file_root)]},
         "pillar_roots": {"base": [str(pillar)]},
         "disable_modules": ["systemd_service"],
+        "fileserver_list_cache_time": 0,  # see files a test adds to the file root at once
     }))
     bundles = file_root / "threatseer" / "bundles"
     build_bundle(base / "work", "1.0.0", signing_key, bundles)

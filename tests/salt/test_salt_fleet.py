@@ -111,7 +111,7 @@ def _setup(f: Fleet, wheelhouse: Path) -> None:
     # mine_functions in pillar too: a periodic mine.update keeps the keys fresh.
     data["mine_functions"] = {
         f"threatseer_{role}_pubkey": [{"mine_function": "file.read"},
-                                      f"{data['threatseer']['root']}/etc/threatseer/keys/{role}.pub"]
+                                      f"{data['threatseer']['root']}/etc/threatseer/keys/{role}.key.pub"]
         for role in ("sensor", "hub")}
     write_pillar(f.pillar, data)
     f.pin_rules("1.0.0")
@@ -152,6 +152,9 @@ def _ok(rc: int, out: dict[str, Any], minions: tuple[str, ...], err: str) -> Non
 
 
 def test_sensors_roll_out_to_every_minion(fleet: Fleet) -> None:
+    # The hub's CURVE key first: the sensors' config needs it from the mine.
+    rc, out, err = fleet.apply(HUB, "threatseer.keys.hub")
+    _ok(rc, out, (HUB,), err)
     rc, out, err = fleet.apply("*", "threatseer.sensor")
     _ok(rc, out, (SENSOR, HUB), err)
     for minion in (SENSOR, HUB):
@@ -162,7 +165,7 @@ def test_sensors_roll_out_to_every_minion(fleet: Fleet) -> None:
         assert str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
     # Each sensor's public key is in the master's mine.
     rc, mined, _ = fleet.salt(HUB, "mine.get", "*", "threatseer_sensor_pubkey")
-    keys = {m: (fleet.root(m) / "etc/threatseer/keys/sensor.pub").read_text()
+    keys = {m: (fleet.root(m) / "etc/threatseer/keys/sensor.key.pub").read_text()
             for m in (SENSOR, HUB)}
     assert mined[HUB] == keys
     # ... and stay there after a mine.update from the pillar's mine_functions.
@@ -177,7 +180,7 @@ def test_hub_gets_the_mine_allow_list_and_both_sensors_events(fleet: Fleet) -> N
     root = fleet.root(HUB)
     allow = (root / "etc/threatseer/sensors.allow").read_text().splitlines()
     for minion in (SENSOR, HUB):
-        key = (fleet.root(minion) / "etc/threatseer/keys/sensor.pub").read_text().strip()
+        key = (fleet.root(minion) / "etc/threatseer/keys/sensor.key.pub").read_text().strip()
         assert f"{key}  # {minion}" in allow
     assert not (fleet.root(SENSOR) / "etc/threatseer/hub.yaml").exists()
 

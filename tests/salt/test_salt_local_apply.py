@@ -1,7 +1,8 @@
 """`salt-call --local` applies the formula into a test root, state by state.
 
 The module shares one minion (its own config dir, root_dir and test root); the tests run in
-file order: sensor, idempotence, a failing state, hub + rules, clean.
+file order: sensor (before and after the hub key exists), idempotence, a new wheelhouse, a
+failing state, hub + rules (admin and config activation), clean.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from salt_helpers import (
     LocalMinion,
     build_bundle,
+    exited,
     hub_status,
     local_minion,
     state_changes,
@@ -43,11 +45,24 @@ def minion(wheelhouse: Path, signing_key: Path) -> Iterator[LocalMinion]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_sensor_before_any_hub_key_fails_clearly(minion: LocalMinion) -> None:
+    rc, ret, _ = minion.apply("threatseer.sensor")
+    assert rc != 0
+    failed = state_failures(ret)
+    assert any(f.startswith("threatseer-sensor-hub-key-missing: no hub public key in the mine")
+               for f in failed), failed
+    assert not (minion.root / "etc/threatseer/sensor.yaml").exists()
+    assert not (minion.root / "run/threatseer/threatseer-sensor.pid").exists()
+
+
 def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
         minion: LocalMinion) -> None:
+    rc, ret, err = minion.apply("threatseer.keys.hub")
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
     rc, ret, err = minion.apply("threatseer.sensor")
     assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
     root = minion.root
+    keys = root / "etc/threatseer/keys"
     venv_py = root / "opt/threatseer/venv/bin/python"
     probe = subprocess.run([str(venv_py), "-c", "import threatseer.native, "
                             "threatseer.sensor.daemon, importlib.metadata as m; "
@@ -59,10 +74,13 @@ def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
     hub = minion.data["threatseer"]["sensor"]["config"]["hub"]
     assert config == {"hub": hub, "sensor_id": MINION, "health_interval_s": 1.0,
                       "sensitive_paths": ["/etc/shadow", f"{root}/watched/"],
-                      "state_dir": f"{root}/var/lib/threatseer/sensor"}
+                      "state_dir": f"{root}/var/lib/threatseer/sensor",
+                      "curve_secret_key_file": f"{keys}/sensor.key",
+                      "curve_public_key_file": f"{keys}/sensor.key.pub",
+                      "curve_server_key": (keys / "hub.key.pub").read_text().strip()}
 
-    secret = root / "etc/threatseer/keys/sensor.secret"
-    public = root / "etc/threatseer/keys/sensor.pub"
+    secret = root / "etc/threatseer/keys/sensor.key"
+    public = root / "etc/threatseer/keys/sensor.key.pub"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert len(public.read_text().strip()) == 40  # Z85 of a 32-byte CURVE key
     mined = minion.call("mine.get", MINION, "threatseer_sensor_pubkey")
@@ -95,6 +113,22 @@ def test_second_apply_reports_zero_changes(minion: LocalMinion) -> None:
     assert minion.pid("threatseer-sensor") == pid  # not restarted
 
 
+def test_a_changed_wheelhouse_reinstalls_and_restarts_the_sensor(minion: LocalMinion) -> None:
+    pid = minion.pid("threatseer-sensor")
+    extra = minion.bundles.parent / "files" / "zz_extra-0.0.1-py3-none-any.whl"
+    extra.write_bytes(b"not needed by threatseer, only new on the master")
+    try:
+        rc, ret, _ = minion.apply("threatseer.sensor")
+    finally:
+        extra.unlink()
+    assert rc == 0 and not state_failures(ret), state_failures(ret)
+    assert state_changes(ret) == ["threatseer-package", "threatseer-sensor-restart",
+                                  "threatseer-wheelhouse"]
+    assert minion.pid("threatseer-sensor") != pid
+    rc, ret, _ = minion.apply("threatseer.sensor")  # the extra wheel is gone again
+    assert rc == 0 and "threatseer-package" in state_changes(ret)
+
+
 def test_a_bad_config_fails_the_apply_and_keeps_the_running_one(minion: LocalMinion) -> None:
     config = minion.root / "etc/threatseer/sensor.yaml"
     before, pid = config.read_text(), minion.pid("threatseer-sensor")
@@ -114,10 +148,12 @@ def test_hub_and_rules_states_run_the_hub_with_the_pinned_bundle(minion: LocalMi
     assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
     root = minion.root
     allow = (root / "etc/threatseer/sensors.allow").read_text()
-    sensor_key = (root / "etc/threatseer/keys/sensor.pub").read_text().strip()
+    sensor_key = (root / "etc/threatseer/keys/sensor.key.pub").read_text().strip()
     assert f"{sensor_key}  # {MINION}" in allow.splitlines()
     hub_cfg = yaml.safe_load((root / "etc/threatseer/hub.yaml").read_text())
     assert hub_cfg["admin"]["admin_keys"] == [f"{root}/etc/threatseer/keys/admin.key.pub"]
+    assert hub_cfg["curve_allow_list"] == f"{root}/etc/threatseer/sensors.allow"
+    assert "plaintext" not in hub_cfg
     # The local sensor's events reach the local hub, which runs the pinned bundle.
     status = wait_for(lambda: (s := hub_status(root)) and s["bundle"]["version"] == "1.0.0"
                       and s["sensors"].get(MINION, {}).get("events_in", 0) > 0 and s,
@@ -163,7 +199,7 @@ def test_clean_removes_everything_the_formula_installed(minion: LocalMinion) -> 
     rc, ret, _ = minion.apply("threatseer.clean")
     assert rc == 0 and not state_failures(ret), state_failures(ret)
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists()
+        wait_for(lambda pid=pid: exited(pid), 10, f"pid {pid} to exit")
     left = sorted(str(p.relative_to(minion.root)) for p in minion.root.rglob("*")
                   if p.is_file() or p.is_symlink())
     assert left == []

@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 from salt_helpers import (
     LocalMinion,
+    exited,
     local_minion,
     state_changes,
     state_failures,
     stop_leftovers,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.timeout(600),
@@ -51,6 +53,8 @@ def service(action: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_service_running_starts_the_sensor_through_the_init_script(minion: LocalMinion) -> None:
+    rc, ret, err = minion.apply("threatseer.keys.hub")  # the sensor's config needs its key
+    assert rc == 0, err[-2000:]
     rc, ret, err = minion.apply("threatseer.sensor")
     assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
     running = [v for v in ret.values() if v["__id__"] == "threatseer-sensor-service"]
@@ -76,5 +80,5 @@ def test_clean_stops_it_and_removes_the_script(minion: LocalMinion) -> None:
     pid = minion.pid(NAME)
     rc, ret, _ = minion.apply("threatseer.clean")
     assert rc == 0 and not state_failures(ret), state_failures(ret)
-    assert not Path(f"/proc/{pid}").exists()
+    wait_for(lambda: exited(pid), 10, f"sensor pid {pid} to exit")
     assert not SCRIPT.exists()

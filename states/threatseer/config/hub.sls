@@ -8,6 +8,7 @@
 {%- set keys = salt['mine.get'](al.target, al.mine_function, tgt_type=al.tgt_type) or {} %}
 include:
   - {{ tplroot }}.package
+  - {{ tplroot }}.keys.hub
 
 {%- if hub.manage_user %}
 threatseer-hub-user:
