@@ -145,9 +145,12 @@ class Ingest:
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
-        # sensor id -> the CURVE key that first used it since start: another key claiming it
-        # is refused ("spoofed"), so one allowed key cannot disturb another sensor's sequence
-        self._owners: dict[str, str] = {}
+        # CURVE: one key, one sensor id (bound at first use since start). Another key claiming
+        # a bound id, or a key sending under a second id, is refused ("spoofed"): one allowed
+        # key cannot disturb another sensor's sequence, nor make up sensors (the ledger and
+        # the stats stay bounded by the allow-list).
+        self._owners: dict[str, str] = {}  # sensor id -> key
+        self._ids: dict[str, str] = {}  # key -> sensor id
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -241,13 +244,14 @@ class Ingest:
         sid = header["sid"]
         key = routed[1].get("User-Id") if self.transport is not None and \
             not self.transport.plaintext else None
-        if key:
-            owner = self._owners.setdefault(sid, key) if len(self._owners) < \
-                MAX_TRACKED_SENSORS or sid in self._owners else key
-            if owner != key:
-                self.bad(sid, "spoofed", f"key {key} sent as sensor {sid}, which key "
-                         f"{owner} uses: refused")
+        if key and self._ids.get(key) != sid:
+            owner, bound = self._owners.get(sid), self._ids.get(key)
+            if owner is not None or bound is not None:
+                self.bad(sid, "spoofed", f"key {key} sent as sensor {sid} (key bound to "
+                         f"{bound or '-'}, id bound to {owner or '-'}): refused")
                 return None
+            self._owners[sid] = key
+            self._ids[key] = sid
         self.stats(header["sid"])
         return Message(buffers, header["sid"], self.label(header["sid"]), peer,
                        header.get("e", 0), header["seq"], header.get("b", 0), header.get("d", 0))

@@ -66,7 +66,9 @@ def garbage(rng: random.Random, template: list[bytes]) -> list[bytes]:
 def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, procs) -> None:
     keys = Keys(tmp_path / "keys")
     fuzz_secret, fuzz_public = keypair(tmp_path / "keys", "fuzzer")
-    keys.allow.write_text(keys.allow.read_text() + public(fuzz_public).decode() + "  # fuzz\n")
+    ok_secret, ok_public = keypair(tmp_path / "keys", "fuzzok")
+    keys.allow.write_text(keys.allow.read_text() + public(fuzz_public).decode() + "  # fuzz\n"
+                          + public(ok_public).decode() + "  # fuzzok\n")
     cfg = hub_cfg(tmp_path, keys)
     hub = HubProc(tmp_path, cfg).start()
     procs.append(hub)
@@ -75,13 +77,20 @@ def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, proc
                         rate=4_000, batch=200).start()
     procs.append(sensor)
     ctx = zmq.Context()
-    dealer = ctx.socket(zmq.DEALER)
-    sec = fuzz_secret.read_text().split()[0].encode()
-    dealer.curve_secretkey, dealer.curve_publickey = sec, zmq.curve_public(sec)
-    dealer.curve_serverkey = public(keys.hub[1])
-    dealer.setsockopt(zmq.LINGER, 5000)
-    dealer.setsockopt(zmq.RCVHWM, 10)  # acks to our good batches: not read, dropped
-    dealer.connect(cfg["ingest"]["endpoint"])
+
+    def dealer_with(secret) -> zmq.Socket:  # type: ignore[no-untyped-def]
+        d = ctx.socket(zmq.DEALER)
+        sec = secret.read_text().split()[0].encode()
+        d.curve_secretkey, d.curve_publickey = sec, zmq.curve_public(sec)
+        d.curve_serverkey = public(keys.hub[1])
+        d.setsockopt(zmq.LINGER, 5000)
+        d.setsockopt(zmq.RCVHWM, 10)  # acks: not read, dropped
+        d.connect(cfg["ingest"]["endpoint"])
+        return d
+
+    # one key, one sensor id: the garbage comes as "fuzzmut" (or ids it mutates into, refused
+    # as spoofed), the good batches between it as "fuzzok" with a key of their own
+    dealer, good_dealer = dealer_with(fuzz_secret), dealer_with(ok_secret)
     rng = random.Random(20261128)
     template = wire.encode(wire.Batch("fuzzmut", 1, [good_event(-1)] * 3, host="h"))
     good_seq = good_events = 0
@@ -90,11 +99,11 @@ def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, proc
     try:
         for n in range(N_FRAMES):
             dealer.send_multipart(garbage(rng, template))
-            if n % 200 == 0:  # a good batch between the garbage, on the same connection
+            if n % 200 == 0:  # a good batch between the garbage
                 good_seq += 1
                 events = [good_event(good_events + k) for k in range(5)]
                 good_events += 5
-                dealer.send_multipart(wire.encode(wire.Batch("fuzzok", good_seq, events)))
+                good_dealer.send_multipart(wire.encode(wire.Batch("fuzzok", good_seq, events)))
             if n % 500 == 0:  # raw bytes at the TCP ports: not even ZMTP
                 for p in (ingest_port, publish_port):
                     with socket.create_connection(("127.0.0.1", p), timeout=2) as s:
@@ -114,6 +123,7 @@ def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, proc
         status = wait_for(counted, 15, "the garbage counted in status.json")
     finally:
         dealer.close()
+        good_dealer.close()
         ctx.term()
         sub.close()
     assert hub.stop() == 0
