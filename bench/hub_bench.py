@@ -118,20 +118,31 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
 
 
 # -- sensors (separate processes, real wire module) ----------------------------------------
+def sender_socket(ctx: zmq.Context, endpoint: str, hwm: int = 1000) -> zmq.Socket:
+    """A plaintext DEALER like a sensor's; the hub's acks are left unread (no resends here)."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.connect(endpoint)
+    return sock
+
+
+def frames_of(sensor_id: str, seq: int, body: bytes, count: int) -> list[bytes]:
+    """One batch; every send has the next sequence number (the hub drops repeats)."""
+    return [wire.encode_header(wire.Batch(sensor_id, seq, [], host=sensor_id), count), body]
+
+
 def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], rounds: int,
                  go: Any) -> None:
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUSH)
-    sock.setsockopt(zmq.SNDHWM, 100)
-    sock.connect(endpoint)
-    frames = [wire.encode(wire.Batch(sensor_id, i + 1, events[o:o + BATCH], host=sensor_id))
-              for i, o in enumerate(range(0, len(events), BATCH))]
+    sock = sender_socket(ctx, endpoint, 100)
+    bodies = [(wire.encode_body(events[o:o + BATCH]), len(events[o:o + BATCH]))
+              for o in range(0, len(events), BATCH)]
     go.wait()
     seq = 0
     for _ in range(rounds):
-        for f in frames:
+        for body, count in bodies:
             seq += 1
-            sock.send_multipart(f)
+            sock.send_multipart(frames_of(sensor_id, seq, body, count))
     sock.setsockopt(zmq.LINGER, -1)
     sock.close()
     ctx.term()
@@ -140,8 +151,7 @@ def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], ro
 def paced_sender(endpoint: str, events: list[dict[str, Any]], rate: int, seconds: float,
                  go: Any) -> None:
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUSH)
-    sock.connect(endpoint)
+    sock = sender_socket(ctx, endpoint)
     per = rate // 100  # a batch every 10 ms
     go.wait()
     start = time.monotonic()
@@ -154,7 +164,7 @@ def paced_sender(endpoint: str, events: list[dict[str, Any]], rate: int, seconds
         now = time.time_ns()
         for e in batch:
             e["threatseer.bench.sent_ns"] = now
-        sock.send_multipart(wire.encode(wire.Batch("paced", seq, batch, host="paced")))
+        sock.send_multipart(frames_of("paced", seq, wire.encode_body(batch), len(batch)))
         delay = start + seq * 0.01 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -186,7 +196,7 @@ def start_hub(tmp: str, bundle: str | None,
     ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     cfg = {"ingest": {"endpoint": ingest, "rcv_hwm": 1000},
            "publish": {"endpoint": pub, "snd_hwm": 0},
-           "metrics": {"listen": ""},
+           "metrics": {"listen": ""}, "plaintext": True,
            "actions": {"toss_below": -1_000_000, "alert_at": 80},
            "profiles": {"enabled": profiles, "learn_seconds": 0, "learn_min_events": 50},
            "state_dir": os.path.join(tmp, "state"), "log_level": "warning"}
@@ -195,9 +205,15 @@ def start_hub(tmp: str, bundle: str | None,
     path = os.path.join(tmp, "hub.yaml")
     Path(path).write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([THREATSEER, "hub", "-c", path], stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()  # type: ignore[union-attr]
+    seen = []
+    while True:  # log lines (the plaintext warning) may come first
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        seen.append(line)
+        if "hub ready" in line or not line:
+            break
     if "hub ready" not in line:
-        raise SystemExit(f"hub did not start: {line}{proc.stderr.read()}")  # type: ignore[union-attr]
+        proc.kill()
+        raise SystemExit(f"hub did not start: {''.join(seen)}")
     return proc, ingest, pub
 
 
@@ -210,11 +226,11 @@ def subscriber(ctx: zmq.Context, pub: str) -> zmq.Socket:
 
 
 def wait_subscribed(ctx: zmq.Context, ingest: str, sub: zmq.Socket) -> None:
-    push = ctx.socket(zmq.PUSH)
-    push.connect(ingest)
-    probe = make_events(1)
+    push = sender_socket(ctx, ingest)
+    probe = wire.encode_body(make_events(1))
+    sid = f"probe-{time.time_ns()}"  # a new sensor each time: its batches start at 1
     for i in range(200):
-        push.send_multipart(wire.encode(wire.Batch("probe", i + 1, probe)))
+        push.send_multipart(frames_of(sid, i + 1, probe, 1))
         if sub.poll(100):
             break
     else:
