@@ -35,7 +35,13 @@ def mask(text: str) -> str:
 
 def argv_shape(args: list[str] | tuple[str, ...] | str) -> str:
     """The shape of an argv (without argv[0], which the executable already names)."""
-    line = args if isinstance(args, str) else " ".join(str(a) for a in args[1:MAX_ARGS + 1])
+    if isinstance(args, str):
+        line = args
+    else:
+        try:
+            line = " ".join(args[1:MAX_ARGS + 1])  # argv is all strings but in odd input
+        except TypeError:
+            line = " ".join(str(a) for a in args[1:MAX_ARGS + 1])
     line = line[:MAX_LEN]
     shape = _cache.get(line)
     if shape is None:

@@ -102,6 +102,7 @@ class ProfileEngine:
     def process(self, events: list[dict[str, Any]], now: float) -> None:
         profiles, dirty, new_items = self.profiles, self._dirty, self._new_items
         learn_s, learn_n = self.cfg.learn_seconds, self.cfg.learn_min_events
+        normal = self._normal
         for ev in events:
             if ev["event.action"] not in PROFILED:
                 continue
@@ -130,16 +131,19 @@ class ProfileEngine:
                         items.add(item)
                         new_items.append((subject, item, now))
                 continue
+            for item in obs:
+                if item not in items:
+                    break
+            else:  # all learned: the common case, no list built
+                ev["threatseer.indicators"].append(normal)
+                continue
             new = [item for item in obs if item not in items]
-            if new:
-                ev["threatseer.indicators"].append(Indicator(
-                    ENGINE, "profile", "abnormal_behavior",
-                    f"{subject} did something it never did while learning",
-                    self.cfg.abnormal_score, ("profile",),
-                    {"subject": subject, "new": [i.replace("\t", ": ", 1) for i in new]},
-                ).as_dict())
-            else:
-                ev["threatseer.indicators"].append(self._normal)
+            ev["threatseer.indicators"].append(Indicator(
+                ENGINE, "profile", "abnormal_behavior",
+                f"{subject} did something it never did while learning",
+                self.cfg.abnormal_score, ("profile",),
+                {"subject": subject, "new": [i.replace("\t", ": ", 1) for i in new]},
+            ).as_dict())
 
     def maybe_flush(self, now: float) -> None:
         if now - self._last_flush >= self.cfg.flush_interval_s:
