@@ -10,7 +10,10 @@ on-disk Spool, generated exec events, batches of 500, sending as fast as acks al
 3. spool: hub stopped; the sensor spools all N events to disk (events/s into the spool); then
    the hub starts and the sensor drains the spool (events/s of the drain, CURVE on).
 
-Usage: .venv/bin/python bench/transport_bench.py [--events N]
+Each measurement runs ``--rounds`` times (plaintext and CURVE alternating, so a noisy neighbour
+hits both alike) and the median is reported.
+
+Usage: .venv/bin/python bench/transport_bench.py [--events N] [--rounds R]
 Last line: ``plain_events_per_s=... curve_events_per_s=... curve_ratio=... curve_cpu_ratio=...
 spool_in_events_per_s=... spool_drain_events_per_s=... spool_drain_ratio=...``.
 """
@@ -22,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,17 +160,27 @@ def spool_run(work: Path, n: int) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ts-transport-bench-"))
+    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "curve": [], "spool": []}
     try:
-        for name in ("plain", "curve", "spool"):
-            (work / name).mkdir()
-        plain, plain_cpu = live_run(work / "plain", a.events, False)
-        curve, curve_cpu = live_run(work / "curve", a.events, True)
-        spool_in, drain = spool_run(work / "spool", a.events)
+        for r in range(a.rounds):
+            for name in ("plain", "curve", "spool"):
+                d = work / f"{name}-{r}"
+                d.mkdir()
+                runs[name].append(spool_run(d, a.events) if name == "spool"
+                                  else live_run(d, a.events, name == "curve"))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{a.events} events, batches of 500, hub without rules")
+
+    def median(name: str) -> tuple[float, float]:
+        return (statistics.median(x for x, _ in runs[name]),
+                statistics.median(y for _, y in runs[name]))
+
+    (plain, plain_cpu), (curve, curve_cpu) = median("plain"), median("curve")
+    spool_in, drain = median("spool")
+    print(f"{a.events} events, batches of 500, hub without rules, median of {a.rounds} rounds")
     print(f"plaintext: {plain:,.0f} events/s, {plain_cpu:.2f} CPU-s per million events "
           "(sensor + hub)")
     print(f"CURVE:     {curve:,.0f} events/s, {curve_cpu:.2f} CPU-s per million events "

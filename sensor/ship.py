@@ -233,7 +233,7 @@ class HubSink:
                 wire.Batch(self.sensor_id, seq, [], host=self.host, common=self.identity,
                            epoch=spool.epoch, base=base, dropped=spool.dropped_total), count)
             try:
-                self.sock.send_multipart((header, body), flags=zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart((header, body), flags=zmq.NOBLOCK)
             except zmq.Again:
                 break
             if self.next_send == self.acked + 1:
