@@ -145,6 +145,61 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
     raise QueryError(f"unknown operator {op!r}")
 
 
+# Predicates for the common operators with the test on a ``str`` value written inline (most
+# fields are strings): one Python call per comparison instead of two. ``k`` is the operator's
+# precomputed constant; anything but a str takes the generic path through ``test``.
+_FAST_EXPRS = {
+    "eq": "v in k", "ieq": "v.lower() in k",
+    "contains": "k in v", "icontains": "k in v.lower()",
+    "startswith": "v.startswith(k)", "istartswith": "v.lower().startswith(k)",
+    "endswith": "v.endswith(k)", "iendswith": "v.lower().endswith(k)",
+    "search": "k(v) is not None",
+}
+_FAST_TEMPLATE = """
+def factory(name, test, k):
+    def pred(ev):
+        v = ev.get(name)
+        if v.__class__ is str:
+            return {expr}
+        if v is None:
+            return False
+        if v.__class__ is list:
+            return any(map(test, v))
+        return test(v)
+    return pred
+"""
+
+
+def _fast_factory(expr: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
+    namespace: dict[str, Any] = {}
+    exec(_FAST_TEMPLATE.format(expr=expr), namespace)  # noqa: S102 - fixed templates above
+    return namespace["factory"]
+
+
+_FAST_FACTORIES = {kind: _fast_factory(expr) for kind, expr in _FAST_EXPRS.items()}
+
+
+def _str_fast(node: Cmp) -> tuple[str, Any] | None:
+    """(kind, constant) of an inline str test equal to ``_value_test(node)`` on a str."""
+    op, values, nocase = node.op, node.values, node.nocase
+    prefix = "i" if nocase else ""
+    if op == "=":
+        return prefix + "eq", equality_set(values, nocase)
+    strs = tuple(as_str(v).lower() if nocase else as_str(v) for v in values)
+    if op == "contains" and len(strs) == 1:
+        return prefix + "contains", strs[0]
+    if op in ("startswith", "endswith"):
+        return prefix + op, strs
+    if op in ("regex", "glob"):
+        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+        raw = tuple(as_str(v) for v in values)
+        if op == "glob":
+            rx = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in raw), flags)
+            return "search", rx.match
+        return "search", re.compile("|".join(f"(?:{v})" for v in raw), flags).search
+    return None
+
+
 def _compile_cmp(node: Cmp) -> Predicate:
     field = node.field
     simple = field.index is None and not field.fallbacks
@@ -155,6 +210,9 @@ def _compile_cmp(node: Cmp) -> Predicate:
         get = _getter(field)
         return lambda ev: get(ev) is not None
     test = _value_test(node)
+    fast = _str_fast(node) if simple else None
+    if fast is not None:
+        return _FAST_FACTORIES[fast[0]](name, test, fast[1])
     if simple:
         def pred(ev: dict[str, Any]) -> bool:
             v = ev.get(name)
