@@ -66,8 +66,19 @@ class StaticEngine:
                 nets.setdefault(key, {})[int(net.network_address) >> shift] = (spec, desc)
         self.nets = sorted(nets.items(), key=lambda kv: kv[0][1])  # most specific first
         self._path_cache: dict[str, list[SensitiveFile]] = {}
+        self._file_indicators: dict[tuple[int, bool], dict[str, Any]] = {}
         self._ip_cache: dict[str, tuple[str, str] | None] = {}
         self.errors = 0
+
+    def _file_indicator(self, sf: SensitiveFile, write: bool) -> dict[str, Any]:
+        """The indicator of ``sf`` without its per-event extra_info, made once."""
+        key = (id(sf), write)
+        ind = self._file_indicators.get(key)
+        if ind is None:
+            ind = self._file_indicators[key] = Indicator(
+                ENGINE, sf.glob, "sensitive_file", sf.reason,
+                sf.write_score if write else sf.read_score, tuple(sf.tags)).as_dict()
+        return ind
 
     # -- lookups -------------------------------------------------------------------------
     def files_matching(self, path: str) -> list[SensitiveFile]:
@@ -141,12 +152,15 @@ class StaticEngine:
         elif action == "open":
             if check_files:
                 path = ev["file.path"]
-                for sf in self.files_matching(path):
+                hits = self.files_matching(path)
+                if hits:
                     write = _is_write(ev.get("threatseer.open.flags"))
-                    score = sf.write_score if write else sf.read_score
-                    ev["threatseer.indicators"].append(Indicator(
-                        ENGINE, sf.glob, "sensitive_file", sf.reason, score, tuple(sf.tags),
-                        {"path": path, "access": "write" if write else "read"}).as_dict())
+                    access = "write" if write else "read"
+                    for sf in hits:
+                        ind = dict(self._file_indicator(sf, write))
+                        ind["extra_info"] = {"path": path, "access": access}
+                        ind["tags"] = list(ind["tags"])
+                        ev["threatseer.indicators"].append(ind)
         elif action == "connect" or action == "accept":
             if check_ips:
                 ip = ev["destination.ip" if action == "connect" else "source.ip"]
