@@ -27,7 +27,7 @@ class DynamicEngine:
     def process(self, events: list[dict[str, Any]], now: float = 0.0) -> None:
         if not len(self.ruleset):
             return
-        match = self.ruleset.match
+        match = getattr(self.ruleset, "match_dicts", None) or self._match_dicts
         for ev in events:
             try:
                 found = match(ev)
@@ -39,4 +39,8 @@ class DynamicEngine:
                                 self.errors, type(exc).__name__, exc)
                 continue
             if found:
-                ev["threatseer.indicators"].extend(i.as_dict() for i in found)
+                ev["threatseer.indicators"].extend(found)
+
+    def _match_dicts(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """For rule sets with only ``match`` (the RuleSet protocol)."""
+        return [i.as_dict() for i in self.ruleset.match(event)]

@@ -69,6 +69,7 @@ class CompiledRule:
     # guarantees for every bucket the rule is filed in.
     residual: Predicate = field(init=False, repr=False)
     order: int = 0
+    _template: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.predicate = compile_condition(self.condition)
@@ -80,6 +81,21 @@ class CompiledRule:
             extra["output"] = render(self.output, event)
         return Indicator(self.engine, self.name, self.type, self.description, self.score,
                          self.tags, extra)
+
+    def indicator_dict(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``indicator(event).as_dict()``, from a template made once per rule."""
+        template = self._template
+        if template is None:
+            template = self._template = Indicator(
+                self.engine, self.name, self.type, self.description, self.score,
+                self.tags).as_dict()
+        ind = dict(template)
+        extra = dict(self.extra)
+        if self.output:
+            extra["output"] = render(self.output, event)
+        ind["extra_info"] = extra
+        ind["tags"] = list(self.tags)
+        return ind
 
 
 # ---- condition analysis -------------------------------------------------------------
@@ -485,6 +501,10 @@ class IndexedRuleSet:
 
     def match(self, event: dict[str, Any]) -> list[Indicator]:
         return [r.indicator(event) for r in self.matching_rules(event)]
+
+    def match_dicts(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """``[i.as_dict() for i in match(event)]`` without the Indicator objects."""
+        return [r.indicator_dict(event) for r in self.matching_rules(event)]
 
     def match_brute(self, event: dict[str, Any]) -> list[CompiledRule]:
         """Every rule whose condition holds, without the index (for tests)."""

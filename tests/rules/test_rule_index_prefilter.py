@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from rules_helpers import write_bundle
+from rules_helpers import DEFAULT_BUNDLE, write_bundle
 
 from threatseer.hub.rules.bundle import load_bundle
 from threatseer.hub.rules.query import parse
@@ -109,3 +109,17 @@ def test_field_cache_and_shared_conditions_equal_brute_force(tmp_path: Path) -> 
     assert [r.name for r in rs.matching_rules(ev)] == ["icontains_kill", "twin_a"]
     assert [r.name for r in rs.matching_rules({**ev, "process.args": True})] == [
         "icontains_kill", "twin_a", "num_eq"]
+
+
+def test_match_dicts_equal_indicator_as_dict() -> None:
+    """The dynamic engine's dicts (from a per-rule template) are the indicators' as_dict()."""
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    rs = bundle.ruleset
+    hits = 0
+    for t in bundle.tests:
+        for _ in range(2):  # the second time from the template
+            dicts = rs.match_dicts(t.event)
+            assert dicts == [i.as_dict() for i in rs.match(t.event)]
+        hits += len(dicts)
+    assert hits > 50
+    assert any("output" in d["extra_info"] for t in bundle.tests for d in rs.match_dicts(t.event))
