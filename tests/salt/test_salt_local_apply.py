@@ -180,6 +180,14 @@ def test_config_activation_links_the_bundle_and_restarts_the_hub(
              and s["bundle"]["version"] == "1.1.0", 30, "the restarted hub on bundle 1.1.0")
     rc, ret, _ = minion.apply("threatseer.rules", mode)
     assert rc == 0 and state_changes(ret) == []
+    # Rollback in config mode: only the link moves (hub.yaml stays), and that restarts the hub.
+    pid = minion.pid("threatseer-hub")
+    mode["threatseer"]["rules"]["version"] = "1.0.0"
+    rc, ret, _ = minion.apply("threatseer.rules", mode)
+    assert rc == 0 and not state_failures(ret), state_failures(ret)
+    assert state_changes(ret) == ["threatseer-hub-restart", "threatseer-rules-active"]
+    wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
+             and s["bundle"]["version"] == "1.0.0", 30, "the restarted hub on bundle 1.0.0")
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
