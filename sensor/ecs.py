@@ -256,6 +256,8 @@ FIELDS: dict[str, str] = {
     "hidden-dir (a directory component starting with '.').",
     "threatseer.loss.events": "Events known to be lost.",
     "threatseer.loss.reason": "Why they were lost.",
+    "threatseer.loss.batches": "Batches known to be lost (a gap in a sensor's sequence).",
+    "threatseer.loss.counter": "The health counter that counted the loss.",
 }
 
 
