@@ -1,0 +1,78 @@
+"""The index equals brute force on the hub benchmark's rule set: the default bundle plus every
+SigmaHQ Linux rule in ../shared/sigma, over events built from the rules' own literals (hits,
+near misses with changed case, prefixes and suffixes, and non-ASCII look-alikes)."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import pytest
+from rules_helpers import DEFAULT_BUNDLE, REPO
+
+from threatseer.hub.rules.bundle import load_bundle
+from threatseer.hub.rules.query.ast import And, Cmp, Node, Not, Or
+
+SIGMA = REPO.parent / "shared" / "sigma" / "rules" / "linux"
+
+
+def literals(node: Node, out: dict[str, list]) -> None:
+    if isinstance(node, Cmp):
+        for name in (node.field.name, *node.field.fallbacks):
+            out.setdefault(name, []).extend(v for v in node.values if v is not None)
+    elif isinstance(node, And | Or):
+        for item in node.items:
+            literals(item, out)
+    elif isinstance(node, Not):
+        literals(node.item, out)
+
+
+def variant(value: object, rng: random.Random) -> object:
+    if not isinstance(value, str):
+        return value
+    text = value.strip("^$\\AZ")  # regex anchors: keep the literal part
+    pick = rng.random()
+    if pick < 0.2:
+        text = text.upper()
+    elif pick < 0.35:
+        text = "/usr/bin/x " + text + " -v"
+    elif pick < 0.45:
+        text = text.replace("s", "\u017f").replace("k", "\u212a")  # Unicode case partners
+    elif pick < 0.55:
+        text = text[1:]
+    return text
+
+
+@pytest.fixture(scope="module")
+def benchmark_rules(tmp_path_factory):
+    if not SIGMA.is_dir():
+        pytest.skip("../shared/sigma is not here")
+    root = tmp_path_factory.mktemp("bundle") / "b"
+    shutil.copytree(DEFAULT_BUNDLE, root)
+    for f in SIGMA.rglob("*.yml"):
+        shutil.copy(f, root / "sigma" / f.name)
+    return load_bundle(root)
+
+
+def test_index_equals_brute_force_with_sigmahq_rules(benchmark_rules) -> None:
+    rs = benchmark_rules.ruleset
+    assert len(rs) > 250
+    pool: dict[str, list] = {}
+    for rule in rs.rules:
+        literals(rule.condition, pool)
+    fields = sorted(k for k, v in pool.items() if v and k not in ("event.action", "event.category"))
+    rng = random.Random(11)
+    seeds = [t.event for t in benchmark_rules.tests]
+    hits = 0
+    for i in range(6000):
+        ev = dict(rng.choice(seeds))
+        ev["event.action"] = rng.choice(["exec", "open", "connect", "dns-query", "accept"])
+        for name in rng.sample(fields, k=rng.randint(1, 5)):
+            value = variant(rng.choice(pool[name]), rng)
+            ev[name] = [value, "x"] if name in ("process.args",) else value
+        if rng.random() < 0.3:
+            ev["threatseer.open.flags"] = rng.choice([["write", "create"], ["read"]])
+        indexed = [r.name for r in rs.matching_rules(ev)]
+        assert indexed == [r.name for r in rs.match_brute(ev)], (i, ev)
+        hits += bool(indexed)
+    assert hits > 300
