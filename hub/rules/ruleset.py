@@ -223,6 +223,10 @@ LOW_CARDINALITY = frozenset((
     "event.kind", "event.outcome", "user.id", "process.user.id", "host.os.type",
 ))
 _EXACT_BONUS = 8  # an "eq"/"base" value is matched whole, a needle anywhere: worth more
+# List fields cost a lookup per element and cannot use the per-value cache of text fields:
+# another literal of the rule is preferred unless it is much weaker.
+LIST_FIELDS = frozenset(("process.args", "threatseer.ancestors"))
+_LIST_PENALTY = 6
 
 
 def _cmp_requirement(node: Cmp) -> Requirement | None:
@@ -259,6 +263,7 @@ def _strength(req: Requirement) -> tuple[int, int]:
         0 if spec[1] in LOW_CARDINALITY
         else min((len(as_str(v)) for v in vals), default=0)
         + (_EXACT_BONUS if spec[0] != "sub" else 0)
+        - (_LIST_PENALTY if spec[1] in LIST_FIELDS else 0)
         for spec, vals in req.items())
     return weakest, -sum(map(len, req.values()))
 
