@@ -98,11 +98,14 @@ class ProfileEngine:
         self._normal = Indicator(
             ENGINE, "profile", "normal_behavior", "behaviour seen while learning this subject",
             cfg.normal_score, ("profile",)).as_dict()
+        # Filled in per event (description, extra_info, a fresh tags list) by process().
+        self._abnormal = Indicator(ENGINE, "profile", "abnormal_behavior", "",
+                                   cfg.abnormal_score, ("profile",)).as_dict()
 
     def process(self, events: list[dict[str, Any]], now: float) -> None:
         profiles, dirty, new_items = self.profiles, self._dirty, self._new_items
         learn_s, learn_n = self.cfg.learn_seconds, self.cfg.learn_min_events
-        normal = self._normal
+        normal, abnormal = self._normal, self._abnormal
         for ev in events:
             if ev["event.action"] not in PROFILED:
                 continue
@@ -137,13 +140,12 @@ class ProfileEngine:
             else:  # all learned: the common case, no list built
                 ev["threatseer.indicators"].append(normal)
                 continue
-            new = [item for item in obs if item not in items]
-            ev["threatseer.indicators"].append(Indicator(
-                ENGINE, "profile", "abnormal_behavior",
-                f"{subject} did something it never did while learning",
-                self.cfg.abnormal_score, ("profile",),
-                {"subject": subject, "new": [i.replace("\t", ": ", 1) for i in new]},
-            ).as_dict())
+            ind = dict(abnormal)
+            ind["description"] = f"{subject} did something it never did while learning"
+            ind["extra_info"] = {"subject": subject, "new": [
+                i.replace("\t", ": ", 1) for i in obs if i not in items]}
+            ind["tags"] = ["profile"]
+            ev["threatseer.indicators"].append(ind)
 
     def maybe_flush(self, now: float) -> None:
         if now - self._last_flush >= self.cfg.flush_interval_s:
