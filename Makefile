@@ -34,7 +34,7 @@ test:
 	$(PY) -m pytest -q tests
 
 lint:
-	$(VENV)/bin/ruff check sensor hub native tests bench setup.py
+	$(VENV)/bin/ruff check sensor hub native tests bench docs setup.py
 
 bench:
 	$(PY) bench/run_all.py
