@@ -21,6 +21,7 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NATIVE = os.path.join(HERE, "native")
@@ -97,6 +98,15 @@ class BuildNative(build_ext):
         super().run()
 
 
+class BuildPy(build_py):
+    """Build the BPF object before package data is collected, so that a wheel built from a
+    clean checkout ships native/threatseer.bpf.o."""
+
+    def run(self) -> None:
+        build_bpf()
+        super().run()
+
+
 def extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
@@ -131,6 +141,6 @@ setup(
     package_dir=PACKAGE_DIRS,
     package_data={"threatseer.native": ["threatseer.bpf.o", "*.pxd", "include/*.h"]},
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildNative},
+    cmdclass={"build_ext": BuildNative, "build_py": BuildPy},
     zip_safe=False,
 )
