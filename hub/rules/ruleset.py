@@ -338,7 +338,11 @@ class _Group:
         self.rules = [rule]
 
 
+# Bounds of each field's cache: entries, and the size of a value worth keeping (so one field
+# holds at most a few MB however long the command lines).
 _FIELD_CACHE_MAX = 8192
+_CACHED_LEN = 512
+_CACHED_ITEMS = 32
 
 
 class _FieldIndex:
@@ -367,9 +371,10 @@ class _FieldIndex:
 
     def lookup(self, value: Any) -> tuple[_Group, ...]:
         key: Any = None
-        if value.__class__ is str or value.__class__ is int:
+        if value.__class__ is int or (value.__class__ is str and len(value) <= _CACHED_LEN):
             key = value
-        elif value.__class__ is list and all(x.__class__ is str for x in value):
+        elif (value.__class__ is list and len(value) <= _CACHED_ITEMS
+              and all(x.__class__ is str for x in value)):
             key = tuple(value)  # argv repeats too; a tuple never equals a str key
         if key is not None:
             hit = self.cache.get(key)
