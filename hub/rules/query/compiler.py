@@ -39,7 +39,25 @@ def _getter(field: Field) -> Callable[[dict[str, Any]], Any]:
 
 
 def equality_set(values: tuple[Any, ...], nocase: bool) -> frozenset[Any]:
-    """Each literal plus its other spelling ("443" and 443, "true" and True)."""
+    """Each literal plus its other spelling ("443" and 443, "true" and True).
+
+    Cached: a bundle repeats the same lists (Sigma tuning adds one exception list to every
+    Sigma rule), and the set is immutable.
+    """
+    # Typed key: 1, 1.0 and True are equal as keys but have different other spellings.
+    key = (nocase, tuple((v.__class__, v) for v in values))
+    try:
+        hit = _EQ_CACHE.get(key)
+    except TypeError:  # an unhashable literal: not cacheable
+        return _equality_set(values, nocase)
+    if hit is None:
+        if len(_EQ_CACHE) >= 4096:
+            _EQ_CACHE.clear()
+        hit = _EQ_CACHE[key] = _equality_set(values, nocase)
+    return hit
+
+
+def _equality_set(values: tuple[Any, ...], nocase: bool) -> frozenset[Any]:
     out: set[Any] = set()
     for v in values:
         if isinstance(v, str):
@@ -58,6 +76,9 @@ def equality_set(values: tuple[Any, ...], nocase: bool) -> frozenset[Any]:
         else:
             out.update((v, str(v)))
     return frozenset(out)
+
+
+_EQ_CACHE: dict[Any, frozenset[Any]] = {}
 
 
 def as_str(x: Any) -> str:
