@@ -25,6 +25,11 @@ def test_several_sensors_all_events_delivered_with_sensor_and_seq(start_hub, zct
             for _t, ev in got}
     assert seen == expected
     assert all(topic == "event.process.exec" for topic, _ev in got)
+    # The hub publishes a batch before it counts it: give the counters a moment.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(
+            hub.ingest.sensors[s.sensor_id].events_out >= 200 for s in senders):
+        time.sleep(0.05)
     assert all(hub.ingest.sensors[s.sensor_id].events_out >= 200 for s in senders)
 
 
