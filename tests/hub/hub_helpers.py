@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,7 @@ class Subscriber:
         self.sock.close(linger=0)
 
 
-def wait_connected(sender: Sender, sub: Subscriber, timeout_s: float = 10.0) -> None:
+def wait_connected(sender: Sender, sub: Subscriber, timeout_s: float = 30.0) -> None:
     """Send probe events until one comes out of the PUB (ZeroMQ's slow-joiner), then drain."""
     deadline = time.monotonic() + timeout_s
     probe = ecs.SENSOR_HEALTH
@@ -179,30 +180,48 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 
 class HubProcess:
-    """The real ``threatseer hub`` process, stopped (SIGTERM, then SIGKILL) on exit."""
+    """The real ``threatseer hub`` process, stopped (SIGTERM, then SIGKILL) on exit.
+
+    Its stdout and stderr are drained by threads once it is ready, so a chatty hub (a stdout
+    output, warnings) never blocks on a full pipe during a test."""
 
     def __init__(self, cmd: list[str], config: Path) -> None:
         self.proc = subprocess.Popen([*cmd, "hub", "-c", str(config)], stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         line = ""
+        early: list[str] = []
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
+            early.append(line)
             if "hub ready" in line or not line:
                 break
         if "hub ready" not in line:
             self.kill()
-            raise AssertionError(f"hub did not start: {line}{self.proc.stderr.read()}")
+            raise AssertionError(f"hub did not start: {''.join(early)}{self.proc.stderr.read()}")
+        self._out: list[str] = []
+        self._err: list[str] = list(early)
+        self._drains = [threading.Thread(target=self._drain, args=(f, buf), daemon=True)
+                        for f, buf in ((self.proc.stdout, self._out),
+                                       (self.proc.stderr, self._err))]
+        for t in self._drains:
+            t.start()
+
+    @staticmethod
+    def _drain(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            out, err = self.proc.communicate()
-        return self.proc.returncode, out, err
+        for t in self._drains:
+            t.join(5)
+        return self.proc.returncode, "".join(self._out), "".join(self._err)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
