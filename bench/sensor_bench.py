@@ -53,11 +53,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def loadgen(mode: str, seconds: float, rate: int = 0) -> dict:
+def loadgen(mode: str, seconds: float, rate: int = 0, counter: Counter | None = None) -> dict:
+    """Run the load generator; ``counter`` then counts only its events (by pid)."""
     args = [str(OUT / "loadgen"), mode, str(seconds), str(rate)]
     if mode == "open":
         args.append(TARGET)
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    if counter is not None:
+        counter.load_pid = proc.pid
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"loadgen failed ({proc.returncode})")
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -79,7 +85,8 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 class Counter:
     """A ROUTER socket that counts the sensor's events (what a hub would receive) and acks
-    each batch as a hub does (docs/transport.md)."""
+    each batch as a hub does (docs/transport.md). Only the current load generator's events
+    (its opens; its forks and the execs and exits of its children) count."""
 
     def __init__(self, port: int) -> None:
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
@@ -87,6 +94,7 @@ class Counter:
         self.lock = threading.Lock()
         self.by_action: dict[str, int] = {}
         self.last_event = 0.0
+        self.load_pid = -1
         self.kernel_lost = 0
         self.send_dropped = 0
         self.health = threading.Event()
@@ -102,14 +110,24 @@ class Counter:
             batch = wire.decode(frames[1:])
             self.sock.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
             with self.lock:
+                load = False
                 for ev in batch.events:
                     action = ev.get("event.action", "")
-                    self.by_action[action] = self.by_action.get(action, 0) + 1
                     if action == "sensor-health":
                         self.kernel_lost = ev.get("threatseer.health.kernel_lost", 0)
                         self.send_dropped = ev.get("threatseer.health.send_dropped", 0)
                         self.health.set()
-                self.last_event = time.monotonic()
+                        continue
+                    if self.load_pid not in (ev.get("process.pid"),
+                                               ev.get("process.parent.pid")):
+                        # Another process on a shared machine (opening /etc/passwd, forking,
+                        # another engineer's load generator) must neither count nor keep
+                        # wait_idle() waiting.
+                        continue
+                    load = True
+                    self.by_action[action] = self.by_action.get(action, 0) + 1
+                if load:
+                    self.last_event = time.monotonic()
 
     def count(self, *actions: str) -> int:
         with self.lock:
@@ -146,7 +164,7 @@ def sensor_phase(seconds: float) -> dict:
         for mode, actions in (("open", ("open",)), ("exec", ("exec", "fork", "exit"))):
             base, cpu0 = counter.count(*actions), cpu_seconds(proc.pid)
             start = time.monotonic()
-            load = loadgen(mode, seconds)
+            load = loadgen(mode, seconds, counter=counter)
             counter.wait_idle()
             got = counter.count(*actions) - base
             span = max(load["seconds"], counter.last_event - start)
