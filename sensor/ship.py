@@ -160,7 +160,8 @@ class HubSink:
         return self.spool.epoch
 
     def send(self, events: list[Event]) -> None:
-        self.spool.append(len(events), wire.encode_body(events))
+        # Compressed once, here: the spool, CURVE and the network all carry the small form.
+        self.spool.append(len(events), wire.encode_body(events, compress=True))
         self.flush()
 
     def _read_acks(self) -> None:
@@ -231,7 +232,8 @@ class HubSink:
             count, body = stored
             header = wire.encode_header(
                 wire.Batch(self.sensor_id, seq, [], host=self.host, common=self.identity,
-                           epoch=spool.epoch, base=base, dropped=spool.dropped_total), count)
+                           epoch=spool.epoch, base=base, dropped=spool.dropped_total), count,
+                compressed=wire.is_compressed(body))
             try:
                 self.sock.send_multipart((header, body), flags=zmq.NOBLOCK)
             except zmq.Again:
