@@ -42,14 +42,14 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--secret")
     ap.add_argument("--server-key")
-    ap.add_argument("--spool-mib", type=int, default=256)
+    ap.add_argument("--spool-mib", type=float, default=256)
     ap.add_argument("--resend", type=float, default=1.0)
     ap.add_argument("--drain-timeout", type=float, default=120)
     a = ap.parse_args()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     curve = (read_key(a.secret), read_key(a.server_key)) if a.secret else None
-    spool = Spool(os.path.join(a.state_dir, SPOOL_FILE), a.spool_mib << 20)
+    spool = Spool(os.path.join(a.state_dir, SPOOL_FILE), int(a.spool_mib * (1 << 20)))
     sink = HubSink(a.endpoint, a.sensor_id, "synthetic-host", spool=spool,
                    identity={"host.name": "synthetic-host", "agent.id": a.sensor_id},
                    curve=curve, resend_after_s=a.resend)

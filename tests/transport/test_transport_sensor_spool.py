@@ -82,13 +82,14 @@ def test_hub_down_the_sensor_spools_then_drains_everything(tmp_path, procs) -> N
 
 
 def test_spool_bound_drops_oldest_counted_and_the_hub_reports_the_gap(tmp_path, procs) -> None:
-    # 1 MiB of spool; each batch of 500 events is ~100 KB: most of 100 batches must go
+    # 0.1 MiB of spool; each batch of 500 events is ~7 KB as LZ4 (~120 KB plain): most of
+    # 100 batches must go
     total, batch = 50_000, 500
     cfg = hub_cfg(tmp_path, None)
     hub = HubProc(tmp_path, cfg)
     procs.append(hub)
     sensor = SensorProc(tmp_path, cfg["ingest"]["endpoint"], "synth-b", total, None,
-                        batch=batch, rate=50_000, resend=1.0, spool_mib=1).start()
+                        batch=batch, rate=50_000, resend=1.0, spool_mib=0.1).start()
     procs.append(sensor)
     wait_for(lambda: "generated up to 50000" in sensor.log.read_text(), 30, "the stream")
     kept = spooled(tmp_path, "synth-b")
