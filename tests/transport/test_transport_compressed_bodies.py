@@ -115,6 +115,8 @@ def test_sensor_compresses_and_still_resends_plain_bodies_of_an_older_spool(
         assert [(z, b.seq, [e["event.id"] for e in b.events]) for z, b in got] == \
             [(None, 1, ["z:1"]), (wire.LZ4, 2, ["z:2", "z:3"])]
         assert wire.is_compressed(spool.get(2)[1])
+        sink.flush()
+        assert sink.connected  # the socket monitor's handshake event was parsed
     finally:
         sink.close(0)
         router.close()
