@@ -9,6 +9,7 @@ sensitive-path list to the kernel filter without reloading the programs.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -28,6 +29,33 @@ from threatseer.sensor.proctable import ProcessTable
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 
 log = logging.getLogger("threatseer.sensor")
+
+
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_trim = _malloc_trim()
+
+
+TRIM_INTERVAL_S = 10.0
+
+
+def _release_free_memory() -> None:
+    """Give the heap freed after a burst back to the kernel (glibc keeps it: the RSS stayed
+    at its peak, ~13 MiB above idle after 100k events/s). ~1.4 ms after a burst, so at most
+    every TRIM_INTERVAL_S (at a health event): a sustained stream would only fault it back."""
+    global _trimmed_at
+    now = time.monotonic()
+    if _trim is not None and now - _trimmed_at >= TRIM_INTERVAL_S:
+        _trimmed_at = now
+        _trim(0)
+
+
+_trimmed_at = 0.0
 
 
 class Sensor:
@@ -132,6 +160,7 @@ class Sensor:
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
                 self._emit(self.health.report(self.counters()))
+                _release_free_memory()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
