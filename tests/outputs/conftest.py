@@ -222,6 +222,29 @@ def wait_for(cond: Any, timeout: float = 30.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def stream_across_restart(outs: Any, server: Server, total: int,
+                          drain_timeout: float = 30.0) -> None:
+    """Emit ``total`` events from a pipeline thread while ``server`` is stopped (once the
+    output has delivered some) and started again; return once the backlog is delivered."""
+
+    def pipeline() -> None:
+        for i in range(total):
+            outs.emit(make_event(i))
+            if i % 100 == 0:
+                time.sleep(0.01)
+
+    t = threading.Thread(target=pipeline)
+    t.start()
+    wait_for(lambda: outs.status()[0]["sent"] > 500, what="first events")
+    server.stop()
+    wait_for(lambda: not outs.status()[0]["connected"], what="output notices the stop")
+    time.sleep(0.5)
+    server.start()
+    t.join()
+    wait_for(lambda: outs.status()[0]["queue_depth"] == 0, timeout=drain_timeout,
+             what="backlog delivered")
+
+
 @pytest.fixture
 def spill_dir(tmp_path: Path) -> str:
     path = tmp_path / "spill"

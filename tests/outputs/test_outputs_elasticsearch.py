@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from elasticsearch import Elasticsearch, helpers
 
-from tests.outputs.conftest import make_event, wait_for
+from tests.outputs.conftest import make_event, stream_across_restart
 from threatseer.hub.outputs import OutputConfig, Outputs
 from threatseer.hub.outputs.es_template import properties
 from threatseer.sensor import ecs
@@ -103,22 +101,7 @@ def test_server_restart_mid_stream_exactly_once(es_server: Any, spill_dir: str) 
     outs = Outputs([output(es_server.url, spill_dir, index="ts-restart")])
     outs.start()
     total = 4000
-
-    def pipeline() -> None:
-        for i in range(total):
-            outs.emit(make_event(i))
-            if i % 100 == 0:
-                time.sleep(0.01)
-
-    t = threading.Thread(target=pipeline)
-    t.start()
-    wait_for(lambda: outs.status()[0]["sent"] > 500, what="first events")
-    es_server.stop()
-    wait_for(lambda: not outs.status()[0]["connected"], what="output notices the stop")
-    time.sleep(0.5)
-    es_server.start()
-    t.join()
-    wait_for(lambda: outs.status()[0]["queue_depth"] == 0, timeout=60, what="backlog delivered")
+    stream_across_restart(outs, es_server, total, drain_timeout=60)
     outs.close(20)
     st = outs.status()[0]
     assert st["retries"] > 0 and st["dropped"] == 0 and st["failed"] == 0

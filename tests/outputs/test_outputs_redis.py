@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
 import redis
 
-from tests.outputs.conftest import make_event, wait_for
+from tests.outputs.conftest import make_event, stream_across_restart
 from threatseer.hub.outputs import OutputConfig, Outputs
 
 
@@ -72,22 +71,7 @@ def test_server_restart_mid_stream_loses_nothing(redis_server: Any, spill_dir: s
     outs = Outputs([output(redis_server.url, "list", spill_dir)])
     outs.start()
     total = 3000
-
-    def pipeline() -> None:
-        for i in range(total):
-            outs.emit(make_event(i))
-            if i % 100 == 0:
-                time.sleep(0.01)
-
-    t = threading.Thread(target=pipeline)
-    t.start()
-    wait_for(lambda: outs.status()[0]["sent"] > 500, what="first events")
-    redis_server.stop()
-    wait_for(lambda: not outs.status()[0]["connected"], what="output notices the stop")
-    time.sleep(0.5)
-    redis_server.start()
-    t.join()
-    wait_for(lambda: outs.status()[0]["queue_depth"] == 0, what="backlog delivered")
+    stream_across_restart(outs, redis_server, total)
     outs.close(10)
     st = outs.status()[0]
     assert st["retries"] > 0 and st["dropped"] == 0 and st["connected"]
