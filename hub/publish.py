@@ -5,6 +5,7 @@ has that topic. The topic is ``f"{event.kind}.{category}.{action}"`` (e.g.
 ``alert.process.exec``, ``event.network.connect``), so ``SUB`` prefixes select by kind
 (``alert.``) or kind and category (``event.network.``). Events of one batch are grouped per
 topic: one send and one pack call per group instead of per event is most of the publish cost.
+Packing is msgspec's (3x msgpack-python's speed); the bytes are plain msgpack.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
+import msgspec
 import zmq
 
 
@@ -26,6 +27,9 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
+_decode = msgspec.msgpack.Decoder().decode
+
+
 def topic_of(ev: dict[str, Any]) -> str:
     cats = ev.get("event.category")
     cat = cats[0] if isinstance(cats, list) and cats else (cats or "unknown")
@@ -34,7 +38,7 @@ def topic_of(ev: dict[str, Any]) -> str:
 
 def decode(frames: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
     """``(topic, flat events)`` of one published message (for tap and other subscribers)."""
-    events = msgpack.unpackb(frames[1], raw=False)
+    events = _decode(frames[1])
     if not isinstance(events, list):
         raise ValueError("published body is not an array")
     return frames[0].decode(), events
@@ -49,7 +53,8 @@ class Publisher:
         self.sock = self._open(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.rebinds = 0
-        self._pack = msgpack.Packer(use_bin_type=True, default=str).pack
+        # Anything msgspec cannot encode (a rule's odd extra_info) goes out as its text.
+        self._pack = msgspec.msgpack.Encoder(enc_hook=str).encode
         self._topics: dict[tuple[Any, Any, Any], bytes] = {}
         self.sent = 0
         self.unpackable = 0  # events that could not be encoded (dropped from the PUB only)
