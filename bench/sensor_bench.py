@@ -6,7 +6,8 @@
     loop on a watched path, then a fork+exec loop. Both figures are events delivered per
     second of load, measured side by side; the ratio is (a)/(b).
 
-Then the sensor's CPU at a steady 1,000 events/s and its RSS.
+Then the sensor's CPU at a steady 1,000 events/s (at the default health interval; the bursts
+use 1 s to read the drop counters promptly) and its RSS after all of it.
 
 Run as root:  .venv/bin/python bench/sensor_bench.py [--seconds 5]
 Last line:    ratio=... drops=... rss_mib=... cpu_pct_at_1k=... (key=value pairs)
@@ -31,6 +32,7 @@ import zmq
 
 from threatseer.native.probe import bpf_object_path
 from threatseer.sensor import wire
+from threatseer.sensor.config import SensorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -96,6 +98,7 @@ class Counter:
         self.last_event = 0.0
         self.load_pid = -1
         self.kernel_lost = 0
+        self.other = 0  # events of other processes (background load on a shared machine)
         self.send_dropped = 0
         self.health = threading.Event()
         self.stopped = False
@@ -123,6 +126,7 @@ class Counter:
                         # Another process on a shared machine (opening /etc/passwd, forking,
                         # another engineer's load generator) must neither count nor keep
                         # wait_idle() waiting.
+                        self.other += 1
                         continue
                     load = True
                     self.by_action[action] = self.by_action.get(action, 0) + 1
@@ -144,16 +148,21 @@ class Counter:
         self.sock.close(0)
 
 
+def write_config(path: Path, settings: dict, **changes: object) -> None:
+    path.write_text(yaml.safe_dump({**settings, **changes}))
+
+
 def sensor_phase(seconds: float) -> dict:
     port = free_port()
     counter = Counter(port)
     tmp = tempfile.mkdtemp()
     cfg = Path(tmp) / "sensor.yaml"
-    cfg.write_text(yaml.safe_dump({
+    settings = {
         "hub": f"tcp://127.0.0.1:{port}", "sensitive_paths": [TARGET],
         "health_interval_s": 1.0, "ring_buffer_kib": RING_KIB, "log_level": "warning",
         "send_hwm": 100000, "plaintext": True, "state_dir": str(Path(tmp) / "state"),
-    }))
+    }
+    write_config(cfg, settings)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "threatseer"), "sensor", "-c",
                              str(cfg)])
     result: dict = {}
@@ -170,13 +179,23 @@ def sensor_phase(seconds: float) -> dict:
             span = max(load["seconds"], counter.last_event - start)
             result[mode] = {"events": got, "events_per_s": got / span, "load": load,
                             "cpu_s": cpu_seconds(proc.pid) - cpu0}
-        # Steady 1,000 events/s.
-        time.sleep(1)
-        cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        # Steady 1,000 events/s, at the deployed default health interval: the 1 s used above
+        # (to read the drop counters promptly) is a bench setting, and costs a batch a second.
+        write_config(cfg, settings, health_interval_s=SensorConfig.health_interval_s)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        cpu0, t0, other0 = cpu_seconds(proc.pid), time.monotonic(), counter.other
         steady = loadgen("open", 10, 1000)
-        result["cpu_pct_at_1k"] = 100 * (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - t0)
+        counter.wait_idle(0.5)
+        span = time.monotonic() - t0
+        result["cpu_pct_at_1k"] = 100 * (cpu_seconds(proc.pid) - cpu0) / span
+        result["background_eps"] = (counter.other - other0) / span
         result["steady_ops_per_s"] = steady["ops_per_s"]
         result["rss_mib"], result["hwm_mib"] = rss_mib(proc.pid)
+        counter.health.clear()
+        write_config(cfg, settings)
+        proc.send_signal(signal.SIGHUP)
+        counter.health.wait(5)
         time.sleep(1.5)  # one more health event with the final counters
         result["drops"] = counter.kernel_lost + counter.send_dropped
     finally:
@@ -225,7 +244,8 @@ def main() -> None:
     ratio = min(sensor[m]["events_per_s"] / ceiling[m]["events_per_s"] for m in ("open", "exec"))
     print(f"sensor CPU-seconds per million events: {cpu / max(events, 1) * 1e6:.2f}")
     print(f"sensor RSS {sensor['rss_mib']:.1f} MiB (peak {sensor['hwm_mib']:.1f}); "
-          f"CPU at {sensor['steady_ops_per_s']:,.0f} events/s: {sensor['cpu_pct_at_1k']:.2f}%")
+          f"CPU at {sensor['steady_ops_per_s']:,.0f} events/s: {sensor['cpu_pct_at_1k']:.2f}% "
+          f"(plus {sensor['background_eps']:,.0f} events/s from other processes)")
     print(f"drops (kernel lost + send dropped): {sensor['drops']}")
     print(f"ratio={ratio:.2f} ratio_open={sensor['open']['events_per_s'] / ceiling['open']['events_per_s']:.2f} "
           f"ratio_exec={sensor['exec']['events_per_s'] / ceiling['exec']['events_per_s']:.2f} "

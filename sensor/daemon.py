@@ -133,7 +133,7 @@ class Sensor:
         waiter = select.poll() if fileno is not None else None
         if waiter is not None:
             waiter.register(fileno(), select.POLLIN)
-        max_events = cfg.batch_size * 4
+        max_events = cfg.batch_size
         drained = True
         while not self.stopping:
             now = time.monotonic()
@@ -159,11 +159,14 @@ class Sensor:
                 self.sink.flush()
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
+                self.procs.expire()
                 self._emit(self.health.report(self.counters()))
                 _release_free_memory()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
+                # A shorter health interval applies now, not after the old one runs out.
+                next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
         # Drain what the kernel already has, then flush.
         if self.probe is not None:
             events = self.probe.poll(timeout_ms=0, max_events=1 << 20)

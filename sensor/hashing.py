@@ -7,9 +7,10 @@ again. Files over a size cap are skipped (the field is left out, never guessed).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
+
+from threatseer.sensor.digest import sha256
 
 Key = tuple[int, int, int, int]
 
@@ -42,7 +43,7 @@ class ExecutableHashes:
         if size > self.max_bytes:
             self.skipped += 1
             return None
-        h = hashlib.sha256()
+        h = sha256()
         try:
             with open(path, "rb") as f:
                 while chunk := f.read(1 << 20):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from pathlib import Path
+
+from threatseer.sensor.digest import sha256
 
 MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
@@ -31,4 +32,4 @@ def sensor_id(configured: str = "") -> str:
     if configured:
         return configured
     seed = machine_id() or host_name()
-    return "s-" + hashlib.sha256(b"threatseer-sensor:" + seed.encode()).hexdigest()[:16]
+    return "s-" + sha256(b"threatseer-sensor:" + seed.encode()).hexdigest()[:16]
