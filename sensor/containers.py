@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,22 +40,37 @@ class ContainerDirectory:
     ``root`` lets tests and chroot'ed sensors point at another filesystem root.
     """
 
+    # A container whose runtime files are not (yet) there is looked for again at most this
+    # often: per event, three failed file reads cost more than the rest of the sensor.
+    RETRY_S = 1.0
+
     def __init__(self, root: str = "/") -> None:
         self.root = Path(root)
         self._cache: dict[str, ContainerInfo] = {}
+        self._missing_since: dict[str, float] = {}
 
     def lookup(self, cid: str) -> ContainerInfo:
         info = self._cache.get(cid)
-        if info is None or not info.runtime:
-            info = self._docker(cid) or self._podman(cid) or self._containerd(cid)
-            info = info or ContainerInfo(cid)
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[cid] = info
+        if info is not None and info.runtime:
+            return info
+        now = time.monotonic()
+        if info is not None and now - self._missing_since.get(cid, 0.0) < self.RETRY_S:
+            return info
+        info = self._docker(cid) or self._podman(cid) or self._containerd(cid)
+        info = info or ContainerInfo(cid)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+            self._missing_since.clear()
+        self._cache[cid] = info
+        if info.runtime:
+            self._missing_since.pop(cid, None)
+        else:
+            self._missing_since[cid] = now
         return info
 
     def forget(self, cid: str) -> None:
         self._cache.pop(cid, None)
+        self._missing_since.pop(cid, None)
 
     def _read_json(self, path: Path) -> dict | list | None:
         try:

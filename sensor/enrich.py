@@ -44,6 +44,7 @@ class Enricher:
         self._id_prefix = f"{sensor_id}-{time.time_ns():x}-"
         self._seq = itertools.count(1)
         self._running_containers: set[str] = set()
+        self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""
         self.not_containers = 0
 
     def stamp(self, event: Event) -> None:
@@ -58,10 +59,17 @@ class Enricher:
         (container-started) inserted after the event that revealed them."""
         out: list[Event] = []
         procs = self.procs
+        user_names, user_name = self.users.known, self.users.name
+        container_ids = self._container_ids
+        seq, id_prefix = self._seq, self._id_prefix
         for ev in events:
             action = ev.get("event.action")
             pid = ev.get("process.pid", 0)
-            if action == ecs.EXEC:
+            if action == ecs.OPEN or action == ecs.CONNECT:  # the bulk: only context to add
+                proc = procs.get(pid) if pid else None
+                if proc is not None:
+                    ev.update(self._context(proc))
+            elif action == ecs.EXEC:
                 self._exec(ev, pid)
             elif action == ecs.FORK:
                 proc = procs.on_fork(pid, ev.get("process.parent.pid", 0),
@@ -85,15 +93,24 @@ class Enricher:
                     ev.update(self._context(proc))
             uid = ev.get("user.id")
             if uid is not None:
-                name = self.users.name(uid)
+                name = user_names[uid] if uid in user_names else user_name(uid)
                 if name is not None:
                     ev["user.name"] = name
-            started = self._container(ev)
-            self.stamp(ev)
+            memcg = ev.get("threatseer.cgroup.memory", "")
+            cid = container_ids.get(memcg)
+            if cid is None:
+                cid = container_ids[memcg] = container_id(memcg)
+                if len(container_ids) > 4096:
+                    container_ids.clear()
+            n = next(seq)
+            ev["event.sequence"] = n
+            ev["event.id"] = id_prefix + str(n)
             out.append(ev)
-            if started is not None:
-                self.stamp(started)
-                out.append(started)
+            if cid:
+                started = self._container(ev, cid)
+                if started is not None:
+                    self.stamp(started)
+                    out.append(started)
         return out
 
     # ---- per kind ---------------------------------------------------------------------
@@ -147,12 +164,9 @@ class Enricher:
             ev["process.parent.command_line"] = " ".join(parent.args)
         ev["threatseer.ancestors"] = self.procs.ancestors(ppid)
 
-    def _container(self, ev: Event) -> Event | None:
-        """Set container.* from the memory cgroup; return a container-started event for the
-        first exec seen in a container."""
-        cid = container_id(ev.get("threatseer.cgroup.memory", ""))
-        if not cid:
-            return None
+    def _container(self, ev: Event, cid: str) -> Event | None:
+        """Set container.* for container ``cid``; return a container-started event for the
+        first exec seen in it."""
         info = self.containers.lookup(cid)
         ev["container.id"] = cid
         if info.name:

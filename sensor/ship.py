@@ -173,7 +173,9 @@ class HubSink:
 
     def _read_acks(self) -> None:
         sock, spool = self.sock, self.spool
-        while True:
+        # Ask ZMQ_EVENTS first: a recv that finds nothing raises zmq.Again, and building that
+        # exception at every turn of the loop cost more than reading the acks.
+        while sock.get(zmq.EVENTS) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -191,7 +193,7 @@ class HubSink:
 
     def _read_monitor(self) -> None:
         mon = self._monitor
-        while mon.poll(0):
+        while mon.get(zmq.EVENTS) & zmq.POLLIN:
             event = _monitor_event(mon.recv_multipart())
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 if not self.connected:

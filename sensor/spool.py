@@ -17,9 +17,10 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 SPOOL_FILE = "spool.db"
+DELETE_INTERVAL_S = 1.0
 
 
 class Spool:
@@ -46,11 +47,16 @@ class Spool:
             meta["dropped_events"] = 0
             db.execute("INSERT INTO meta VALUES ('dropped_events', 0)")
         self.epoch: int = meta["epoch"]
-        self.next_seq: int = meta["next_seq"]
-        row = db.execute("SELECT count(*), coalesce(sum(n), 0), coalesce(sum(length(body)), 0), "
-                         "min(seq) FROM batches").fetchone()
-        self.count, self.events, self.bytes, first = row
-        self.first_seq: int = first if first is not None else self.next_seq
+        # meta next_seq is only brought up to date when the table empties (ack, drop): while
+        # batches are stored, the newest one says where the sequence is.
+        self._sizes: deque[tuple[int, int, int]] = deque(  # (seq, events, bytes), oldest first
+            db.execute("SELECT seq, n, length(body) FROM batches ORDER BY seq"))
+        self.count = len(self._sizes)
+        self.events = sum(n for _, n, _ in self._sizes)
+        self.bytes = sum(size for _, _, size in self._sizes)
+        self.next_seq: int = max(meta["next_seq"],
+                                 self._sizes[-1][0] + 1 if self._sizes else 0)
+        self.first_seq: int = self._sizes[0][0] if self._sizes else self.next_seq
         self.dropped_events = 0  # by this process (health event deltas)
         self.dropped_batches = 0
         # by this spool since it was created (the epoch), told to the hub in headers ("d")
@@ -59,15 +65,15 @@ class Spool:
         # Recent bodies, so a send right after append (the usual case) does not read the disk.
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._cache_batches = cache_batches
+        self._acked_upto = 0  # acknowledged, not yet deleted from the file
+        self._deleted_at = 0.0
 
     def append(self, count: int, body: bytes) -> int:
         """Store one batch; returns its sequence number. May drop the oldest (counted)."""
         seq = self.next_seq
-        db = self.db
-        db.execute("BEGIN")
-        db.execute("INSERT INTO batches VALUES (?, ?, ?)", (seq, count, body))
-        db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (seq + 1,))
-        db.execute("COMMIT")
+        # One statement, one transaction: the cost a batch pays when the hub keeps up.
+        self.db.execute("INSERT INTO batches VALUES (?, ?, ?)", (seq, count, body))
+        self._sizes.append((seq, count, len(body)))
         self.next_seq = seq + 1
         if not self.count:
             self.first_seq = seq
@@ -85,12 +91,14 @@ class Spool:
     def _drop_oldest(self) -> None:
         """Delete the oldest batches until the spool is back under its bound (never the
         newest one: a single batch larger than the bound is still kept)."""
-        rows = self.db.execute("SELECT seq, n, length(body) FROM batches ORDER BY seq")
+        sizes = self._sizes
         over = self.bytes - self.max_bytes
         last = None
-        for seq, n, size in rows:
+        while sizes:
+            seq, n, size = sizes[0]
             if over <= 0 or seq == self.next_seq - 1:
                 break
+            sizes.popleft()
             over -= size
             last = seq
             self.count -= 1
@@ -104,6 +112,7 @@ class Spool:
             self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
             self.db.execute("UPDATE meta SET v = ? WHERE k = 'dropped_events'",
                             (self.dropped_total,))
+            self.db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
             self.db.execute("COMMIT")
             self.first_seq = last + 1
             for seq in [s for s in self._cache if s <= last]:
@@ -113,11 +122,17 @@ class Spool:
         """Forget every batch up to ``seq``; returns how many events that acknowledged."""
         if seq < self.first_seq or not self.count:
             return 0
-        db = self.db
-        n, size, left = db.execute(
-            "SELECT coalesce(sum(n), 0), coalesce(sum(length(body)), 0), count(*) "
-            "FROM batches WHERE seq <= ?", (seq,)).fetchone()
-        db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+        sizes = self._sizes
+        n = size = left = 0
+        while sizes and sizes[0][0] <= seq:
+            _, events, nbytes = sizes.popleft()
+            n += events
+            size += nbytes
+            left += 1
+        self._acked_upto = seq
+        now = time.monotonic()
+        if now - self._deleted_at >= DELETE_INTERVAL_S:
+            self._delete_acked(now)
         self.count -= left
         self.events -= n
         self.bytes -= size
@@ -126,6 +141,23 @@ class Spool:
         while cache and next(iter(cache)) <= seq:
             cache.popitem(last=False)
         return n
+
+    def _delete_acked(self, now: float) -> None:
+        """Remove acknowledged batches from the file: at most every DELETE_INTERVAL_S, as
+        a transaction per acknowledgement cost as much as storing the batch. Acknowledged
+        rows still on disk after a crash are resent and dropped by the hub (it keeps a
+        ledger of what it has)."""
+        self._deleted_at = now
+        seq = self._acked_upto
+        if not seq:
+            return
+        self._acked_upto = 0
+        db = self.db
+        db.execute("BEGIN")
+        db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+        if not self._sizes:  # empty: the sequence lives on in meta
+            db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
+        db.execute("COMMIT")
 
     def get(self, seq: int) -> tuple[int, bytes] | None:
         """``(event count, body)`` of a stored batch, or None when it is gone."""
@@ -137,5 +169,6 @@ class Spool:
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
+            self._delete_acked(time.monotonic())
             self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.db.close()

@@ -7,18 +7,18 @@ import pwd
 
 class UserNames:
     def __init__(self) -> None:
-        self._names: dict[int, str | None] = {}
+        self.known: dict[int, str | None] = {}  # read by the enricher's hot loop
 
     def name(self, uid: int) -> str | None:
         try:
-            return self._names[uid]
+            return self.known[uid]
         except KeyError:
             pass
         try:
             name: str | None = pwd.getpwuid(uid).pw_name
         except (KeyError, OverflowError, TypeError):
             name = None
-        if len(self._names) > 65536:
-            self._names.clear()
-        self._names[uid] = name
+        if len(self.known) > 65536:
+            self.known.clear()
+        self.known[uid] = name
         return name
