@@ -41,6 +41,9 @@ log = logging.getLogger("threatseer.hub")
 STATUS_FILE = "status.json"
 LEDGER_FILE = "ledger.db"
 STATUS_INTERVAL_S = 2.0
+# A batch is decoded, scored and published this many events at a time: a slice stays in the
+# CPU cache from decoding to freeing (500 events at once ran 30% slower).
+CHUNK_EVENTS = 128
 
 
 def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
@@ -258,7 +261,7 @@ class Hub:
             self.profile_store.close()
 
     def _process(self, got: list[Message]) -> None:
-        pipeline, publisher, outputs, m = self.pipeline, self.publisher, self.outputs, self.metrics
+        pipeline, m = self.pipeline, self.metrics
         ingest, ledger = self.ingest, self.ledger
         sensors = ingest.sensors
         tossed = logged = alerted = 0
@@ -284,31 +287,21 @@ class Hub:
                 continue
             assert verdict.kind == NEW
             rec = ingest.open(msg)
-            if rec is None or not rec.events:  # refused (counted): resending will not help
+            if rec is None or not rec.raws:  # refused (counted): resending will not help
                 ledger.scored(sid, msg.epoch, msg.seq, 0, 0)
                 continue
-            try:
-                results = [pipeline.score(rec.events, rec.sensor_id, rec.seq, now)]
-            except Exception:  # engines guard each event; this is a bug: save what we can
-                self._failed(f"scoring batch {rec.seq} of {rec.sensor_id}")
-                results = self._score_one_by_one(rec, now)
-            emitted = 0
-            for res in results:
-                tossed += res.tossed
-                logged += res.logged
-                alerted += res.alerted
-                if not res.emitted:
-                    continue
-                if publisher is not None:
-                    publisher.publish(res.emitted)
-                if outputs.configs:
-                    for ev in res.emitted:
-                        outputs.emit(ev)
-                sensors[rec.label].events_out += len(res.emitted)
-                m.child(m.events_out, rec.label).inc(len(res.emitted))
-                self.emitted += len(res.emitted)
-                emitted += len(res.emitted)
-            ledger.scored(sid, msg.epoch, msg.seq, len(rec.events), emitted)
+            counts = [0, 0, 0, 0, 0]  # events scored, emitted, tossed, logged, alerted
+            for start in range(0, len(rec.raws), CHUNK_EVENTS):
+                self._chunk(rec, start, now, counts)
+            scored_in, emitted, n_tossed, n_logged, n_alerted = counts
+            tossed += n_tossed
+            logged += n_logged
+            alerted += n_alerted
+            if emitted:
+                sensors[rec.label].events_out += emitted
+                m.child(m.events_out, rec.label).inc(emitted)
+                self.emitted += emitted
+            ledger.scored(sid, msg.epoch, msg.seq, scored_in, emitted)
         try:
             ledger.commit()
         except Exception:  # not durable: no acks, the sensors resend (scored again)
@@ -322,6 +315,33 @@ class Hub:
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _chunk(self, rec: Received, start: int, now: float, counts: list[int]) -> None:
+        """Decode, score and emit events ``start:start + CHUNK_EVENTS`` of ``rec``, adding to
+        ``counts`` (scored, emitted, tossed, logged, alerted). Nothing of the slice outlives
+        the call, so the next one reuses the memory while it is still in the CPU cache."""
+        events = self.ingest.events(rec, start, start + CHUNK_EVENTS)
+        if not events:
+            return
+        counts[0] += len(events)
+        try:
+            results = [self.pipeline.score(events, rec.sensor_id, rec.seq, now)]
+        except Exception:  # engines guard each event; this is a bug: save what we can
+            self._failed(f"scoring batch {rec.seq} of {rec.sensor_id}")
+            results = self._score_one_by_one(rec, events, now)
+        publisher, outputs = self.publisher, self.outputs
+        for res in results:
+            counts[2] += res.tossed
+            counts[3] += res.logged
+            counts[4] += res.alerted
+            if not res.emitted:
+                continue
+            if publisher is not None:
+                publisher.publish(res.emitted)
+            if outputs.configs:
+                for ev in res.emitted:
+                    outputs.emit(ev)
+            counts[1] += len(res.emitted)
 
     def _report_gap(self, msg: Message, batches: int, events: int, now: float) -> None:
         """A final sequence gap: a loss event through the pipeline (never silent)."""
@@ -344,9 +364,10 @@ class Hub:
                 self.outputs.emit(e)
             self.emitted += len(res.emitted)
 
-    def _score_one_by_one(self, rec: Received, now: float) -> list[Any]:
+    def _score_one_by_one(self, rec: Received, events: list[dict[str, Any]],
+                          now: float) -> list[Any]:
         out = []
-        for ev in rec.events:
+        for ev in events:
             try:
                 out.append(self.pipeline.score([ev], rec.sensor_id, rec.seq, now))
             except Exception:

@@ -70,13 +70,17 @@ class RateLimitedLog:
 
 @dataclass(slots=True)
 class Received:
+    """A batch whose body is split into its events' msgpack: :meth:`Ingest.events` decodes
+    and checks them a slice at a time (see :func:`threatseer.sensor.wire.decode_raw`)."""
+
     sensor_id: str
     seq: int
     host: str
     sent_ns: int
-    events: list[dict[str, Any]]  # schema-checked
+    raws: list[Any]  # each event's msgpack
     label: str = ""  # key in Ingest.sensors and metric label (sensor id, or "other")
     epoch: int = 0
+    common: dict[str, Any] = field(default_factory=dict)
 
 
 # ecs.REQUIRED as key sets, so the per-event check is one C-level subset test; the messages
@@ -257,15 +261,15 @@ class Ingest:
                        header.get("e", 0), header["seq"], header.get("b", 0), header.get("d", 0))
 
     def open(self, msg: Message) -> Received | None:
-        """Decode a message's body and check every event against the schema."""
+        """Split a message's body into its events (decoded by :meth:`events`)."""
         try:
-            batch = wire.decode(msg.buffers)
+            batch, raws = wire.decode_raw(msg.buffers)
         except wire.WireError as exc:
             self.bad(msg.label, exc.reason, str(exc))
             return None
         sid = msg.label
         st = self.sensors[sid]
-        n = len(batch.events)
+        n = len(raws)
         st.batches += 1
         st.events_in += n
         st.last_seq = batch.seq
@@ -274,7 +278,20 @@ class Ingest:
         m = self.metrics
         m.child(m.batches, sid).inc()
         m.child(m.events_in, sid).inc(n)
-        events = batch.events
+        return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, raws, sid,
+                        batch.epoch, batch.common)
+
+    def events(self, rec: Received, start: int = 0,
+               stop: int | None = None) -> list[dict[str, Any]]:
+        """Events ``start:stop`` of ``rec``, decoded and checked against the schema; the
+        refused ones are counted (a slice that does not decode counts once, as ``body``)."""
+        raws = rec.raws[start:stop]
+        try:
+            events = wire.decode_events(raws, rec.common)
+        except wire.WireError as exc:
+            self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
+                     f"{start + len(raws) - 1}: {exc}")
+            return []
         bad_events = 0
         first_problem = ""
         for ev in events:
@@ -285,11 +302,10 @@ class Ingest:
                                      if isinstance(ev, dict) else "event is not a map")
         if bad_events:
             good = [ev for ev in events if _valid(ev)]
-            self.bad(sid, SCHEMA, f"batch {batch.seq}: {bad_events} event(s) refused, first: "
-                     f"{first_problem}", bad_events)
+            self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {bad_events} event(s) refused, "
+                     f"first: {first_problem}", bad_events)
             events = good
-        return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, events, sid,
-                        batch.epoch)
+        return events
 
     def close(self) -> None:
         self.sock.close()

@@ -17,15 +17,7 @@ from typing import Any
 import msgspec
 import zmq
 
-
-def _array_header(n: int) -> bytes:
-    """msgpack array header for ``n`` items (to join events packed one by one)."""
-    if n < 16:
-        return bytes([0x90 | n])
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
+from threatseer.sensor.wire import array_header
 
 _decode = msgspec.msgpack.Decoder().decode
 
@@ -117,7 +109,7 @@ class Publisher:
                 packed.append(self._pack(ev))
             except Exception:
                 self.unpackable += 1
-        return _array_header(len(packed)) + b"".join(packed)
+        return array_header(len(packed)) + b"".join(packed)
 
     def close(self) -> None:
         self.sock.close()

@@ -100,6 +100,8 @@ _decode_body = msgspec.msgpack.Decoder(Annotated[
     list[Annotated[dict[str, Any], msgspec.Meta(max_length=MAX_FIELDS)]],
     msgspec.Meta(max_length=MAX_EVENTS)]).decode
 _decode_any = msgspec.msgpack.Decoder().decode
+_split_body = msgspec.msgpack.Decoder(Annotated[
+    list[msgspec.Raw], msgspec.Meta(max_length=MAX_EVENTS)]).decode
 # What msgspec raises on bad bytes: DecodeError, UnicodeDecodeError (a string that is not
 # UTF-8), RecursionError (nesting too deep), ...: all mean a bad message.
 _UNDECODABLE = Exception
@@ -243,30 +245,83 @@ def _decode_events(body: Any) -> list[Any]:
     return events
 
 
+def array_header(n: int) -> bytes:
+    """The msgpack array header for ``n`` items (to join items packed apart)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def _add_common(events: list[Any], common: dict[str, Any]) -> list[Any]:
+    """Give each event the batch's common fields it lacks (its own value wins)."""
+    if common:
+        for ev in events:
+            if isinstance(ev, dict):
+                for key, value in common.items():
+                    ev.setdefault(key, value)
+    return events
+
+
+def _batch(header: dict[str, Any], events: list[Any]) -> Batch:
+    return Batch(
+        sensor_id=header["sid"], seq=header["seq"], events=events,
+        host=header.get("host") if isinstance(header.get("host"), str) else "",
+        sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
+        common=header.get("c") or {}, epoch=header.get("e", 0), base=header.get("b", 0),
+        dropped=header.get("d", 0),
+    )
+
+
+def _body(frames: list[Any]) -> tuple[dict[str, Any], Any]:
+    """The checked header and the (decompressed) body of a message."""
+    header = decode_header(frames)
+    body = frames[1]
+    if header.get("z") == LZ4:
+        body = _decompress(body)
+    return header, body
+
+
+def _count(header: dict[str, Any], n: int) -> None:
+    if n != header["n"]:
+        raise WireError(BAD_BODY, f"header says {header['n']} events, body has {n}")
+
+
 def decode(frames: list[bytes]) -> Batch:
     """Decode one message into a :class:`Batch` or raise :class:`WireError`.
 
     Events are returned as decoded; checking each against the schema is the receiver's job
     (one bad event must not cost the good ones beside it).
     """
-    header = decode_header(frames)
-    body = frames[1]
-    if header.get("z") == LZ4:
-        body = _decompress(body)
+    header, body = _body(frames)
     events = _decode_events(body)
-    if len(events) != header["n"]:
-        raise WireError(BAD_BODY, f"header says {header['n']} events, body has {len(events)}")
-    common = header.get("c")
-    if common:
-        for ev in events:
-            if isinstance(ev, dict):
-                for key, value in common.items():
-                    if key not in ev:
-                        ev[key] = value
-    return Batch(
-        sensor_id=header["sid"], seq=header["seq"], events=events,
-        host=header.get("host") if isinstance(header.get("host"), str) else "",
-        sent_ns=header.get("t") if isinstance(header.get("t"), int) else 0,
-        common=common or {}, epoch=header.get("e", 0), base=header.get("b", 0),
-        dropped=header.get("d", 0),
-    )
+    _count(header, len(events))
+    return _batch(header, _add_common(events, header.get("c")))
+
+
+def decode_raw(frames: list[Any]) -> tuple[Batch, list[msgspec.Raw]]:
+    """:func:`decode` without decoding the events: the batch (``events`` empty) and each
+    event's msgpack, counted and each checked to be whole. :func:`decode_events` decodes any
+    slice of them.
+
+    Why: the hub scores a big batch a slice at a time, each slice decoded, scored, published
+    and freed while it is still in the CPU cache; decoded at once, 500 events are over 1 MB
+    and every engine ran 30% slower on them.
+    """
+    header, body = _body(frames)
+    try:
+        raws = _split_body(body)
+    except msgspec.ValidationError:
+        raise WireError(BAD_BODY, f"body is not an array of at most {MAX_EVENTS} items") \
+            from None
+    except _UNDECODABLE as exc:
+        raise WireError(BAD_BODY, f"undecodable body ({exc})") from None
+    _count(header, len(raws))
+    return _batch(header, []), raws
+
+
+def decode_events(raws: list[msgspec.Raw], common: dict[str, Any]) -> list[Any]:
+    """The events of ``raws`` (from :func:`decode_raw`) as :func:`decode` gives them, with the
+    batch's ``common`` fields; :class:`WireError` when they are not events."""
+    return _add_common(_decode_events(array_header(len(raws)) + b"".join(raws)), common)

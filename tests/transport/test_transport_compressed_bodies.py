@@ -85,7 +85,7 @@ def test_hub_counts_a_bomb_as_bad_input_and_delivers_the_good_batches(port: int)
                 got = ingest.open(msg)
                 if got is not None:
                     received.append(got)
-        assert [(r.seq, [e["event.id"] for e in r.events]) for r in received] == \
+        assert [(r.seq, [e["event.id"] for e in ingest.events(r)]) for r in received] == \
             [(1, ["z:1"]), (4, ["z:4"])]
         assert ingest.sensors["z"].bad == {wire.TOO_LARGE: 1, wire.BAD_BODY: 1}
         assert ingest.bad_total == 2

@@ -89,3 +89,37 @@ def test_headers_with_keys_that_are_not_names_are_refused() -> None:
     assert info.value.reason == wire.BAD_HEADER
     with pytest.raises(wire.WireError):
         wire.decode_ack(msgpack.packb({"v": 1, "e": 1, "ack": 1, 2: 2}))
+
+
+def test_decode_raw_then_slices_equal_decode() -> None:
+    events = [{"event.action": "exec", "process.pid": i, "x": "y" * i} for i in range(300)]
+    frames = wire.encode(wire.Batch("s", 3, events, common={"agent.id": "a"}), compress=True)
+    whole = wire.decode(frames)
+    batch, raws = wire.decode_raw(frames)
+    assert (batch.sensor_id, batch.seq, batch.common, batch.events) == ("s", 3,
+                                                                       {"agent.id": "a"}, [])
+    assert len(raws) == 300
+    sliced = [ev for o in range(0, 300, 128)
+              for ev in wire.decode_events(raws[o:o + 128], batch.common)]
+    assert sliced == whole.events and sliced[7] == {**events[7], "agent.id": "a"}
+
+
+@pytest.mark.parametrize(("header_n", "body"), [
+    (2, msgpack.packb([{"a": 1}])),  # count differs from the header
+    (1, msgpack.packb({"a": 1})),  # not an array
+    (1, b"\x91\xc1"),  # garbage
+])
+def test_decode_raw_refuses_what_decode_refuses(header_n: int, body: bytes) -> None:
+    for decode in (wire.decode, wire.decode_raw):
+        with pytest.raises(wire.WireError) as info:
+            decode([old_header(n=header_n), body])
+        assert info.value.reason == wire.BAD_BODY
+
+
+def test_a_slice_that_does_not_decode_is_refused_alone() -> None:
+    body = msgpack.packb([{"a": 1}, {2: "integer key"}])
+    batch, raws = wire.decode_raw([old_header(n=2), body])
+    assert wire.decode_events(raws[:1], {}) == [{"a": 1}]
+    with pytest.raises(wire.WireError) as info:
+        wire.decode_events(raws[1:], {})
+    assert info.value.reason == wire.BAD_BODY
