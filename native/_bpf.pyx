@@ -441,6 +441,13 @@ cdef class BpfProbe:
     cdef list batch
     cdef Py_ssize_t max_events
     cdef public unsigned long long decode_errors
+    # The acting task's fields as Python objects, kept from the previous record: a stream of
+    # records from one task (the usual case) reuses them instead of allocating ten ints and
+    # decoding two strings per record.
+    cdef tsr_task last_task
+    cdef bint have_last_task
+    cdef object t_pid, t_tid, t_ppid, t_uid, t_gid, t_euid, t_auid, t_cgroup, t_pidns
+    cdef object t_mntns, t_start, t_comm, t_memcg
     cdef readonly list attached
 
     def __cinit__(self):
@@ -649,25 +656,35 @@ cdef class BpfProbe:
         cdef int n = ts_iso8601(<unsigned long long>(<long long>h.task.ts_ns + self.offset_ns), ts)
         cdef const tsr_task *t = &h.task
         cat, typ = _CATS[action]
+        if not self.have_last_task or memcmp(
+                &t.start_ns, &self.last_task.start_ns, sizeof(tsr_task) - sizeof(t.ts_ns)) != 0:
+            self.last_task = t[0]
+            self.have_last_task = True
+            self.t_pid, self.t_tid, self.t_ppid = t.pid, t.tid, t.ppid
+            self.t_uid, self.t_gid, self.t_euid, self.t_auid = t.uid, t.gid, t.euid, t.auid
+            self.t_cgroup, self.t_pidns, self.t_mntns = t.cgroup_id, t.pidns, t.mntns
+            self.t_start = t.start_ns
+            self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
+            self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
         return {
             "@timestamp": ts[:n].decode("ascii"),
             "event.kind": _EVENT,
             "event.category": list(cat),
             "event.type": list(typ),
             "event.action": action,
-            "process.pid": t.pid,
-            "process.thread.id": t.tid,
-            "process.name": _cstr(t.comm, TSR_COMM_LEN),
-            "process.parent.pid": t.ppid,
-            "user.id": t.uid,
-            "group.id": t.gid,
-            "user.effective.id": t.euid,
-            "user.audit.id": t.auid,
-            "threatseer.cgroup.id": t.cgroup_id,
-            "threatseer.cgroup.memory": _cstr(t.memcg, TSR_MEMCG_LEN),
-            "threatseer.ns.pid": t.pidns,
-            "threatseer.ns.mnt": t.mntns,
-            "threatseer.process.start_ns": t.start_ns,
+            "process.pid": self.t_pid,
+            "process.thread.id": self.t_tid,
+            "process.name": self.t_comm,
+            "process.parent.pid": self.t_ppid,
+            "user.id": self.t_uid,
+            "group.id": self.t_gid,
+            "user.effective.id": self.t_euid,
+            "user.audit.id": self.t_auid,
+            "threatseer.cgroup.id": self.t_cgroup,
+            "threatseer.cgroup.memory": self.t_memcg,
+            "threatseer.ns.pid": self.t_pidns,
+            "threatseer.ns.mnt": self.t_mntns,
+            "threatseer.process.start_ns": self.t_start,
         }
 
     cdef dict _decode(self, const uint8_t *data, size_t size):
