@@ -293,6 +293,8 @@ class Hub:
             counts = [0, 0, 0, 0, 0]  # events scored, emitted, tossed, logged, alerted
             for start in range(0, len(rec.raws), CHUNK_EVENTS):
                 self._chunk(rec, start, now, counts)
+            if self.publisher is not None:
+                self.publisher.flush()
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
@@ -337,7 +339,7 @@ class Hub:
             if not res.emitted:
                 continue
             if publisher is not None:
-                publisher.publish(res.emitted)
+                publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:
                 for ev in res.emitted:
                     outputs.emit(ev)

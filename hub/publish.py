@@ -48,6 +48,7 @@ class Publisher:
         # Anything msgspec cannot encode (a rule's odd extra_info) goes out as its text.
         self._pack = msgspec.msgpack.Encoder(enc_hook=str).encode
         self._topics: dict[tuple[Any, Any, Any], bytes] = {}
+        self._pending: dict[bytes, list[tuple[int, bytes]]] = {}  # topic -> packed arrays
         self.sent = 0
         self.unpackable = 0  # events that could not be encoded (dropped from the PUB only)
 
@@ -79,6 +80,13 @@ class Publisher:
         self.sock = self._open(self.endpoint)
 
     def publish(self, events: list[dict[str, Any]]) -> None:
+        """Send ``events`` now (:meth:`add`, then :meth:`flush`)."""
+        self.add(events)
+        self.flush()
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        """Pack ``events`` for the next :meth:`flush`, so a batch scored in slices still goes
+        out as one message per topic (a send costs about as much as packing 30 events)."""
         topics = self._topics
         groups: dict[bytes, list[dict[str, Any]]] = {}
         for ev in events:
@@ -93,23 +101,40 @@ class Publisher:
                 groups[topic] = [ev]
             else:
                 group.append(ev)
-        send, pack = self.sock.send_multipart, self._pack
+        pack, pending = self._pack, self._pending
         for topic, group in groups.items():
             try:
-                body = pack(group)
+                part = (len(group), pack(group))
             except Exception:  # e.g. an int beyond 64 bits from a rule: drop only that event
-                body = self._pack_each(group)
-            send((topic, body))
+                part = self._pack_each(group)
+            parts = pending.get(topic)
+            if parts is None:
+                pending[topic] = [part]
+            else:
+                parts.append(part)
         self.sent += len(events)
 
-    def _pack_each(self, group: list[dict[str, Any]]) -> bytes:
+    def flush(self) -> None:
+        """Send what :meth:`add` packed: one message per topic, its arrays joined."""
+        pending, self._pending = self._pending, {}
+        send = self.sock.send_multipart
+        for topic, parts in pending.items():
+            if len(parts) == 1:
+                body = parts[0][1]
+            else:  # one array of all items: each part without its own array header
+                n = sum(count for count, _ in parts)
+                body = array_header(n) + b"".join(
+                    memoryview(packed)[len(array_header(count)):] for count, packed in parts)
+            send((topic, body))
+
+    def _pack_each(self, group: list[dict[str, Any]]) -> tuple[int, bytes]:
         packed = []
         for ev in group:
             try:
                 packed.append(self._pack(ev))
             except Exception:
                 self.unpackable += 1
-        return array_header(len(packed)) + b"".join(packed)
+        return len(packed), array_header(len(packed)) + b"".join(packed)
 
     def close(self) -> None:
         self.sock.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import msgpack
+import zmq
 from hub_helpers import Sender, Subscriber, exec_event, wait_connected
 
 from threatseer.hub.daemon import CHUNK_EVENTS
@@ -52,3 +53,38 @@ def test_a_slice_that_does_not_decode_costs_only_its_own_events(start_hub, zctx)
     assert sub.drain() == []
     assert hub.ingest.sensors["odd"].bad == {wire.BAD_BODY: 1}
     assert hub._thread.is_alive()
+
+
+def test_publisher_joins_the_slices_of_a_batch_into_one_message_per_topic(zctx) -> None:
+    from hub_helpers import base, endpoint
+
+    from threatseer.hub.publish import Publisher, decode
+
+    pub = Publisher(zctx, endpoint())
+    sub = zctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub.endpoint)
+    try:
+        deadline = time.monotonic() + 10
+        while not sub.poll(50):  # slow joiner: probe until the subscription is through
+            assert time.monotonic() < deadline
+            pub.publish([base("exit")])
+        while sub.poll(200):
+            sub.recv_multipart()
+        exits = [base("exit", **{"process.pid": i}) for i in range(40)]
+        bad = base("exit", **{"process.pid": 1 << 70})  # msgpack cannot carry it
+        pub.add(exits[:3] + [base("fork")])
+        pub.add(exits[3:20] + [bad])
+        pub.add(exits[20:])
+        pub.flush()
+        got = {}
+        while sub.poll(500):
+            topic, events = decode(sub.recv_multipart())
+            assert topic not in got
+            got[topic] = events
+        assert [e["process.pid"] for e in got["event.process.exit"]] == list(range(40))
+        assert [e["event.action"] for e in got["event.process.fork"]] == ["fork"]
+        assert pub.unpackable == 1
+    finally:
+        sub.close(linger=0)
+        pub.close()
