@@ -138,7 +138,8 @@ class Sensor:
         while not self.stopping:
             now = time.monotonic()
             wait = latency if not batch else max(0.0, batch_started + latency - now)
-            wait = min(wait, max(0.0, next_health - now), 0.1)
+            # Never longer than the batch latency, so a stop signal is seen within it too.
+            wait = min(wait, max(0.0, next_health - now))
             if waiter is None:
                 events = self.probe.poll(timeout_ms=int(wait * 1000), max_events=max_events)
             else:
@@ -165,6 +166,7 @@ class Sensor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
+                latency = cfg.batch_latency_ms / 1000.0
                 # A shorter health interval applies now, not after the old one runs out.
                 next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
         # Drain what the kernel already has, then flush.
