@@ -104,7 +104,16 @@ cdef extern from *:
         out[27] = 0;
         return 27;
     }
+
+    /* glibc keeps freed heap; elsewhere there is nothing to give back this way. */
+    #if defined(__GLIBC__)
+    #include <malloc.h>
+    static int ts_trim_heap(void) { return malloc_trim(0); }
+    #else
+    static int ts_trim_heap(void) { return 0; }
+    #endif
     """
+    int ts_trim_heap()
     void ts_log_reset()
     const char *ts_log_tail(size_t n)
     long long ts_clock_offset_ns()
@@ -423,6 +432,12 @@ cdef str _dns_qname(const uint8_t *p, uint32_t n):
         o += l
         i += 1 + l
     return None
+
+
+def trim_heap():
+    """Give the free heap back to the kernel (glibc ``malloc_trim``); 1 if some was. Here, not
+    through ctypes, which costs the sensor 0.4 MiB of RSS to import for this one call."""
+    return ts_trim_heap()
 
 
 cdef class BpfProbe:

@@ -9,7 +9,6 @@ sensitive-path list to the kernel filter without reloading the programs.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import os
@@ -31,16 +30,6 @@ from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 log = logging.getLogger("threatseer.sensor")
 
 
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_trim = _malloc_trim()
-
-
 TRIM_INTERVAL_S = 10.0
 
 
@@ -50,9 +39,11 @@ def _release_free_memory() -> None:
     every TRIM_INTERVAL_S (at a health event): a sustained stream would only fault it back."""
     global _trimmed_at
     now = time.monotonic()
-    if _trim is not None and now - _trimmed_at >= TRIM_INTERVAL_S:
+    if now - _trimmed_at >= TRIM_INTERVAL_S:
         _trimmed_at = now
-        _trim(0)
+        from threatseer.native._bpf import trim_heap
+
+        trim_heap()
 
 
 _trimmed_at = 0.0

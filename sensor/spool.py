@@ -24,7 +24,7 @@ DELETE_INTERVAL_S = 1.0
 
 
 class Spool:
-    def __init__(self, path: str, max_bytes: int = 256 << 20, cache_batches: int = 256) -> None:
+    def __init__(self, path: str, max_bytes: int = 256 << 20, cache_batches: int = 64) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes

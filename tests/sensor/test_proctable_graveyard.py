@@ -40,12 +40,12 @@ def test_builtin_digests_match_hashlib() -> None:
 
 
 def test_sensor_imports_stay_lean() -> None:
-    """Modules that cost the sensor RSS for nothing it needs (libcrypto ~3.5 MiB, asyncio ~9,
+    """Modules that cost the sensor RSS for nothing it needs (libcrypto ~3.5 MiB, asyncio ~9, ctypes 0.4,
     tempfile and friends ~0.8) stay out of its process."""
     import subprocess
     import sys
 
     code = ("import sys, threatseer.sensor.daemon, threatseer.sensor.ship, threatseer.native.probe;"
-            "print(' '.join(m for m in ('_hashlib', 'asyncio', 'tempfile') if m in sys.modules))")
+            "print(' '.join(m for m in ('_hashlib', 'asyncio', 'tempfile', 'ctypes') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
