@@ -119,6 +119,11 @@ cdef extern from *:
     long long ts_clock_offset_ns()
     int ts_iso8601(unsigned long long wall_ns, char *out)
 
+cdef extern from "Python.h":
+    # Presized: an event gets ~35 fields between here and the wire; a dict made for the 18
+    # common ones was resized (all entries rehashed) on the way, once per event.
+    dict _PyDict_NewPresized(Py_ssize_t minused)
+
 cdef extern from "<string.h>" nogil:
     size_t strnlen(const char *s, size_t maxlen)
 
@@ -434,6 +439,10 @@ cdef str _dns_qname(const uint8_t *p, uint32_t n):
     return None
 
 
+cdef enum:
+    EVENT_FIELDS = 40  # fields an enriched event may reach without a resize
+
+
 def trim_heap():
     """Give the free heap back to the kernel (glibc ``malloc_trim``); 1 if some was. Here, not
     through ctypes, which costs the sensor 0.4 MiB of RSS to import for this one call."""
@@ -681,26 +690,26 @@ cdef class BpfProbe:
             self.t_start = t.start_ns
             self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
             self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
-        return {
-            "@timestamp": ts[:n].decode("ascii"),
-            "event.kind": _EVENT,
-            "event.category": list(cat),
-            "event.type": list(typ),
-            "event.action": action,
-            "process.pid": self.t_pid,
-            "process.thread.id": self.t_tid,
-            "process.name": self.t_comm,
-            "process.parent.pid": self.t_ppid,
-            "user.id": self.t_uid,
-            "group.id": self.t_gid,
-            "user.effective.id": self.t_euid,
-            "user.audit.id": self.t_auid,
-            "threatseer.cgroup.id": self.t_cgroup,
-            "threatseer.cgroup.memory": self.t_memcg,
-            "threatseer.ns.pid": self.t_pidns,
-            "threatseer.ns.mnt": self.t_mntns,
-            "threatseer.process.start_ns": self.t_start,
-        }
+        cdef dict d = _PyDict_NewPresized(EVENT_FIELDS)
+        d["@timestamp"] = ts[:n].decode("ascii")
+        d["event.kind"] = _EVENT
+        d["event.category"] = list(cat)
+        d["event.type"] = list(typ)
+        d["event.action"] = action
+        d["process.pid"] = self.t_pid
+        d["process.thread.id"] = self.t_tid
+        d["process.name"] = self.t_comm
+        d["process.parent.pid"] = self.t_ppid
+        d["user.id"] = self.t_uid
+        d["group.id"] = self.t_gid
+        d["user.effective.id"] = self.t_euid
+        d["user.audit.id"] = self.t_auid
+        d["threatseer.cgroup.id"] = self.t_cgroup
+        d["threatseer.cgroup.memory"] = self.t_memcg
+        d["threatseer.ns.pid"] = self.t_pidns
+        d["threatseer.ns.mnt"] = self.t_mntns
+        d["threatseer.process.start_ns"] = self.t_start
+        return d
 
     cdef dict _decode(self, const uint8_t *data, size_t size):
         cdef const tsr_hdr *h = <const tsr_hdr *>data
