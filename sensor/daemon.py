@@ -31,22 +31,44 @@ log = logging.getLogger("threatseer.sensor")
 
 
 TRIM_INTERVAL_S = 10.0
+TRIM_AFTER_EVENTS = 10_000
 
 
-def _release_free_memory() -> None:
-    """Give the heap freed after a burst back to the kernel (glibc keeps it: the RSS stayed
-    at its peak, ~13 MiB above idle after 100k events/s). ~1.4 ms after a burst, so at most
-    every TRIM_INTERVAL_S (at a health event): a sustained stream would only fault it back."""
-    global _trimmed_at
-    now = time.monotonic()
-    if now - _trimmed_at >= TRIM_INTERVAL_S:
-        _trimmed_at = now
-        from threatseer.native._bpf import trim_heap
+class HeapTrimmer:
+    """Gives the heap freed after a burst back to the kernel (glibc keeps it: the RSS stayed
+    at its peak, ~13 MiB above idle after 100k events/s). ~1.4 ms, so only once a burst is
+    over (a second of quiet polls after TRIM_AFTER_EVENTS events), at most every
+    TRIM_INTERVAL_S (a sustained stream would only fault it back), and at health events. Not
+    tied to the health interval alone (30 s by default): that left a burst's heap in place."""
 
-        trim_heap()
+    def __init__(self) -> None:
+        self.events = 0
+        self.trimmed_at = 0.0
+        self.quiet_since = 0.0
 
+    def burst_over(self, polled: int, quiet: bool) -> bool:
+        """Whether to trim now. ``quiet``: the poll did not fill up. A burst is over after a
+        second of those (its last batches acknowledged and freed by then)."""
+        self.events += polled
+        if not quiet:
+            self.quiet_since = 0.0
+            return False
+        if self.events < TRIM_AFTER_EVENTS:
+            return False
+        now = time.monotonic()
+        if not self.quiet_since:
+            self.quiet_since = now
+        return now - self.quiet_since >= 1.0 and now - self.trimmed_at >= TRIM_INTERVAL_S
 
-_trimmed_at = 0.0
+    def trim(self) -> None:
+        now = time.monotonic()
+        if now - self.trimmed_at >= TRIM_INTERVAL_S:
+            from threatseer.native._bpf import trim_heap
+
+            self.trimmed_at = now
+            self.events = 0
+            gc.collect()  # cyclic garbage the raised threshold let pile up, before the trim
+            trim_heap()
 
 
 class Sensor:
@@ -67,6 +89,7 @@ class Sensor:
                                  proctable=self.procs)
         self.enricher.hashes.max_bytes = config.hash_max_bytes
         self.health = HealthReporter()
+        self.trimmer = HeapTrimmer()
         self.probe: Any = None
         self.events_in = 0
 
@@ -138,6 +161,9 @@ class Sensor:
                     waiter.poll(int(wait * 1000))
                 events = self.probe.poll(timeout_ms=0, max_events=max_events)
             drained = len(events) < max_events
+            if self.trimmer.burst_over(len(events), quiet=len(events) < max_events // 2):
+                self.procs.expire()  # a quiet host has no exits to expire the graveyard
+                self.trimmer.trim()
             if events:
                 self.events_in += len(events)
                 if not batch:
@@ -153,7 +179,7 @@ class Sensor:
                 next_health = now + cfg.health_interval_s
                 self.procs.expire()
                 self._emit(self.health.report(self.counters()))
-                _release_free_memory()
+                self.trimmer.trim()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()

@@ -3,8 +3,9 @@
 Seeded from /proc at start, then kept current by the kernel's fork, exec and exit events.
 Exited processes stay in a small graveyard for a while: a child's exec often arrives after its
 parent's exit in the same batch, and it should still name that parent. "A while" is
-GRAVEYARD_S seconds (at most ``graveyard`` entries): held by count alone, an exec burst left
-4,096 dead processes (~2.5 MiB, and the heap it fragmented) in the sensor for good.
+GRAVEYARD_S seconds and at most ``graveyard`` entries (256: enough for the milliseconds between
+an exit and a late event, few enough to leave little heap behind an exec burst). Held by
+count alone (4,096), an exec burst left ~2.5 MiB of dead processes in the sensor for good.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Proc:
 
 
 class ProcessTable:
-    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 1024) -> None:
+    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 256) -> None:
         self.host_id = host_id
         self.proc_root = proc_root
         self.procs: dict[int, Proc] = {}
