@@ -100,7 +100,8 @@ def _valid(ev: Any) -> bool:
 
 @dataclass(slots=True)
 class Message:
-    """A message whose header is valid; its body is decoded by :meth:`Ingest.open`."""
+    """A message whose header is valid; its body is split by :meth:`Ingest.open` and
+    decoded a slice at a time by :meth:`Ingest.events`."""
 
     buffers: list[Any]
     sensor_id: str
@@ -182,8 +183,9 @@ class Ingest:
         """Wait up to ``timeout_ms`` for input, then return one cycle's messages, fair order.
 
         Only headers are decoded here (to know the sensor); bodies are decoded by
-        :meth:`open` right before scoring, so one batch of events is alive at a time: decoding
-        a whole cycle up front doubled the decode cost (fresh memory, cold caches).
+        :meth:`open` and :meth:`events` right before scoring, one slice of a batch alive at a
+        time (see ``CHUNK_EVENTS`` in the daemon): decoding a whole cycle up front doubled
+        the decode cost (fresh memory, cold caches).
         """
         sock = self.sock
         if not sock.poll(timeout_ms, zmq.POLLIN):
