@@ -89,6 +89,26 @@ def as_str(x: Any) -> str:
     return str(x)
 
 
+_IP_CACHE: dict[str, tuple[int, int] | None] = {}
+_IP_CACHE_MAX = 16_384
+
+
+def parse_ip(text: str) -> tuple[int, int] | None:
+    """``(version, integer)`` of an IP address, None when ``text`` is none; cached (a fleet
+    talks to the same addresses again and again, and ipaddress parses in Python)."""
+    hit = _IP_CACHE.get(text, False)
+    if hit is False:
+        try:
+            addr = ipaddress.ip_address(text)
+            hit = (addr.version, int(addr))
+        except ValueError:
+            hit = None
+        if len(_IP_CACHE) >= _IP_CACHE_MAX:
+            _IP_CACHE.clear()
+        _IP_CACHE[text] = hit
+    return hit  # type: ignore[return-value]
+
+
 def _value_test(node: Cmp) -> Callable[[Any], bool]:
     op, values, nocase = node.op, node.values, node.nocase
     if not values:
@@ -151,16 +171,17 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
         return lambda x: search(as_str(x)) is not None
     if op == "cidr":
         try:
-            nets = tuple(ipaddress.ip_network(s, strict=False) for s in strs)
+            nets = tuple((n.version, int(n.network_address), int(n.netmask))
+                         for n in (ipaddress.ip_network(s, strict=False) for s in strs))
         except ValueError as exc:
             raise QueryError(f"bad cidr: {exc}") from None
 
-        def in_net(x: Any) -> bool:
-            try:
-                ip = ipaddress.ip_address(as_str(x))
-            except ValueError:
+        def in_net(x: Any) -> bool:  # ``ip_address(x) in ip_network(s)``, on integers
+            ip = parse_ip(as_str(x))
+            if ip is None:
                 return False
-            return any(ip in n for n in nets)
+            version, value = ip
+            return any(v == version and value & mask == net for v, net, mask in nets)
 
         return in_net
     raise QueryError(f"unknown operator {op!r}")
