@@ -203,7 +203,7 @@ def sensor_phase(seconds: float) -> dict:
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.5)
         cpu0, t0, other0 = cpu_seconds(proc.pid), time.monotonic(), counter.other
-        steady = loadgen("open", 10, 1000)
+        steady = loadgen("open", 10, 1000, counter=counter)
         counter.wait_idle(0.5)
         span = time.monotonic() - t0
         result["cpu_pct_at_1k"] = 100 * (cpu_seconds(proc.pid) - cpu0) / span

@@ -72,10 +72,11 @@ class SensorConfig:
     watched_paths: list[str] = field(default_factory=lambda: list(DEFAULT_WATCHED_PATHS))
     # Send a batch when it holds this many events ...
     batch_size: int = 512
-    # ... or when its oldest event is this old. Every batch costs the sensor ~0.4 ms of CPU
-    # (three thread wakeups, a spool write, an ack), whatever its size: at 1,000 events/s,
-    # 50 ms took 2% of a core and 100 ms about 1%. Lower it for latency, raise it on big fleets.
-    batch_latency_ms: int = 100
+    # ... or when its oldest event is this old: what the sensor adds to an event's latency.
+    # Every batch costs the sensor ~0.4 ms of CPU (three thread wakeups in a VM, a spool
+    # write, an ack) whatever its size: at 1,000 events/s, 50 ms took ~2% of a core, 100 ms
+    # ~1.3%, 200 ms ~0.9%. Lower it where alerts must arrive sooner.
+    batch_latency_ms: int = 200
     # Seconds between sensor-health events (lost/filtered counters).
     health_interval_s: float = 30.0
     # BPF ring buffer size in KiB (a power of two, at least 4 KiB). Its pages count twice in
