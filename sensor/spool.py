@@ -21,6 +21,9 @@ from collections import OrderedDict, deque
 
 SPOOL_FILE = "spool.db"
 DELETE_INTERVAL_S = 1.0
+# ... or sooner once this much is acknowledged: one second of a burst (~10 MB) in a single
+# DELETE walked every overflow page in one go and held the reader long enough to lose records.
+DELETE_MAX_BYTES = 512 << 10
 
 
 class Spool:
@@ -67,6 +70,7 @@ class Spool:
         self._cache_batches = cache_batches
         self._acked_upto = 0  # acknowledged, not yet deleted from the file
         self._deleted_at = 0.0
+        self._undeleted_bytes = 0
 
     def append(self, count: int, body: bytes) -> int:
         """Store one batch; returns its sequence number. May drop the oldest (counted)."""
@@ -130,8 +134,10 @@ class Spool:
             size += nbytes
             left += 1
         self._acked_upto = seq
+        self._undeleted_bytes += size
         now = time.monotonic()
-        if now - self._deleted_at >= DELETE_INTERVAL_S:
+        if (now - self._deleted_at >= DELETE_INTERVAL_S
+                or self._undeleted_bytes >= DELETE_MAX_BYTES):
             self._delete_acked(now)
         self.count -= left
         self.events -= n
@@ -148,6 +154,7 @@ class Spool:
         rows still on disk after a crash are resent and dropped by the hub (it keeps a
         ledger of what it has)."""
         self._deleted_at = now
+        self._undeleted_bytes = 0
         seq = self._acked_upto
         if not seq:
             return
