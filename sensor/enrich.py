@@ -20,6 +20,10 @@ from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
 
 Event = dict[str, Any]
+# Actions that change the process table or are container lifecycle; every other event only
+# gets its process's cached context.
+_STATEFUL = frozenset((ecs.EXEC, ecs.FORK, ecs.EXIT, ecs.CONTAINER_CREATED,
+                       ecs.CONTAINER_DESTROYED))
 
 
 class Enricher:
@@ -61,11 +65,11 @@ class Enricher:
         procs = self.procs
         user_names, user_name = self.users.known, self.users.name
         container_ids = self._container_ids
-        seq, id_prefix = self._seq, self._id_prefix
+        stamp = self.stamp
         for ev in events:
             action = ev.get("event.action")
             pid = ev.get("process.pid", 0)
-            if action == ecs.OPEN or action == ecs.CONNECT:  # the bulk: only context to add
+            if action not in _STATEFUL:  # the bulk (opens, connects): only context to add
                 proc = procs.get(pid) if pid else None
                 if proc is not None:
                     ev.update(self._context(proc))
@@ -83,14 +87,9 @@ class Enricher:
                 if proc is not None:
                     self._describe_process(ev, proc)
                 procs.on_exit(pid)
-            elif action in (ecs.CONTAINER_CREATED, ecs.CONTAINER_DESTROYED):
-                if not self._container_lifecycle(ev, action):
-                    self.not_containers += 1  # a cgroup that is no container: not an event
-                    continue
-            elif pid:
-                proc = procs.get(pid)
-                if proc is not None:
-                    ev.update(self._context(proc))
+            elif not self._container_lifecycle(ev, action):
+                self.not_containers += 1  # a cgroup that is no container: not an event
+                continue
             uid = ev.get("user.id")
             if uid is not None:
                 name = user_names[uid] if uid in user_names else user_name(uid)
@@ -102,14 +101,12 @@ class Enricher:
                 cid = container_ids[memcg] = container_id(memcg)
                 if len(container_ids) > 4096:
                     container_ids.clear()
-            n = next(seq)
-            ev["event.sequence"] = n
-            ev["event.id"] = id_prefix + str(n)
+            stamp(ev)
             out.append(ev)
             if cid:
                 started = self._container(ev, cid)
                 if started is not None:
-                    self.stamp(started)
+                    stamp(started)
                     out.append(started)
         return out
 

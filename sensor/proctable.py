@@ -109,11 +109,12 @@ class ProcessTable:
     # ---- lookups ----------------------------------------------------------------------
     def get(self, pid: int) -> Proc | None:
         proc = self.procs.get(pid)
-        if proc is None:
-            dead = self._graveyard.get(pid)
-            if dead is not None:
-                return dead[0]
-        if proc is None and pid > 0:
+        if proc is not None:
+            return proc
+        dead = self._graveyard.get(pid)
+        if dead is not None:
+            return dead[0]
+        if pid > 0:
             proc = self.read_proc(pid)  # started in a race with seeding, or before a lost event
             if proc is not None:
                 self.procs[pid] = proc

@@ -50,8 +50,9 @@ class Spool:
             meta["dropped_events"] = 0
             db.execute("INSERT INTO meta VALUES ('dropped_events', 0)")
         self.epoch: int = meta["epoch"]
-        # meta next_seq is only brought up to date when the table empties (ack, drop): while
-        # batches are stored, the newest one says where the sequence is.
+        # meta next_seq is only brought up to date when acknowledged rows are deleted from an
+        # emptied spool (and at drops): while batches are stored, the newest one says where
+        # the sequence is.
         self._sizes: deque[tuple[int, int, int]] = deque(  # (seq, events, bytes), oldest first
             db.execute("SELECT seq, n, length(body) FROM batches ORDER BY seq"))
         self.count = len(self._sizes)
