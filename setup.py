@@ -1,11 +1,14 @@
 """Build threatseer's native core.
 
-Two things are built here, both from ``native/``:
+Three things are built here, all from ``native/``:
 
 * the CO-RE BPF object: every ``native/bpf/*.bpf.c`` is compiled with ``clang -target bpf``
   against a ``vmlinux.h`` generated from the running kernel's BTF, then the objects are linked
   into one ``native/threatseer.bpf.o`` with ``bpftool gen object`` (one ring buffer, shared maps);
-* the Cython extension ``threatseer.native._bpf``, linked against the system libbpf.
+* the Cython extension ``threatseer.native._bpf``, linked against the system libbpf;
+* the hub's per-event loops (``threatseer.native._profile``, ...), Cython over plain Python
+  objects: the hub's pipeline is one thread, and in Python the interpreter's overhead was most
+  of their cost.
 
 A missing tool names the Debian package that provides it, because that is what an operator
 rolling this out needs to know.
@@ -107,6 +110,10 @@ class BuildPy(build_py):
         super().run()
 
 
+# native/<name>.pyx: the hub's per-event loops (profile engine, rule index, batch handling).
+HUB_LOOPS = ("_profile", "_rule_index")
+
+
 def extensions() -> list[Extension]:
     from Cython.Build import cythonize
 
@@ -117,8 +124,11 @@ def extensions() -> list[Extension]:
         libraries=["bpf", "elf", "z"],
         extra_compile_args=["-O2", "-Wno-unused-function"],
     )
+    # The hub's hot loops: plain C over Python objects, no library to link.
+    loops = [Extension(f"threatseer.native.{name}", sources=[os.path.join("native", f"{name}.pyx")],
+                       extra_compile_args=["-O2"]) for name in HUB_LOOPS]
     # include_path: _bpf.pyx cimports native/libbpf.pxd and native/checkrc.pxd by plain name
-    return cythonize([ext], language_level=3, include_path=[os.path.join(HERE, "native")],
+    return cythonize([ext, *loops], language_level=3, include_path=[os.path.join(HERE, "native")],
                      compiler_directives={"boundscheck": False})
 
 

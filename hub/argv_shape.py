@@ -3,6 +3,9 @@
 ``sleep 5`` and ``sleep 300`` are the same behaviour; so are two runs of a job writing to
 ``/tmp/tmp.Xa81bQ`` and ``/tmp/tmp.93kzPq``. Without masking, a profile would grow with every
 pid, port, timestamp and temp file and never stop seeing "new" behaviour.
+
+The masks are defined here; ``argv_shape`` (an argv to its line, masked once per distinct
+line) is part of the profile engine's native loop, ``threatseer.native._profile``.
 """
 
 from __future__ import annotations
@@ -22,31 +25,9 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
 MAX_ARGS = 16  # argv beyond this is cut: its shape says enough
 MAX_LEN = 512
 
-_cache: dict[str, str] = {}
-_CACHE_MAX = 50_000
-
 
 def mask(text: str) -> str:
     """``text`` with numbers, hex, UUIDs and temp paths replaced by placeholders."""
     for pattern, placeholder in _MASKS:
         text = pattern.sub(placeholder, text)
     return text
-
-
-def argv_shape(args: list[str] | tuple[str, ...] | str) -> str:
-    """The shape of an argv (without argv[0], which the executable already names)."""
-    if isinstance(args, str):
-        line = args
-    else:
-        try:
-            line = " ".join(args[1:MAX_ARGS + 1])  # argv is all strings but in odd input
-        except TypeError:
-            line = " ".join(str(a) for a in args[1:MAX_ARGS + 1])
-    line = line[:MAX_LEN]
-    shape = _cache.get(line)
-    if shape is None:
-        shape = mask(line)
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[line] = shape
-    return shape

@@ -19,31 +19,18 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlite_utils
 
+# One profile in memory: a C type, because the profile engine's native loop updates one per
+# event (threatseer.native._profile).
+from threatseer.native._profile import Profile
+
 ALL = "*"  # subject of a command that applies to every profile
 log = logging.getLogger("threatseer.hub.profiles")
 CHUNK = 500  # rows per statement (7 parameters each: well under SQLite's 32766 limit)
-
-
-@dataclass(slots=True)
-class Profile:
-    subject: str
-    kind: str  # "container" or "host"
-    first_seen: float
-    last_seen: float = 0.0
-    events: int = 0
-    learned: bool = False
-    learned_at: float | None = None
-    items: set[str] = field(default_factory=set)  # "kind\tvalue"
-
-    def row(self) -> dict[str, Any]:
-        return {"subject": self.subject, "kind": self.kind, "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "events": self.events, "learned": int(self.learned),
-                "learned_at": self.learned_at}
 
 
 class ProfileStore:

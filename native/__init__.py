@@ -1,6 +1,24 @@
-"""Native core: libbpf loader and ring-buffer reader (Cython) under a plain Python API."""
+"""Native core: libbpf loader and ring-buffer reader (Cython) under a plain Python API, and
+the hub's hot loops (``_profile``, ``_rule_index``, ``_batch``).
 
-from threatseer.native.errors import ProbeError
-from threatseer.native.probe import Probe
+``Probe`` and ``ProbeError`` are imported on first use, so that the hub, which only needs
+its loops, does not load libbpf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Probe", "ProbeError"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Probe":
+        from threatseer.native.probe import Probe
+
+        return Probe
+    if name == "ProbeError":
+        from threatseer.native.errors import ProbeError
+
+        return ProbeError
+    raise AttributeError(f"module 'threatseer.native' has no attribute {name!r}")

@@ -13,72 +13,26 @@ transaction every ``flush_interval_s`` (see :meth:`ProfileEngine.maybe_flush`).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Any
 
-from threatseer.hub.argv_shape import argv_shape
 from threatseer.hub.config import ProfileConfig
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.profiles import ALL, Command, Profile, ProfileStore, ProfileWriter, Snapshot
+from threatseer.native._profile import (
+    address_prefix,
+    argv_shape,
+    observations,
+    observe,
+    subject_kind,
+    subject_of,
+)
+
+__all__ = ["ProfileEngine", "address_prefix", "argv_shape", "observations", "subject_kind",
+           "subject_of"]
 
 ENGINE = "profile"
 log = logging.getLogger("threatseer.hub.profile")
-
-_prefix_cache: dict[str, str] = {}
-
-
-def address_prefix(ip: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) network of ``ip``, as text."""
-    hit = _prefix_cache.get(ip)
-    if hit is None:
-        if ":" not in ip:
-            hit = ip.rpartition(".")[0] + ".0/24"
-        else:
-            try:
-                hit = str(ipaddress.ip_network(f"{ip}/64", strict=False))
-            except ValueError:
-                hit = ip
-        if len(_prefix_cache) > 100_000:
-            _prefix_cache.clear()
-        _prefix_cache[ip] = hit
-    return hit
-
-
-def subject_of(ev: dict[str, Any]) -> tuple[str, str] | None:
-    """``(subject, kind)`` of an event, or None when it names neither image nor executable."""
-    image = ev.get("container.image.name")
-    if image:
-        return f"container:{image}", "container"
-    exe = ev.get("process.executable")
-    if exe:
-        host = ev.get("host.name") or ev.get("threatseer.sensor.id") or "?"
-        return f"host:{host}:{exe}", "host"
-    return None
-
-
-PROFILED = frozenset(("exec", "connect", "open"))
-
-
-def observations(ev: dict[str, Any]) -> list[str] | None:
-    """The behaviour an event shows, as ``kind\\tvalue`` strings (None: nothing to profile)."""
-    action = ev["event.action"]
-    if action == "exec":
-        exe = ev["process.executable"]
-        obs = [f"argv\t{exe} {argv_shape(ev['process.args'] or ())}"]
-        if ev.get("container.image.name"):  # for (host, exe) subjects exe is the subject
-            obs.append(f"exe\t{exe}")
-        parent = ev.get("process.parent.executable")
-        if parent:
-            obs.append(f"parent\t{parent} > {exe}")
-        return obs
-    if action == "connect":
-        ip = ev["destination.ip"]
-        return [f"port\t{ev['network.transport']}/{ev['destination.port']}",
-                f"net\t{address_prefix(ip) if isinstance(ip, str) else ip}"]
-    if action == "open":
-        return [f"file\t{argv_shape(str(ev['file.path']))}"]
-    return None
 
 
 class ProfileEngine:
@@ -103,49 +57,11 @@ class ProfileEngine:
                                    cfg.abnormal_score, ("profile",)).as_dict()
 
     def process(self, events: list[dict[str, Any]], now: float) -> None:
-        profiles, dirty, new_items = self.profiles, self._dirty, self._new_items
-        learn_s, learn_n = self.cfg.learn_seconds, self.cfg.learn_min_events
-        normal, abnormal = self._normal, self._abnormal
-        for ev in events:
-            if ev["event.action"] not in PROFILED:
-                continue
-            try:
-                obs = observations(ev)
-                subj = subject_of(ev) if obs else None
-            except Exception:  # a field of an odd type: skip this event, never the batch
-                self.errors += 1
-                continue
-            if subj is None:
-                continue
-            subject = subj[0]
-            prof = profiles.get(subject)
-            if prof is None:
-                prof = profiles[subject] = Profile(subject, subj[1], now)
-            if not prof.learned and prof.events >= learn_n and now - prof.first_seen >= learn_s:
-                prof.learned = True  # the window closed before this event: score it
-                prof.learned_at = now
-            prof.events += 1
-            prof.last_seen = now
-            dirty[subject] = prof
-            items = prof.items
-            if not prof.learned:
-                for item in obs:
-                    if item not in items:
-                        items.add(item)
-                        new_items.append((subject, item, now))
-                continue
-            for item in obs:
-                if item not in items:
-                    break
-            else:  # all learned: the common case, no list built
-                ev["threatseer.indicators"].append(normal)
-                continue
-            ind = dict(abnormal)
-            ind["description"] = f"{subject} did something it never did while learning"
-            ind["extra_info"] = {"subject": subject, "new": [
-                i.replace("\t", ": ", 1) for i in obs if i not in items]}
-            ind["tags"] = ["profile"]
-            ev["threatseer.indicators"].append(ind)
+        """Profile and score ``events`` (the loop is native: ``native/_profile.pyx``)."""
+        cfg = self.cfg
+        self.errors += observe(events, self.profiles, self._dirty, self._new_items, now,
+                               cfg.learn_seconds, cfg.learn_min_events, self._normal,
+                               self._abnormal)
 
     def maybe_flush(self, now: float) -> None:
         if now - self._last_flush >= self.cfg.flush_interval_s:

@@ -34,6 +34,7 @@ from threatseer.hub.rules.query.compiler import (
     equality_set,
 )
 from threatseer.hub.rules.regex_literals import required_literals
+from threatseer.native import _rule_index as _native
 from threatseer.sensor import ecs
 
 _TEMPLATE_FIELD = re.compile(r"\{([\w.@\[\]-]+)\}")
@@ -268,16 +269,6 @@ def _strength(req: Requirement) -> tuple[int, int]:
     return weakest, -sum(map(len, req.values()))
 
 
-def _field_value(event: dict[str, Any], where: str | tuple[str, ...]) -> Any:
-    if where.__class__ is str:
-        return event.get(where)  # type: ignore[arg-type]
-    for name in where:
-        v = event.get(name)
-        if v is not None:
-            return v
-    return None
-
-
 def requirement(node: Node) -> Requirement | None:
     """Literals of which every match of ``node`` carries at least one, or None.
 
@@ -402,15 +393,13 @@ class _FieldIndex:
 
 
 class _Bucket:
+    """The rule groups of one ``event.action`` (see native/_rule_index.pyx for the lookup)."""
+
     def __init__(self) -> None:
         self.general: list[_Group] = []
         self.fields: dict[Any, _FieldIndex] = {}
         self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
         self.general_t: tuple[_Group, ...] = ()
-        # The same as three tuples when no field has fallbacks (the usual case): the values
-        # are then fetched with one map(event.get, names) in C.
-        self.simple: tuple[tuple[str, ...], tuple[dict[Any, Any], ...],
-                           tuple[_FieldIndex, ...]] | None = None
 
     def add(self, group: _Group, req: Requirement | None) -> None:
         if not req:
@@ -436,44 +425,12 @@ class _Bucket:
             fi.seal()
         self.field_list = tuple((fi.where, fi.cache, fi) for fi in self.fields.values())
         self.general_t = tuple(self.general)
-        if all(w.__class__ is str for w, _, _ in self.field_list):
-            self.simple = (tuple(w for w, _, _ in self.field_list),
-                           tuple(c for _, c, _ in self.field_list),
-                           tuple(fi for _, _, fi in self.field_list))
 
     def empty(self) -> bool:
         return not self.general_t and not self.field_list
 
     def candidates(self, event: dict[str, Any]) -> tuple[_Group, ...]:
-        out = self.general_t
-        sources = 0
-        simple = self.simple
-        if simple is not None:
-            names, caches, fis = simple
-            for value, cache, fi in zip(map(event.get, names), caches, fis, strict=True):
-                if value is None:
-                    continue
-                cls = value.__class__
-                hit = cache.get(value) if cls is str or cls is int else None
-                if hit is None:
-                    hit = fi.lookup(value)
-                if hit:
-                    out = out + hit if out else hit
-                    sources += 1
-            return tuple(dict.fromkeys(out)) if sources > 1 else out
-        for where, cache, fi in self.field_list:
-            value = event.get(where) if where.__class__ is str else _field_value(event, where)
-            if value is None:
-                continue
-            cls = value.__class__
-            hit = cache.get(value) if cls is str or cls is int else None
-            if hit is None:
-                hit = fi.lookup(value)
-            if hit:
-                out = out + hit if out else hit
-                sources += 1
-        # A group filed under two fields may have been found twice.
-        return tuple(dict.fromkeys(out)) if sources > 1 else out
+        return _native.candidates(self, event)
 
 
 def _order(rule: CompiledRule) -> int:
@@ -540,32 +497,10 @@ class IndexedRuleSet:
     def add_indicators(self, events: list[dict[str, Any]],
                        failed: Callable[[Exception], None]) -> None:
         """Extend each event's ``threatseer.indicators`` with ``match_dicts(event)``: the
-        dynamic engine's whole loop in one call per batch (per-event calls were a third of
-        its time). An event whose rules raise gets none of them and is passed to ``failed``.
+        dynamic engine's whole loop in one call per batch, in C (native/_rule_index.pyx).
+        An event whose rules raise gets none of them and is passed to ``failed``.
         """
-        buckets, default = self._buckets, self._default
-        skip_default = default.empty()
-        for ev in events:
-            try:
-                action = ev.get("event.action")
-                bucket = buckets.get(action) if action.__class__ is str else None
-                if bucket is not None:  # the index guarantees the action tests: skip them
-                    groups = bucket.candidates(ev)
-                    if not groups:
-                        continue
-                    hits = [r for g in groups if g.residual(ev) for r in g.rules]
-                elif skip_default:
-                    continue
-                else:
-                    hits = [r for g in default.candidates(ev) if g.predicate(ev)
-                            for r in g.rules]
-                if not hits:
-                    continue
-                if len(hits) > 1:
-                    hits.sort(key=_order)
-                ev["threatseer.indicators"].extend([r.indicator_dict(ev) for r in hits])
-            except Exception as exc:  # a rule bug: the engine counts it, scoring goes on
-                failed(exc)
+        _native.add_indicators(self._buckets, self._default, events, failed)
 
     def match_dicts(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """``[i.as_dict() for i in match(event)]`` without the Indicator objects."""

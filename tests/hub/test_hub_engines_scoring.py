@@ -6,9 +6,8 @@ from typing import Any
 
 from hub_helpers import connect_event, dns_event, exec_event, open_event
 
-from threatseer.hub.argv_shape import argv_shape
 from threatseer.hub.config import ActionConfig, ProfileConfig
-from threatseer.hub.engines.profile import ProfileEngine, address_prefix
+from threatseer.hub.engines.profile import ProfileEngine, address_prefix, argv_shape
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.rules.model import (
