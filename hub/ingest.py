@@ -28,6 +28,7 @@ import zmq
 
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.metrics import HubMetrics
+from threatseer.native._batch import count_invalid
 from threatseer.sensor import ecs, wire
 
 log = logging.getLogger("threatseer.hub.ingest")
@@ -83,10 +84,12 @@ class Received:
     common: dict[str, Any] = field(default_factory=dict)
 
 
-# ecs.REQUIRED as key sets, so the per-event check is one C-level subset test; the messages
-# (slow path, bad events only) come from ecs.missing_fields itself.
+# ecs.REQUIRED as key sets (for _valid) and tuples (for the check in C, native/_batch.pyx);
+# the messages (slow path, bad events only) come from ecs.missing_fields itself.
 _COMMON = frozenset(ecs.COMMON)
 _REQUIRED = {action: _COMMON | frozenset(fields) for action, fields in ecs.REQUIRED.items()}
+_COMMON_NAMES = tuple(_COMMON)
+_REQUIRED_NAMES = {action: tuple(names) for action, names in _REQUIRED.items()}
 
 
 def _valid(ev: Any) -> bool:
@@ -294,21 +297,12 @@ class Ingest:
             self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
                      f"{start + len(raws) - 1}: {exc}")
             return []
-        bad_events = 0
-        first_problem = ""
-        required, common = _REQUIRED, _COMMON
-        for ev in events:  # _valid(ev), inline: a call per event cost as much as the test
-            if ev.__class__ is dict:
-                action = ev.get("event.action")
-                if action.__class__ is str and required.get(action, common) <= ev.keys():
-                    continue
-            if not _valid(ev):
-                bad_events += 1
-                if not first_problem:
-                    first_problem = (f"missing {', '.join(ecs.missing_fields(ev))}"
-                                     if isinstance(ev, dict) else "event is not a map")
+        bad_events = count_invalid(events, _REQUIRED_NAMES, _COMMON_NAMES)  # in C
         if bad_events:
             good = [ev for ev in events if _valid(ev)]
+            bad = next(ev for ev in events if not _valid(ev))
+            first_problem = (f"missing {', '.join(ecs.missing_fields(bad))}"
+                             if isinstance(bad, dict) else "event is not a map")
             self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {bad_events} event(s) refused, "
                      f"first: {first_problem}", bad_events)
             events = good

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from threatseer.native._batch import group_by_topic
 from threatseer.sensor.wire import array_header
 
 _decode = msgspec.msgpack.Decoder().decode
@@ -26,6 +27,10 @@ def topic_of(ev: dict[str, Any]) -> str:
     cats = ev.get("event.category")
     cat = cats[0] if isinstance(cats, list) and cats else (cats or "unknown")
     return f"{ev.get('event.kind', 'event')}.{cat}.{ev.get('event.action', 'unknown')}"
+
+
+def _topic_bytes(ev: dict[str, Any]) -> bytes:
+    return topic_of(ev).encode()
 
 
 def decode(frames: list[bytes]) -> tuple[str, list[dict[str, Any]]]:
@@ -87,20 +92,7 @@ class Publisher:
     def add(self, events: list[dict[str, Any]]) -> None:
         """Pack ``events`` for the next :meth:`flush`, so a batch scored in slices still goes
         out as one message per topic (a send costs about as much as packing 30 events)."""
-        topics = self._topics
-        groups: dict[bytes, list[dict[str, Any]]] = {}
-        for ev in events:
-            cats = ev["event.category"]
-            key = (ev["event.kind"], cats[0] if type(cats) is list and cats else str(cats),
-                   ev["event.action"])
-            topic = topics.get(key)
-            if topic is None:
-                topic = topics[key] = topic_of(ev).encode()
-            group = groups.get(topic)
-            if group is None:
-                groups[topic] = [ev]
-            else:
-                group.append(ev)
+        groups = group_by_topic(events, self._topics, _topic_bytes)  # in C
         pack, pending = self._pack, self._pending
         for topic, group in groups.items():
             try:

@@ -16,6 +16,7 @@ from threatseer.hub.engines.dynamic import DynamicEngine
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.engines.static import StaticEngine
 from threatseer.hub.rules.model import Bundle, Manifest
+from threatseer.native._batch import prepare, tally
 
 TOSS, LOG, ALERT = "toss", "log", "alert"
 EMPTY_BUNDLE = Bundle(Manifest(name="none", version="0"))
@@ -55,10 +56,7 @@ class Pipeline:
         """Score one batch of schema-checked flat events in place; return what to emit."""
         rules = self.rules  # once per batch: see module docstring
         now = time.time() if now is None else now
-        for ev in events:
-            ev["threatseer.indicators"] = []
-            ev["threatseer.sensor.id"] = sensor_id
-            ev["threatseer.batch.seq"] = seq
+        prepare(events, sensor_id, seq)  # indicators [], sensor id, batch seq (in C)
         secs = self.engine_seconds
         t0 = time.perf_counter()
         rules.static.process(events, now)
@@ -70,28 +68,14 @@ class Pipeline:
         t3 = time.perf_counter()
         toss_below, alert_at = self.actions.toss_below, self.actions.alert_at
         result = BatchResult([])
-        emitted = result.emitted
-        tossed = alerted = 0
-        for ev in events:
-            score = 0
-            for ind in ev["threatseer.indicators"]:
-                score += ind["score"]
-            ev["event.risk_score"] = score
-            if score < toss_below:
-                tossed += 1
-                continue
-            if score >= alert_at:
-                ev["event.kind"] = ALERT
-                ev["threatseer.action"] = ALERT
-                alerted += 1
-            else:
-                ev["threatseer.action"] = LOG
-            emitted.append(ev)
+        # event.risk_score = the indicators' sum; below toss_below: dropped; from alert_at
+        # on: threatseer.action and event.kind "alert"; else action "log" (in C).
+        tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted)
         t4 = time.perf_counter()
         secs["static"] += t1 - t0
         secs["dynamic"] += t2 - t1
         secs["profile"] += t3 - t2
         secs["score"] += t4 - t3
         result.tossed, result.alerted = tossed, alerted
-        result.logged = len(emitted) - alerted
+        result.logged = len(result.emitted) - alerted
         return result

@@ -16,7 +16,7 @@ the interpreter's overhead was a third of the dynamic engine's time.
 cdef object _field_value(dict event, object where):
     if type(where) is str:
         return event.get(where)
-    for name in <tuple>where:
+    for name in <tuple?>where:
         v = event.get(name)
         if v is not None:
             return v
@@ -28,13 +28,13 @@ cpdef tuple candidates(object bucket, dict event):
     cdef tuple out = bucket.general_t
     cdef tuple entry, hit
     cdef int sources = 0
-    for entry in <tuple>bucket.field_list:
+    for entry in <tuple?>bucket.field_list:
         value = _field_value(event, entry[0])
         if value is None:
             continue
         hit = None
         if type(value) is str or type(value) is int:
-            hit = (<dict>entry[1]).get(value)
+            hit = (<dict?>entry[1]).get(value)
         if hit is None:
             hit = entry[2].lookup(value)
         if hit:
