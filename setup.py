@@ -111,7 +111,7 @@ class BuildPy(build_py):
 
 
 # native/<name>.pyx: the hub's per-event loops (profile engine, rule index, batch handling).
-HUB_LOOPS = ("_batch", "_profile", "_rule_index")
+HUB_LOOPS = ("_batch", "_profile", "_rule_index", "_static")
 
 
 def extensions() -> list[Extension]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.rules.model import SensitiveFile, StaticData
+from threatseer.native._static import scan
 
 ENGINE = "static"
 # The bundle's IOC lists carry descriptions only; a hit on a known-bad indicator weighs this.
@@ -125,53 +126,25 @@ class StaticEngine:
 
     # -- the engine ----------------------------------------------------------------------
     def process(self, events: list[dict[str, Any]], now: float = 0.0) -> None:
-        # One loop per batch with the per-action tests inline: a call per event was a third
-        # of this engine's time.
-        risky, sha256, domains = self.risky, self.sha256, self.domains
-        check_files = bool(self.exact_files) or self.any_glob is not None
-        check_ips = bool(self.exact_ips) or bool(self.nets)
-        path_cache = self._path_cache
-        for ev in events:
-            try:
-                action = ev["event.action"]
-                if action == "exec":
-                    if risky:
-                        exe = ev.get("process.executable") or ""
-                        ind = risky.get(exe.rpartition("/")[2]) or risky.get(
-                            ev.get("process.name"))
-                        if ind is not None:
-                            ev["threatseer.indicators"].append(ind)
-                    if sha256:
-                        digest = ev.get("process.hash.sha256")
-                        if digest and digest in sha256:
-                            ev["threatseer.indicators"].append(Indicator(
-                                ENGINE, f"sha256:{digest}", "ioc", sha256[digest], IOC_SCORE,
-                                ("ioc",), {"sha256": digest}).as_dict())
-                elif action == "open":
-                    if check_files:
-                        path = ev["file.path"]
-                        hits = path_cache.get(path)
-                        if hits is None:
-                            hits = self.files_matching(path)
-                        if hits:
-                            self._add_file_indicators(ev, path, hits)
-                elif action == "connect" or action == "accept":
-                    if check_ips:
-                        ip = ev["destination.ip" if action == "connect" else "source.ip"]
-                        hit = self.ip_ioc(ip) if isinstance(ip, str) else None
-                        if hit is not None:
-                            ev["threatseer.indicators"].append(Indicator(
-                                ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "network"),
-                                {"ip": ip}).as_dict())
-                elif action == "dns-query" and domains:
-                    name = ev["dns.question.name"]
-                    hit = self.domain_ioc(name) if isinstance(name, str) else None
-                    if hit is not None:
-                        ev["threatseer.indicators"].append(Indicator(
-                            ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"),
-                            {"name": name}).as_dict())
-            except Exception:  # a field of an odd type: skip this event, never the batch
-                self.errors += 1
+        """Add the indicators of every list the bundle has to ``events``. The loop is native
+        (native/_static.pyx): per event it picks the check of its action and looks the value
+        up in this engine's caches, calling back here only on a cache miss or a hit."""
+        self.errors += scan(self, events)
+
+    def _sha256_indicator(self, ev: dict[str, Any], digest: str) -> None:
+        ev["threatseer.indicators"].append(Indicator(
+            ENGINE, f"sha256:{digest}", "ioc", self.sha256[digest], IOC_SCORE, ("ioc",),
+            {"sha256": digest}).as_dict())
+
+    def _ip_indicator(self, ev: dict[str, Any], ip: str, hit: tuple[str, str]) -> None:
+        ev["threatseer.indicators"].append(Indicator(
+            ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "network"), {"ip": ip}).as_dict())
+
+    def _dns_indicator(self, ev: dict[str, Any], name: str) -> None:
+        hit = self.domain_ioc(name)
+        if hit is not None:
+            ev["threatseer.indicators"].append(Indicator(
+                ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"), {"name": name}).as_dict())
 
     def _add_file_indicators(self, ev: dict[str, Any], path: str,
                              hits: list[SensitiveFile]) -> None:
