@@ -326,7 +326,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=50_000, help="distinct events in the mix")
     ap.add_argument("--senders", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="times each sender sends the mix")
-    ap.add_argument("--repeat", type=int, default=3, help="throughput runs (see above)")
+    ap.add_argument("--repeat", type=int, default=5, help="throughput runs (see above)")
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--no-rules", action="store_true", help="empty bundle (engine overhead)")

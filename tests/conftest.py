@@ -13,6 +13,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test a stale native build: an edited ``native/*.pyx`` whose extension was not
+    rebuilt would be tested as it was before the edit."""
+    stale = []
+    for pyx in sorted((ROOT / "native").glob("*.pyx")):
+        built = list(pyx.parent.glob(pyx.stem + ".*.so"))
+        if not built or max(p.stat().st_mtime for p in built) < pyx.stat().st_mtime:
+            stale.append(pyx.name)
+    if stale:
+        pytest.exit(f"native extensions missing or older than their source ({', '.join(stale)})"
+                    ": run `make build` first", returncode=2)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
