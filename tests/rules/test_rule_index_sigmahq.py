@@ -11,7 +11,8 @@ import pytest
 from rules_helpers import DEFAULT_BUNDLE, REPO
 
 from threatseer.hub.rules.bundle import load_bundle
-from threatseer.hub.rules.query.ast import And, Cmp, Node, Not, Or
+from threatseer.hub.rules.query.ast import And, Cmp, Field, Node, Not, Or
+from threatseer.hub.rules.query.compiler import _closures, compile_condition
 
 SIGMA = REPO.parent / "shared" / "sigma" / "rules" / "linux"
 
@@ -54,17 +55,15 @@ def benchmark_rules(tmp_path_factory):
     return load_bundle(root)
 
 
-def test_index_equals_brute_force_with_sigmahq_rules(benchmark_rules) -> None:
-    rs = benchmark_rules.ruleset
-    assert len(rs) > 250
+def random_events(bundle, n: int, seed: int = 11):
+    """Events built from the rules' own literals (see the module docstring)."""
     pool: dict[str, list] = {}
-    for rule in rs.rules:
+    for rule in bundle.ruleset.rules:
         literals(rule.condition, pool)
     fields = sorted(k for k, v in pool.items() if v and k not in ("event.action", "event.category"))
-    rng = random.Random(11)
-    seeds = [t.event for t in benchmark_rules.tests]
-    hits = 0
-    for i in range(6000):
+    rng = random.Random(seed)
+    seeds = [t.event for t in bundle.tests]
+    for _ in range(n):
         ev = dict(rng.choice(seeds))
         ev["event.action"] = rng.choice(["exec", "open", "connect", "dns-query", "accept"])
         for name in rng.sample(fields, k=rng.randint(1, 5)):
@@ -72,7 +71,39 @@ def test_index_equals_brute_force_with_sigmahq_rules(benchmark_rules) -> None:
             ev[name] = [value, "x"] if name in ("process.args",) else value
         if rng.random() < 0.3:
             ev["threatseer.open.flags"] = rng.choice([["write", "create"], ["read"]])
+        yield ev
+
+
+def test_index_equals_brute_force_with_sigmahq_rules(benchmark_rules) -> None:
+    rs = benchmark_rules.ruleset
+    assert len(rs) > 250
+    hits = 0
+    for i, ev in enumerate(random_events(benchmark_rules, 6000)):
         indexed = [r.name for r in rs.matching_rules(ev)]
         assert indexed == [r.name for r in rs.match_brute(ev)], (i, ev)
         hits += bool(indexed)
     assert hits > 300
+
+
+def test_generated_conditions_equal_nested_closures(benchmark_rules) -> None:
+    """Each condition is one generated function; the nested closures it replaced (still the
+    fallback for conditions too deep to generate) must agree with it on every event."""
+    rules = benchmark_rules.ruleset.rules
+    closures = [(r, _closures(r.condition)) for r in rules]
+    assert all(r.predicate.__code__.co_filename == "<condition>" for r in rules)
+    hits = 0
+    for i, ev in enumerate(random_events(benchmark_rules, 1500, seed=5)):
+        for rule, old in closures:
+            got = rule.predicate(ev)
+            assert bool(got) == bool(old(ev)), (i, rule.name, ev)
+            hits += bool(got)
+    assert hits > 100
+
+
+def test_a_condition_too_deep_to_generate_falls_back_to_closures() -> None:
+    node: Node = Cmp(Field("process.name"), "=", ("a",), False)
+    for _ in range(400):  # beyond Python's limit on nested parentheses
+        node = Not(node)
+    pred = compile_condition(node)
+    assert pred.__code__.co_filename != "<condition>"
+    assert pred({"process.name": "a"}) is True and pred({"process.name": "b"}) is False

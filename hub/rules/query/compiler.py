@@ -1,4 +1,4 @@
-"""AST -> Python closures: the whole condition becomes nested functions over ``event.get``.
+"""AST -> Python: the whole condition becomes one generated function over ``event.get``.
 
 Everything that can be done once is done here (regexes and globs compiled, lists turned
 into sets, case folded), so evaluating an event is a few dict lookups and string operations.
@@ -191,11 +191,11 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
 # fields are strings): one Python call per comparison instead of two. ``k`` is the operator's
 # precomputed constant; anything but a str takes the generic path through ``test``.
 _FAST_EXPRS = {
-    "eq": "v in k", "ieq": "v.lower() in k",
-    "contains": "k in v", "icontains": "k in v.lower()",
-    "startswith": "v.startswith(k)", "istartswith": "v.lower().startswith(k)",
-    "endswith": "v.endswith(k)", "iendswith": "v.lower().endswith(k)",
-    "search": "k(v) is not None",
+    "eq": "{v} in {k}", "ieq": "{v}.lower() in {k}",
+    "contains": "{k} in {v}", "icontains": "{k} in {v}.lower()",
+    "startswith": "{v}.startswith({k})", "istartswith": "{v}.lower().startswith({k})",
+    "endswith": "{v}.endswith({k})", "iendswith": "{v}.lower().endswith({k})",
+    "search": "{k}({v}) is not None",
 }
 _FAST_TEMPLATE = """
 def factory(name, test, k):
@@ -214,7 +214,7 @@ def factory(name, test, k):
 
 def _fast_factory(expr: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
     namespace: dict[str, Any] = {}
-    exec(_FAST_TEMPLATE.format(expr=expr), namespace)  # noqa: S102 - fixed templates above
+    exec(_FAST_TEMPLATE.format(expr=expr.format(v="v", k="k")), namespace)  # noqa: S102
     return namespace["factory"]
 
 
@@ -286,19 +286,83 @@ def _or(a: Predicate, b: Predicate) -> Predicate:
 
 
 def compile_condition(node: Node) -> Predicate:
-    """A predicate equivalent to ``node`` over flat ECS events."""
+    """A predicate equivalent to ``node`` over flat ECS events.
+
+    The whole condition becomes ONE generated function: ``and``/``or``/``not`` are Python's
+    operators, and comparisons on a plain field with an inline form (:data:`_FAST_EXPRS`)
+    are written inline too; other comparisons are calls to their closure. A condition of ten
+    comparisons was ten to twenty nested calls, most of the dynamic engine's evaluation time.
+    A condition too deep for Python's compiler falls back to nested closures.
+    """
+    gen = _Generator()
+    try:
+        expr = gen.expr(node)
+        source = f"def pred(ev):\n    return {expr}\n"
+        namespace: dict[str, Any] = dict(gen.names)
+        exec(compile(source, "<condition>", "exec"), namespace)  # noqa: S102 - see _Generator
+    except (SyntaxError, RecursionError, MemoryError):
+        return _closures(node)
+    return namespace["pred"]
+
+
+class _Generator:
+    """The source of one condition's expression. Every value (field names, constants, tests)
+    is passed by name in ``names``; the source holds only those names, operators and the
+    fixed forms of :data:`_FAST_EXPRS`, so no rule text ever becomes code."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Any] = {"_any": any, "_map": map}
+
+    def _name(self, prefix: str, value: Any) -> str:
+        name = f"{prefix}{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def expr(self, node: Node) -> str:
+        if isinstance(node, And | Or):
+            op = " and " if isinstance(node, And) else " or "
+            return "(" + op.join(self.expr(i) for i in node.items) + ")"
+        if isinstance(node, Not):
+            return f"(not {self.expr(node.item)})"
+        if isinstance(node, Const):
+            return self._name("C", node.value)
+        if isinstance(node, Cmp):
+            return self._cmp(node)
+        raise QueryError(f"cannot compile {node!r}")
+
+    def _cmp(self, node: Cmp) -> str:
+        field = node.field
+        if field.index is not None or field.fallbacks:
+            return f"{self._name('L', _compile_cmp(node))}(ev)"
+        n = self._name("N", field.name)
+        if node.op == "exists":
+            return f"(ev.get({n}) is not None)"
+        test = _value_test(node)  # first: it raises QueryError on bad values
+        fast = _str_fast(node)
+        if fast is None:
+            return f"{self._name('L', _compile_cmp(node))}(ev)"
+        k = self._name("K", fast[1])
+        t = self._name("T", test)
+        inline = _FAST_EXPRS[fast[0]].format(v="v", k=k)
+        # as the _FAST_TEMPLATE predicate: a str inline, None false, a list any item, else test
+        return (f"(({inline}) if (v := ev.get({n})).__class__ is str else (False if v is None "
+                f"else (_any(_map({t}, v)) if v.__class__ is list else {t}(v))))")
+
+
+def _closures(node: Node) -> Predicate:
+    """``node`` as nested closures (for conditions too deep to generate)."""
     if isinstance(node, Cmp):
         return _compile_cmp(node)
     if isinstance(node, And | Or):
         # Fold into nested two-way closures: cheaper per call than all()/any() over a
         # generator, and short-circuits the same way.
-        parts = [compile_condition(i) for i in node.items]
+        parts = [_closures(i) for i in node.items]
         acc = parts[-1]
         for p in reversed(parts[:-1]):
             acc = _and(p, acc) if isinstance(node, And) else _or(p, acc)
         return acc
     if isinstance(node, Not):
-        inner = compile_condition(node.item)
+        inner = _closures(node.item)
         return lambda ev: not inner(ev)
     if isinstance(node, Const):
         value = node.value
