@@ -6,11 +6,86 @@ the evaluation of their conditions (the index itself is built in Python:
 A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups that require
 no field, and ``field_list``: per indexed field ``(where, cache, index)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
-``int``) to the groups it selects, and ``index.lookup(value)`` computes (and caches) them.
+``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
+field's ``index`` (its tables and needle automaton).
 
 Why C: for each event this reads up to eight fields and does as many dict lookups; in Python
 the interpreter's overhead was a third of the dynamic engine's time.
 """
+
+from threatseer.hub.rules.query.compiler import as_str
+
+# Bounds of each field's cache: entries, and the size of a value worth keeping (so one field
+# holds at most a few MB however long the command lines).
+FIELD_CACHE_MAX = 8192
+CACHED_LEN = 512
+CACHED_ITEMS = 32
+cdef Py_ssize_t _FIELD_CACHE_MAX = FIELD_CACHE_MAX, _CACHED_LEN = CACHED_LEN
+cdef Py_ssize_t _CACHED_ITEMS = CACHED_ITEMS
+
+
+cdef object _search_text(object value):
+    """The field's text for needle search, lower-cased; None when not ASCII (then every rule
+    filed under the field is a candidate: Unicode case rules differ from ASCII's)."""
+    cdef str text
+    if type(value) is str:
+        text = value
+    elif type(value) is list:
+        text = "\0".join([x if type(x) is str else as_str(x) for x in <list>value])
+    else:
+        text = as_str(value)
+    return text.lower() if text.isascii() else None
+
+
+cpdef tuple lookup(object index, object value):
+    """The groups ``index`` (a field's ``_FieldIndex``) files under ``value``: looked up in its
+    tables (per key spec: exact or basename, case folded or not; each item of a list) and
+    found by its needles' automaton; cached per value (exact ``str`` or ``int``, or a short
+    list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry)."""
+    cdef dict found = {}, cache = index.cache
+    cdef tuple spec, hit
+    key = None
+    if type(value) is int or (type(value) is str and len(<str>value) <= _CACHED_LEN):
+        key = value
+    elif (type(value) is list and len(<list>value) <= _CACHED_ITEMS
+          and all([type(x) is str for x in <list>value])):
+        key = tuple(value)  # argv repeats too; a tuple never equals a str key
+    if key is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+    items = value if type(value) is list else (value,)
+    for spec, table in index.tables:
+        kind, nocase = spec[0], spec[2]
+        for x in items:
+            if kind == "base":
+                if type(x) is not str or "/" not in x:
+                    continue
+                x = x.rpartition("/")[2]
+            if nocase and type(x) is str:
+                x = x.lower()
+            if x.__hash__ is None:
+                continue
+            groups = (<dict?>table).get(x)
+            if groups is not None:
+                for g in groups:
+                    found[g] = None
+    automaton = index.automaton
+    if automaton is not None:
+        text = _search_text(value)
+        if text is None:
+            for g in index.every:
+                found[g] = None
+        else:
+            for _, groups in automaton.iter(text):
+                for g in groups:
+                    found[g] = None
+    hit = tuple(found)
+    if key is not None:
+        if len(cache) >= _FIELD_CACHE_MAX:
+            cache.clear()
+        cache[key] = hit
+    return hit
 
 
 cdef object _field_value(dict event, object where):
@@ -36,7 +111,7 @@ cpdef tuple candidates(object bucket, dict event):
         if type(value) is str or type(value) is int:
             hit = (<dict?>entry[1]).get(value)
         if hit is None:
-            hit = entry[2].lookup(value)
+            hit = lookup(entry[2], value)
         if hit:
             out = out + hit if out else hit
             sources += 1

@@ -293,32 +293,6 @@ def requirement(node: Node) -> Requirement | None:
     return None
 
 
-def _search_text(value: Any) -> str | None:
-    """The field's text for needle search, lower-cased; None when not ASCII (then every rule
-    filed under the field is a candidate: Unicode case rules differ from ASCII's)."""
-    if value.__class__ is str:
-        text = value
-    elif value.__class__ is list:
-        text = "\0".join(x if x.__class__ is str else as_str(x) for x in value)
-    else:
-        text = as_str(value)
-    return text.lower() if text.isascii() else None
-
-
-def _lookup_keys(spec: KeySpec, value: Any) -> Iterable[Any]:
-    kind, _, nocase = spec
-    items = value if value.__class__ is list else (value,)
-    for x in items:
-        if kind == "base":
-            if x.__class__ is not str or "/" not in x:
-                continue
-            x = x.rpartition("/")[2]
-        if nocase and x.__class__ is str:
-            x = x.lower()
-        if x.__hash__ is not None:
-            yield x
-
-
 class _Group:
     """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once."""
 
@@ -329,19 +303,11 @@ class _Group:
         self.rules = [rule]
 
 
-# Bounds of each field's cache: entries, and the size of a value worth keeping (so one field
-# holds at most a few MB however long the command lines).
-_FIELD_CACHE_MAX = 8192
-_CACHED_LEN = 512
-_CACHED_ITEMS = 32
-
-
 class _FieldIndex:
     """What one bucket files under one field: values looked up, needles searched.
 
     Results are cached per distinct value (executables, names, paths, argv, ports repeat
-    endlessly); only exact ``str`` and ``int`` values and lists of strings, so ``1``, ``1.0``
-    and ``True`` (equal as dict keys, different as text) never share an entry.
+    endlessly); the lookup itself is native (native/_rule_index.pyx: ``lookup``).
     """
 
     def __init__(self, where: str | tuple[str, ...]) -> None:
@@ -361,35 +327,7 @@ class _FieldIndex:
             self.every = tuple(dict.fromkeys(g for gs in self.needles.values() for g in gs))
 
     def lookup(self, value: Any) -> tuple[_Group, ...]:
-        key: Any = None
-        if value.__class__ is int or (value.__class__ is str and len(value) <= _CACHED_LEN):
-            key = value
-        elif (value.__class__ is list and len(value) <= _CACHED_ITEMS
-              and all(x.__class__ is str for x in value)):
-            key = tuple(value)  # argv repeats too; a tuple never equals a str key
-        if key is not None:
-            hit = self.cache.get(key)
-            if hit is not None:
-                return hit
-        found: dict[_Group, None] = {}
-        for spec, table in self.tables:
-            for k in _lookup_keys(spec, value):
-                groups = table.get(k)
-                if groups is not None:
-                    found.update(dict.fromkeys(groups))
-        if self.automaton is not None:
-            text = _search_text(value)
-            if text is None:
-                found.update(dict.fromkeys(self.every))
-            else:
-                for _, groups in self.automaton.iter(text):
-                    found.update(dict.fromkeys(groups))
-        hit = tuple(found)
-        if key is not None:
-            if len(self.cache) >= _FIELD_CACHE_MAX:
-                self.cache.clear()
-            self.cache[key] = hit
-        return hit
+        return _native.lookup(self, value)
 
 
 class _Bucket:
