@@ -41,16 +41,35 @@ _TEMPLATE_FIELD = re.compile(r"\{([\w.@\[\]-]+)\}")
 _BASENAME_SUFFIX = re.compile(r"/[^/]+\Z")
 
 
+def _field_text(value: Any) -> str:
+    if value is None:
+        return "<NA>"
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+_PARTS: dict[str, tuple[list[str], tuple[str, ...]]] = {}
+
+
+def _template_parts(template: str) -> tuple[list[str], tuple[str, ...]]:
+    """``template`` split once into its text around the placeholders, and their fields:
+    rendering is then a join, not a regex substitution with a callback per placeholder."""
+    hit = _PARTS.get(template)
+    if hit is None:
+        if len(_PARTS) >= 4096:  # templates come from bundles: bound what reloads leave
+            _PARTS.clear()
+        pieces = _TEMPLATE_FIELD.split(template)  # text, field, text, field, ..., text
+        hit = _PARTS[template] = (pieces, tuple(pieces[1::2]))
+    return hit
+
+
 def render(template: str, event: dict[str, Any]) -> str:
     """Fill ``{dotted.field}`` placeholders from the event ("<NA>" when absent)."""
-
-    def sub(m: re.Match[str]) -> str:
-        value = event.get(m.group(1))
-        if value is None:
-            return "<NA>"
-        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-    return _TEMPLATE_FIELD.sub(sub, template)
+    pieces, fields = _template_parts(template)
+    if not fields:
+        return template
+    out = list(pieces)
+    out[1::2] = [_field_text(event.get(f)) for f in fields]
+    return "".join(out)
 
 
 @dataclass(eq=False)
