@@ -377,11 +377,15 @@ class Hub:
         return out
 
     def _status_loop(self) -> None:
-        while not self._stop.wait(STATUS_INTERVAL_S):
+        """The status file and gauges every STATUS_INTERVAL_S, the first time at start (so
+        ``status.json`` names the running hub as soon as it is up)."""
+        while True:
             try:
                 self._periodic(time.time())
             except Exception as exc:
                 log.warning("status update failed: %s", exc)
+            if self._stop.wait(STATUS_INTERVAL_S):
+                return
 
     def _periodic(self, now: float) -> None:
         m = self.metrics
