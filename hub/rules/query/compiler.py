@@ -298,11 +298,19 @@ def compile_condition(node: Node) -> Predicate:
     try:
         expr = gen.expr(node)
         source = f"def pred(ev):\n    return {expr}\n"
+        code = _CODE.get(source)
+        if code is None:  # conditions of one shape share their source: compile it once
+            if len(_CODE) >= 4096:
+                _CODE.clear()
+            code = _CODE[source] = compile(source, "<condition>", "exec")
         namespace: dict[str, Any] = dict(gen.names)
-        exec(compile(source, "<condition>", "exec"), namespace)  # noqa: S102 - see _Generator
+        exec(code, namespace)  # noqa: S102 - see _Generator
     except (SyntaxError, RecursionError, MemoryError):
         return _closures(node)
     return namespace["pred"]
+
+
+_CODE: dict[str, Any] = {}
 
 
 class _Generator:
