@@ -8,6 +8,38 @@ the interpreter's overhead was most of the engine's time.
 """
 
 cdef object _MISS = object()
+# Open flags that make an open of a sensitive file a write (scored with its write score).
+WRITE_FLAGS = frozenset(("write", "create", "truncate", "rdwr", "wronly"))
+cdef frozenset _WRITE_FLAGS = WRITE_FLAGS
+
+
+cpdef bint is_write(object flags):
+    """Whether ``threatseer.open.flags`` (a list of names, or one text) asks for writing."""
+    cdef str text
+    if isinstance(flags, str):
+        text = (<str>flags).lower()
+        for f in _WRITE_FLAGS:
+            if f in text:
+                return True
+        return False
+    if isinstance(flags, (list, tuple)):
+        for f in flags:
+            if (f if type(f) is str else str(f)).lower() in _WRITE_FLAGS:
+                return True
+    return False
+
+
+cdef void _add_file_indicators(object engine, dict ev, object path, list hits) except *:
+    """One indicator per sensitive-file entry matching ``path``, read or write."""
+    cdef bint write = is_write(ev.get("threatseer.open.flags"))
+    cdef str access = "write" if write else "read"
+    cdef dict ind
+    cdef list out = ev["threatseer.indicators"]
+    for sf in hits:
+        ind = dict(engine._file_indicator(sf, write))
+        ind["extra_info"] = {"path": path, "access": access}
+        ind["tags"] = list(ind["tags"])
+        out.append(ind)
 
 
 def scan(object engine, list events):
@@ -41,7 +73,7 @@ def scan(object engine, list events):
                     if hits is None:
                         hits = engine.files_matching(path)
                     if hits:
-                        engine._add_file_indicators(ev, path, hits)
+                        _add_file_indicators(engine, ev, path, hits)
             elif action == "connect" or action == "accept":
                 if check_ips:
                     ip = ev["destination.ip" if action == "connect" else "source.ip"]

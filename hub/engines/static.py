@@ -14,21 +14,14 @@ from typing import Any
 
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.rules.model import SensitiveFile, StaticData
-from threatseer.native._static import scan
+from threatseer.native._static import WRITE_FLAGS, is_write, scan
+
+__all__ = ["IOC_SCORE", "WRITE_FLAGS", "StaticEngine", "is_write"]
 
 ENGINE = "static"
 # The bundle's IOC lists carry descriptions only; a hit on a known-bad indicator weighs this.
 IOC_SCORE = 100
-WRITE_FLAGS = frozenset(("write", "create", "truncate", "rdwr", "wronly"))
 _CACHE_MAX = 100_000
-
-
-def _is_write(flags: Any) -> bool:
-    if isinstance(flags, str):
-        return any(f in flags.lower() for f in WRITE_FLAGS)
-    if isinstance(flags, (list, tuple)):
-        return any(str(f).lower() in WRITE_FLAGS for f in flags)
-    return False
 
 
 class StaticEngine:
@@ -145,13 +138,3 @@ class StaticEngine:
         if hit is not None:
             ev["threatseer.indicators"].append(Indicator(
                 ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"), {"name": name}).as_dict())
-
-    def _add_file_indicators(self, ev: dict[str, Any], path: str,
-                             hits: list[SensitiveFile]) -> None:
-        write = _is_write(ev.get("threatseer.open.flags"))
-        access = "write" if write else "read"
-        for sf in hits:
-            ind = dict(self._file_indicator(sf, write))
-            ind["extra_info"] = {"path": path, "access": access}
-            ind["tags"] = list(ind["tags"])
-            ev["threatseer.indicators"].append(ind)

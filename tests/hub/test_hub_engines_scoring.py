@@ -8,6 +8,7 @@ from hub_helpers import connect_event, dns_event, exec_event, open_event
 
 from threatseer.hub.config import ActionConfig, ProfileConfig
 from threatseer.hub.engines.profile import ProfileEngine, address_prefix, argv_shape
+from threatseer.hub.engines.static import is_write
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.rules.model import (
@@ -84,6 +85,12 @@ def test_sensitive_files_score_reads_and_writes_apart() -> None:
     assert write["threatseer.indicators"][0]["extra_info"]["access"] == "write"
     assert glob["event.risk_score"] == 5 and rules(glob) == ["/home/*/.ssh/*"]
     assert other["event.risk_score"] == 0 and rules(other) == []
+
+
+def test_write_intent_is_read_from_flag_lists_and_text() -> None:
+    assert is_write(["write", "create"]) and is_write(("RDWR",)) and is_write("O_WRONLY|O_CREAT")
+    assert not is_write(["read"]) and not is_write("O_RDONLY") and not is_write(None)
+    assert not is_write([1, 2]) and not is_write([])
 
 
 def test_iocs_hash_ip_cidr_ipv6_and_domain_suffix() -> None:
