@@ -115,8 +115,8 @@ class Publisher:
                 body = parts[0][1]
             else:  # one array of all items: each part without its own array header
                 n = sum(count for count, _ in parts)
-                body = array_header(n) + b"".join(
-                    memoryview(packed)[len(array_header(count)):] for count, packed in parts)
+                body = b"".join([array_header(n), *(  # one copy: header joined too
+                    memoryview(packed)[len(array_header(count)):] for count, packed in parts)])
             send((topic, body))
 
     def _pack_each(self, group: list[dict[str, Any]]) -> tuple[int, bytes]:

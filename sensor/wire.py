@@ -324,4 +324,5 @@ def decode_raw(frames: list[Any]) -> tuple[Batch, list[msgspec.Raw]]:
 def decode_events(raws: list[msgspec.Raw], common: dict[str, Any]) -> list[Any]:
     """The events of ``raws`` (from :func:`decode_raw`) as :func:`decode` gives them, with the
     batch's ``common`` fields; :class:`WireError` when they are not events."""
-    return _add_common(_decode_events(array_header(len(raws)) + b"".join(raws)), common)
+    # one join (header included): header + join() copied the whole slice twice
+    return _add_common(_decode_events(b"".join([array_header(len(raws)), *raws])), common)
