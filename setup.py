@@ -110,7 +110,8 @@ class BuildPy(build_py):
         super().run()
 
 
-# native/<name>.pyx: the hub's per-event loops (profile engine, rule index, batch handling).
+# native/<name>.pyx: the hub's per-event loops (batch handling, static engine, rule index,
+# profile engine).
 HUB_LOOPS = ("_batch", "_profile", "_rule_index", "_static")
 
 

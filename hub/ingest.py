@@ -28,7 +28,7 @@ import zmq
 
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.metrics import HubMetrics
-from threatseer.native._batch import count_invalid
+from threatseer.native._batch import refused
 from threatseer.sensor import ecs, wire
 
 log = logging.getLogger("threatseer.hub.ingest")
@@ -84,21 +84,11 @@ class Received:
     common: dict[str, Any] = field(default_factory=dict)
 
 
-# ecs.REQUIRED as key sets (for _valid) and tuples (for the check in C, native/_batch.pyx);
-# the messages (slow path, bad events only) come from ecs.missing_fields itself.
-_COMMON = frozenset(ecs.COMMON)
-_REQUIRED = {action: _COMMON | frozenset(fields) for action, fields in ecs.REQUIRED.items()}
-_COMMON_NAMES = tuple(_COMMON)
-_REQUIRED_NAMES = {action: tuple(names) for action, names in _REQUIRED.items()}
-
-
-def _valid(ev: Any) -> bool:
-    if type(ev) is not dict:
-        return False
-    action = ev.get("event.action")
-    if type(action) is not str:
-        return False
-    return _REQUIRED.get(action, _COMMON) <= ev.keys()
+# ecs.REQUIRED as name tuples, for the check in C (native/_batch.pyx); the messages (slow
+# path, bad events only) come from ecs.missing_fields itself.
+_COMMON_NAMES = tuple(dict.fromkeys(ecs.COMMON))
+_REQUIRED_NAMES = {action: tuple(dict.fromkeys((*ecs.COMMON, *fields)))
+                   for action, fields in ecs.REQUIRED.items()}
 
 
 @dataclass(slots=True)
@@ -297,15 +287,15 @@ class Ingest:
             self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
                      f"{start + len(raws) - 1}: {exc}")
             return []
-        bad_events = count_invalid(events, _REQUIRED_NAMES, _COMMON_NAMES)  # in C
-        if bad_events:
-            good = [ev for ev in events if _valid(ev)]
-            bad = next(ev for ev in events if not _valid(ev))
-            first_problem = (f"missing {', '.join(ecs.missing_fields(bad))}"
-                             if isinstance(bad, dict) else "event is not a map")
-            self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {bad_events} event(s) refused, "
-                     f"first: {first_problem}", bad_events)
-            events = good
+        bad = refused(events, _REQUIRED_NAMES, _COMMON_NAMES)  # in C
+        if bad:
+            first = events[bad[0]]
+            first_problem = (f"missing {', '.join(ecs.missing_fields(first))}"
+                             if isinstance(first, dict) else "event is not a map")
+            self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {len(bad)} event(s) refused, "
+                     f"first: {first_problem}", len(bad))
+            skip = set(bad)
+            events = [ev for i, ev in enumerate(events) if i not in skip]
         return events
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
 """Native core: libbpf loader and ring-buffer reader (Cython) under a plain Python API, and
-the hub's hot loops (``_profile``, ``_rule_index``, ``_batch``).
+the hub's hot loops (``_batch``, ``_static``, ``_rule_index``, ``_profile``).
 
 ``Probe`` and ``ProbeError`` are imported on first use, so that the hub, which only needs
 its loops, does not load libbpf.

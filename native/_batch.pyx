@@ -9,26 +9,28 @@ overhead of the loop itself was most of the cost.
 """
 
 
-def count_invalid(list events, dict required, tuple common):
-    """How many of ``events`` are not maps whose ``event.action`` is a string and which
-    carry every field ``required[action]`` (a tuple of names; ``common`` for other actions)
-    names."""
-    cdef Py_ssize_t bad = 0
+def refused(list events, dict required, tuple common):
+    """The positions of the ``events`` that are not maps whose ``event.action`` is a string
+    and which carry every field ``required[action]`` (a tuple of names; ``common`` for other
+    actions) names; empty when all are good."""
+    cdef list out = []
+    cdef Py_ssize_t i = -1
     cdef tuple need
     for ev in events:
+        i += 1
         if type(ev) is not dict:
-            bad += 1
+            out.append(i)
             continue
         action = (<dict>ev).get("event.action")
         if type(action) is not str:
-            bad += 1
+            out.append(i)
             continue
         need = required.get(action, common)
         for name in need:
             if name not in <dict>ev:
-                bad += 1
+                out.append(i)
                 break
-    return bad
+    return out
 
 
 def prepare(list events, str sensor_id, object seq):
