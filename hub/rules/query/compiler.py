@@ -191,34 +191,32 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
 # fields are strings): one Python call per comparison instead of two. ``k`` is the operator's
 # precomputed constant; anything but a str takes the generic path through ``test``.
 _FAST_EXPRS = {
-    "eq": "{v} in {k}", "ieq": "{v}.lower() in {k}",
-    "contains": "{k} in {v}", "icontains": "{k} in {v}.lower()",
-    "startswith": "{v}.startswith({k})", "istartswith": "{v}.lower().startswith({k})",
-    "endswith": "{v}.endswith({k})", "iendswith": "{v}.lower().endswith({k})",
-    "search": "{k}({v}) is not None",
+    "eq": "v in {k}", "ieq": "v.lower() in {k}",
+    "contains": "{k} in v", "icontains": "{k} in v.lower()",
+    "startswith": "v.startswith({k})", "istartswith": "v.lower().startswith({k})",
+    "endswith": "v.endswith({k})", "iendswith": "v.lower().endswith({k})",
+    "search": "{k}(v) is not None",
 }
-_FAST_TEMPLATE = """
-def factory(name, test, k):
-    def pred(ev):
-        v = ev.get(name)
-        if v.__class__ is str:
-            return {expr}
-        if v is None:
-            return False
-        if v.__class__ is list:
-            return any(map(test, v))
-        return test(v)
-    return pred
-"""
 
 
-def _fast_factory(expr: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
-    namespace: dict[str, Any] = {}
-    exec(_FAST_TEMPLATE.format(expr=expr.format(v="v", k="k")), namespace)  # noqa: S102
+def _fast_leaf(kind: str, name: str, k: str, test: str) -> str:
+    """The expression of a fast comparison: field ``name``'s str value tested inline, None
+    false, a list true when any item passes ``test``, anything else ``test(v)``. ``name``,
+    ``k`` and ``test`` are names of values, never rule text."""
+    inline = _FAST_EXPRS[kind].format(k=k)
+    return (f"(({inline}) if (v := ev.get({name})).__class__ is str else (False if v is None "
+            f"else (_any(_map({test}, v)) if v.__class__ is list else {test}(v))))")
+
+
+def _fast_factory(kind: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
+    source = (f"def factory(name, test, k):\n    def pred(ev):\n"
+              f"        return {_fast_leaf(kind, 'name', 'k', 'test')}\n    return pred\n")
+    namespace: dict[str, Any] = {"_any": any, "_map": map}
+    exec(source, namespace)  # noqa: S102 - fixed forms above
     return namespace["factory"]
 
 
-_FAST_FACTORIES = {kind: _fast_factory(expr) for kind, expr in _FAST_EXPRS.items()}
+_FAST_FACTORIES = {kind: _fast_factory(kind) for kind in _FAST_EXPRS}
 
 
 def _str_fast(node: Cmp) -> tuple[str, Any] | None:
@@ -349,12 +347,7 @@ class _Generator:
         fast = _str_fast(node)
         if fast is None:
             return f"{self._name('L', _compile_cmp(node))}(ev)"
-        k = self._name("K", fast[1])
-        t = self._name("T", test)
-        inline = _FAST_EXPRS[fast[0]].format(v="v", k=k)
-        # as the _FAST_TEMPLATE predicate: a str inline, None false, a list any item, else test
-        return (f"(({inline}) if (v := ev.get({n})).__class__ is str else (False if v is None "
-                f"else (_any(_map({t}, v)) if v.__class__ is list else {t}(v))))")
+        return _fast_leaf(fast[0], n, self._name("K", fast[1]), self._name("T", test))
 
 
 def _closures(node: Node) -> Predicate:
