@@ -172,10 +172,12 @@ def test_errors_are_probe_errors_with_errno(tmp_path):
 
 
 def test_unprivileged_caller_gets_a_clear_eperm():
+    """Unprivileged for BPF means without capabilities: the caller keeps uid 0 (so it can
+    still read a checkout under a 0700 directory, as ``mktemp -d`` makes) but has none."""
     code = ("from threatseer.native import Probe, ProbeError\n"
             "try:\n    Probe()\nexcept ProbeError as e:\n    print(e.errno, e)\n")
-    proc = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup",
-                           "--clear-groups", sys.executable, "-c", code],
+    proc = subprocess.run(["setpriv", "--inh-caps=-all", "--ambient-caps=-all",
+                           "--bounding-set=-all", sys.executable, "-c", code],
                           capture_output=True, text=True, timeout=60, cwd="/")
     assert proc.stdout.startswith("1 "), proc.stdout + proc.stderr
     assert "needs root" in proc.stdout
