@@ -1,5 +1,5 @@
 """The index equals brute force on the hub benchmark's rule set: the default bundle plus every
-SigmaHQ Linux rule in ../shared/sigma, over events built from the rules' own literals (hits,
+SigmaHQ Linux rule in tests/data/sigmahq, over events built from the rules' own literals (hits,
 near misses with changed case, prefixes and suffixes, and non-ASCII look-alikes)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from threatseer.hub.rules.bundle import load_bundle
 from threatseer.hub.rules.query.ast import And, Cmp, Field, Node, Not, Or
 from threatseer.hub.rules.query.compiler import _closures, compile_condition
 
-SIGMA = REPO.parent / "shared" / "sigma" / "rules" / "linux"
+SIGMA = REPO / "tests" / "data" / "sigmahq" / "rules" / "linux"
 
 
 def literals(node: Node, out: dict[str, list]) -> None:
@@ -46,8 +46,6 @@ def variant(value: object, rng: random.Random) -> object:
 
 @pytest.fixture(scope="module")
 def benchmark_rules(tmp_path_factory):
-    if not SIGMA.is_dir():
-        pytest.skip("../shared/sigma is not here")
     root = tmp_path_factory.mktemp("bundle") / "b"
     shutil.copytree(DEFAULT_BUNDLE, root)
     for f in SIGMA.rglob("*.yml"):
