@@ -34,7 +34,8 @@ test:
 	$(PY) -m pytest -q tests
 
 lint:
-	$(VENV)/bin/ruff check sensor hub native tests bench docs setup.py
+	$(VENV)/bin/ruff check common cli sensor hub native tests bench docs setup.py
+	$(PY) tests/layering.py
 
 bench:
 	$(PY) bench/run_all.py

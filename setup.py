@@ -1,12 +1,12 @@
 """Build threatseer's native core.
 
-Three things are built here, all from ``native/``:
+Three things are built here:
 
 * the CO-RE BPF object: every ``native/bpf/*.bpf.c`` is compiled with ``clang -target bpf``
   against a ``vmlinux.h`` generated from the running kernel's BTF, then the objects are linked
   into one ``native/threatseer.bpf.o`` with ``bpftool gen object`` (one ring buffer, shared maps);
 * the Cython extension ``threatseer.native._bpf``, linked against the system libbpf;
-* the hub's per-event loops (``threatseer.native._profile``, ...), Cython over plain Python
+* the hub's per-event loops (``threatseer.hub.engines._profile``, ...), Cython over plain Python
   objects: the hub's pipeline is one thread, and in Python the interpreter's overhead was most
   of their cost.
 
@@ -103,16 +103,25 @@ class BuildNative(build_ext):
 
 class BuildPy(build_py):
     """Build the BPF object before package data is collected, so that a wheel built from a
-    clean checkout ships native/threatseer.bpf.o."""
+    clean checkout ships native/threatseer.bpf.o; ship the default rule bundle (rules/default)
+    as threatseer/hub/rules/default_bundle, where ``threatseer demo`` and the hub find it."""
 
     def run(self) -> None:
         build_bpf()
         super().run()
+        target = os.path.join(self.build_lib, "threatseer", "hub", "rules", "default_bundle")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(os.path.join(HERE, "rules", "default"), target)
 
 
-# native/<name>.pyx: the hub's per-event loops (batch handling, static engine, rule index,
-# profile engine).
-HUB_LOOPS = ("_batch", "_profile", "_rule_index", "_static")
+# The hub's per-event loops (batch handling, static engine, rule index, profile engine): Cython
+# over plain Python objects, beside the hub modules they serve (module name -> source).
+HUB_LOOPS = {
+    "threatseer.hub._batch": "hub/_batch.pyx",
+    "threatseer.hub.engines._static": "hub/engines/_static.pyx",
+    "threatseer.hub.engines._profile": "hub/engines/_profile.pyx",
+    "threatseer.hub.rules._rule_index": "hub/rules/_rule_index.pyx",
+}
 
 
 def extensions() -> list[Extension]:
@@ -126,15 +135,16 @@ def extensions() -> list[Extension]:
         extra_compile_args=["-O2", "-Wno-unused-function"],
     )
     # The hub's hot loops: plain C over Python objects, no library to link.
-    loops = [Extension(f"threatseer.native.{name}", sources=[os.path.join("native", f"{name}.pyx")],
-                       extra_compile_args=["-O2"]) for name in HUB_LOOPS]
+    loops = [Extension(name, sources=[src], extra_compile_args=["-O2"])
+             for name, src in HUB_LOOPS.items()]
     # include_path: _bpf.pyx cimports native/libbpf.pxd and native/checkrc.pxd by plain name
     return cythonize([ext, *loops], language_level=3, include_path=[os.path.join(HERE, "native")],
                      compiler_directives={"boundscheck": False})
 
 
 # The import package is ``threatseer.*``; the source folders keep the project's layout.
-PACKAGE_DIRS = {"threatseer.native": "native", "threatseer.sensor": "sensor", "threatseer.hub": "hub"}
+PACKAGE_DIRS = {"threatseer.native": "native", "threatseer.common": "common",
+                "threatseer.sensor": "sensor", "threatseer.hub": "hub", "threatseer.cli": "cli"}
 
 
 def packages() -> list[str]:

@@ -3,7 +3,7 @@
 A recorded mix of events (generated here, deterministic: execs with varied argv, opens of
 sensitive and ordinary files, connects, DNS queries, forks and exits, a third of them from
 containers) goes through all engines: the default bundle (rules/) plus the SigmaHQ Linux rules
-in ../shared/sigma, static lists, and the profile engine (learning, then scoring).
+in tests/data/sigmahq, static lists, and the profile engine (learning, then scoring).
 
 Phase 1, throughput: sensor processes push pre-encoded wire batches as fast as the hub takes
 them; a SUB counts what comes out (from each message's array header, without copying it: the
@@ -44,10 +44,10 @@ import msgpack
 import yaml
 import zmq
 
-from threatseer.sensor import ecs, wire
+from threatseer.common import ecs, wire
 
 ROOT = Path(__file__).resolve().parent.parent
-SIGMA = ROOT.parent / "shared" / "sigma" / "rules" / "linux"
+SIGMA = ROOT / "tests" / "data" / "sigmahq" / "rules" / "linux"
 THREATSEER = str(Path(sys.executable).parent / "threatseer")
 BATCH = 500
 

@@ -31,8 +31,8 @@ import msgspec
 import yaml
 import zmq
 
+from threatseer.common import wire
 from threatseer.native.probe import bpf_object_path
-from threatseer.sensor import wire
 from threatseer.sensor.config import SensorConfig
 
 ROOT = Path(__file__).resolve().parent.parent

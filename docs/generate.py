@@ -1,6 +1,6 @@
 """Write the reference pages that are generated from the code: configuration and events.
 
-The config dataclasses (with the comment above each field) and sensor/ecs.py are the one
+The config dataclasses (with the comment above each field) and common/ecs.py are the one
 place keys and fields are defined; this keeps docs/configuration.md and docs/events.md in
 step with them. ``tests/test_docs_current.py`` fails when a page is stale.
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from threatseer.common import configfile, ecs
 from threatseer.hub.config import HubConfig
-from threatseer.sensor import configfile, ecs
 from threatseer.sensor.config import SensorConfig
 
 DOCS = Path(__file__).resolve().parent
@@ -58,7 +58,7 @@ def events() -> str:
     out = [
         "# Event reference",
         "",
-        "Generated from `sensor/ecs.py` by `docs/generate.py`. Events are flat dicts keyed by",
+        "Generated from `common/ecs.py` by `docs/generate.py`. Events are flat dicts keyed by",
         "dotted [ECS](https://www.elastic.co/guide/en/ecs/current/) names on the wire and in the",
         "rule engines; outputs write them as nested ECS documents.",
         "",
@@ -71,8 +71,10 @@ def events() -> str:
         required = ", ".join(f"`{f}`" for f in ecs.REQUIRED.get(action, ()))
         out.append(f"| `{action}` | {', '.join(category)} | {', '.join(types)} | {required} |")
     out += ["", "Every event also carries " + ", ".join(f"`{f}`" for f in ecs.COMMON) + ".",
-            "", "## Fields", "", "| field | meaning |", "| --- | --- |"]
-    out += [f"| `{name}` | {text} |" for name, text in ecs.FIELDS.items()]
+            "", "## Fields", "", "Types are Elasticsearch's (the index template maps each field so); `[]`"
+            " marks a list.", "", "| field | type | meaning |", "| --- | --- | --- |"]
+    out += [f"| `{name}` | {f.type}{'[]' if f.array else ''} | {f.description} |"
+            for name, f in ecs.FIELDS.items()]
     out.append("")
     return "\n".join(out)
 

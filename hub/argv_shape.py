@@ -5,7 +5,7 @@
 pid, port, timestamp and temp file and never stop seeing "new" behaviour.
 
 The masks are defined here; ``argv_shape`` (an argv to its line, masked once per distinct
-line) is part of the profile engine's native loop, ``threatseer.native._profile``.
+line) is part of the profile engine's native loop, ``threatseer.hub.engines._profile``.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import click
 import yaml
 
+from threatseer.common import configfile
 from threatseer.hub.config import HubConfig
-from threatseer.sensor import configfile
 
 DEFAULT_CONFIG = "/etc/threatseer/hub.yaml"
 
@@ -88,8 +88,8 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
 def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], as_json: bool,
                 count: int | None, server_key: str | None, key_file: str | None) -> None:
     """Watch a hub's scored events live."""
+    from threatseer.common.keys import read_key
     from threatseer.hub.tap import run_tap
-    from threatseer.sensor.ship import read_key
 
     curve = None
     if server_key or key_file:

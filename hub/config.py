@@ -1,7 +1,7 @@
 """The hub's configuration: every key, its default, and what it is for.
 
 ``threatseer hub -c hub.yaml`` reads a YAML file of these keys (loaded with
-:func:`threatseer.sensor.configfile.load`, so a bad key is reported as ``file:line: key: why``
+:func:`threatseer.common.configfile.load`, so a bad key is reported as ``file:line: key: why``
 and the CLI exits 2). Anything left out keeps the default below.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from threatseer.common import wire
 from threatseer.hub.outputs import OutputConfig, check_unique_names
-from threatseer.sensor import wire
 
 
 @dataclass

@@ -10,7 +10,7 @@ its own pipe and is held back at its end. On top, each cycle takes at most
 (one batch of each sensor in turn), so another sensor's batch never waits behind a burst.
 
 Bad input never stops the hub: every refused message or event is counted per sensor and
-reason (:mod:`threatseer.sensor.wire` reasons plus ``schema``), logged at most once per
+reason (:mod:`threatseer.common.wire` reasons plus ``schema``), logged at most once per
 ``log_interval_s`` per sensor and reason, and the good events beside it are kept.
 """
 
@@ -26,10 +26,10 @@ from typing import Any
 import msgpack
 import zmq
 
+from threatseer.common import wire
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.metrics import HubMetrics
-from threatseer.native._batch import refused
-from threatseer.sensor import ecs, wire
+from threatseer.hub.validate import problems
 
 log = logging.getLogger("threatseer.hub.ingest")
 SCHEMA = "schema"  # an event in a good batch lacks required fields (or is not a map)
@@ -72,7 +72,7 @@ class RateLimitedLog:
 @dataclass(slots=True)
 class Received:
     """A batch whose body is split into its events' msgpack: :meth:`Ingest.events` decodes
-    and checks them a slice at a time (see :func:`threatseer.sensor.wire.decode_raw`)."""
+    and checks them a slice at a time (see :func:`threatseer.common.wire.decode_raw`)."""
 
     sensor_id: str
     seq: int
@@ -82,13 +82,6 @@ class Received:
     label: str = ""  # key in Ingest.sensors and metric label (sensor id, or "other")
     epoch: int = 0
     common: dict[str, Any] = field(default_factory=dict)
-
-
-# ecs.REQUIRED as name tuples, for the check in C (native/_batch.pyx); the messages (slow
-# path, bad events only) come from ecs.missing_fields itself.
-_COMMON_NAMES = tuple(dict.fromkeys(ecs.COMMON))
-_REQUIRED_NAMES = {action: tuple(dict.fromkeys((*ecs.COMMON, *fields)))
-                   for action, fields in ecs.REQUIRED.items()}
 
 
 @dataclass(slots=True)
@@ -287,14 +280,11 @@ class Ingest:
             self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
                      f"{start + len(raws) - 1}: {exc}")
             return []
-        bad = refused(events, _REQUIRED_NAMES, _COMMON_NAMES)  # in C
+        bad = problems(events)
         if bad:
-            first = events[bad[0]]
-            first_problem = (f"missing {', '.join(ecs.missing_fields(first))}"
-                             if isinstance(first, dict) else "event is not a map")
             self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {len(bad)} event(s) refused, "
-                     f"first: {first_problem}", len(bad))
-            skip = set(bad)
+                     f"first: {bad[0][1]}", len(bad))
+            skip = {i for i, _ in bad}
             events = [ev for i, ev in enumerate(events) if i not in skip]
         return events
 

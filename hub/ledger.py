@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from threatseer.sensor import ecs
+from threatseer.common import ecs
 
 NEW, DUPLICATE, AHEAD, STALE = "new", "duplicate", "ahead", "stale"
 

@@ -25,8 +25,8 @@ from typing import Any
 import sqlite_utils
 
 # One profile in memory: a C type, because the profile engine's native loop updates one per
-# event (threatseer.native._profile).
-from threatseer.native._profile import Profile
+# event (threatseer.hub.engines._profile).
+from threatseer.hub.engines._profile import Profile
 
 ALL = "*"  # subject of a command that applies to every profile
 log = logging.getLogger("threatseer.hub.profiles")

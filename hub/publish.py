@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 import zmq
 
-from threatseer.native._batch import group_by_topic
-from threatseer.sensor.wire import array_header
+from threatseer.common.wire import array_header
+from threatseer.hub._batch import group_by_topic
 
 _decode = msgspec.msgpack.Decoder().decode
 

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, TextIO
 
+from threatseer.common import ecs
 from threatseer.hub.config import ActionConfig, ProfileConfig
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.rules.model import Bundle
 from threatseer.hub.scoring import Pipeline
-from threatseer.sensor import ecs
+from threatseer.hub.validate import problems
 
 log = logging.getLogger("threatseer.hub.replay")
 REPLAY_SENSOR = "replay"
@@ -64,9 +65,9 @@ def replay(lines: TextIO, out: TextIO, bundle: Bundle | None, profiles_db: str |
         for n, ev, problem in read_events(lines):
             counts["read"] += 1
             if ev is not None:
-                missing = ecs.missing_fields(ev)
-                if missing:
-                    problem = f"missing {', '.join(missing)}"
+                bad = problems([ev])
+                if bad:
+                    problem = bad[0][1]
             if ev is None or problem:
                 counts["bad"] += 1
                 print(f"threatseer replay: {source}:{n}: {problem}", file=sys.stderr)
@@ -78,7 +79,7 @@ def replay(lines: TextIO, out: TextIO, bundle: Bundle | None, profiles_db: str |
                 ev["threatseer.action"] = "toss"
                 res.emitted.append(ev)
             for e in res.emitted:
-                out.write(json.dumps(ecs.nest(e), default=str) + "\n")
+                out.write(ecs.to_json(e) + "\n")
                 counts["emitted"] += 1
         if profile is not None:
             profile.close(now)

@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.engines.dynamic import DynamicEngine
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.engines.static import StaticEngine
 from threatseer.hub.rules.model import Bundle, Manifest
-from threatseer.native._batch import prepare, tally
 
 TOSS, LOG, ALERT = "toss", "log", "alert"
 EMPTY_BUNDLE = Bundle(Manifest(name="none", version="0"))

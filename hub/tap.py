@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -10,8 +9,9 @@ from typing import Any, TextIO
 import click
 import zmq
 
+from threatseer.common import ecs
+from threatseer.common.keys import curve_client
 from threatseer.hub import publish
-from threatseer.sensor import ecs
 
 
 def summary(ev: dict[str, Any]) -> str:
@@ -23,7 +23,7 @@ def summary(ev: dict[str, Any]) -> str:
         what = f"{ev.get('source.ip', '')} -> {ev.get('destination.ip', '')}:" \
                f"{ev.get('destination.port', '')}"
     who = ev.get("process.executable") or ev.get("process.name") or ev.get("container.id") or ""
-    host = ev.get("host.name") or ev.get("threatseer.sensor.id") or ""
+    host = ev.get("host.name") or ev.get("agent.id") or ""
     rules = ", ".join(f"{i.get('rule')}({i.get('score'):+d})"
                       for i in ev.get("threatseer.indicators") or ())
     line = f"{ev.get('event.risk_score', 0):>5} {publish.topic_of(ev):<28} {host} {who} {what}"
@@ -47,9 +47,7 @@ def run_tap(endpoint: str, topics: tuple[str, ...], min_score: int | None, as_js
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     if curve is not None:
-        sock.curve_secretkey = curve[0]
-        sock.curve_publickey = zmq.curve_public(curve[0])
-        sock.curve_serverkey = curve[1]
+        curve_client(sock, *curve)
     sock.setsockopt(zmq.RCVHWM, 100_000)
     for t in topics or ("",):
         sock.setsockopt(zmq.SUBSCRIBE, t.encode())
@@ -76,7 +74,7 @@ def run_tap(endpoint: str, topics: tuple[str, ...], min_score: int | None, as_js
                 if min_score is not None and (not isinstance(score, int) or score < min_score):
                     continue
                 if as_json:
-                    out.write(json.dumps(ecs.nest(ev), default=str) + "\n")
+                    out.write(ecs.to_json(ev) + "\n")
                 else:
                     line = summary(ev)
                     fg = colour(score, ev.get("event.kind") == "alert") if tty else None

@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 import zmq.utils.z85
 
-from threatseer.sensor.ship import parse_key, read_key
+from threatseer.common.keys import curve_server, parse_key, read_key
 
 log = logging.getLogger("threatseer.hub.transport")
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -256,9 +256,7 @@ class Transport:
         """Make ``sock`` (before bind) a CURVE server in ZAP ``domain``; no-op in plaintext."""
         if self.plaintext:
             return
-        sock.curve_server = True
-        sock.curve_secretkey = self.secret
-        sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+        curve_server(sock, self.secret, domain)
 
     def close(self) -> None:
         if self.auth is not None:

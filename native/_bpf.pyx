@@ -9,16 +9,18 @@ BPF programs.
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.errno cimport errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
 # found through cythonize(include_path=["native"]) in setup.py
 from checkrc cimport check_ptr, check_rc
 from libbpf cimport *
+from records cimport *
 
 import gc
 
-from threatseer.sensor import ecs
+from threatseer.native import actions
 
 cdef extern from *:
     """
@@ -130,176 +132,15 @@ cdef extern from "<string.h>" nogil:
 cdef extern from "<arpa/inet.h>" nogil:
     const char *inet_ntop(int af, const void *src, char *dst, unsigned int size)
 
+cdef extern from "<sys/mount.h>" nogil:
+    int mount(const char *source, const char *target, const char *fstype,
+              unsigned long flags, const void *data)
+
 cdef extern from "<sys/epoll.h>" nogil:
     struct epoll_event:
         uint32_t events
     int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
 
-cdef extern from "records.h":
-    enum:
-        TSR_EXEC
-        TSR_FORK
-        TSR_EXIT
-        TSR_OPEN
-        TSR_CONNECT
-        TSR_ACCEPT
-        TSR_LISTEN
-        TSR_DNS
-        TSR_CGROUP_MKDIR
-        TSR_CGROUP_RMDIR
-        TSR_FCHANGE
-        TSR_CRED
-        TSR_SYS
-        TSR_OP_CREATE
-        TSR_OP_WRITE_OPEN
-        TSR_OP_TRUNC_OPEN
-        TSR_OP_PROC_MEM
-        TSR_OP_UNLINK
-        TSR_OP_RMDIR
-        TSR_OP_RENAME
-        TSR_OP_LINK
-        TSR_OP_SYMLINK
-        TSR_OP_MKDIR
-        TSR_OP_CHMOD
-        TSR_OP_CHOWN
-        TSR_OP_UTIMES
-        TSR_OP_SETXATTR
-        TSR_OP_TRUNCATE
-        TSR_OP_SETUID
-        TSR_OP_SETFSUID
-        TSR_OP_SETGID
-        TSR_OP_SETFSGID
-        TSR_OP_CAPSET
-        TSR_OP_PTRACE
-        TSR_OP_VM_WRITE
-        TSR_OP_MEMFD
-        TSR_OP_INIT_MODULE
-        TSR_OP_FINIT_MODULE
-        TSR_OP_BPF_LOAD
-        TSR_OP_SET_NAME
-        TSR_OP_MOUNT
-        TSR_OP_MOVE_MOUNT
-        TSR_OP_UNSHARE
-        TSR_OP_SETNS
-        TSR_W_LOG
-        TSR_W_SETID
-        TSR_F_EXE_DELETED
-        TSR_F_EXE_MEMFD
-        TSR_C_MAX
-        TSR_F_ARGS_TRUNC
-        TSR_F_PATH_USER
-        TSR_F_PATH_TRUNC
-        TSR_COMM_LEN
-        TSR_MEMCG_LEN
-        TSR_PREFIX_MAX
-        TSR_ARGS_MAXCOUNT
-        TSR_NO_HIERARCHY
-
-    struct tsr_config:
-        uint32_t self_tgid
-        uint32_t memcg_hierarchy
-        uint32_t wild_mask
-        uint32_t wakeup_bytes
-        uint32_t watch_wild_mask
-
-    struct tsr_prefix_key:
-        uint32_t prefixlen
-        char data[1]
-
-    struct tsr_task:
-        uint64_t ts_ns
-        uint64_t start_ns
-        uint64_t cgroup_id
-        uint32_t pid
-        uint32_t tid
-        uint32_t ppid
-        uint32_t uid
-        uint32_t gid
-        uint32_t euid
-        uint32_t auid
-        uint32_t pidns
-        uint32_t mntns
-        char comm[1]
-        char memcg[1]
-
-    struct tsr_hdr:
-        uint16_t kind
-        uint16_t flags
-        uint32_t size
-        tsr_task task
-
-    struct tsr_exec:
-        tsr_hdr h
-        uint32_t argc
-        uint32_t path_len
-        uint32_t args_len
-        char data[1]
-
-    struct tsr_exit:
-        tsr_hdr h
-        uint32_t exit_code
-
-    struct tsr_open:
-        tsr_hdr h
-        int32_t result
-        uint32_t flags
-        uint32_t path_len
-        char path[1]
-
-    struct tsr_net:
-        tsr_hdr h
-        int32_t result
-        uint16_t family
-        uint16_t protocol
-        uint16_t sport
-        uint16_t dport
-        uint32_t payload_len
-        uint8_t saddr[16]
-        uint8_t daddr[16]
-        uint8_t payload[1]
-
-    struct tsr_cgroup:
-        tsr_hdr h
-        uint64_t id
-        uint32_t root
-        uint32_t path_len
-        char path[1]
-
-    struct tsr_fchange:
-        tsr_hdr h
-        int32_t result
-        uint16_t op
-        uint16_t klass
-        uint32_t mode
-        uint32_t flags
-        uint32_t uid
-        uint32_t gid
-        int64_t mtime_sec
-        uint32_t mtime_nsec
-        uint32_t mtime_set
-        int64_t size
-        uint32_t xvalue_len
-        uint8_t xvalue[24]
-        uint32_t path_len
-        uint32_t path2_len
-        char data[1]
-
-    struct tsr_cred:
-        tsr_hdr h
-        int32_t result
-        uint16_t op
-        uint32_t before[8]
-        uint32_t after[8]
-        uint64_t cap_eff[2]
-        uint64_t cap_perm[2]
-
-    struct tsr_sys:
-        tsr_hdr h
-        int64_t result
-        uint16_t op
-        uint64_t arg[4]
-        uint32_t len[3]
-        char data[1]
 
 cdef enum:
     AF_INET = 2
@@ -310,137 +151,28 @@ cdef enum:
     STOP = -125   # -ECANCELED from the callback: batch full, stop consuming
     BPF_MAP_TYPE_PROG_ARRAY = 3
 
-# Names of the kernel's per-CPU counters, in enum tsr_counter order.
-COUNTER_NAMES = ("lost", "filtered", "events", "self_filtered", "path_truncated",
-                 "change_filtered", "priv_filtered")
+# Names of the kernel's per-CPU counters (enum tsr_counter order), and what the prefix
+# filters take: from records.h, so that they cannot drift from the kernel side.
+COUNTER_NAMES = tuple([tsr_counter_names[i].decode() for i in range(TSR_C_MAX)])
+PREFIX_MAX = TSR_PREFIX_MAX
+W_WATCHED = TSR_W_WATCHED
+W_LOG = TSR_W_LOG
 
-cdef str _EVENT = "event"
-cdef str _SUCCESS = "success"
-cdef str _FAILURE = "failure"
-cdef str _UNKNOWN = "unknown"
-cdef str _TCP = "tcp"
-cdef str _UDP = "udp"
-cdef str _IPV4 = "ipv4"
-cdef str _IPV6 = "ipv6"
-cdef dict _CATS = {a: (c, t) for a, (c, t) in ecs.CATEGORIES.items()}
-
-# op -> event.action of file changes (truncations under a log prefix become log-truncate)
-cdef dict _FILE_ACTIONS = {
-    TSR_OP_CREATE: ecs.FILE_CREATE, TSR_OP_WRITE_OPEN: ecs.FILE_WRITE_OPEN,
-    TSR_OP_TRUNC_OPEN: ecs.FILE_TRUNCATE, TSR_OP_PROC_MEM: ecs.PROC_MEM_WRITE,
-    TSR_OP_UNLINK: ecs.FILE_UNLINK, TSR_OP_RMDIR: ecs.FILE_RMDIR, TSR_OP_RENAME: ecs.FILE_RENAME,
-    TSR_OP_LINK: ecs.FILE_LINK, TSR_OP_SYMLINK: ecs.FILE_SYMLINK, TSR_OP_MKDIR: ecs.FILE_MKDIR,
-    TSR_OP_CHMOD: ecs.FILE_CHMOD, TSR_OP_CHOWN: ecs.FILE_CHOWN, TSR_OP_UTIMES: ecs.FILE_UTIMES,
-    TSR_OP_SETXATTR: ecs.FILE_SETXATTR, TSR_OP_TRUNCATE: ecs.FILE_TRUNCATE,
-}
-# cred ops in enum order from TSR_OP_SETUID
-cdef tuple _CRED_SYSCALLS = ("setuid", "setreuid", "setresuid", "setfsuid", "setgid", "setregid",
-                             "setresgid", "setfsgid", "capset")
-cdef tuple _CRED_IDS = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
-CAPABILITIES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
-    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-)
-cdef dict _PTRACE_REQUESTS = {
-    4: "poketext", 5: "pokedata", 6: "pokeuser", 13: "setregs", 15: "setfpregs",
-    16: "attach", 0x4205: "setregset", 0x4206: "seize",
-}
-cdef tuple _NS_FLAGS = ((0x00020000, "mnt"), (0x04000000, "uts"), (0x08000000, "ipc"),
-                        (0x10000000, "user"), (0x20000000, "pid"), (0x40000000, "net"),
-                        (0x02000000, "cgroup"), (0x00000080, "time"))
-cdef tuple _MEMFD_FLAGS = ((1, "cloexec"), (2, "allow-sealing"), (4, "hugetlb"),
-                           (8, "noexec-seal"), (0x10, "exec"))
-cdef dict _BPF_PROG_TYPES = {
-    1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act", 5: "tracepoint", 6: "xdp",
-    7: "perf_event", 8: "cgroup_skb", 9: "cgroup_sock", 13: "sock_ops", 17: "raw_tracepoint",
-    26: "tracing", 29: "lsm", 31: "syscall",
-}
+include "decode/decoder.pxi"
+include "decode/process.pxi"
+include "decode/file.pxi"
+include "decode/network.pxi"
+include "decode/privilege.pxi"
+include "decode/container.pxi"
 
 
-cdef list _cap_names(uint64_t mask):
-    cdef list out = []
-    cdef int i
-    for i in range(64):
-        if mask & (<uint64_t>1 << i):
-            out.append(CAPABILITIES[i] if i < len(CAPABILITIES) else f"CAP_{i}")
-    return out
-
-
-cdef list _flag_names(uint64_t value, tuple table):
-    return [name for bit, name in table if value & bit]
-
-
-cdef inline str _mode(uint32_t mode):
-    return f"{mode & 0o7777:04o}"
-
-
-cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
-    """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir."""
-    cdef list out = []
-    cdef uint32_t i, last = 0
-    if hflags & TSR_F_EXE_MEMFD:
-        out.append("memfd")
-    elif hflags & TSR_F_EXE_DELETED:
-        out.append("deleted")
-    if (n >= 5 and memcmp(path, b"/tmp/", 5) == 0) or (n >= 9 and memcmp(path, b"/var/tmp/", 9) == 0):
-        out.append("tmp")
-    elif n >= 9 and memcmp(path, b"/dev/shm/", 9) == 0:
-        out.append("dev-shm")
-    for i in range(n):
-        if path[i] == b"/":
-            last = i
-    for i in range(last):   # a directory component (not the file itself) starting with '.'
-        if path[i] == b"/" and path[i + 1] == b"." and not (
-                path[i + 2] == b"/" or (path[i + 2] == b"." and path[i + 3] == b"/")):
-            out.append("hidden-dir")
-            break
-    return out
-
-
-cdef inline str _cstr(const char *p, size_t cap):
-    """Decode a NUL-terminated kernel string of capacity cap."""
-    return p[:strnlen(p, cap)].decode("utf-8", "replace")
-
-
-cdef inline str _ip(uint16_t family, const uint8_t *addr):
-    cdef char buf[64]
-    if inet_ntop(AF_INET6 if family == AF_INET6 else AF_INET, addr, buf, 64) == NULL:
-        return ""
-    return buf.decode("ascii")
-
-
-cdef str _dns_qname(const uint8_t *p, uint32_t n):
-    """The first question's name of a DNS query payload, or None if not decodable."""
-    cdef char out[256]
-    cdef uint32_t i = 12
-    cdef int o = 0
-    cdef uint8_t l
-    if n < 13:
-        return None
-    while i < n:
-        l = p[i]
-        if l == 0:
-            return out[:o].decode("ascii", "replace")
-        if l & 0xC0 or i + 1 + l > n or o + l + 1 > 254:
-            return None
-        if o:
-            out[o] = b"."
-            o += 1
-        memcpy(out + o, p + i + 1, l)
-        o += l
-        i += 1 + l
-    return None
-
-
-cdef enum:
-    EVENT_FIELDS = 40  # fields an enriched event may reach without a resize
+def mount_tracefs(str target):
+    """Mount tracefs at ``target`` (mount(2), as ``mount -t tracefs nodev TARGET``); an
+    OSError with the errno when the kernel refuses."""
+    cdef bytes path = target.encode()
+    if mount(b"nodev", path, b"tracefs", 0, NULL) != 0:
+        import os
+        raise OSError(errno, f"mounting tracefs at {target}: {os.strerror(errno)}")
 
 
 def trim_heap():
@@ -461,17 +193,10 @@ cdef class BpfProbe:
     cdef int watched_fd
     cdef int epfd
     cdef int ncpu
-    cdef long long offset_ns
+    cdef Decoder decoder
     cdef list batch
     cdef Py_ssize_t max_events
     cdef public unsigned long long decode_errors
-    # The acting task's fields as Python objects, kept from the previous record: a stream of
-    # records from one task (the usual case) reuses them instead of allocating ten ints and
-    # decoding two strings per record.
-    cdef tsr_task last_task
-    cdef bint have_last_task
-    cdef object t_pid, t_tid, t_ppid, t_uid, t_gid, t_euid, t_auid, t_cgroup, t_pidns
-    cdef object t_mntns, t_start, t_comm, t_memcg
     cdef readonly list attached
 
     def __cinit__(self):
@@ -480,6 +205,7 @@ cdef class BpfProbe:
         self.links = []
         self.attached = []
         self.batch = []
+        self.decoder = Decoder()
 
     def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=()):
         """Open path, size the ring to ring_bytes (a power of two), load and attach all
@@ -606,12 +332,12 @@ cdef class BpfProbe:
         self._check_open()
         self.batch = []
         self.max_events = max_events if max_events > 0 else 1
-        self.offset_ns = ts_clock_offset_ns()
+        self.decoder.offset_ns = ts_clock_offset_ns()
         rc = self._consume()
         if rc == 0 and timeout_ms != 0:
             with nogil:
                 n = epoll_wait(self.epfd, &ev, 1, timeout_ms)
-            self.offset_ns = ts_clock_offset_ns()
+            self.decoder.offset_ns = ts_clock_offset_ns()
             rc = self._consume()
         if rc < 0 and rc != STOP:
             check_rc(rc, "consuming the ring buffer")
@@ -673,295 +399,6 @@ cdef class BpfProbe:
     def __dealloc__(self):
         self.close()
 
-    # -- decoding -------------------------------------------------------------------------
-
-    cdef dict _common(self, const tsr_hdr *h, str action):
-        cdef char ts[40]
-        cdef int n = ts_iso8601(<unsigned long long>(<long long>h.task.ts_ns + self.offset_ns), ts)
-        cdef const tsr_task *t = &h.task
-        cat, typ = _CATS[action]
-        if not self.have_last_task or memcmp(
-                &t.start_ns, &self.last_task.start_ns, sizeof(tsr_task) - sizeof(t.ts_ns)) != 0:
-            self.last_task = t[0]
-            self.have_last_task = True
-            self.t_pid, self.t_tid, self.t_ppid = t.pid, t.tid, t.ppid
-            self.t_uid, self.t_gid, self.t_euid, self.t_auid = t.uid, t.gid, t.euid, t.auid
-            self.t_cgroup, self.t_pidns, self.t_mntns = t.cgroup_id, t.pidns, t.mntns
-            self.t_start = t.start_ns
-            self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
-            self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
-        cdef dict d = _PyDict_NewPresized(EVENT_FIELDS)
-        d["@timestamp"] = ts[:n].decode("ascii")
-        d["event.kind"] = _EVENT
-        # One list per action, shared by its events (as ecs.CATEGORIES' are by synthetic
-        # events): nothing in the sensor edits them, and two allocations per event were ~3%.
-        d["event.category"] = cat
-        d["event.type"] = typ
-        d["event.action"] = action
-        d["process.pid"] = self.t_pid
-        d["process.thread.id"] = self.t_tid
-        d["process.name"] = self.t_comm
-        d["process.parent.pid"] = self.t_ppid
-        d["user.id"] = self.t_uid
-        d["group.id"] = self.t_gid
-        d["user.effective.id"] = self.t_euid
-        d["user.audit.id"] = self.t_auid
-        d["threatseer.cgroup.id"] = self.t_cgroup
-        d["threatseer.cgroup.memory"] = self.t_memcg
-        d["threatseer.ns.pid"] = self.t_pidns
-        d["threatseer.ns.mnt"] = self.t_mntns
-        d["threatseer.process.start_ns"] = self.t_start
-        return d
-
-    cdef dict _decode(self, const uint8_t *data, size_t size):
-        cdef const tsr_hdr *h = <const tsr_hdr *>data
-        cdef uint16_t kind = h.kind
-        if size < sizeof(tsr_hdr) or h.size > size:
-            raise ValueError("short record")
-        if kind == TSR_EXEC:
-            return self._exec(<const tsr_exec *>data)
-        if kind == TSR_FORK:
-            return self._common(h, ecs.FORK)
-        if kind == TSR_EXIT:
-            return self._exit(<const tsr_exit *>data)
-        if kind == TSR_OPEN:
-            return self._open(<const tsr_open *>data)
-        if kind == TSR_CONNECT or kind == TSR_ACCEPT or kind == TSR_LISTEN or kind == TSR_DNS:
-            return self._net(<const tsr_net *>data)
-        if kind == TSR_CGROUP_MKDIR or kind == TSR_CGROUP_RMDIR:
-            return self._cgroup(<const tsr_cgroup *>data)
-        if kind == TSR_FCHANGE:
-            return self._fchange(<const tsr_fchange *>data)
-        if kind == TSR_CRED:
-            return self._cred(<const tsr_cred *>data)
-        if kind == TSR_SYS:
-            return self._sys(<const tsr_sys *>data)
-        raise ValueError(f"unknown record kind {kind}")
-
-    cdef dict _exec(self, const tsr_exec *e):
-        cdef dict d = self._common(&e.h, ecs.EXEC)
-        cdef uint32_t plen = e.path_len
-        cdef const char *a = e.data + plen
-        cdef uint32_t alen = e.args_len
-        cdef uint32_t i = 0, j
-        cdef list args = []
-        cdef size_t exe_len = strnlen(e.data, plen)
-        d["process.executable"] = e.data[:exe_len].decode("utf-8", "replace")
-        d["threatseer.exec.flags"] = _exec_flags(e.h.flags, e.data, exe_len)
-        while i < alen and len(args) < TSR_ARGS_MAXCOUNT:
-            j = i
-            while j < alen and a[j] != 0:
-                j += 1
-            args.append(a[i:j].decode("utf-8", "replace"))
-            i = j + 1
-        d["process.args"] = args
-        d["process.args_count"] = e.argc
-        d["threatseer.args_truncated"] = bool(e.h.flags & TSR_F_ARGS_TRUNC) or e.argc > len(args)
-        return d
-
-    cdef dict _exit(self, const tsr_exit *e):
-        cdef dict d = self._common(&e.h, ecs.EXIT)
-        cdef uint32_t sig = e.exit_code & 0x7f
-        if sig:
-            d["process.exit_code"] = 128 + sig
-            d["threatseer.exit_signal"] = sig
-        else:
-            d["process.exit_code"] = (e.exit_code >> 8) & 0xff
-        return d
-
-    cdef dict _open(self, const tsr_open *o):
-        cdef dict d = self._common(&o.h, ecs.OPEN)
-        d["file.path"] = o.path[:strnlen(o.path, o.path_len)].decode("utf-8", "replace")
-        d["threatseer.open.flags"] = _open_flags(o.flags)
-        d["threatseer.open.result"] = o.result
-        d["event.outcome"] = _SUCCESS if o.result >= 0 else _FAILURE
-        return d
-
-    cdef dict _net(self, const tsr_net *n):
-        cdef uint16_t kind = n.h.kind
-        cdef dict d
-        if kind == TSR_CONNECT:
-            d = self._common(&n.h, ecs.CONNECT)
-            d["network.direction"] = "egress"
-            # -EINPROGRESS (non-blocking connect): not yet known
-            d["event.outcome"] = (_SUCCESS if n.result == 0 else
-                                  _UNKNOWN if n.result == -115 else _FAILURE)
-        elif kind == TSR_ACCEPT:
-            d = self._common(&n.h, ecs.ACCEPT)
-            d["network.direction"] = "ingress"
-        elif kind == TSR_LISTEN:
-            d = self._common(&n.h, ecs.LISTEN)
-            d["network.direction"] = "listening"
-        else:
-            d = self._common(&n.h, ecs.DNS_QUERY)
-            d["network.protocol"] = "dns"
-            d["network.direction"] = "egress"
-            name = _dns_qname(n.payload, n.payload_len)
-            if name is not None:
-                d["dns.question.name"] = name
-        if kind != TSR_LISTEN and (kind != TSR_DNS or n.sport):
-            d["source.ip"] = _ip(n.family, n.saddr)
-            d["source.port"] = n.sport
-        d["destination.ip"] = _ip(n.family, n.daddr)
-        d["destination.port"] = n.dport
-        d["network.transport"] = _UDP if kind == TSR_DNS else _TCP
-        d["network.type"] = _IPV6 if n.family == AF_INET6 else _IPV4
-        return d
-
-    cdef str _iso(self, int64_t sec, uint32_t nsec):
-        cdef char ts[40]
-        cdef int n = ts_iso8601(<unsigned long long>(sec * 1000000000LL + nsec), ts)
-        return ts[:n].decode("ascii")
-
-    cdef dict _fchange(self, const tsr_fchange *fc):
-        cdef uint16_t op = fc.op
-        cdef bint log = (fc.klass & TSR_W_LOG) != 0
-        action = _FILE_ACTIONS.get(op)
-        if action is None:
-            raise ValueError(f"unknown file op {op}")
-        if log and (op == TSR_OP_TRUNC_OPEN or (op == TSR_OP_TRUNCATE and fc.size == 0)):
-            action = ecs.LOG_TRUNCATE
-        cdef dict d = self._common(&fc.h, action)
-        path = _str_at(fc.data, fc.path_len)
-        d["file.path"] = path
-        if fc.path2_len:
-            d["file.target_path"] = _str_at(fc.data + fc.path_len, fc.path2_len)
-        d["event.outcome"] = _SUCCESS if fc.result >= 0 else _FAILURE
-        d["threatseer.file.result"] = fc.result
-        if fc.h.flags & TSR_F_PATH_TRUNC:
-            d["threatseer.path_truncated"] = True
-        if op <= TSR_OP_PROC_MEM:       # opens: mode from the inode, the open's intent
-            d["threatseer.open.flags"] = _open_flags(fc.flags)
-        if op <= TSR_OP_PROC_MEM or op == TSR_OP_CHMOD or op == TSR_OP_MKDIR:
-            d["file.mode"] = _mode(fc.mode)
-            d["threatseer.file.setuid"] = (fc.mode & 0o4000) != 0
-            d["threatseer.file.setgid"] = (fc.mode & 0o2000) != 0
-        if op == TSR_OP_PROC_MEM:
-            parts = path.split("/")
-            if len(parts) > 2 and parts[2].isdigit():
-                d["process.target.pid"] = int(parts[2])
-        elif op == TSR_OP_CHOWN:
-            if fc.uid != 0xFFFFFFFF:
-                d["file.uid"] = str(fc.uid)
-            if fc.gid != 0xFFFFFFFF:
-                d["file.gid"] = str(fc.gid)
-        elif op == TSR_OP_UTIMES:
-            if fc.mtime_set:
-                d["file.mtime"] = self._iso(fc.mtime_sec, fc.mtime_nsec)
-        elif op == TSR_OP_TRUNCATE:
-            d["file.size"] = fc.size
-        elif op == TSR_OP_SETXATTR:
-            d["threatseer.xattr.name"] = "security.capability"
-            self._file_caps(d, fc)
-        return d
-
-    cdef _file_caps(self, dict d, const tsr_fchange *fc):
-        """Decode a vfs_cap_data value (v2: 20 bytes, v3: 24 with the root uid)."""
-        cdef const uint32_t *w = <const uint32_t *>fc.xvalue
-        cdef uint32_t n = fc.xvalue_len
-        cdef uint32_t rev
-        if n < 20:
-            return
-        rev = w[0] & 0xFF000000
-        if rev != 0x02000000 and rev != 0x03000000:
-            return
-        d["threatseer.xattr.capabilities.permitted"] = _cap_names(
-            w[1] | (<uint64_t>w[3] << 32))
-        d["threatseer.xattr.capabilities.inheritable"] = _cap_names(
-            w[2] | (<uint64_t>w[4] << 32))
-        d["threatseer.xattr.capabilities.effective"] = bool(w[0] & 1)
-
-    cdef dict _cred(self, const tsr_cred *r):
-        cdef uint16_t op = r.op
-        cdef int i
-        cdef uint64_t added
-        if op < TSR_OP_SETUID or op > TSR_OP_CAPSET:
-            raise ValueError(f"unknown cred op {op}")
-        action = (ecs.SETUID if op <= TSR_OP_SETFSUID else
-                  ecs.SETGID if op <= TSR_OP_SETFSGID else ecs.CAPSET)
-        cdef dict d = self._common(&r.h, action)
-        d["threatseer.syscall"] = _CRED_SYSCALLS[op - TSR_OP_SETUID]
-        d["event.outcome"] = _SUCCESS if r.result >= 0 else _FAILURE
-        d["user.id"] = r.before[0]
-        d["user.changes.id"] = r.after[0]
-        d["user.effective.id"] = r.after[1]
-        d["group.id"] = r.before[4]
-        d["user.changes.group.id"] = r.after[4]
-        for i in range(8):
-            d["threatseer.cred.before." + _CRED_IDS[i]] = r.before[i]
-            d["threatseer.cred.after." + _CRED_IDS[i]] = r.after[i]
-        added = (r.cap_eff[1] & ~r.cap_eff[0]) | (r.cap_perm[1] & ~r.cap_perm[0])
-        d["threatseer.capabilities.added"] = _cap_names(added)
-        d["process.thread.capabilities.effective"] = _cap_names(r.cap_eff[1])
-        d["process.thread.capabilities.permitted"] = _cap_names(r.cap_perm[1])
-        return d
-
-    cdef dict _sys(self, const tsr_sys *r):
-        cdef uint16_t op = r.op
-        cdef const char *s0 = r.data
-        cdef const char *s1 = r.data + r.len[0]
-        cdef const char *s2 = r.data + r.len[0] + r.len[1]
-        cdef dict d
-        if op == TSR_OP_PTRACE:
-            d = self._common(&r.h, ecs.PTRACE)
-            d["threatseer.ptrace.request"] = _PTRACE_REQUESTS.get(r.arg[0], str(r.arg[0]))
-            d["process.target.pid"] = <int32_t>r.arg[1]
-        elif op == TSR_OP_VM_WRITE:
-            d = self._common(&r.h, ecs.PROCESS_VM_WRITE)
-            d["process.target.pid"] = <int32_t>r.arg[0]
-            if r.result >= 0:
-                d["threatseer.vm_write.bytes"] = r.result
-        elif op == TSR_OP_MEMFD:
-            d = self._common(&r.h, ecs.MEMFD_CREATE)
-            d["file.name"] = _str_at(s0, r.len[0])
-            d["threatseer.memfd.flags"] = _flag_names(r.arg[0], _MEMFD_FLAGS)
-        elif op == TSR_OP_INIT_MODULE or op == TSR_OP_FINIT_MODULE:
-            d = self._common(&r.h, ecs.MODULE_LOAD)
-            d["threatseer.syscall"] = "finit_module" if op == TSR_OP_FINIT_MODULE else "init_module"
-            if r.len[0]:
-                d["file.path"] = _str_at(s0, r.len[0])
-            if r.len[1]:
-                d["threatseer.module.args"] = _str_at(s1, r.len[1])
-        elif op == TSR_OP_BPF_LOAD:
-            d = self._common(&r.h, ecs.BPF_LOAD)
-            d["threatseer.bpf.prog_type"] = _BPF_PROG_TYPES.get(r.arg[0], str(r.arg[0]))
-            d["threatseer.bpf.insn_count"] = r.arg[1]
-            d["threatseer.bpf.prog_name"] = _str_at(s0, r.len[0]) if r.len[0] else ""
-        elif op == TSR_OP_SET_NAME:
-            d = self._common(&r.h, ecs.RENAME_PROCESS)
-            d["process.name"] = _str_at(s0, r.len[0])
-            d["process.title"] = _str_at(s1, r.len[1])
-        elif op == TSR_OP_MOUNT or op == TSR_OP_MOVE_MOUNT:
-            d = self._common(&r.h, ecs.MOUNT)
-            d["threatseer.syscall"] = "mount" if op == TSR_OP_MOUNT else "move_mount"
-            d["threatseer.mount.target"] = _str_at(s0, r.len[0])
-            if r.len[1]:
-                d["threatseer.mount.source"] = _str_at(s1, r.len[1])
-            if r.len[2]:
-                d["threatseer.mount.fstype"] = _str_at(s2, r.len[2])
-            d["threatseer.mount.flags"] = r.arg[0]
-        elif op == TSR_OP_UNSHARE:
-            d = self._common(&r.h, ecs.UNSHARE)
-            d["threatseer.ns.flags"] = _flag_names(r.arg[0], _NS_FLAGS)
-        elif op == TSR_OP_SETNS:
-            d = self._common(&r.h, ecs.SETNS)
-            d["threatseer.ns.flags"] = _flag_names(r.arg[0], _NS_FLAGS)
-            d["threatseer.setns.inode"] = r.arg[1]
-        else:
-            raise ValueError(f"unknown sys op {op}")
-        d["event.outcome"] = _SUCCESS if r.result >= 0 else _FAILURE
-        d["threatseer.result"] = r.result
-        return d
-
-    cdef dict _cgroup(self, const tsr_cgroup *c):
-        cdef dict d = self._common(
-            &c.h, ecs.CONTAINER_CREATED if c.h.kind == TSR_CGROUP_MKDIR else ecs.CONTAINER_DESTROYED)
-        path = c.path[:strnlen(c.path, c.path_len)].decode("utf-8", "replace")
-        d["threatseer.cgroup.path"] = path
-        d["threatseer.cgroup.memory"] = path[path.rfind("/") + 1:]  # no [-1]: wraparound off
-        d["threatseer.cgroup.hierarchy"] = c.root
-        return d
-
 
 def _destroy_link(list links, Py_ssize_t i):
     """Destroy links[i] and mark it done (0); each index is handled by one task only."""
@@ -972,40 +409,11 @@ def _destroy_link(list links, Py_ssize_t i):
             bpf_link__destroy(<bpf_link *>link)
 
 
-cdef list _OPEN_FLAGS = [None] * 16  # by access mode and O_CREAT/O_TRUNC: shared lists
-
-
-cdef list _open_flags(uint32_t f):
-    cdef uint32_t key = (f & O_ACCMODE) | (4 if f & O_CREAT else 0) | (8 if f & O_TRUNC else 0)
-    cdef list flags = _OPEN_FLAGS[key]
-    if flags is None:
-        flags = _OPEN_FLAGS[key] = _open_flag_names(f)
-    return flags
-
-
-cdef list _open_flag_names(uint32_t f):
-    cdef uint32_t acc = f & O_ACCMODE
-    cdef list flags = []
-    if acc == 0 or acc == 2:
-        flags.append("read")
-    if acc == 1 or acc == 2:
-        flags.append("write")
-    if f & O_CREAT:
-        flags.append("create")
-    if f & O_TRUNC:
-        flags.append("truncate")
-    return flags
-
-
-cdef inline str _str_at(const char *p, uint32_t n):
-    return p[:strnlen(p, n)].decode("utf-8", "replace")
-
-
 cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
     """libbpf's per-record callback, in C: decode into the current batch."""
     cdef BpfProbe self = <BpfProbe>ctx
     try:
-        self.batch.append(self._decode(<const uint8_t *>data, size))
+        self.batch.append(self.decoder.decode(<const uint8_t *>data, size))
     except Exception:
         self.decode_errors += 1
     if len(self.batch) >= self.max_events:

@@ -13,15 +13,23 @@ watched file changes) can be changed live.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Iterable
 from typing import Any
 
-from threatseer.native._bpf import COUNTER_NAMES, BpfProbe
+from threatseer.native._bpf import (
+    COUNTER_NAMES,
+    PREFIX_MAX,
+    W_LOG,
+    W_WATCHED,
+    BpfProbe,
+    mount_tracefs,
+)
 from threatseer.native.errors import ProbeError
 
-PREFIX_MAX = 256  # bytes of a path the kernel compares (TSR_PREFIX_MAX)
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+log = logging.getLogger("threatseer.native")
 # Tracepoints some architectures lack (no open(2) on arm64; openat2 needs >= 5.6).
 # The kernel wakes the reader only once this much is pending (or the reader's poll timeout
 # expires): one wakeup per record would cost more CPU than decoding it.
@@ -43,9 +51,6 @@ TAIL_CALL_TARGETS = ("ts_change_exit", "ts_sys_exit")
 # signal). They run on EVERY syscall (a tight openat loop ran at half speed), so they are
 # loaded only with Probe(module_fallback=True) and only when the tracepoints are missing.
 MODULE_FALLBACK = ("ts_raw_enter_module", "ts_raw_exit_module")
-# Values of the watched-prefix trie (TSR_W_* in records.h).
-W_WATCHED = 0x1
-W_LOG = 0x2
 # Under these, a truncation (O_TRUNC open, truncate to 0) is "log-truncate".
 DEFAULT_LOG_PATHS = ("/var/log/",)
 
@@ -67,6 +72,22 @@ def tracefs_mounted(mounts: str = "/proc/self/mounts") -> bool:
     except OSError:
         pass
     return any(os.path.isdir(os.path.join(p, "events")) for p in TRACEFS)
+
+
+def ensure_tracefs() -> bool:
+    """Make sure tracefs is mounted, mounting it at /sys/kernel/tracing when it is not (the
+    sensor runs as root; a fresh machine may not have it mounted). True when this call
+    mounted it; ProbeError saying what to do when it is missing and cannot be mounted."""
+    if tracefs_mounted():
+        return False
+    try:
+        mount_tracefs(TRACEFS[0])
+    except OSError as exc:
+        raise ProbeError(exc.errno or errno.ENOENT,
+                         f"tracefs is not mounted and mounting it failed ({exc.strerror}): as "
+                         f"root, run `mount -t tracefs nodev {TRACEFS[0]}`") from None
+    log.info("mounted tracefs at %s (it was not mounted; tracepoints need it)", TRACEFS[0])
+    return True
 
 
 def memory_hierarchy(proc_cgroups: str = "/proc/cgroups") -> int | None:
@@ -175,9 +196,7 @@ class Probe:
         module_fallback: bool = False,
     ) -> None:
         self._bpf: BpfProbe | None = None
-        if not tracefs_mounted():
-            raise ProbeError(errno.ENOENT, "tracefs not mounted (mount -t tracefs nodev "
-                             "/sys/kernel/tracing): tracepoints cannot be attached")
+        ensure_tracefs()
         keys, mask = compile_prefixes(sensitive_paths)
         self.log_paths = list(log_paths)
         watched, watch_mask = compile_watched(watched_paths, self.log_paths)

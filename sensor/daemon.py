@@ -20,7 +20,8 @@ from typing import Any
 
 import click
 
-from threatseer.sensor import configfile, hostinfo
+from threatseer.common import configfile
+from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter

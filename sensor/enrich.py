@@ -13,7 +13,7 @@ import itertools
 import time
 from typing import Any
 
-from threatseer.sensor import __version__, ecs
+from threatseer.common import __version__, ecs
 from threatseer.sensor.containers import ContainerDirectory, container_id
 from threatseer.sensor.hashing import ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable

@@ -12,7 +12,7 @@ import resource
 import time
 from typing import Any
 
-from threatseer.sensor import ecs
+from threatseer.common import ecs
 
 Event = dict[str, Any]
 

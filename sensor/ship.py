@@ -12,7 +12,6 @@ next health event). See docs/transport.md.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import struct
@@ -21,52 +20,13 @@ import time
 from typing import Any, TextIO
 
 import zmq
-import zmq.utils.z85
 
-from threatseer.sensor import ecs, wire
+from threatseer.common import ecs, wire
+from threatseer.common.keys import curve_client, public_of, read_key
 from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 Event = dict[str, Any]
 log = logging.getLogger("threatseer.sensor.ship")
-Z85_KEY_LEN = 40
-
-
-def parse_key(token: str) -> bytes | None:
-    """The key if ``token`` is a Z85 CURVE key (40 characters that decode), else None."""
-    if len(token) != Z85_KEY_LEN:
-        return None
-    try:
-        zmq.utils.z85.decode(token)
-    except Exception:
-        return None
-    return token.encode()
-
-
-def read_key(value: str, what: str = "key") -> bytes:
-    """A Z85 CURVE key given as its 40 characters or as a file holding it (the first token
-    of the first line that has one; ``threatseer keys gen`` and Salt write such files).
-    Raises ValueError naming ``what``."""
-    text = value.strip()
-    if os.path.isfile(value):
-        try:
-            with open(value) as f:
-                text = next((ln.split()[0] for ln in f if ln.split()), "")
-        except OSError as exc:
-            raise ValueError(f"{what}: cannot read {value}: {exc.strerror}") from None
-    key = parse_key(text)
-    if key is None:
-        raise ValueError(f"{what}: not a Z85 CURVE key (40 characters) nor a file holding one")
-    return key
-
-
-def curve_keypair() -> tuple[str, str]:
-    """A new CURVE key pair as Z85 text: ``(secret, public)`` (``threatseer keys gen``)."""
-    public, secret = zmq.curve_keypair()
-    return secret.decode(), public.decode()
-
-
-def public_of(secret: bytes) -> bytes:
-    return zmq.curve_public(secret)
 
 
 def _monitor_event(frames: list[bytes]) -> int:
@@ -91,7 +51,7 @@ class StdoutSink:
         write = self.stream.write
         identity = self.identity
         for ev in events:
-            write(json.dumps(ecs.nest({**identity, **ev}), separators=(",", ":"), default=str))
+            write(ecs.to_json({**identity, **ev}))
             write("\n")
         self.stream.flush()
         self.sent_events += len(events)
@@ -124,10 +84,7 @@ class HubSink:
         self.ctx = context or zmq.Context.instance()
         sock = self.sock = self.ctx.socket(zmq.DEALER)
         if curve is not None:
-            secret, server = curve
-            sock.curve_secretkey = secret
-            sock.curve_publickey = public_of(secret)
-            sock.curve_serverkey = server
+            curve_client(sock, *curve)
         sock.setsockopt(zmq.SNDHWM, max(hwm, window))
         sock.setsockopt(zmq.LINGER, 0)
         # Queue nothing on a pipe that is not connected: unsent batches stay in the spool.

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT / "tests"))  # tests/layering.py, shared with `make lint`
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Refuse to test a stale native build: an edited ``native/*.pyx`` whose extension was not
     rebuilt would be tested as it was before the edit."""
     stale = []
-    for pyx in sorted((ROOT / "native").glob("*.pyx")):
+    for pyx in sorted([*(ROOT / "native").glob("*.pyx"), *(ROOT / "hub").rglob("*.pyx")]):
         built = list(pyx.parent.glob(pyx.stem + ".*.so"))
         if not built or max(p.stat().st_mtime for p in built) < pyx.stat().st_mtime:
             stale.append(pyx.name)
@@ -36,11 +36,6 @@ def free_port() -> int:
 @pytest.fixture
 def port() -> int:
     return free_port()
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,7 @@ import logging
 from typing import Any
 
 from threatseer.hub.config import ProfileConfig
-from threatseer.hub.indicators import Indicator
-from threatseer.hub.profiles import ALL, Command, Profile, ProfileStore, ProfileWriter, Snapshot
-from threatseer.native._profile import (
+from threatseer.hub.engines._profile import (
     address_prefix,
     argv_shape,
     observations,
@@ -27,6 +25,8 @@ from threatseer.native._profile import (
     subject_kind,
     subject_of,
 )
+from threatseer.hub.indicators import Indicator
+from threatseer.hub.profiles import ALL, Command, Profile, ProfileStore, ProfileWriter, Snapshot
 
 __all__ = ["ProfileEngine", "address_prefix", "argv_shape", "observations", "subject_kind",
            "subject_of"]

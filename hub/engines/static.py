@@ -12,9 +12,9 @@ import ipaddress
 import re
 from typing import Any
 
+from threatseer.hub.engines._static import WRITE_FLAGS, is_write, scan
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.rules.model import SensitiveFile, StaticData
-from threatseer.native._static import WRITE_FLAGS, is_write, scan
 
 __all__ = ["IOC_SCORE", "WRITE_FLAGS", "StaticEngine", "is_write"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from threatseer.sensor.configfile import ConfigError, from_dict
+from threatseer.common.configfile import ConfigError, from_dict
 
 TYPES = ("elasticsearch", "kafka", "logstash", "redis", "file", "stdout")
 OVERFLOW_POLICIES = ("block", "drop-oldest", "spill")

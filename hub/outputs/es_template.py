@@ -1,43 +1,16 @@
 """The Elasticsearch index template: ECS field types for everything threatseer sends.
 
 Without a template Elasticsearch guesses types from the first document it sees (ports as
-long, IPs as text, ...), and a wrong guess cannot be fixed without reindexing. The field list
-comes from :data:`threatseer.sensor.ecs.FIELDS` (a test checks every field has a type here);
-unknown string fields fall back to ``keyword``.
+long, IPs as text, ...), and a wrong guess cannot be fixed without reindexing. Every field and
+its type come from the schema, :data:`threatseer.common.ecs.FIELDS`; string fields the schema
+does not name fall back to ``keyword``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from threatseer.sensor import ecs
-
-# ECS types of the fields in ecs.FIELDS and the hub's additions; anything not listed is keyword.
-TYPES: dict[str, str] = {
-    "@timestamp": "date",
-    "event.risk_score": "float",
-    "event.sequence": "long",
-    "event.ingested": "date",
-    "process.pid": "long",
-    "process.args_count": "long",
-    "process.exit_code": "long",
-    "process.parent.pid": "long",
-    "process.command_line": "wildcard",
-    "process.parent.command_line": "wildcard",
-    "source.ip": "ip",
-    "source.port": "long",
-    "destination.ip": "ip",
-    "destination.port": "long",
-    "threatseer.args_truncated": "boolean",
-    "threatseer.exit_signal": "long",
-    "threatseer.open.result": "long",
-    "threatseer.cgroup.id": "unsigned_long",
-    "threatseer.ns.pid": "long",
-    "threatseer.ns.mnt": "long",
-    "threatseer.process.start_ns": "unsigned_long",
-    "threatseer.loss.events": "long",
-    "threatseer.batch.seq": "long",
-}
+from threatseer.common import ecs
 
 # threatseer.indicators: one object per engine finding (hub/indicators.py Indicator.as_dict).
 INDICATOR_PROPERTIES: dict[str, Any] = {
@@ -50,28 +23,32 @@ INDICATOR_PROPERTIES: dict[str, Any] = {
     # Free-form per engine: stored, not indexed, so it cannot explode the mapping.
     "extra_info": {"type": "object", "enabled": False},
 }
+# Families of fields (``name.*`` in the schema): their members are mapped dynamically.
+_FAMILY = {"type": "object"}
 
 
 def field_type(name: str) -> str:
-    return TYPES.get(name, "keyword")
+    field = ecs.FIELDS.get(name)
+    return field.type if field is not None else "keyword"
 
 
 def properties() -> dict[str, Any]:
-    """Nested ``properties`` for every known field."""
+    """Nested ``properties`` for every field of the schema."""
     props: dict[str, Any] = {}
-    names = [f for f in ecs.FIELDS if not f.endswith("*")] + list(TYPES)
-    for name in names:
+    for name, field in ecs.FIELDS.items():
         node = props
-        parts = name.split(".")
+        parts = name.removesuffix(".*").split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {"properties": {}})["properties"]
-        leaf: dict[str, Any] = {"type": field_type(name)}
-        if leaf["type"] == "keyword":
-            leaf["ignore_above"] = 1024
+        if name.endswith("*"):
+            leaf: dict[str, Any] = dict(_FAMILY)
+        elif name == "threatseer.indicators":
+            leaf = {"type": "object", "properties": INDICATOR_PROPERTIES}
+        else:
+            leaf = {"type": field.type}
+            if field.type == "keyword":
+                leaf["ignore_above"] = 1024
         node[parts[-1]] = leaf
-    props["threatseer"]["properties"]["indicators"] = {"properties": INDICATOR_PROPERTIES}
-    props["threatseer"]["properties"]["health"] = {"type": "object"}
-    props["ecs"] = {"properties": {"version": {"type": "keyword"}}}
     return props
 
 

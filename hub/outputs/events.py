@@ -13,15 +13,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from threatseer.sensor import ecs
-
 from .config import OutputConfig
 
 
 class EventIds:
     """Gives events without ``event.id`` a deterministic one.
 
-    Preferred: ``<threatseer.sensor.id>-<threatseer.batch.seq>-<position>``, where position
+    Preferred: ``<agent.id>-<threatseer.batch.seq>-<position>``, where position
     counts the events of that batch in the order the hub emits them (so a replay of the same
     batch gets the same ids). Without sensor id and batch number: ``sha1-<hash of the event's
     canonical JSON>``, so identical re-sent events still collapse.
@@ -36,7 +34,7 @@ class EventIds:
         eid = event.get("event.id")
         if isinstance(eid, str) and eid:
             return eid
-        sid, seq = event.get("threatseer.sensor.id"), event.get("threatseer.batch.seq")
+        sid, seq = event.get("agent.id"), event.get("threatseer.batch.seq")
         if sid is not None and seq is not None:
             key = (sid, seq)
             with self._lock:
@@ -78,11 +76,6 @@ def subject(event: dict[str, Any]) -> str:
     host = event.get("host.name") or event.get("host.id") or ""
     exe = event.get("process.executable") or event.get("process.name") or ""
     return f"{host}:{exe}"
-
-
-def to_json(event: dict[str, Any]) -> str:
-    """The nested ECS document as one line of JSON (non-JSON values become strings)."""
-    return json.dumps(ecs.nest(event), default=str, separators=(",", ":"))
 
 
 def to_text(event: dict[str, Any]) -> str:

@@ -44,6 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from threatseer.common import __version__, ecs
 from threatseer.hub.rules.archive import Files, content_digest, read_files
 from threatseer.hub.rules.model import (
     Bundle,
@@ -60,11 +61,21 @@ from threatseer.hub.rules.query.parser import parse, parse_field
 from threatseer.hub.rules.ruleset import CompiledRule, IndexedRuleSet
 from threatseer.hub.rules.sigma import SigmaUnsupported, compile_sigma
 from threatseer.hub.rules.yamlfile import BundleError, LineDict, line_of, load_yaml
-from threatseer.sensor import __version__, ecs
 
 RULE_KEYS = {"rule", "description", "condition", "score", "tags", "output", "exceptions",
              "enabled", "tests"}
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+
+
+# The default bundle: package data of an installed threatseer (setup.py copies rules/default
+# there), or rules/default of a source checkout.
+_DEFAULT_BUNDLE_DIRS = (Path(__file__).resolve().parent / "default_bundle",
+                        Path(__file__).resolve().parents[2] / "rules" / "default")
+
+
+def default_bundle_dir() -> Path | None:
+    """Where the default rule bundle that ships with threatseer is, or None."""
+    return next((p for p in _DEFAULT_BUNDLE_DIRS if (p / "manifest.yaml").is_file()), None)
 
 
 def _version(text: str) -> tuple[int, ...]:

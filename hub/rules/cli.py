@@ -1,4 +1,4 @@
-"""``threatseer rules ...`` and ``threatseer keys ...``: the bundle admin's commands.
+"""``threatseer rules ...``: the bundle admin's commands.
 
 Exit status: 0 success, 1 the bundle (or a request) is bad or a test failed, 2 usage errors
 (click's own).
@@ -190,49 +190,3 @@ def rollback_cmd(version: str | None, hub: str, key_path: str | None, timeout: f
     reply = _call(lambda: client.rollback(version))
     a = reply["active"]
     click.echo(f"active: {a['name']} {a['version']} (digest {a['digest']})")
-
-
-# ---- keys ---------------------------------------------------------------------------
-
-def _ed25519() -> tuple[str, str]:
-    from threatseer.hub.rules.signing import generate_ed25519
-
-    return generate_ed25519()
-
-
-# --type name -> generator of (secret file text, public file text). Transport keys (CURVE)
-# register here too.
-def _curve() -> tuple[str, str]:
-    from threatseer.sensor.ship import curve_keypair
-
-    return curve_keypair()
-
-
-KEY_TYPES: dict[str, Callable[[], tuple[str, str]]] = {
-    "signing": _ed25519,
-    "admin": _ed25519,
-    "curve": _curve,  # transport: sensors, hub, subscribers (Z85)
-}
-
-
-@click.group("keys")
-def keys_group() -> None:
-    """Generate key pairs (bundle signing, admin access, transport)."""
-
-
-@keys_group.command("gen")
-@click.option("--type", "key_type", required=True,
-              type=click.Choice(sorted(KEY_TYPES)), help="What the key is for.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Secret key file (mode 0600); the public key goes to OUTPUT.pub.")
-def keys_gen_cmd(key_type: str, output: str) -> None:
-    """Generate a key pair: OUTPUT (secret, 0600) and OUTPUT.pub."""
-    from threatseer.hub.rules.signing import write_key_pair
-
-    secret, public = KEY_TYPES[key_type]()
-    try:
-        secret_path, public_path = write_key_pair(output, secret, public)
-    except FileExistsError:
-        _fail(f"{output} exists: refusing to overwrite a key")
-        return
-    click.echo(f"{key_type} key: secret {secret_path} (0600), public {public_path}")

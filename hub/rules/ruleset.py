@@ -25,7 +25,9 @@ from typing import Any
 
 import ahocorasick
 
+from threatseer.common import ecs
 from threatseer.hub.indicators import Indicator
+from threatseer.hub.rules import _rule_index as _native
 from threatseer.hub.rules.query.ast import And, Cmp, Const, Field, Node, Or
 from threatseer.hub.rules.query.compiler import (
     Predicate,
@@ -34,8 +36,6 @@ from threatseer.hub.rules.query.compiler import (
     equality_set,
 )
 from threatseer.hub.rules.regex_literals import required_literals
-from threatseer.native import _rule_index as _native
-from threatseer.sensor import ecs
 
 _TEMPLATE_FIELD = re.compile(r"\{([\w.@\[\]-]+)\}")
 _BASENAME_SUFFIX = re.compile(r"/[^/]+\Z")
@@ -390,10 +390,6 @@ class _Bucket:
         return _native.candidates(self, event)
 
 
-def _order(rule: CompiledRule) -> int:
-    return rule.order
-
-
 class IndexedRuleSet:
     """The bundle's compiled dynamic and Sigma rules (implements model.RuleSet)."""
 
@@ -433,20 +429,9 @@ class IndexedRuleSet:
         return [r for g in bucket.candidates(event) for r in g.rules]
 
     def matching_rules(self, event: dict[str, Any]) -> list[CompiledRule]:
-        action = event.get("event.action")
-        bucket = self._buckets.get(action) if action.__class__ is str else None
-        hits: list[CompiledRule] = []
-        if bucket is not None:  # the index guarantees the action tests: skip them
-            for g in bucket.candidates(event):
-                if g.residual(event):
-                    hits.extend(g.rules)
-        else:
-            for g in self._default.candidates(event):
-                if g.predicate(event):
-                    hits.extend(g.rules)
-        if len(hits) > 1:
-            hits.sort(key=_order)
-        return hits
+        """The rules ``event`` matches, in rule order, through the engine's own matcher
+        (native/_rule_index.pyx), so that a rule's tests exercise what production runs."""
+        return _native.matching(self._buckets, self._default, event)
 
     def match(self, event: dict[str, Any]) -> list[Indicator]:
         return [r.indicator(event) for r in self.matching_rules(event)]

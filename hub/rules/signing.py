@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,18 +32,6 @@ def generate_ed25519() -> tuple[str, str]:
     """(secret, public) key file contents."""
     key = SigningKey.generate()
     return b64(bytes(key)) + "\n", b64(bytes(key.verify_key)) + "\n"
-
-
-def write_key_pair(path: str | Path, secret: str, public: str) -> tuple[Path, Path]:
-    """Write ``path`` (0600, never world-readable, even briefly) and ``path.pub`` (0644)."""
-    secret_path = Path(path)
-    public_path = secret_path.with_name(secret_path.name + ".pub")
-    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret)
-    public_path.write_text(public)
-    os.chmod(public_path, 0o644)
-    return secret_path, public_path
 
 
 def _decode(text: str, what: str, source: str) -> bytes:

@@ -245,4 +245,37 @@ struct tsr_sys {
 	char data[3 * TSR_PATH_MAX];
 };
 
+#ifndef __VMLINUX_H__
+/* Userspace's names for the values above, indexed by them: the decoder and the sensor's
+ * health counters read these, so a value added above is named here and nowhere else. */
+static const char *const tsr_counter_names[TSR_C_MAX] = {
+	[TSR_C_LOST] = "lost",
+	[TSR_C_FILTERED] = "filtered",
+	[TSR_C_EVENTS] = "events",
+	[TSR_C_SELF] = "self_filtered",
+	[TSR_C_PATH_TRUNC] = "path_truncated",
+	[TSR_C_CHANGE_FILTERED] = "change_filtered",
+	[TSR_C_PRIV_FILTERED] = "priv_filtered",
+};
+
+/* The syscall behind each tsr_cred op (threatseer.syscall). */
+static const char *const tsr_cred_syscalls[TSR_OP_CAPSET + 1] = {
+	[TSR_OP_SETUID] = "setuid",
+	[TSR_OP_SETREUID] = "setreuid",
+	[TSR_OP_SETRESUID] = "setresuid",
+	[TSR_OP_SETFSUID] = "setfsuid",
+	[TSR_OP_SETGID] = "setgid",
+	[TSR_OP_SETREGID] = "setregid",
+	[TSR_OP_SETRESGID] = "setresgid",
+	[TSR_OP_SETFSGID] = "setfsgid",
+	[TSR_OP_CAPSET] = "capset",
+};
+
+/* tsr_cred.before/after, in order. */
+#define TSR_CRED_IDS 8
+static const char *const tsr_cred_ids[TSR_CRED_IDS] = {
+	"uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
+};
+#endif
+
 #endif /* THREATSEER_RECORDS_H */

@@ -17,9 +17,9 @@ import pytest
 import yaml
 import zmq
 
+from threatseer.cli.demo import C2_ADDRESS, bundle_with_c2, curve_keys
+from threatseer.common.keys import read_key
 from threatseer.hub import publish
-from threatseer.hub.demo import C2_ADDRESS, bundle_with_c2, curve_keys
-from threatseer.sensor.ship import read_key
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the sensor needs root (eBPF)")
@@ -141,7 +141,7 @@ def test_risky_exec_reaches_a_subscriber_within_a_second_scored_by_all_engines(p
     assert "reverse_shell_dev_tcp" in rules and "risky_process:bash" in rules
     assert ev["event.kind"] == "alert" and ev["event.risk_score"] >= 90
     assert ev["event.risk_score"] == sum(i["score"] for i in ev["threatseer.indicators"])
-    assert ev["threatseer.sensor.id"].startswith("s-")
+    assert ev["agent.id"].startswith("s-")
 
 
 def test_sensitive_read_and_network_callback_each_score(pipeline):

@@ -19,9 +19,9 @@ from typing import Any
 import yaml
 import zmq
 
+from threatseer.common import ecs, wire
 from threatseer.hub import publish
 from threatseer.hub.config import HubConfig
-from threatseer.sensor import ecs, wire
 
 
 def _root_conftest() -> Any:

@@ -10,8 +10,8 @@ import msgpack
 import zmq
 from hub_helpers import Sender, Subscriber, exec_event, wait_connected
 
+from threatseer.common import wire
 from threatseer.hub.daemon import CHUNK_EVENTS
-from threatseer.sensor import wire
 
 
 def test_a_batch_of_several_slices_comes_out_whole_and_in_order(start_hub, zctx) -> None:
@@ -28,7 +28,7 @@ def test_a_batch_of_several_slices_comes_out_whole_and_in_order(start_hub, zctx)
                                            common={"host.name": "web1"})))
     got = sub.collect(n)
     assert [int(ev["process.args"][1]) for _t, ev in got] == list(range(n))
-    assert {(ev["threatseer.sensor.id"], ev["threatseer.batch.seq"], ev["host.name"])
+    assert {(ev["agent.id"], ev["threatseer.batch.seq"], ev["host.name"])
             for _t, ev in got} == {("big", sender.seq, "web1")}
     assert sub.drain() == []
     deadline = time.monotonic() + 5  # counted after it is published

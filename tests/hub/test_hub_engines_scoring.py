@@ -67,7 +67,7 @@ def test_static_risky_process_and_dynamic_rule_add_up_to_an_alert() -> None:
     assert rules(ev) == ["risky_process:nc", "nc-exec"]
     assert ev["event.risk_score"] == 70
     assert ev["event.kind"] == "alert"
-    assert ev["threatseer.sensor.id"] == "s1" and ev["threatseer.batch.seq"] == 7
+    assert ev["agent.id"] == "s1" and ev["threatseer.batch.seq"] == 7
     assert ev["threatseer.indicators"][0]["engine"] == "static"
     assert set(ev["threatseer.indicators"][0]) == {
         "engine", "rule", "type", "description", "extra_info", "score", "tags"}

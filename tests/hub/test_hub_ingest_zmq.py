@@ -21,7 +21,7 @@ def test_several_sensors_all_events_delivered_with_sensor_and_seq(start_hub, zct
             seq = s.send(events)
             expected.update((s.sensor_id, seq, k) for k in range(8))
     got = sub.collect(len(expected))
-    seen = {(ev["threatseer.sensor.id"], ev["threatseer.batch.seq"], int(ev["process.args"][2]))
+    seen = {(ev["agent.id"], ev["threatseer.batch.seq"], int(ev["process.args"][2]))
             for _t, ev in got}
     assert seen == expected
     assert all(topic == "event.process.exec" for topic, _ev in got)
@@ -84,7 +84,7 @@ def test_a_flooding_sensor_does_not_starve_a_quiet_one(start_hub, zctx) -> None:
     hub.start()
     total = n_flood * len(big) + 5
     got = sub.collect(total, timeout_s=60)
-    order = [ev["threatseer.sensor.id"] for _t, ev in got]
+    order = [ev["agent.id"] for _t, ev in got]
     assert order.count("quiet") == 5
     last_quiet = max(i for i, sid in enumerate(order) if sid == "quiet")
     # all quiet events out before a quarter of the flood went through
@@ -103,7 +103,7 @@ def test_sensor_ids_beyond_the_tracked_limit_share_one_label(start_hub, zctx, mo
     for i in range(6):
         Sender(zctx, hub.ingest.endpoint, f"many-{i}").send([exec_event()])
     got = sub.collect(6)
-    assert sorted(ev["threatseer.sensor.id"] for _t, ev in got) == [f"many-{i}" for i in range(6)]
+    assert sorted(ev["agent.id"] for _t, ev in got) == [f"many-{i}" for i in range(6)]
     assert len(hub.ingest.sensors) == 4 and "other" in hub.ingest.sensors  # 3 + "other"
     tracked = sum(st.events_in for sid, st in hub.ingest.sensors.items() if sid != "probe")
     assert tracked == 6

@@ -24,7 +24,7 @@ from hub_helpers import (
     write_yaml,
 )
 
-from threatseer.sensor import ecs
+from threatseer.common import ecs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = ROOT / "rules" / "default"
@@ -165,7 +165,7 @@ def test_metrics_status_and_graceful_stop_emit_everything(tmp_path, threatseer_c
     total = n_batches * per
     assert received >= total  # plus the probes
     lines = [json.loads(line) for line in out_file.read_text().splitlines()]
-    bulk = [d for d in lines if d["threatseer"]["sensor"]["id"] == "bulk"]
+    bulk = [d for d in lines if d["agent"]["id"] == "bulk"]
     assert len(bulk) == total
     assert len({(d["threatseer"]["batch"]["seq"], d["process"]["args"][2]) for d in bulk}) == total
 

@@ -77,7 +77,7 @@ def test_real_sensor_events_are_scored_and_published(tmp_path, threatseer_cmd) -
     assert seen_exec is not None, "the echo exec never came out of the hub"
     topic, ev = seen_exec
     assert topic == "event.process.exec"
-    assert ev["threatseer.sensor.id"] == "real-sensor" and ev["threatseer.batch.seq"] >= 1
+    assert ev["agent.id"] == "real-sensor" and ev["threatseer.batch.seq"] >= 1
     assert ev["process.executable"] == "/usr/bin/echo"
     assert seen_open is not None, "the /etc/shadow open never came out of the hub"
     topic, ev = seen_open

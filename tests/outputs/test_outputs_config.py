@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from threatseer.common.configfile import ConfigError, from_dict, load
 from threatseer.hub.outputs import OutputConfig, Outputs, check_unique_names
 from threatseer.hub.outputs.config import KafkaOptions
-from threatseer.sensor.configfile import ConfigError, from_dict, load
 
 
 @dataclass

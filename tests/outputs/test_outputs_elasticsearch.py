@@ -15,9 +15,9 @@ from typing import Any
 from elasticsearch import Elasticsearch, helpers
 
 from tests.outputs.conftest import make_event, stream_across_restart
+from threatseer.common import ecs
 from threatseer.hub.outputs import OutputConfig, Outputs
 from threatseer.hub.outputs.es_template import properties
-from threatseer.sensor import ecs
 
 
 def output(url: str, spill_dir: str, **options: Any) -> OutputConfig:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from tests.outputs.conftest import make_event
+from threatseer.common import ecs
 from threatseer.hub.outputs import OutputConfig, Outputs
 from threatseer.hub.outputs.events import EventIds, subject, to_text
-from threatseer.sensor import ecs
 
 
 def test_file_rotates_by_size_and_keeps_n(tmp_path: Path) -> None:
@@ -63,9 +63,9 @@ def test_stdout_json_and_text() -> None:
 
 def test_event_ids_are_derived_deterministically() -> None:
     ids = EventIds()
-    a = {"threatseer.sensor.id": "s1", "threatseer.batch.seq": 7, "event.action": "exec"}
+    a = {"agent.id": "s1", "threatseer.batch.seq": 7, "event.action": "exec"}
     b = dict(a, **{"event.action": "exit"})
-    c = {"threatseer.sensor.id": "s1", "threatseer.batch.seq": 8}
+    c = {"agent.id": "s1", "threatseer.batch.seq": 8}
     assert [ids.ensure(a), ids.ensure(b), ids.ensure(c)] == ["s1-7-0", "s1-7-1", "s1-8-0"]
     assert a["event.id"] == "s1-7-0"
     assert ids.ensure({"event.id": "given"}) == "given"

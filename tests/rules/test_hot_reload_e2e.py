@@ -18,8 +18,9 @@ import zmq
 from nacl.signing import SigningKey
 from rules_helpers import SIMPLE_RULES, write_bundle
 
+from threatseer.common.keys import write_key_pair
 from threatseer.hub.rules.archive import build_archive, read_dir
-from threatseer.hub.rules.signing import b64, sign_archive, write_key_pair
+from threatseer.hub.rules.signing import b64, sign_archive
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
 hub_helpers = pytest.importorskip("hub_helpers", reason="hub test helpers not available")

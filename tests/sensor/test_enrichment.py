@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-from threatseer.sensor import ecs
+from threatseer.common import ecs
+from threatseer.hub.validate import problems
 from threatseer.sensor.containers import ContainerDirectory, container_id
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.hashing import ExecutableHashes
@@ -67,7 +68,7 @@ def test_exec_gets_parent_ancestors_hash_user_and_id():
     assert out["event.id"].startswith("s-test-")
     assert enricher.identity["agent.id"] == "s-test"
     assert enricher.identity["host.id"] == "host-1"
-    assert ecs.missing_fields(out) == []
+    assert problems([out]) == []
 
 
 def test_fork_exec_exit_keep_the_table_current():
@@ -121,7 +122,7 @@ def test_container_name_and_image_from_runtime_files(tmp_path):
     for e in out:
         assert e["container.id"] == CID
         assert e["container.name"] == "web" and e["container.image.name"] == "nginx:1"
-    assert ecs.missing_fields(out[1]) == []
+    assert problems([out[1]]) == []
 
     cd = tmp_path / "run/containerd/io.containerd.runtime.v2.task/k8s.io" / ("c" * 64)
     cd.mkdir(parents=True)

@@ -7,7 +7,7 @@ import subprocess
 import msgpack
 import pytest
 
-from threatseer.sensor import configfile, wire
+from threatseer.common import configfile, wire
 from threatseer.sensor.config import SensorConfig
 
 

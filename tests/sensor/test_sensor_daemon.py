@@ -13,7 +13,8 @@ import pytest
 import yaml
 import zmq
 
-from threatseer.sensor import ecs, wire
+from threatseer.common import ecs, wire
+from threatseer.hub.validate import problems
 
 from .conftest import action, bpf_prog_ids_of, loaded_prog_ids  # noqa: TID252
 
@@ -37,7 +38,7 @@ def test_exec_and_sensitive_open_are_enriched(start_sensor):
     assert ex["user"]["id"] == 0 and ex["user"]["name"] == "root"
     assert ex["host"]["name"] and ex["agent"]["id"].startswith("s-")
     assert ex["threatseer"]["ancestors"][0] == os.path.basename(os.path.realpath(sys.executable))
-    assert ecs.missing_fields(ecs.flatten(ex)) == []
+    assert problems([ecs.flatten(ex)]) == []
 
     op = sensor.wait_for(lambda e: action("open")(e) and e["file"]["path"] == "/etc/shadow"
                          and e["process"].get("name") == "cat")
@@ -138,7 +139,7 @@ def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
         assert any(marker in e.get("process.args", []) for e in events)
         assert seqs == list(range(1, len(seqs) + 1))
         for ev in events:
-            assert ecs.missing_fields(ev) == [], ev
+            assert problems([ev]) == [], ev
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(20)

@@ -18,8 +18,9 @@ import signal
 import sys
 import time
 
-from threatseer.sensor import ecs
-from threatseer.sensor.ship import HubSink, read_key
+from threatseer.common import ecs
+from threatseer.common.keys import read_key
+from threatseer.sensor.ship import HubSink
 from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 

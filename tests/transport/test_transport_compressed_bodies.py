@@ -10,10 +10,10 @@ import msgpack
 import pytest
 import zmq
 
+from threatseer.common import ecs, wire
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.ingest import Ingest
 from threatseer.hub.metrics import HubMetrics
-from threatseer.sensor import ecs, wire
 from threatseer.sensor.ship import HubSink
 from threatseer.sensor.spool import Spool
 

@@ -24,7 +24,7 @@ from transport_helpers import (
     wait_for,
 )
 
-from threatseer.sensor import ecs, wire
+from threatseer.common import ecs, wire
 
 N_FRAMES = 100_000
 

@@ -113,5 +113,5 @@ def test_spool_bound_drops_oldest_counted_and_the_hub_reports_the_gap(tmp_path, 
     assert len(losses) == 1, losses
     assert losses[0]["threatseer.loss.batches"] == first_kept - 1
     assert losses[0]["threatseer.loss.events"] == dropped
-    assert losses[0]["threatseer.sensor.id"] == "synth-b"
+    assert losses[0]["agent.id"] == "synth-b"
     assert "can no longer be resent" in hub.log_text()

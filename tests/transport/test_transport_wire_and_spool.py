@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from threatseer.common import wire
 from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger
-from threatseer.sensor import wire
 from threatseer.sensor.spool import Spool
 
 

@@ -9,7 +9,7 @@ import enum
 import msgpack
 import pytest
 
-from threatseer.sensor import wire
+from threatseer.common import wire
 
 EVENTS = [
     {"event.action": "exec", "process.pid": 7, "process.args": ["a", "b"], "user.id": 0,

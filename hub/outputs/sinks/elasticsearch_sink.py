@@ -19,9 +19,10 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
+from threatseer.common.ecs import to_json
+
 from .. import es_template
 from ..config import ElasticsearchOptions, OutputConfig
-from ..events import to_json
 from .base import SendResult, Sink
 
 

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from threatseer.common.ecs import to_json
+
 from ..config import FileOptions, OutputConfig
-from ..events import to_json
 from .base import SendResult, Sink
 
 

@@ -15,8 +15,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from threatseer.common.ecs import to_json
+
 from ..config import KafkaOptions, OutputConfig
-from ..events import subject, to_json
+from ..events import subject
 from .base import SendResult, Sink
 
 log = logging.getLogger("threatseer.hub.outputs.kafka")

@@ -13,8 +13,9 @@ import socket
 import ssl
 from typing import Any
 
+from threatseer.common.ecs import to_json
+
 from ..config import LogstashOptions, OutputConfig
-from ..events import to_json
 from .base import SendResult, Sink
 
 

@@ -16,8 +16,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from threatseer.common.ecs import to_json
+
 from ..config import OutputConfig, RedisOptions
-from ..events import to_json
 from .base import SendResult, Sink
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+from threatseer.common.ecs import to_json
+
 from ..config import OutputConfig, StdoutOptions
-from ..events import to_json, to_text
+from ..events import to_text
 from .base import SendResult, Sink
 
 

@@ -10,20 +10,23 @@ sequence that a security engineer would want to see caught:
 3. a sensitive file is read (``cat /etc/shadow``);
 4. the learned service does something new (reads /etc/shadow): abnormal behaviour.
 
-Scored events are shown live, as ``threatseer tap`` shows them. Ctrl-C stops everything.
-``--once`` ends after the sequence and exits 0 only when every expected alert was seen.
+Scored events are shown live, as ``threatseer tap`` shows them. After the scripted story the
+demo keeps watching the machine: what it shows then is real activity scored by the untuned
+default bundle, marked ``live``. Ctrl-C stops everything. ``--once`` ends after the sequence
+and exits 0 only when every expected alert was seen. Configs, state and logs go to a fresh
+temporary directory, removed at the end (``--workdir`` keeps them where you say).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -34,13 +37,12 @@ import click
 import yaml
 import zmq
 
+from threatseer.common import ecs
+from threatseer.common.keys import curve_client, curve_keypair, read_key, write_key_pair
 from threatseer.hub import publish
-from threatseer.hub.rules.signing import write_key_pair
+from threatseer.hub.rules.bundle import default_bundle_dir
 from threatseer.hub.tap import colour, summary
-from threatseer.sensor import ecs
-from threatseer.sensor.ship import curve_keypair, read_key
 
-REPO_BUNDLE = Path(__file__).resolve().parent.parent / "rules" / "default"
 C2_ADDRESS = "127.0.0.66"
 SERVICE = "inventory-agent"
 
@@ -108,6 +110,7 @@ class Demo:
         self.callback_port = free_port()
         self.service = workdir / "bin" / SERVICE
         self.sensor_seen = threading.Event()
+        self.story_over = False  # after it, alerts are live activity of the machine
         self.lock = threading.Lock()
         self.expect = [
             Expectation("risky process calls back", "reverse_shell_dev_tcp",
@@ -126,7 +129,7 @@ class Demo:
     def prepare(self) -> None:
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
-        (self.workdir / "bin").mkdir(parents=True)
+        (self.workdir / "bin").mkdir(parents=True, mode=0o700)
         shutil.copy2("/bin/cat", self.service)
         bundle = bundle_with_c2(self.bundle_src, self.workdir / "bundle", C2_ADDRESS)
         hub = {
@@ -183,10 +186,7 @@ class Demo:
     def _tap(self) -> None:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.SUB)
-        secret = read_key(str(self.tap_secret))
-        sock.curve_secretkey = secret
-        sock.curve_publickey = zmq.curve_public(secret)
-        sock.curve_serverkey = read_key(str(self.hub_public))
+        curve_client(sock, read_key(str(self.tap_secret)), read_key(str(self.hub_public)))
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self.pub)
         try:
@@ -213,10 +213,11 @@ class Demo:
             return
         with self.lock:
             if self.as_json:
-                self.out.write(json.dumps(ecs.nest(ev), default=str) + "\n")
+                self.out.write(ecs.to_json(ev) + "\n")
             else:
                 fg = colour(score, ev.get("event.kind") == "alert")
-                click.secho(summary(ev), fg=fg, file=self.out)
+                prefix = "live " if self.story_over and not hits else ""
+                click.secho(prefix + summary(ev), fg=fg, file=self.out)
                 for e in hits:
                     click.secho(f"  ^ caught: {e.name}", fg="green", file=self.out)
             self.out.flush()
@@ -276,17 +277,18 @@ class Demo:
 
 
 @click.command("demo")
-@click.option("--workdir", type=click.Path(file_okay=False), default=".threatseer-demo",
-              show_default=True, help="Where the demo keeps configs, state and logs (wiped).")
+@click.option("--workdir", type=click.Path(file_okay=False), default=None,
+              help="Keep configs, state and logs here (wiped first) [default: a temporary "
+                   "directory, removed at the end].")
 @click.option("--bundle", "bundle_src", type=click.Path(exists=True, file_okay=False),
-              default=str(REPO_BUNDLE) if REPO_BUNDLE.exists() else None,
-              help="Rule bundle directory to start from [default: the repo's rules/default].")
+              default=None, help="Rule bundle directory to start from [default: the bundle "
+                                 "that ships with threatseer].")
 @click.option("--once", is_flag=True,
               help="Play the sequence, report which alerts were caught, and exit (0 = all).")
 @click.option("--json", "as_json", is_flag=True, help="Show scored events as JSON lines.")
 @click.option("--all", "show_all", is_flag=True,
               help="Show every event with a positive score, not only alerts.")
-def demo_command(workdir: str, bundle_src: str | None, once: bool, as_json: bool,
+def demo_command(workdir: str | None, bundle_src: str | None, once: bool, as_json: bool,
                  show_all: bool) -> None:
     """Run a hub and a local sensor here, play an attack-like sequence, and show the alerts.
 
@@ -294,9 +296,12 @@ def demo_command(workdir: str, bundle_src: str | None, once: bool, as_json: bool
     """
     if os.geteuid() != 0:
         raise click.ClickException("the demo runs a local sensor, which needs root (eBPF)")
-    if not bundle_src:
-        raise click.ClickException("no rule bundle found: pass --bundle rules/default")
-    demo = Demo(Path(workdir).resolve(), Path(bundle_src), as_json=as_json, show_all=show_all)
+    bundle = Path(bundle_src) if bundle_src else default_bundle_dir()
+    if bundle is None:
+        raise click.ClickException("the default rule bundle is not installed: pass --bundle DIR")
+    keep = workdir is not None
+    where = Path(workdir).resolve() if keep else Path(tempfile.mkdtemp(prefix="threatseer-demo-"))
+    demo = Demo(where, bundle, as_json=as_json, show_all=show_all)
     interrupted = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: interrupted.set())
     try:
@@ -307,13 +312,17 @@ def demo_command(workdir: str, bundle_src: str | None, once: bool, as_json: bool
                  "[indicators]); --all shows every scored event")
         demo.run_sequence()
         ok = demo.wait_expected(15)
-        demo.say("caught: " + ", ".join(
-            f"{e.name} [{'yes' if e.seen else 'NO'}]" for e in demo.expect))
+        demo.story_over = True
+        caught = sum(e.seen for e in demo.expect)
+        demo.say(f"the scripted story is over: {caught} of {len(demo.expect)} alerts caught: "
+                 + ", ".join(f"{e.name} [{'yes' if e.seen else 'NO'}]" for e in demo.expect))
         if once:
             sys.exit(0 if ok else 1)
-        demo.say("watching live; run commands in another terminal, Ctrl-C to stop. Also try: "
-                 f"threatseer tap --endpoint {demo.pub} --server-key {demo.hub_public} "
-                 f"--key {demo.tap_secret}")
+        demo.say("from here on, lines marked 'live' are real activity on this machine, scored "
+                 "by the untuned default bundle; to quiet a rule for your fleet, add an "
+                 "exception or override (rules/README.md, 'Tuning'). Ctrl-C stops.")
+        demo.say(f"the same stream: threatseer tap --endpoint {demo.pub} --server-key "
+                 f"{demo.hub_public} --key {demo.tap_secret}")
         while not interrupted.wait(0.5):
             pass
     except KeyboardInterrupt:
@@ -322,3 +331,5 @@ def demo_command(workdir: str, bundle_src: str | None, once: bool, as_json: bool
         with contextlib.suppress(Exception):
             demo.say("stopping sensor and hub")
         demo.shutdown()
+        if not keep:
+            shutil.rmtree(where, ignore_errors=True)

@@ -5,7 +5,7 @@ A batch travels as one ZeroMQ multipart message of two frames:
 1. header: msgpack map ``{"v": VERSION, "sid": sensor id, "seq": batch number,
    "n": event count, "t": send time (ns since the epoch), "host": host name,
    "c": fields common to every event of the batch, "e": epoch, "b": base, "z": codec}``
-2. body: msgpack array of flat ECS events (see :mod:`threatseer.sensor.ecs`), as one LZ4
+2. body: msgpack array of flat ECS events (see :mod:`threatseer.common.ecs`), as one LZ4
    frame when ``"z": 1`` (:data:`LZ4`).
 
 Why msgspec (not msgpack-python): the hub decodes and re-encodes every event, and msgspec

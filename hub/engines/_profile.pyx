@@ -121,7 +121,7 @@ cpdef str subject_of(dict ev):
         return f"container:{image}"
     exe = ev.get("process.executable")
     if exe:
-        host = ev.get("host.name") or ev.get("threatseer.sensor.id") or "?"
+        host = ev.get("host.name") or ev.get("agent.id") or "?"
         return f"host:{host}:{exe}"
     return None
 

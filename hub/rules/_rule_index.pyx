@@ -123,38 +123,37 @@ def _order(rule):
     return rule.order
 
 
+cpdef list matching(dict buckets, object default, dict ev):
+    """The rules ``ev`` matches, in rule order: the one matcher, used by the engine (through
+    :func:`add_indicators`) and by ``rules test`` alike. In its action's bucket (of
+    ``buckets``), a group's ``residual`` is tested (the index guarantees the action tests);
+    other events are checked against ``default`` with the full ``predicate``."""
+    cdef list hits = []
+    action = ev.get("event.action")
+    bucket = buckets.get(action) if type(action) is str else None
+    if bucket is not None:
+        for g in candidates(bucket, ev):
+            if g.residual(ev):
+                hits.extend(g.rules)
+    elif default.general_t or default.field_list:
+        for g in candidates(default, ev):
+            if g.predicate(ev):
+                hits.extend(g.rules)
+    if len(hits) > 1:
+        hits.sort(key=_order)
+    return hits
+
+
 def add_indicators(dict buckets, object default, list events, object failed):
     """Extend each event's ``threatseer.indicators`` with the indicators of the rules it
-    matches, in rule order. In its action's bucket (of ``buckets``), a group's ``residual``
-    is tested (the index guarantees the action tests); other events are checked against
-    ``default`` with the full ``predicate``. An event whose rules raise gets none of them
-    and is passed to ``failed`` (one bad rule never stops the scoring)."""
+    :func:`matching` finds. An event whose rules raise gets none of them and is passed to
+    ``failed`` (one bad rule never stops the scoring)."""
     cdef dict ev
-    cdef tuple groups
     cdef list hits
-    cdef bint skip_default = not default.general_t and not default.field_list
     for ev in events:
         try:
-            action = ev.get("event.action")
-            bucket = buckets.get(action) if type(action) is str else None
-            hits = []
-            if bucket is not None:
-                groups = candidates(bucket, ev)
-                if not groups:
-                    continue
-                for g in groups:
-                    if g.residual(ev):
-                        hits.extend(g.rules)
-            elif skip_default:
-                continue
-            else:
-                for g in candidates(default, ev):
-                    if g.predicate(ev):
-                        hits.extend(g.rules)
-            if not hits:
-                continue
-            if len(hits) > 1:
-                hits.sort(key=_order)
-            ev["threatseer.indicators"].extend([r.indicator_dict(ev) for r in hits])
+            hits = matching(buckets, default, ev)
+            if hits:
+                ev["threatseer.indicators"].extend([r.indicator_dict(ev) for r in hits])
         except Exception as exc:  # a rule bug: the engine counts it, scoring goes on
             failed(exc)

@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from threatseer.sensor import __version__
-from threatseer.sensor.configfile import ConfigError
+from threatseer.common import __version__
+from threatseer.common.configfile import ConfigError
 
 # name -> "module:attribute" of a click command; imported lazily.
 COMMANDS = {
@@ -22,11 +22,13 @@ COMMANDS = {
     "replay": "threatseer.hub.cli:replay_command",
     "profiles": "threatseer.hub.cli:profiles_group",
     "rules": "threatseer.hub.rules.cli:rules_group",
-    "keys": "threatseer.hub.rules.cli:keys_group",
+    "keys": "threatseer.cli.keys:keys_group",
     "status": "threatseer.hub.cli:status_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
-    "demo": "threatseer.hub.demo:demo_command",
+    "demo": "threatseer.cli.demo:demo_command",
 }
+# A sensor host installs the base package; the hub's commands need the ``hub`` extra.
+EXTRA_HINT = "pip install 'threatseer[hub]'"
 
 HELP = {
     "sensor": "Capture kernel events with eBPF and ship them to a hub.",
@@ -56,13 +58,18 @@ class LazyGroup(click.Group):
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 return _unavailable(name, f"{module_name} is not part of this build")
-            raise
+            return _unavailable(name, _missing(exc))
         return getattr(module, attr)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, HELP.get(name, "")) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+def _missing(exc: ModuleNotFoundError) -> str:
+    """Why a command cannot run: a package of the ``hub`` extra is not installed."""
+    return f"needs the Python package '{exc.name}', which this install lacks: {EXTRA_HINT}"
 
 
 def _unavailable(name: str, why: str) -> click.Command:
@@ -101,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as exc:  # e.g. ed25519 keys (PyNaCl) on a sensor-only install
+        if not exc.name or exc.name.startswith("threatseer"):
+            raise
+        click.echo(f"threatseer: {_missing(exc)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -10,26 +10,31 @@ overhead of the loop itself was most of the cost.
 
 
 def refused(list events, dict required, tuple common):
-    """The positions of the ``events`` that are not maps whose ``event.action`` is a string
-    and which carry every field ``required[action]`` (a tuple of names; ``common`` for other
-    actions) names; empty when all are good."""
+    """``(position, problem)`` of each of the ``events`` that is not a map whose
+    ``event.action`` is a string and which carries every field ``required[action]`` (a tuple
+    of names; ``common`` for other actions) names; empty when all are good."""
     cdef list out = []
+    cdef list missing
     cdef Py_ssize_t i = -1
     cdef tuple need
     for ev in events:
         i += 1
         if type(ev) is not dict:
-            out.append(i)
+            out.append((i, "event is not a map"))
             continue
         action = (<dict>ev).get("event.action")
         if type(action) is not str:
-            out.append(i)
+            out.append((i, "event.action is missing or not a string"))
             continue
         need = required.get(action, common)
+        missing = None
         for name in need:
             if name not in <dict>ev:
-                out.append(i)
-                break
+                if missing is None:
+                    missing = []
+                missing.append(name)
+        if missing is not None:
+            out.append((i, "missing " + ", ".join(missing)))
     return out
 
 
@@ -38,7 +43,7 @@ def prepare(list events, str sensor_id, object seq):
     cdef dict ev
     for ev in events:
         ev["threatseer.indicators"] = []
-        ev["threatseer.sensor.id"] = sensor_id
+        ev["agent.id"] = sensor_id
         ev["threatseer.batch.seq"] = seq
 
 

@@ -1,0 +1,324 @@
+"""The event schema: which Elastic Common Schema (ECS) fields each kind of event carries.
+
+Events travel and are scored as *flat* dicts keyed by dotted ECS names
+(``{"process.pid": 42, "event.action": "exec", ...}``): one dict lookup per field for the
+rule engines, compact on the wire. :func:`nest` turns one into the nested document that
+Elasticsearch, files and ``--stdout`` show. Fields ECS has no name for live under
+``threatseer.*``.
+
+This module is the one definition of the schema: the native decoder fills these names, the
+sensor's enrichment adds to them, the hub validates against :data:`REQUIRED`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from threatseer.native.actions import (
+    ACCEPT,
+    BPF_LOAD,
+    CAPSET,
+    CONNECT,
+    CONTAINER_CREATED,
+    CONTAINER_DESTROYED,
+    DNS_QUERY,
+    EXEC,
+    EXIT,
+    FILE_CHMOD,
+    FILE_CHOWN,
+    FILE_CREATE,
+    FILE_LINK,
+    FILE_MKDIR,
+    FILE_RENAME,
+    FILE_RMDIR,
+    FILE_SETXATTR,
+    FILE_SYMLINK,
+    FILE_TRUNCATE,
+    FILE_UNLINK,
+    FILE_UTIMES,
+    FILE_WRITE_OPEN,
+    FORK,
+    LISTEN,
+    LOG_TRUNCATE,
+    MEMFD_CREATE,
+    MODULE_LOAD,
+    MOUNT,
+    OPEN,
+    PROC_MEM_WRITE,
+    PROCESS_VM_WRITE,
+    PTRACE,
+    RENAME_PROCESS,
+    SETGID,
+    SETNS,
+    SETUID,
+    UNSHARE,
+)
+from threatseer.native.actions import (  # noqa: F401 (the schema's own names)
+    CATEGORIES as KERNEL_CATEGORIES,
+)
+
+ECS_VERSION = "8.11.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of the schema: its type as Elasticsearch maps it, whether it holds a list."""
+
+    type: str
+    array: bool
+    description: str
+
+
+def _table(*rows: tuple[str, str, str]) -> dict[str, Field]:
+    return {name: Field(kind.removesuffix("[]"), kind.endswith("[]"), text)
+            for name, kind, text in rows}
+
+# Actions the sensor makes itself (the kernel's are in threatseer.native.actions).
+CONTAINER_STARTED = "container-started"
+SENSOR_HEALTH = "sensor-health"
+SENSOR_LOSS = "sensor-loss"
+
+# Every event carries these.
+COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action")
+
+# Fields each action must carry (beyond COMMON) for the hub to accept it.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    EXEC: ("process.pid", "process.executable", "process.args", "process.parent.pid"),
+    FORK: ("process.pid", "process.parent.pid"),
+    EXIT: ("process.pid",),
+    OPEN: ("process.pid", "file.path"),
+    CONNECT: ("process.pid", "destination.ip", "destination.port", "network.transport"),
+    ACCEPT: ("process.pid", "source.ip", "source.port", "network.transport"),
+    LISTEN: ("process.pid", "destination.ip", "destination.port", "network.transport"),
+    DNS_QUERY: ("process.pid", "dns.question.name"),
+    CONTAINER_CREATED: ("container.id",),
+    CONTAINER_STARTED: ("container.id", "process.pid"),
+    CONTAINER_DESTROYED: ("container.id",),
+    SENSOR_HEALTH: (),
+    SENSOR_LOSS: ("threatseer.loss.events",),
+    **{a: ("process.pid", "file.path") for a in (
+        FILE_CREATE, FILE_WRITE_OPEN, FILE_UNLINK, FILE_RMDIR, FILE_MKDIR, FILE_CHOWN,
+        FILE_UTIMES, FILE_SETXATTR, FILE_TRUNCATE, LOG_TRUNCATE)},
+    **{a: ("process.pid", "file.path", "file.target_path") for a in (
+        FILE_RENAME, FILE_LINK, FILE_SYMLINK)},
+    FILE_CHMOD: ("process.pid", "file.path", "file.mode"),
+    SETUID: ("process.pid", "user.id", "user.changes.id", "threatseer.capabilities.added"),
+    SETGID: ("process.pid", "group.id", "user.changes.group.id"),
+    CAPSET: ("process.pid", "threatseer.capabilities.added"),
+    PTRACE: ("process.pid", "process.target.pid", "threatseer.ptrace.request"),
+    PROCESS_VM_WRITE: ("process.pid", "process.target.pid"),
+    PROC_MEM_WRITE: ("process.pid", "file.path"),
+    MEMFD_CREATE: ("process.pid", "file.name"),
+    MODULE_LOAD: ("process.pid", "threatseer.syscall"),
+    BPF_LOAD: ("process.pid", "threatseer.bpf.prog_type"),
+    RENAME_PROCESS: ("process.pid", "process.title"),
+    MOUNT: ("process.pid", "threatseer.mount.target"),
+    UNSHARE: ("process.pid", "threatseer.ns.flags"),
+    SETNS: ("process.pid", "threatseer.ns.flags"),
+}
+
+# ECS categorisation per action: (event.category, event.type).
+CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
+    **KERNEL_CATEGORIES,
+    CONTAINER_STARTED: (["host"], ["start"]),
+    SENSOR_HEALTH: (["host"], ["info"]),
+    SENSOR_LOSS: (["host"], ["error"]),
+}
+
+# Every field an event may carry, with its Elasticsearch/ECS type (``[]``: a list of them) and
+# what it means: the sensor's fields, then those the hub adds. docs/events.md and the index
+# template are generated from this; a name ending in ``*`` stands for a family of fields.
+FIELDS: dict[str, Field] = _table(
+    ("@timestamp", "date", "When the kernel saw the event (ISO 8601, UTC, microseconds)."),
+    ("event.kind", "keyword", "'event'; the hub sets 'alert' when the score crosses the alert "
+     "threshold."),
+    ("event.category", "keyword[]", "ECS category list: process, file, network, host, iam, "
+     "driver."),
+    ("event.type", "keyword[]", "ECS type list, e.g. start/end/access/connection."),
+    ("event.action", "keyword", "What happened: exec, fork, exit, open, connect, accept, "
+     "listen, dns-query, container-created/started/destroyed, sensor-health, sensor-loss; "
+     "file changes: create, write-open, unlink, rmdir, rename, link, symlink, mkdir, chmod, "
+     "chown, utimes, setxattr, truncate, log-truncate; privilege: setuid, setgid, capset; "
+     "tricks: ptrace, process-vm-write, proc-mem-write, memfd-create, module-load, bpf-load, "
+     "rename-process, mount, unshare, setns."),
+    ("event.outcome", "keyword", "success or failure (opens, connects)."),
+    ("event.id", "keyword", "Unique id: sensor id, boot-local sequence; the key for "
+     "de-duplication."),
+    ("event.sequence", "long", "Per-sensor event counter."),
+    ("process.pid", "long", "Thread-group id of the acting process."),
+    ("process.thread.id", "long", "Thread id of the acting thread."),
+    ("process.name", "keyword", "Kernel comm (first 15 bytes of the executable name)."),
+    ("process.executable", "keyword", "Absolute path of the executable (resolved by the kernel)."),
+    ("process.args", "keyword[]", "argv as a list."),
+    ("process.args_count", "long", "Number of arguments (before truncation)."),
+    ("process.command_line", "wildcard", "argv joined with spaces."),
+    ("process.entity_id", "keyword", "Stable id of the process: hash of host id, pid and start "
+     "time."),
+    ("process.exit_code", "long", "Exit status; 128+signal when killed by a signal."),
+    ("process.hash.sha256", "keyword", "SHA-256 of the executable (cached per inode and mtime)."),
+    ("process.working_directory", "keyword", "Current directory, when known."),
+    ("process.parent.pid", "long", "Parent's thread-group id."),
+    ("process.parent.entity_id", "keyword", "Stable id of the parent (as process.entity_id)."),
+    ("process.parent.name", "keyword", "Parent's name (from the sensor's process table)."),
+    ("process.parent.executable", "keyword", "Parent's executable."),
+    ("process.parent.args", "keyword[]", "Parent's argv."),
+    ("process.parent.command_line", "wildcard", "Parent's command line."),
+    ("user.id", "keyword", "Real uid."),
+    ("user.name", "keyword", "Name of the real uid on the host."),
+    ("user.effective.id", "keyword", "Effective uid."),
+    ("user.audit.id", "keyword", "Login uid (auid); 4294967295 when unset."),
+    ("group.id", "keyword", "Real gid."),
+    ("file.path", "keyword", "Path opened."),
+    ("source.ip", "ip", "Source address."),
+    ("source.port", "long", "Source port."),
+    ("destination.ip", "ip", "Destination address."),
+    ("destination.port", "long", "Destination port."),
+    ("network.transport", "keyword", "tcp or udp."),
+    ("network.type", "keyword", "ipv4 or ipv6."),
+    ("network.direction", "keyword", "egress (connect), ingress (accept), or listening."),
+    ("network.protocol", "keyword", "dns for DNS queries."),
+    ("dns.question.name", "keyword", "Queried name."),
+    ("container.id", "keyword", "Container id (from the v1 memory cgroup name)."),
+    ("container.name", "keyword", "Container name from the runtime's files."),
+    ("container.image.name", "keyword", "Container image from the runtime's files."),
+    ("container.runtime", "keyword", "docker, containerd, podman when known."),
+    ("host.name", "keyword", "Host name of the sensor."),
+    ("host.id", "keyword", "Stable host id (/etc/machine-id)."),
+    ("agent.type", "keyword", "'threatseer'."),
+    ("agent.id", "keyword", "Sensor id."),
+    ("agent.version", "keyword", "threatseer version."),
+    ("ecs.version", "keyword", "The ECS version the event follows."),
+    ("threatseer.args_truncated", "boolean", "argv was longer than 4 KiB or 64 arguments."),
+    ("threatseer.ancestors", "keyword[]", "Names of up to 4 ancestors, nearest first."),
+    ("threatseer.exit_signal", "long", "Signal that killed the process, if any."),
+    ("threatseer.open.flags", "keyword[]", "Open intent: read, write, create, truncate."),
+    ("threatseer.open.result", "long", "fd, or -errno on failure."),
+    ("threatseer.cgroup.id", "unsigned_long", "cgroup v2 id of the process."),
+    ("threatseer.cgroup.memory", "keyword", "Name of the process's v1 memory cgroup."),
+    ("threatseer.cgroup.path", "keyword", "container-created/destroyed: path of the cgroup "
+     "directory in its hierarchy."),
+    ("threatseer.cgroup.hierarchy", "long", "container-created/destroyed: id of the cgroup "
+     "hierarchy."),
+    ("threatseer.ns.pid", "long", "pid namespace inode."),
+    ("threatseer.ns.mnt", "long", "mount namespace inode."),
+    ("threatseer.process.start_ns", "unsigned_long", "Process start time (boot clock, ns)."),
+    ("threatseer.health.*", "float", "Sensor health counters (lost, filtered, events, "
+     "change_filtered, priv_filtered, ...)."),
+    ("process.title", "keyword", "rename-process: the name the process gave itself (prctl "
+     "PR_SET_NAME); process.name is then the name before."),
+    ("process.target.pid", "long", "ptrace, process-vm-write, proc-mem-write: the process acted "
+     "upon."),
+    ("process.thread.capabilities.effective", "keyword[]", "setuid/setgid/capset: effective "
+     "capabilities after."),
+    ("process.thread.capabilities.permitted", "keyword[]", "setuid/setgid/capset: permitted "
+     "capabilities after."),
+    ("user.changes.id", "keyword", "setuid/setgid/capset: real uid after the change (user.id is "
+     "before)."),
+    ("user.changes.group.id", "keyword", "setuid/setgid/capset: real gid after (group.id is "
+     "before)."),
+    ("file.target_path", "keyword", "rename/link: the new path; symlink: what the link points to."),
+    ("file.mode", "keyword", "Octal permission bits, e.g. '4755' (chmod, mkdir: requested; "
+     "opens: the file's)."),
+    ("file.uid", "keyword", "chown: new owner uid (absent when unchanged)."),
+    ("file.gid", "keyword", "chown: new group gid (absent when unchanged)."),
+    ("file.mtime", "date", "utimes: modification time set explicitly (absent for 'now')."),
+    ("file.size", "long", "truncate: new length."),
+    ("file.name", "keyword", "memfd-create: the memfd's name."),
+    ("threatseer.file.result", "long", "File change syscall result: 0/fd or -errno."),
+    ("threatseer.file.setuid", "boolean", "The mode has the setuid bit."),
+    ("threatseer.file.setgid", "boolean", "The mode has the setgid bit."),
+    ("threatseer.path_truncated", "boolean", "A path was longer than the kernel-side buffer."),
+    ("threatseer.xattr.name", "keyword", "setxattr: attribute name (only security.capability is "
+     "reported)."),
+    ("threatseer.xattr.capabilities.permitted", "keyword[]", "setxattr: file capabilities "
+     "granted (names)."),
+    ("threatseer.xattr.capabilities.inheritable", "keyword[]", "setxattr: inheritable file "
+     "capabilities."),
+    ("threatseer.xattr.capabilities.effective", "boolean", "setxattr: the file capability "
+     "effective bit."),
+    ("threatseer.syscall", "keyword", "The syscall behind the event when several map to one "
+     "action."),
+    ("threatseer.cred.before.*", "long", "uid euid suid fsuid gid egid sgid fsgid before the "
+     "change."),
+    ("threatseer.cred.after.*", "long", "The same ids after the change."),
+    ("threatseer.capabilities.added", "keyword[]", "Capabilities (effective or permitted) gained."),
+    ("threatseer.ptrace.request", "keyword", "attach, seize, poketext, pokedata, pokeuser, "
+     "setregs, ..."),
+    ("threatseer.vm_write.bytes", "long", "process-vm-write: bytes written."),
+    ("threatseer.memfd.flags", "keyword[]", "memfd-create flags: cloexec, allow-sealing, "
+     "hugetlb, ..."),
+    ("threatseer.module.args", "keyword", "module-load: module parameters."),
+    ("threatseer.bpf.prog_type", "keyword", "bpf-load: program type (name, or number)."),
+    ("threatseer.bpf.insn_count", "long", "bpf-load: instructions."),
+    ("threatseer.bpf.prog_name", "keyword", "bpf-load: program name given by the loader."),
+    ("threatseer.mount.target", "keyword", "mount: mount point (absolute)."),
+    ("threatseer.mount.source", "keyword", "mount: source (device, directory or fs name)."),
+    ("threatseer.mount.fstype", "keyword", "mount: filesystem type."),
+    ("threatseer.mount.flags", "long", "mount: MS_* / MOVE_MOUNT_* flags."),
+    ("threatseer.ns.flags", "keyword[]", "unshare/setns: namespaces: mnt, uts, ipc, user, pid, "
+     "net, cgroup, time."),
+    ("threatseer.setns.inode", "long", "setns: inode of the namespace (or pidfd) file joined."),
+    ("threatseer.result", "long", "Syscall result of a privilege/trick event: 0, fd, bytes or "
+     "-errno."),
+    ("threatseer.exec.flags", "keyword[]", "exec: memfd (fileless), deleted, tmp (/tmp, "
+     "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.')."),
+    ("threatseer.loss.events", "long", "Events known to be lost."),
+    ("threatseer.loss.reason", "keyword", "Why they were lost."),
+    ("threatseer.loss.batches", "long", "Batches known to be lost (a gap in a sensor's sequence)."),
+    ("threatseer.loss.counter", "keyword", "The health counter that counted the loss."),
+    ("event.risk_score", "float", "Hub: the sum of the indicators' scores."),
+    ("threatseer.action", "keyword", "Hub: what the score decided: log or alert (toss is never "
+     "emitted)."),
+    ("threatseer.indicators", "object[]", "Hub: the engines' findings, one object each: engine, "
+     "rule, type, description, score, tags, extra_info."),
+    ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
+     "came in."),
+)
+
+
+_FAMILIES = tuple((name[:-1], f) for name, f in FIELDS.items() if name.endswith("*"))
+
+
+def field(name: str) -> Field | None:
+    """The schema's entry for ``name`` (a family's, for a member of ``name.*``), or None."""
+    found = FIELDS.get(name)
+    if found is None:
+        for prefix, family in _FAMILIES:
+            if name.startswith(prefix):
+                return family
+    return found
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Turn a flat dotted-key event into a nested ECS document."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def to_json(flat: dict[str, Any]) -> str:
+    """A flat event as its nested ECS document on one line of JSON: what files, stdout, the
+    tap and replay print (values JSON has no type for become strings)."""
+    return json.dumps(nest(flat), default=str, separators=(",", ":"))
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Inverse of :func:`nest`: a nested ECS document into dotted keys (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted))
+        else:
+            out[dotted] = value
+    return out
