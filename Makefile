@@ -20,7 +20,7 @@ system-packages:
 venv:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel cython
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --no-build-isolation -e '.[hub,test]'
 
 # The whole system on this machine: a hub, a local sensor and an attack-like sequence (root).
 demo: setup

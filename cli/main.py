@@ -27,7 +27,8 @@ COMMANDS = {
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
     "demo": "threatseer.cli.demo:demo_command",
 }
-# A sensor host installs the base package; the hub's commands need the ``hub`` extra.
+# A sensor host installs the base package; every other command needs the ``hub`` extra.
+BASE_COMMANDS = {"sensor", "keys"}
 EXTRA_HINT = "pip install 'threatseer[hub]'"
 
 HELP = {
@@ -53,6 +54,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, _, attr = target.partition(":")
+        if name not in BASE_COMMANDS:
+            why = _lacking_hub_extra()
+            if why:
+                return _unavailable(name, why)
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -67,14 +72,29 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _lacking_hub_extra() -> str | None:
+    """Why a hub command cannot run here (packages of the ``hub`` extra missing), or None."""
+    from threatseer.cli.extras import missing
+
+    lacking = missing("hub")
+    if not lacking:
+        return None
+    return f"needs the hub's packages ({', '.join(lacking)}), which this install lacks: " \
+           f"{EXTRA_HINT}"
+
+
 def _missing(exc: ModuleNotFoundError) -> str:
-    """Why a command cannot run: a package of the ``hub`` extra is not installed."""
-    return f"needs the Python package '{exc.name}', which this install lacks: {EXTRA_HINT}"
+    """Why a command cannot run: a module it imports is not installed."""
+    return _lacking_hub_extra() or f"needs the Python module '{exc.name}', which this " \
+                                   f"install lacks"
 
 
 def _unavailable(name: str, why: str) -> click.Command:
-    @click.command(name, help=f"{HELP.get(name, '')} (unavailable: {why})")
-    def cmd() -> None:
+    """A stand-in for command ``name`` that takes any arguments and fails with ``why``."""
+    @click.command(name, help=f"{HELP.get(name, '')} (unavailable: {why})",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args: tuple[str, ...]) -> None:
         raise click.ClickException(f"'{name}' is unavailable: {why}")
 
     return cmd

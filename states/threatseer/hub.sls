@@ -3,7 +3,7 @@
     sensors join or leave. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 include:
-  - {{ tplroot }}.package
+  - {{ tplroot }}.package.hub
   - {{ tplroot }}.keys.hub
   - {{ tplroot }}.config.hub
   - {{ tplroot }}.service.hub

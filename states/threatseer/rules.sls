@@ -41,7 +41,7 @@ threatseer-rules-verified:
     - require:
       - file: threatseer-rules-bundle
       - file: threatseer-hub-signing-key
-      - sls: {{ tplroot }}.package
+      - sls: {{ tplroot }}.package.hub
 
 {%- if r.activate == 'admin' %}
 {%- set activate = subst(r.activate_cmd, names)|load_json %}

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import yaml
 import zmq
 
 from threatseer.cli.demo import C2_ADDRESS, bundle_with_c2, curve_keys
-from threatseer.common.keys import read_key
+from threatseer.common.keys import curve_client, read_key
 from threatseer.hub import publish
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,9 +64,7 @@ class Pipeline:
         (tmp / "sensor.yaml").write_text(yaml.safe_dump(sensor))
         self.sub = zmq.Context.instance().socket(zmq.SUB)
         secret = read_key(str(sub_secret))
-        self.sub.curve_secretkey = secret
-        self.sub.curve_publickey = zmq.curve_public(secret)
-        self.sub.curve_serverkey = read_key(str(hub_public))
+        curve_client(self.sub, secret, read_key(str(hub_public)))
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.sub.connect(self.pub)
         self.procs = [
@@ -175,3 +174,15 @@ def test_the_demo_sequence_produces_the_expected_alerts(tmp_path, threatseer_cmd
         assert caught in proc.stdout
     # Files the demo leaves for a look afterwards: the scored events as JSON lines.
     assert (tmp_path / "d" / "events.jsonl").stat().st_size > 0
+
+
+def test_the_demo_runs_on_a_fresh_machine(tracefs_unmounted, tmp_path, threatseer_cmd):
+    """As `make demo` on a machine where tracefs is not mounted: the sensor mounts it, the
+    four alerts are caught, and the demo leaves nothing behind (its files are temporary)."""
+    before = set(Path(tempfile.gettempdir()).glob("threatseer-demo-*"))
+    proc = subprocess.run([*threatseer_cmd, "demo", "--once"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "4 of 4 alerts caught" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
+    assert set(Path(tempfile.gettempdir()).glob("threatseer-demo-*")) == before

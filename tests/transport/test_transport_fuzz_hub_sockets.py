@@ -25,6 +25,7 @@ from transport_helpers import (
 )
 
 from threatseer.common import ecs, wire
+from threatseer.common.keys import curve_client
 
 N_FRAMES = 100_000
 
@@ -81,8 +82,7 @@ def test_fuzzed_frames_leave_the_hub_up_and_good_events_delivered(tmp_path, proc
     def dealer_with(secret) -> zmq.Socket:  # type: ignore[no-untyped-def]
         d = ctx.socket(zmq.DEALER)
         sec = secret.read_text().split()[0].encode()
-        d.curve_secretkey, d.curve_publickey = sec, zmq.curve_public(sec)
-        d.curve_serverkey = public(keys.hub[1])
+        curve_client(d, sec, public(keys.hub[1]))
         d.setsockopt(zmq.LINGER, 5000)
         d.setsockopt(zmq.RCVHWM, 10)  # acks: not read, dropped
         d.connect(cfg["ingest"]["endpoint"])

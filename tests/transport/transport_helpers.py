@@ -18,6 +18,8 @@ import msgpack
 import yaml
 import zmq
 
+from threatseer.common.keys import curve_client
+
 HERE = Path(__file__).resolve().parent
 SYNTHETIC = HERE / "synthetic_sensor.py"
 THREATSEER = [os.path.join(os.path.dirname(sys.executable), "threatseer")]
@@ -182,9 +184,7 @@ class Collector:
         self.sock.setsockopt(zmq.RCVHWM, 0)
         if secret is not None and server is not None:
             sec = secret.read_text().split()[0].encode()
-            self.sock.curve_secretkey = sec
-            self.sock.curve_publickey = zmq.curve_public(sec)
-            self.sock.curve_serverkey = public(server)
+            curve_client(self.sock, sec, public(server))
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(ep)
         self.ids: list[str] = []

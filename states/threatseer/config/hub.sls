@@ -7,7 +7,7 @@
 {%- set al = hub.allow_list %}
 {%- set keys = salt['mine.get'](al.target, al.mine_function, tgt_type=al.tgt_type) or {} %}
 include:
-  - {{ tplroot }}.package
+  - {{ tplroot }}.package.hub
   - {{ tplroot }}.keys.hub
 
 {%- if hub.manage_user %}

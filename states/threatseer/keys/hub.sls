@@ -2,5 +2,5 @@
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/macros.jinja" import keypair with context %}
 include:
-  - {{ tplroot }}.package
+  - {{ tplroot }}.package.hub
 {{ keypair('hub') }}

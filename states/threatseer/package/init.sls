@@ -1,18 +1,14 @@
 {#- System libraries, a venv and the threatseer package (from the master's wheelhouse or an
-    index). Re-running changes nothing; a new wheel on the master or a new pinned version
-    reinstalls, and the services watching `threatseer-package` restart. #}
+    index): the base install, all a sensor needs (a hub adds threatseer.package.hub).
+    Re-running changes nothing; a new wheel on the master or a new pinned version reinstalls,
+    and the services watching `threatseer-package` restart. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import ts with context %}
 {%- set p = ts.paths %}
 {%- set inst = ts.install %}
 {%- set req = inst.requirement ~ ('==' ~ inst.version if inst.version else '') %}
-{%- set pip = p.python ~ ' -m pip --disable-pip-version-check --no-input' %}
-{%- set args = inst.pip_args|join(' ') %}
-{%- if inst.source == 'wheelhouse' %}
-{%-   set args = args ~ ' --find-links ' ~ p.wheelhouse ~ (' --no-index' if inst.no_index else '') %}
-{%- elif inst.index_url %}
-{%-   set args = args ~ ' --index-url ' ~ inst.index_url %}
-{%- endif %}
+{%- set pip = ts.pip.command %}
+{%- set args = ts.pip.args %}
 {#- Installed, importable, and the pinned version (if any): then there is nothing to do. #}
 {%- set check = p.python ~ ' -c "import importlib.metadata as m, sys, threatseer.sensor; '
                 ~ "sys.exit(0 if '" ~ inst.version ~ "' in ('', m.version('threatseer')) else 1)"
