@@ -183,6 +183,12 @@ def test_hub_gets_the_mine_allow_list_and_both_sensors_events(fleet: Fleet) -> N
         key = (fleet.root(minion) / "etc/threatseer/keys/sensor.key.pub").read_text().strip()
         assert f"{key}  # {minion}" in allow
     assert not (fleet.root(SENSOR) / "etc/threatseer/hub.yaml").exists()
+    # Each role installs what it needs: the hub's libraries only on the hub.
+    for minion, has_hub_extra in ((SENSOR, False), (HUB, True)):
+        python = fleet.root(minion) / "opt/threatseer/venv/bin/python"
+        check = subprocess.run([str(python), "-m", "threatseer.cli.extras", "hub"],
+                               capture_output=True, text=True)
+        assert (check.returncode == 0) == has_hub_extra, (minion, check.stdout)
 
     def both_sensors() -> dict[str, Any] | None:
         s = hub_status(root)
