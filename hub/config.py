@@ -34,6 +34,10 @@ class IngestConfig:
     ledger_synchronous: str = "normal"
     # Days the ledger keeps its record of each scored batch (the per-sensor state is kept).
     ledger_keep_days: float = 2.0
+    # At most one acknowledgement per sensor connection per this many ms: the first after a
+    # quiet spell goes at once, later ones cover every batch scored meanwhile (each ack
+    # wakes the sensor; acks are cumulative). 0: one per pipeline cycle.
+    ack_delay_ms: int = 100
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -44,6 +48,8 @@ class IngestConfig:
             raise ValueError("rcv_hwm: must be at least 1")
         if self.max_batches_per_cycle < 1:
             raise ValueError("max_batches_per_cycle: must be at least 1")
+        if not 0 <= self.ack_delay_ms <= 5000:
+            raise ValueError("ack_delay_ms: must be between 0 and 5000")
         if self.ledger_synchronous not in ("normal", "full"):
             raise ValueError("ledger_synchronous: must be normal or full")
 

@@ -7,7 +7,8 @@ through :meth:`Hub.activate`, a single attribute store.
 
 Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
-only after that commit acknowledged to their sensors.
+only after that commit acknowledged to their sensors (at most one ack per
+``ingest.ack_delay_ms`` per sensor connection, see hub/acks.py).
 
 Graceful stop: the loop stops waiting for new input, then keeps taking whatever is already
 queued on the socket until it is empty (bounded by ``stop_timeout_s``), scores and emits it,
@@ -25,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from threatseer.hub.acks import DelayedAcks
 from threatseer.hub.config import HubConfig
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.ingest import Ingest, Message, Received
@@ -108,6 +110,7 @@ class Hub:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self.acks = DelayedAcks(cfg.ingest.ack_delay_ms / 1000.0)
         self._note_bundle()
         self.transport = Transport(cfg, self.ctx, self.metrics)
         try:
@@ -219,9 +222,10 @@ class Hub:
         try:
             while not self._stop.is_set():
                 try:
-                    got = self.ingest.take(100)
+                    got = self.ingest.take(self._wait_ms())
                     if got:
                         self._process(got)
+                    self._send_acks(time.monotonic())
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
                         self.publisher.rebind()
@@ -236,10 +240,22 @@ class Hub:
                 if not got:
                     break
                 self._process(got)
+            self._send_acks(time.monotonic(), everything=True)
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
             self._shutdown()
+
+    def _wait_ms(self) -> int:
+        """How long the pipeline may wait for input: 100 ms, less when an ack is due."""
+        due = self.acks.next_due()
+        if due is None:
+            return 100
+        return max(0, min(100, int((due - time.monotonic()) * 1000 + 0.999)))
+
+    def _send_acks(self, now: float, everything: bool = False) -> None:
+        for (peer, _sid), epoch, seq in self.acks.due(now, everything):
+            self.ingest.ack(peer, epoch, seq)
 
     def _failed(self, what: str) -> None:
         self.failures += 1
@@ -266,7 +282,8 @@ class Hub:
         sensors = ingest.sensors
         tossed = logged = alerted = 0
         now = time.time()
-        acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
+        # (peer, sensor id) -> (epoch, batches the sensor had unacknowledged; 0: unknown)
+        acks: dict[tuple[bytes, str], tuple[int, int]] = {}
         for msg in got:
             sid = msg.sensor_id
             verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
@@ -274,7 +291,7 @@ class Hub:
                 ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of epoch {msg.epoch}, "
                            f"older than the sensor's current epoch: dropped")
                 continue
-            acks[(msg.peer, sid)] = msg.epoch
+            acks[(msg.peer, sid)] = (msg.epoch, msg.seq - msg.base + 1 if msg.base else 0)
             if verdict.restarted:
                 log.info("sensor %s: new epoch %d (its spool is new)", sid, msg.epoch)
             if verdict.lost_batches:
@@ -309,10 +326,13 @@ class Hub:
         except Exception:  # not durable: no acks, the sensors resend (scored again)
             self._failed("ledger commit")
             acks.clear()
-        for (peer, sid), epoch in acks.items():
+        mono = time.monotonic()
+        for (peer, sid), (epoch, outstanding) in acks.items():
             st = ledger.state.get(sid)
             if st is not None and st.epoch == epoch:
-                ingest.ack(peer, epoch, st.high)
+                now_ack = self.acks.add((peer, sid), epoch, st.high, outstanding, mono)
+                if now_ack is not None:
+                    ingest.ack(peer, *now_ack)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
             if n:
                 m.child(m.actions, action).inc(n)

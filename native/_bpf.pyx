@@ -191,6 +191,9 @@ cdef class BpfProbe:
     cdef int config_fd
     cdef int prefixes_fd
     cdef int watched_fd
+    cdef int reader_fd
+    cdef int ring_fd
+    cdef uint32_t hold
     cdef int epfd
     cdef int ncpu
     cdef Decoder decoder
@@ -231,6 +234,9 @@ cdef class BpfProbe:
         self.config_fd = self._map_fd(b"ts_config")
         self.prefixes_fd = self._map_fd(b"ts_prefixes")
         self.watched_fd = self._map_fd(b"ts_watched")
+        self.reader_fd = self._map_fd(b"ts_reader")
+        self.ring_fd = self._map_fd(b"ts_events")
+        self.hold = 0
         self.ncpu = check_rc(libbpf_num_possible_cpus(), "counting CPUs")
         while True:
             prog = bpf_object__next_program(self.obj, prog)
@@ -323,6 +329,22 @@ cdef class BpfProbe:
     def fileno(self):
         self._check_open()
         return self.epfd
+
+    def ring_fileno(self):
+        """The ring buffer map's own fd (pollable: readable while records are pending; its
+        wakeups are the kernel's, see emit() in bpf/common.h)."""
+        self._check_open()
+        return self.ring_fd
+
+    def set_hold(self, bint hold):
+        """Tell the programs whether the reader holds a batch on its own timer (no wakeups
+        below wakeup_bytes) or waits for the next record. Written only on a change."""
+        cdef uint32_t key = 0
+        cdef uint32_t value = TSR_READER_HOLD if hold else 0
+        self._check_open()
+        if value != self.hold:
+            check_rc(bpf_map_update_elem(self.reader_fd, &key, &value, 0), "updating ts_reader")
+            self.hold = value
 
     def poll(self, int timeout_ms=100, Py_ssize_t max_events=4096):
         """Up to max_events decoded records; when none is ready, waits up to timeout_ms for

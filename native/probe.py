@@ -30,9 +30,8 @@ from threatseer.native.errors import ProbeError
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 log = logging.getLogger("threatseer.native")
-# Tracepoints some architectures lack (no open(2) on arm64; openat2 needs >= 5.6).
-# The kernel wakes the reader only once this much is pending (or the reader's poll timeout
-# expires): one wakeup per record would cost more CPU than decoding it.
+# Past this much pending the kernel always wakes the reader (see Probe's docstring for
+# below it): one wakeup per record would cost more CPU than decoding it.
 DEFAULT_WAKEUP_BYTES = 256 * 1024
 # Legacy syscalls arm64 lacks, newer ones older kernels lack, module syscalls of kernels
 # without CONFIG_MODULES.
@@ -169,10 +168,11 @@ class Probe:
     Creating one opens, sizes, loads and attaches everything (root or CAP_BPF +
     CAP_PERFMON needed); :meth:`close` detaches and frees it all (also on ``with`` exit).
 
-    Wakeups are batched: the kernel signals :meth:`fileno` only once ``wakeup_bytes`` of
-    records are pending (default: 256 KiB or 1/8 of the ring), so call :meth:`poll` with a
-    timeout (or at least every so often): it picks up whatever is pending when the timeout
-    expires, which bounds the latency. ``wakeup_bytes=0`` wakes the reader per record.
+    Wakeups: the kernel signals :meth:`fileno` for the first record after the reader drained
+    the ring, and again once ``wakeup_bytes`` are pending (default: 256 KiB or 1/8 of the
+    ring); while the reader says it holds a batch (:meth:`set_hold`) only the latter, so call
+    :meth:`poll` on a timer then. ``wakeup_bytes=0`` leaves wakeups to the kernel (the first
+    record after a drain).
 
     ``watched_paths`` are the prefixes (same '*' rule as ``sensitive_paths``) under which file
     changes are reported; none by default (chmod setting setuid/setgid is reported
@@ -300,9 +300,20 @@ class Probe:
         out["decode_errors"] = bpf.decode_errors
         return out
 
+    def ring_fileno(self) -> int:
+        """The ring buffer's own fd, for a reader that waits with its own (edge-triggered)
+        epoll: readable while records are pending, signalled by the kernel's wakeups."""
+        return self._live().ring_fileno()
+
+    def set_hold(self, hold: bool) -> None:
+        """``True``: the reader holds a batch and will poll on its own timer, so records below
+        ``wakeup_bytes`` do not wake it; ``False`` (the start): the first record after the
+        ring was drained wakes it."""
+        self._live().set_hold(hold)
+
     def fileno(self) -> int:
-        """The ring buffer's epoll fd: readable once wakeup_bytes of records are pending
-        (use a timeout with it and call poll() anyway when it expires)."""
+        """The ring buffer's epoll fd (level-triggered: readable while records are pending,
+        once a wakeup came; use a timeout with it and call poll() anyway when it expires)."""
         return self._live().fileno()
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ cdef extern from "records.h":
         TSR_PREFIX_MAX
         TSR_ARGS_MAXCOUNT
         TSR_NO_HIERARCHY
+        TSR_READER_HOLD
         TSR_CRED_IDS
 
     struct tsr_config:

@@ -70,13 +70,16 @@ class SensorConfig:
     # truncating a file under /var/log/ is "log-truncate". Filtered in the kernel; edits
     # apply without reloading.
     watched_paths: list[str] = field(default_factory=lambda: list(DEFAULT_WATCHED_PATHS))
-    # Send a batch when it holds this many events ...
+    # Events per batch at most.
     batch_size: int = 512
-    # ... or when its oldest event is this old: what the sensor adds to an event's latency.
-    # Every batch costs the sensor ~0.4 ms of CPU (three thread wakeups in a VM, a spool
-    # write, an ack) whatever its size: at 1,000 events/s, 50 ms took ~2% of a core, 100 ms
-    # ~1.3%, 200 ms ~0.9%. Lower it where alerts must arrive sooner.
-    batch_latency_ms: int = 200
+    # The longest an event waits in the sensor. On a quiet host events go out ~2 ms after
+    # the kernel saw them; as the rate grows towards 1,000 events/s batches are held up to
+    # this long (each costs ~0.3 ms of CPU whatever its size); a batch of batch_wakeup_kib
+    # goes at once (sensor/pacing.py).
+    batch_latency_ms: int = 50
+    # The kernel wakes the sensor once this many KiB of records are pending (~60 open
+    # events per 16 KiB): under load, what makes a batch big enough to go at once.
+    batch_wakeup_kib: int = 16
     # Seconds between sensor-health events (lost/filtered counters).
     health_interval_s: float = 30.0
     # BPF ring buffer size in KiB (a power of two, at least 4 KiB). Its pages count twice in
@@ -116,6 +119,9 @@ class SensorConfig:
             raise ValueError("batch_size: must be at least 1")
         if self.batch_latency_ms < 1:
             raise ValueError("batch_latency_ms: must be at least 1")
+        if self.batch_wakeup_kib < 1:
+            raise ValueError("batch_wakeup_kib: must be at least 1 (at most half the ring "
+                             "is used)")
         if self.health_interval_s <= 0:
             raise ValueError("health_interval_s: must be positive")
         kib = self.ring_buffer_kib

@@ -9,12 +9,14 @@ sensitive-path list to the kernel filter without reloading the programs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import select
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -25,6 +27,7 @@ from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
+from threatseer.sensor.pacing import SendPacer
 from threatseer.sensor.proctable import ProcessTable
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 
@@ -33,6 +36,73 @@ log = logging.getLogger("threatseer.sensor")
 
 TRIM_INTERVAL_S = 10.0
 TRIM_AFTER_EVENTS = 10_000
+# Batches that may go without waiting after a quiet spell (sensor/pacing.py).
+SEND_BURST = 4
+# The shortest interval between batches once the credits are spent (at low event rates).
+MIN_INTERVAL_S = 0.005
+# Held events that go at once when the kernel wakes the reader for wakeup_bytes pending
+# (fewer: the wakeup came from a record that raced the hold, not from a big batch).
+FORCED_MIN_EVENTS = 32
+# The longest wait without a timer: signals wake the loop through their wakeup fd anyway.
+WAIT_MAX_S = 60.0
+
+
+class _Waiter:
+    """One epoll over what the loop waits for: the ring buffer (edge-triggered), the sink's
+    sockets and a signal wakeup pipe (Python retries an interrupted wait, so a SIGTERM would
+    otherwise wait for the timeout)."""
+
+    def __init__(self, probe: Any, sink: Any) -> None:
+        self.probe = probe
+        self.ep = select.epoll()
+        self.ring = -1
+        ring_fileno = getattr(probe, "ring_fileno", None)
+        if ring_fileno is not None:
+            self.ring = ring_fileno()
+            self.ep.register(self.ring, select.EPOLLIN | select.EPOLLET)
+        self.sink_fds = set(sink.fds())
+        for fd in self.sink_fds:
+            self.ep.register(fd, select.EPOLLIN)
+        self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self._rd, select.EPOLLIN)
+        self._old_wakeup = signal.set_wakeup_fd(self._wr, warn_on_full_buffer=False) \
+            if threading.current_thread() is threading.main_thread() else None
+        self.sink_ready = True  # serve the sink once at start
+        self._hold = None
+
+    def hold(self, hold: bool) -> bool:
+        """Tell the kernel whether we hold a batch; True when this ends a hold."""
+        if hold == self._hold:
+            return False
+        if self.ring >= 0:
+            self.probe.set_hold(hold)
+        ended = self._hold is True
+        self._hold = hold
+        return ended
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s; True when the ring buffer signalled."""
+        ring = self.ring < 0  # a probe without a ring fd: read it on a short timer
+        self.sink_ready = False
+        for fd, _ in self.ep.poll(min(timeout, 0.05) if ring else timeout):
+            if fd == self.ring:
+                ring = True
+            elif fd == self._rd:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._rd, 512)
+            else:
+                self.sink_ready = True
+        return ring
+
+    def close(self) -> None:
+        if self._old_wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+        if self.ring >= 0:
+            with contextlib.suppress(Exception):
+                self.probe.set_hold(False)
+        self.ep.close()
+        os.close(self._rd)
+        os.close(self._wr)
 
 
 class HeapTrimmer:
@@ -106,6 +176,7 @@ class Sensor:
             sensitive_paths=self.config.sensitive_paths,
             watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
+            wakeup_bytes=self.config.batch_wakeup_kib * 1024,
         )
 
     def close(self) -> None:
@@ -126,7 +197,6 @@ class Sensor:
 
     # ---- main loop --------------------------------------------------------------------
     def run(self) -> None:
-        cfg = self.config
         seeded = self.procs.seed()
         log.info("sensor %s: %d processes seeded from /proc", self.sensor_id, seeded)
         # Events are short-lived, cycle-free dicts: keep the cyclic GC from rescanning them
@@ -134,52 +204,78 @@ class Sensor:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        batch: list[dict[str, Any]] = []
-        batch_started = 0.0
-        latency = cfg.batch_latency_ms / 1000.0
-        next_health = time.monotonic() + cfg.health_interval_s
         self._emit(self.health.report(self.counters()))  # a first health event at start
-        # Wait on the ring's wakeup fd, not in poll(): poll() returns at once whenever any
-        # record is pending, so at a low rate the loop spun for one or two records at a time
-        # (~1,000 turns/s at 1,000 events/s). The kernel signals the fd once wakeup_bytes are
-        # pending (so a fast stream still wakes us long before the ring fills), else the
-        # batch deadline ends the wait. After a poll that hit max_events, poll again at once.
-        fileno = getattr(self.probe, "fileno", None)
-        waiter = select.poll() if fileno is not None else None
-        if waiter is not None:
-            waiter.register(fileno(), select.POLLIN)
+        waiter = _Waiter(self.probe, self.sink)
+        try:
+            self._loop(waiter)
+        finally:
+            waiter.close()
+        # Drain what the kernel already has, then flush.
+        batch: list[dict[str, Any]] = []
+        if self.probe is not None:
+            events = self.probe.poll(timeout_ms=0, max_events=1 << 20)
+            if events:
+                batch.extend(self.enricher.enrich(events))
+        if batch:
+            self._send(batch)
+        self._emit(self.health.report(self.counters()))
+
+    def _loop(self, waiter: _Waiter) -> None:
+        """Wait for the kernel, the hub or a timer; read, enrich; send when the pacer says
+        (sensor/pacing.py: ~2 ms after the kernel saw an event on a quiet host, coalesced
+        under load).
+
+        The ring buffer's fd is watched edge-triggered: the kernel wakes us for the first
+        record after we drained the ring, or once ``wakeup_bytes`` are pending. While a batch
+        is held, the programs are told so (``set_hold``) and wake us only for the latter: one
+        wakeup per batch under a steady stream, not one per record."""
+        cfg = self.config
+        probe, sink = self.probe, self.sink
+        now = time.monotonic()
+        pacer = SendPacer(MIN_INTERVAL_S, cfg.batch_latency_ms / 1000.0, SEND_BURST, now)
+        batch: list[dict[str, Any]] = []
+        first_at = 0.0  # when the held batch's first events were read
+        next_health = now + cfg.health_interval_s
         max_events = cfg.batch_size
-        drained = True
+        more = True  # records may be pending (at start, after a full poll)
         while not self.stopping:
             now = time.monotonic()
-            # Records polled into an empty batch may have waited since this wait began (a
-            # lone record does not wake us): date the batch from here, or an event could
-            # wait two latencies (p99 400 ms at 200 ms).
-            polled_since = now
-            wait = latency if not batch else max(0.0, batch_started + latency - now)
-            # Never longer than the batch latency, so a stop signal is seen within it too.
-            wait = min(wait, max(0.0, next_health - now))
-            if waiter is None:
-                events = self.probe.poll(timeout_ms=int(wait * 1000), max_events=max_events)
+            if batch:
+                hold, wake_at = True, pacer.send_at(first_at, now)
+            elif not pacer.ready(now):
+                # no credit: records wait anyway; wake when one is back, then re-arm
+                hold, wake_at = True, pacer.next_credit_at(now)
             else:
-                if drained and wait > 0:
-                    waiter.poll(int(wait * 1000))
-                events = self.probe.poll(timeout_ms=0, max_events=max_events)
-            drained = len(events) < max_events
+                hold, wake_at = False, now + WAIT_MAX_S
+            due = sink.due_in(now)
+            if due is not None:
+                wake_at = min(wake_at, now + due)
+            timeout = 0.0 if more else max(0.0, min(wake_at, next_health) - now)
+            if waiter.hold(hold):
+                # Records that came while we held did not wake us, and the next ones will
+                # not either while those are pending: read them before sleeping.
+                timeout = 0.0
+            ring_woke = waiter.wait(timeout)
+            if waiter.sink_ready:
+                sink.service()
+            events = probe.poll(timeout_ms=0, max_events=max_events)
+            more = len(events) >= max_events
             if self.trimmer.burst_over(len(events), quiet=len(events) < max_events // 2):
                 self.procs.expire()  # a quiet host has no exits to expire the graveyard
                 self.trimmer.trim()
+            now = time.monotonic()
             if events:
                 self.events_in += len(events)
+                pacer.note(len(events), now)
                 if not batch:
-                    batch_started = polled_since
+                    first_at = now
                 batch.extend(self.enricher.enrich(events))
-            now = time.monotonic()
-            if batch and (len(batch) >= cfg.batch_size or now - batch_started >= latency):
+            if batch and (len(batch) >= cfg.batch_size or now >= pacer.send_at(first_at, now)
+                          or (ring_woke and hold and len(batch) >= FORCED_MIN_EVENTS)):
+                # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
+                pacer.spend(now)
                 self._send(batch)
                 batch = []
-            elif self.sink.pending:
-                self.sink.flush()
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
                 self.procs.expire()
@@ -188,17 +284,11 @@ class Sensor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
-                latency = cfg.batch_latency_ms / 1000.0
+                pacer.configure(cfg.batch_latency_ms / 1000.0)
                 # A shorter health interval applies now, not after the old one runs out.
                 next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
-        # Drain what the kernel already has, then flush.
-        if self.probe is not None:
-            events = self.probe.poll(timeout_ms=0, max_events=1 << 20)
-            if events:
-                batch.extend(self.enricher.enrich(events))
         if batch:
             self._send(batch)
-        self._emit(self.health.report(self.counters()))
 
     def _send(self, events: list[dict[str, Any]]) -> None:
         size = self.config.batch_size

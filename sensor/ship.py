@@ -59,6 +59,15 @@ class StdoutSink:
     def flush(self, timeout_s: float = 0) -> None:
         self.stream.flush()
 
+    def fds(self) -> list[int]:
+        return []
+
+    def due_in(self, now: float) -> float | None:
+        return None
+
+    def service(self) -> None:
+        pass
+
     def close(self, timeout_s: float = 0) -> None:
         self.flush()
 
@@ -123,10 +132,31 @@ class HubSink:
     def epoch(self) -> int:
         return self.spool.epoch
 
+    def fds(self) -> list[int]:
+        """File descriptors to wait on beside the ring buffer: readable when the hub replied
+        or the connection changed; then call :meth:`service`. (ZeroMQ's ZMQ_FD: a send can
+        take a reply's notification, so :meth:`send` reads replies itself.)"""
+        return [self.sock.get(zmq.FD), self._monitor.get(zmq.FD)]
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until :meth:`service` has a resend to consider; None without pending
+        batches (acks and connection events wake the caller through :meth:`fds`)."""
+        if not self.spool.count:
+            return None
+        return max(0.0, self._progress_at + self.resend_after_s - now)
+
     def send(self, events: list[Event]) -> None:
         # Compressed once, here: the spool, CURVE and the network all carry the small form.
         self.spool.append(len(events), wire.encode_body(events, compress=True))
-        self.flush()
+        self._pump(time.monotonic())
+        self._read_acks()
+
+    def service(self) -> None:
+        """Read connection events and the hub's replies, then send what the window allows.
+        Never blocks."""
+        self._read_monitor()
+        self._read_acks()
+        self._pump(time.monotonic())
 
     def _read_acks(self) -> None:
         sock, spool = self.sock, self.spool
@@ -173,10 +203,15 @@ class HubSink:
 
     def flush(self, timeout_s: float = 0) -> None:
         """Read acks, then send what the window allows; never blocks beyond ``timeout_s``."""
-        self._read_monitor()
-        self._read_acks()
+        self.service()
+        if timeout_s and self.spool.count:
+            self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
+            self._read_acks()
+
+    def _pump(self, now: float) -> None:
+        """Send what the window allows (and go back after ``resend_after_s`` without ack
+        progress)."""
         spool = self.spool
-        now = time.monotonic()
         if self.next_send <= self.acked:
             self.next_send = self.acked + 1
         if self.acked < spool.first_seq - 1:  # dropped at the spool bound: out of the window
@@ -208,9 +243,6 @@ class HubSink:
                 self._progress_at = max(self._progress_at, now)
             self.next_send += 1
             self.sent_batches += 1
-        if timeout_s and spool.count:
-            self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
-            self._read_acks()
 
     def drain(self, timeout_s: float) -> bool:
         """Keep sending and reading acks until the spool is empty or ``timeout_s`` passed."""

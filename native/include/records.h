@@ -109,10 +109,14 @@ struct tsr_config {
 	__u32 self_tgid;         /* sensor's own process: filtered in the kernel (0 = none) */
 	__u32 memcg_hierarchy;   /* v1 memory controller hierarchy id, TSR_NO_HIERARCHY = off */
 	__u32 wild_mask;         /* bit k: some prefix has '*' as path component k (1-based) */
-	__u32 wakeup_bytes;      /* 0: wake the reader per record; else only once this much is
-				  * pending (the reader then relies on its poll timeout) */
+	__u32 wakeup_bytes;      /* 0: the kernel's own wakeups; else wake the reader once this
+				  * much is pending, and below it as ts_reader says */
 	__u32 watch_wild_mask;   /* wild_mask of the watched-prefix trie */
 };
+
+/* Value of the ts_reader map: the reader holds a batch on its own timer (records below
+ * wakeup_bytes need not wake it); 0: wake it for the first record after it drained. */
+#define TSR_READER_HOLD 1
 
 /* Key of the sensitive-prefix LPM trie: prefixlen in bits over data. */
 struct tsr_prefix_key {

@@ -147,7 +147,7 @@ def test_close_leaves_no_programs_or_links():
                                            capture_output=True, text=True, check=True).stdout)
         assert sorted(m["name"] for m in listed if m["id"] in maps) == [
             "ts_calls", "ts_change_tail", "ts_config", "ts_counters", "ts_events", "ts_inflight",
-            "ts_prefixes", "ts_scratch", "ts_sys_tail", "ts_watched"]
+            "ts_prefixes", "ts_reader", "ts_scratch", "ts_sys_tail", "ts_watched"]
     finally:
         p.close()
     p.close()   # idempotent
