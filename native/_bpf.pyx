@@ -155,6 +155,8 @@ cdef enum:
 # filters take: from records.h, so that they cannot drift from the kernel side.
 COUNTER_NAMES = tuple([tsr_counter_names[i].decode() for i in range(TSR_C_MAX)])
 PREFIX_MAX = TSR_PREFIX_MAX
+COMM_MAX = TSR_COMM_LEN - 1
+KIND_ANY, KIND_MEMFD, KIND_DELETED = TSR_KIND_ANY, TSR_KIND_MEMFD, TSR_KIND_DELETED
 W_WATCHED = TSR_W_WATCHED
 W_LOG = TSR_W_LOG
 
@@ -193,6 +195,9 @@ cdef class BpfProbe:
     cdef int watched_fd
     cdef int reader_fd
     cdef int ring_fd
+    cdef int enforce_fd
+    cdef int deny_fd
+    cdef int protected_fd
     cdef uint32_t hold
     cdef int epfd
     cdef int ncpu
@@ -210,11 +215,13 @@ cdef class BpfProbe:
         self.batch = []
         self.decoder = Decoder()
 
-    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=()):
+    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=(),
+                 first=()):
         """Open path, size the ring to ring_bytes (a power of two), load and attach all
         programs but those in skip (tail-call targets); those in optional may fail to
         attach (tracepoints this kernel lacks); those in enable are programs the object
-        does not load by default (SEC("?...")) that are wanted."""
+        does not load by default (SEC("?...")) that are wanted; those in first are attached
+        before the others (programs on one tracepoint run in the order they were attached)."""
         cdef bpf_program *prog = NULL
         cdef bpf_link *link
         cdef bpf_map *m
@@ -236,8 +243,12 @@ cdef class BpfProbe:
         self.watched_fd = self._map_fd(b"ts_watched")
         self.reader_fd = self._map_fd(b"ts_reader")
         self.ring_fd = self._map_fd(b"ts_events")
+        self.enforce_fd = self._map_fd(b"ts_enforce")
+        self.deny_fd = self._map_fd(b"ts_exec_deny")
+        self.protected_fd = self._map_fd(b"ts_protected")
         self.hold = 0
         self.ncpu = check_rc(libbpf_num_possible_cpus(), "counting CPUs")
+        progs = []
         while True:
             prog = bpf_object__next_program(self.obj, prog)
             if prog == NULL:
@@ -245,6 +256,10 @@ cdef class BpfProbe:
             name = bpf_program__name(prog).decode()
             if name in skip or not bpf_program__autoload(prog):
                 continue
+            progs.append((name not in first, len(progs), <size_t>prog))
+        for _, _, addr in sorted(progs):
+            prog = <bpf_program *><size_t>addr
+            name = bpf_program__name(prog).decode()
             link = bpf_program__attach(prog)
             if link == NULL:
                 if name in optional:
@@ -304,6 +319,56 @@ cdef class BpfProbe:
         rc = bpf_map_delete_elem(self.watched_fd if watched else self.prefixes_fd, &k)
         if rc < 0 and rc != -2:   # ENOENT: already gone
             check_rc(rc, f"removing prefix {prefix!r}")
+
+    def set_enforce(self, bint enabled, uint32_t max_kills, uint64_t window_ns):
+        """Turn in-kernel exec enforcement on or off; at most max_kills per window_ns."""
+        cdef uint32_t key = 0
+        cdef tsr_enforce_config cfg
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.enabled = 1 if enabled else 0
+        cfg.max_kills = max_kills
+        cfg.window_ns = window_ns
+        self._check_open()
+        check_rc(bpf_map_update_elem(self.enforce_fd, &key, &cfg, 0), "updating ts_enforce")
+
+    def deny_add(self, bytes prefix, uint8_t kill, uint8_t dry, rules):
+        """Deny execs under prefix: kill/dry are TSR_KIND_* bits, rules the rule id of each
+        kind (any, memfd, deleted)."""
+        cdef tsr_prefix_key k
+        cdef tsr_deny value
+        cdef int i
+        self._check_open()
+        self._prefix_key(prefix, &k)
+        memset(&value, 0, sizeof(value))
+        value.kill = kill
+        value.dry = dry
+        for i in range(TSR_KINDS):
+            value.rule[i] = rules[i]
+        check_rc(bpf_map_update_elem(self.deny_fd, &k, &value, 0), f"denying {prefix!r}")
+
+    def deny_delete(self, bytes prefix):
+        cdef tsr_prefix_key k
+        self._check_open()
+        self._prefix_key(prefix, &k)
+        rc = bpf_map_delete_elem(self.deny_fd, &k)
+        if rc < 0 and rc != -2:
+            check_rc(rc, f"removing denied prefix {prefix!r}")
+
+    def protect(self, bytes comm, bint on=True):
+        """Add (or remove) a process name in-kernel enforcement never kills."""
+        cdef char key[TSR_COMM_LEN]
+        cdef uint8_t one = 1
+        self._check_open()
+        if not 0 < len(comm) < TSR_COMM_LEN:
+            raise ValueError(f"a process name is 1..{TSR_COMM_LEN - 1} bytes: {comm!r}")
+        memset(key, 0, TSR_COMM_LEN)
+        memcpy(key, <const char *>comm, len(comm))
+        if on:
+            check_rc(bpf_map_update_elem(self.protected_fd, key, &one, 0), "protecting")
+        else:
+            rc = bpf_map_delete_elem(self.protected_fd, key)
+            if rc < 0 and rc != -2:
+                check_rc(rc, "unprotecting")
 
     def counters(self):
         """Kernel counters summed over CPUs, in COUNTER_NAMES order."""

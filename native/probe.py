@@ -19,7 +19,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from threatseer.native._bpf import (
+    COMM_MAX,
     COUNTER_NAMES,
+    KIND_ANY,
+    KIND_DELETED,
+    KIND_MEMFD,
     PREFIX_MAX,
     W_LOG,
     W_WATCHED,
@@ -52,6 +56,12 @@ TAIL_CALL_TARGETS = ("ts_change_exit", "ts_sys_exit")
 MODULE_FALLBACK = ("ts_raw_enter_module", "ts_raw_exit_module")
 # Under these, a truncation (O_TRUNC open, truncate to 0) is "log-truncate".
 DEFAULT_LOG_PATHS = ("/var/log/",)
+# In-kernel exec enforcement (bpf/enforce.bpf.c): loaded only when asked for and where the
+# kernel lets a tp_btf program call bpf_send_signal; attached before the exec program, whose
+# record carries its verdict.
+ENFORCE_PROGRAM = "tsr_enforce_exec"
+# What an entry of the exec denylist covers (bits of its kill/dry-run kinds).
+EXEC_KINDS = {"any": KIND_ANY, "memfd": KIND_MEMFD, "deleted": KIND_DELETED}
 
 
 def bpf_object_path() -> str:
@@ -194,8 +204,13 @@ class Probe:
         watched_paths: Iterable[str] = (),
         log_paths: Iterable[str] = DEFAULT_LOG_PATHS,
         module_fallback: bool = False,
+        enforce: bool = False,
     ) -> None:
         self._bpf: BpfProbe | None = None
+        # Why in-kernel enforcement is off ("" when it is on; see set_exec_policy).
+        self.enforce_refused = "not requested"
+        self._denied: dict[bytes, tuple[int, int, tuple[int, int, int]]] = {}
+        self._protected: set[bytes] = set()
         ensure_tracefs()
         keys, mask = compile_prefixes(sensitive_paths)
         self.log_paths = list(log_paths)
@@ -211,8 +226,19 @@ class Probe:
                              else max(0, min(int(wakeup_bytes), size // 2)))
         enable = (MODULE_FALLBACK if module_fallback and not has_syscall_tracepoint("finit_module")
                   else ())
-        self._bpf = BpfProbe(path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK,
-                             TAIL_CALL_TARGETS, enable)
+        args = (path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK, TAIL_CALL_TARGETS)
+        if enforce:
+            try:
+                self._bpf = BpfProbe(*args, (*enable, ENFORCE_PROGRAM), (ENFORCE_PROGRAM,))
+                self.enforce_refused = ""
+            except ProbeError as exc:
+                # e.g. a kernel that refuses bpf_send_signal here: the rest works without it
+                self.enforce_refused = str(exc).splitlines()[0]
+                log.warning("in-kernel exec enforcement refused by this kernel (%s); denied "
+                            "execs are killed through the hub instead",
+                            self.enforce_refused)
+        if self._bpf is None:
+            self._bpf = BpfProbe(*args, enable)
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0
@@ -285,6 +311,44 @@ class Probe:
         leaving the current filter in place)."""
         keys, mask = compile_prefixes(prefixes)
         self._set_keys(keys, mask)
+
+    def set_exec_policy(self, entries: dict[str, tuple[int, int, tuple[int, int, int]]],
+                        protected: Iterable[str] = (), max_kills: int = 0,
+                        window_s: float = 60.0) -> None:
+        """Replace the in-kernel exec denylist: ``{path prefix: (kill kinds, dry-run kinds,
+        (rule id for any file, for a memfd, for a deleted file))}`` with KIND_* bits;
+        ``protected``: process names never killed; at most ``max_kills`` per ``window_s``
+        (0: no limit). An empty ``entries`` turns enforcement off. ProbeError when the
+        kernel refused the program (:attr:`enforce_refused` says why)."""
+        bpf = self._live()
+        if self.enforce_refused:
+            raise ProbeError(errno.EOPNOTSUPP, f"in-kernel enforcement is off: "
+                             f"{self.enforce_refused}")
+        keys = {}
+        for prefix, value in entries.items():
+            raw = prefix.encode()
+            if not prefix.startswith("/") or not 0 < len(raw) <= PREFIX_MAX:
+                raise ValueError(f"denied exec prefix must be an absolute path of at most "
+                                 f"{PREFIX_MAX} bytes: {prefix!r}")
+            keys[raw] = value
+        names = set()
+        for name in protected:
+            raw = name.encode()
+            if 0 < len(raw) <= COMM_MAX:  # longer names cannot be a comm: never matched
+                names.add(raw)
+        # off while the tables change, so no exec sees half a policy
+        bpf.set_enforce(False, 0, 0)
+        for key in self._denied.keys() - keys.keys():
+            bpf.deny_delete(key)
+        for key, (kill, dry, rules) in keys.items():
+            bpf.deny_add(key, kill, dry, rules)
+        for name in self._protected - names:
+            bpf.protect(name, False)
+        for name in names - self._protected:
+            bpf.protect(name, True)
+        self._denied, self._protected = keys, names
+        if keys:
+            bpf.set_enforce(True, max_kills, int(window_s * 1e9))
 
     def poll(self, timeout_ms: int = 100, max_events: int = 4096) -> list[dict[str, Any]]:
         """Up to max_events events as flat ECS dicts; when none is ready, waits up to

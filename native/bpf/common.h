@@ -106,6 +106,20 @@ struct {
 	__type(value, struct inflight);
 } ts_inflight SEC(".maps") __weak;
 
+/* In-kernel enforcement's verdict on an exec (enforce.bpf.c), for the exec record that
+ * tsr_exec emits right after it in the same tracepoint (keyed by tgid). */
+struct verdict {
+	__u16 verdict;      /* enum tsr_verdict */
+	__u16 rule;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct verdict);
+} ts_verdicts SEC(".maps") __weak;
+
 struct scratch {
 	union {
 		struct tsr_hdr hdr;

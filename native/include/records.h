@@ -118,6 +118,36 @@ struct tsr_config {
  * wakeup_bytes need not wake it); 0: wake it for the first record after it drained. */
 #define TSR_READER_HOLD 1
 
+/* In-kernel exec enforcement (bpf/enforce.bpf.c): which executables an entry of the
+ * ts_exec_deny trie (keyed by path prefix, as ts_prefixes) covers ... */
+#define TSR_KIND_ANY 0x1       /* any file */
+#define TSR_KIND_MEMFD 0x2     /* a memfd (fileless) */
+#define TSR_KIND_DELETED 0x4   /* a file with no links left */
+#define TSR_KINDS 3            /* tsr_deny.rule slots: any, memfd, deleted */
+
+struct tsr_deny {
+	__u8 kill;                 /* TSR_KIND_* bits that are killed */
+	__u8 dry;                  /* TSR_KIND_* bits only reported (dry run) */
+	__u16 rule[TSR_KINDS];     /* rule id (1-based) per kind */
+};
+
+/* ts_enforce (array, one entry), written by userspace. */
+struct tsr_enforce_config {
+	__u32 enabled;             /* 0: the program returns at once */
+	__u32 max_kills;           /* kills per window at most (then TSR_V_LIMITED), 0: none */
+	__u64 window_ns;
+};
+
+/* ... and what it did (tsr_exec.verdict). */
+enum tsr_verdict {
+	TSR_V_NONE = 0,
+	TSR_V_KILLED = 1,          /* SIGKILL sent before the first user instruction */
+	TSR_V_DRY_RUN = 2,         /* would have been killed (dry run) */
+	TSR_V_PROTECTED = 3,       /* matched, but the process name is protected */
+	TSR_V_LIMITED = 4,         /* matched, but max_kills was reached in this window */
+	TSR_V_FAILED = 5,          /* bpf_send_signal refused */
+};
+
 /* Key of the sensitive-prefix LPM trie: prefixlen in bits over data. */
 struct tsr_prefix_key {
 	__u32 prefixlen;
@@ -154,7 +184,8 @@ struct tsr_exec {
 	__u32 argc;         /* bprm->argc: arguments before truncation */
 	__u32 path_len;     /* bytes of path in data, including its NUL */
 	__u32 args_len;     /* bytes of NUL-separated argv after the path */
-	__u32 _pad;
+	__u16 verdict;      /* enum tsr_verdict: what in-kernel enforcement did to this exec */
+	__u16 rule;         /* the enforcement rule that matched (1-based), 0 = none */
 	char data[2 * TSR_PATH_MAX + TSR_ARGS_MAX];  /* verifier-provable bounds; only used bytes are sent */
 };
 
