@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from threatseer.common import wire
+from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES, check_protected_list
 from threatseer.hub.outputs import OutputConfig, check_unique_names
 
 
@@ -84,6 +85,34 @@ class ActionConfig:
 
 
 @dataclass
+class ResponseConfig:
+    # Rules whose `action: kill` is carried out, by the name their indicator carries (a
+    # query rule's name, a Sigma rule's title, risky_process:NAME, a sensitive-file glob,
+    # sha256:HASH, an enforce.yaml exec rule's name), each "kill" or "dry-run" (the sensor
+    # checks everything and reports what it would have killed). A rule with action kill
+    # that is not here only alerts; the decision is logged. Empty: nothing is ever killed.
+    kill_rules: dict[str, str] = field(default_factory=dict)
+    # Every kill a dry run, whatever kill_rules says.
+    dry_run: bool = False
+    # Kills asked of one sensor (host) per minute at most; past it alerts say "refused: rate
+    # limit". The kernel's exec enforcement on each sensor has the same limit.
+    max_kills_per_minute: int = 10
+    # Process names or executable paths never killed (sent to the sensors too, which add
+    # their own protected_processes). pid 1, kernel threads, the sensor and the hub are never
+    # killed in any case.
+    protected_processes: list[str] = field(
+        default_factory=lambda: list(DEFAULT_PROTECTED_PROCESSES))
+
+    def validate(self) -> None:
+        for rule, mode in self.kill_rules.items():
+            if mode not in ("kill", "dry-run"):
+                raise ValueError(f"kill_rules: {rule!r}: must be kill or dry-run, not {mode!r}")
+        if not 0 <= self.max_kills_per_minute <= 100_000:
+            raise ValueError("max_kills_per_minute: must be between 0 and 100000")
+        check_protected_list(self.protected_processes, "protected_processes")
+
+
+@dataclass
 class ProfileConfig:
     # Learned behaviour profiles; off means the profile engine neither learns nor scores.
     enabled: bool = True
@@ -139,6 +168,7 @@ class HubConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    response: ResponseConfig = field(default_factory=ResponseConfig)
     # Rule bundle (directory or archive) installed and activated at every start; leave it
     # empty to start on the bundle last published through the admin endpoint.
     bundle: str = ""

@@ -35,6 +35,7 @@ from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.publish import Publisher
+from threatseer.hub.response import Responder
 from threatseer.hub.rules.model import Bundle
 from threatseer.hub.scoring import Pipeline
 from threatseer.hub.transport import PUBLISH, Transport
@@ -111,6 +112,8 @@ class Hub:
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
         self.acks = DelayedAcks(cfg.ingest.ack_delay_ms / 1000.0)
+        self.responder = Responder(cfg.response, self._send_to_sensor)
+        self.responder.activate(self.pipeline.rules.bundle)
         self._note_bundle()
         self.transport = Transport(cfg, self.ctx, self.metrics)
         try:
@@ -124,6 +127,7 @@ class Hub:
             self.transport.close()
             raise
         self._rebind_publisher = False
+        self._new_bundle: Bundle | None = None
         if self.transport.auth is not None:
             self.transport.auth.on_revoke = self._on_revoke
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
@@ -175,6 +179,7 @@ class Hub:
     def activate(self, bundle: Bundle) -> None:
         """Hot swap of the rule bundle (called from the admin thread)."""
         self.pipeline.activate(bundle)
+        self._new_bundle = bundle  # the responder follows from the pipeline thread
         self._note_bundle()
         log.info("bundle activated: %s", self._bundle_name())
 
@@ -223,6 +228,9 @@ class Hub:
             while not self._stop.is_set():
                 try:
                     got = self.ingest.take(self._wait_ms())
+                    if self._new_bundle is not None:
+                        bundle, self._new_bundle = self._new_bundle, None
+                        self.responder.activate(bundle)
                     if got:
                         self._process(got)
                     self._send_acks(time.monotonic())
@@ -252,6 +260,9 @@ class Hub:
         if due is None:
             return 100
         return max(0, min(100, int((due - time.monotonic()) * 1000 + 0.999)))
+
+    def _send_to_sensor(self, peer: bytes, frame: bytes) -> bool:
+        return self.ingest.send(peer, frame)
 
     def _send_acks(self, now: float, everything: bool = False) -> None:
         for (peer, _sid), epoch, seq in self.acks.due(now, everything):
@@ -303,13 +314,14 @@ class Hub:
             if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
                 continue
             assert verdict.kind == NEW
+            self.responder.on_batch(msg.peer)
             rec = ingest.open(msg)
             if rec is None or not rec.raws:  # refused (counted): resending will not help
                 ledger.scored(sid, msg.epoch, msg.seq, 0, 0)
                 continue
             counts = [0, 0, 0, 0, 0]  # events scored, emitted, tossed, logged, alerted
             for start in range(0, len(rec.raws), CHUNK_EVENTS):
-                self._chunk(rec, start, now, counts)
+                self._chunk(rec, start, now, counts, msg.peer)
             if self.publisher is not None:
                 self.publisher.flush()
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
@@ -338,7 +350,8 @@ class Hub:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
 
-    def _chunk(self, rec: Received, start: int, now: float, counts: list[int]) -> None:
+    def _chunk(self, rec: Received, start: int, now: float, counts: list[int],
+               peer: bytes = b"") -> None:
         """Decode, score and emit events ``start:start + CHUNK_EVENTS`` of ``rec``, adding to
         ``counts`` (scored, emitted, tossed, logged, alerted). Nothing of the slice outlives
         the call, so the next one reuses the memory while it is still in the CPU cache."""
@@ -358,6 +371,10 @@ class Hub:
             counts[4] += res.alerted
             if not res.emitted:
                 continue
+            try:  # before publishing: the alerts say what became of their response
+                self.responder.consider(res.emitted, rec.sensor_id, peer)
+            except Exception:
+                self._failed(f"response to batch {rec.seq} of {rec.sensor_id}")
             if publisher is not None:
                 publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:

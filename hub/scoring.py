@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from threatseer.common import ecs
 from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.engines.dynamic import DynamicEngine
@@ -19,6 +20,7 @@ from threatseer.hub.engines.static import StaticEngine
 from threatseer.hub.rules.model import Bundle, Manifest
 
 TOSS, LOG, ALERT = "toss", "log", "alert"
+ENFORCE_VERDICT = "threatseer.enforce.verdict"
 EMPTY_BUNDLE = Bundle(Manifest(name="none", version="0"))
 
 
@@ -68,9 +70,12 @@ class Pipeline:
         t3 = time.perf_counter()
         toss_below, alert_at = self.actions.toss_below, self.actions.alert_at
         result = BatchResult([])
-        # event.risk_score = the indicators' sum; below toss_below: dropped; from alert_at
-        # on: threatseer.action and event.kind "alert"; else action "log" (in C).
-        tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted)
+        # event.risk_score = the indicators' sum; below toss_below: dropped (never a kill
+        # report nor an exec the sensor's kernel acted on: what a sensor did is always
+        # told); from alert_at on: threatseer.action and event.kind "alert"; else action
+        # "log" (in C).
+        tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted,
+                                ecs.KILL, ENFORCE_VERDICT)
         t4 = time.perf_counter()
         secs["static"] += t1 - t0
         secs["dynamic"] += t2 - t1

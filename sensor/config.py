@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from threatseer.common.protect import check_protected_list
+
 DEFAULT_SENSITIVE_PATHS = [
     "/etc/shadow",
     "/etc/gshadow",
@@ -111,6 +113,17 @@ class SensorConfig:
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
     resend_after_s: float = 5.0
+    # Carry out the hub's responses: kill commands (rules with action: kill that the hub's
+    # response.kill_rules allow) and the exec denylist, killed in the kernel before the
+    # program's first instruction. false refuses them all on this host (each refusal is
+    # reported); turning it on again takes a restart.
+    allow_kill: bool = True
+    # Process names or executable paths never killed on this host, besides the built-in
+    # list (init, systemd, sshd, salt-minion, threatseer, container runtimes, ...).
+    protected_processes: list[str] = field(default_factory=list)
+    # Kill commands carried out per minute at most (the kernel's exec enforcement follows
+    # the hub's response.max_kills_per_minute).
+    max_kills_per_minute: int = 30
     # debug, info, warning, error.
     log_level: str = "info"
 
@@ -139,5 +152,8 @@ class SensorConfig:
             raise ValueError("ack_window: must be at least 1")
         if self.resend_after_s <= 0:
             raise ValueError("resend_after_s: must be positive")
+        check_protected_list(self.protected_processes, "protected_processes")
+        if self.max_kills_per_minute < 0:
+            raise ValueError("max_kills_per_minute: must not be negative")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")

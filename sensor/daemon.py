@@ -22,13 +22,15 @@ from typing import Any
 
 import click
 
-from threatseer.common import configfile
+from threatseer.common import configfile, ecs
+from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES
 from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
 from threatseer.sensor.pacing import SendPacer
 from threatseer.sensor.proctable import ProcessTable
+from threatseer.sensor.response import Responder
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 
 log = logging.getLogger("threatseer.sensor")
@@ -163,20 +165,27 @@ class Sensor:
         self.trimmer = HeapTrimmer()
         self.probe: Any = None
         self.events_in = 0
+        self.responder = Responder(
+            self.procs, allow_kill=config.allow_kill,
+            protected=[*DEFAULT_PROTECTED_PROCESSES, *config.protected_processes],
+            max_kills_per_minute=config.max_kills_per_minute)
+        self.enricher.on_verdict = self.responder.verdict_event
 
     # ---- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
         if self._probe_factory is not None:
             self.probe = self._probe_factory(self.config)
+            self.responder.probe = self.probe
             return
         from threatseer.native import Probe
 
-        self.probe = Probe(
+        self.probe = self.responder.probe = Probe(
             ring_buffer_kib=self.config.ring_buffer_kib,
             sensitive_paths=self.config.sensitive_paths,
             watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
             wakeup_bytes=self.config.batch_wakeup_kib * 1024,
+            enforce=self.config.allow_kill,
         )
 
     def close(self) -> None:
@@ -258,6 +267,8 @@ class Sensor:
             ring_woke = waiter.wait(timeout)
             if waiter.sink_ready:
                 sink.service()
+                for cmd in sink.take_commands():
+                    self._emit(self.responder.handle(cmd))
             events = probe.poll(timeout_ms=0, max_events=max_events)
             more = len(events) >= max_events
             if self.trimmer.burst_over(len(events), quiet=len(events) < max_events // 2):
@@ -296,12 +307,16 @@ class Sensor:
             self.sink.send(events[i : i + size])
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
+        """Send events the sensor made itself (health, loss, kill) at once."""
+        if not events:
+            return
         for ev in events:
             self.enricher.stamp(ev)
         self.sink.send(events)
-        for ev in events[1:]:
-            log.warning("loss: %s events (%s)", ev["threatseer.loss.events"],
-                        ev["threatseer.loss.reason"])
+        for ev in events:
+            if ev["event.action"] == ecs.SENSOR_LOSS:
+                log.warning("loss: %s events (%s)", ev["threatseer.loss.events"],
+                            ev["threatseer.loss.reason"])
 
     def counters(self) -> dict[str, int]:
         kernel = self.probe.counters() if self.probe is not None else {}
@@ -335,6 +350,12 @@ class Sensor:
         self.config.health_interval_s = new.health_interval_s
         self.config.batch_size = new.batch_size
         self.config.batch_latency_ms = new.batch_latency_ms
+        if self.config.allow_kill and not new.allow_kill:
+            # off at once; turning it back on takes a restart (the program is loaded then)
+            self.responder.allow_kill = self.config.allow_kill = False
+            if self.probe is not None and not getattr(self.probe, "enforce_refused", "off"):
+                self.probe.set_exec_policy({})
+            log.info("allow_kill is now false: kill commands and the exec policy are refused")
 
 
 @click.command("sensor")

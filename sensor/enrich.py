@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from threatseer.common import __version__, ecs
@@ -50,6 +51,8 @@ class Enricher:
         self._running_containers: set[str] = set()
         self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""
         self.not_containers = 0
+        # The kill event of an exec the kernel's enforcement acted on (sensor/response.py).
+        self.on_verdict: Callable[[Event], Event | None] | None = None
 
     def stamp(self, event: Event) -> None:
         """Give ``event`` a unique id (also synthetic events). The sensor's identity
@@ -69,12 +72,15 @@ class Enricher:
         for ev in events:
             action = ev.get("event.action")
             pid = ev.get("process.pid", 0)
+            derived = None
             if action not in _STATEFUL:  # the bulk (opens, connects): only context to add
                 proc = procs.get(pid) if pid else None
                 if proc is not None:
                     ev.update(self._context(proc))
             elif action == ecs.EXEC:
                 self._exec(ev, pid)
+                if "threatseer.enforce.verdict" in ev and self.on_verdict is not None:
+                    derived = ev  # the kill event follows the exec event, once it is stamped
             elif action == ecs.FORK:
                 proc = procs.on_fork(pid, ev.get("process.parent.pid", 0),
                                      ev.get("threatseer.process.start_ns"))
@@ -103,6 +109,11 @@ class Enricher:
                     container_ids.clear()
             stamp(ev)
             out.append(ev)
+            if derived is not None:
+                killed = self.on_verdict(ev)  # type: ignore[misc]
+                if killed is not None:
+                    stamp(killed)
+                    out.append(killed)
             if cid:
                 started = self._container(ev, cid)
                 if started is not None:

@@ -27,6 +27,7 @@ from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 Event = dict[str, Any]
 log = logging.getLogger("threatseer.sensor.ship")
+MAX_PENDING_COMMANDS = 1024
 
 
 def _monitor_event(frames: list[bytes]) -> int:
@@ -60,6 +61,9 @@ class StdoutSink:
         self.stream.flush()
 
     def fds(self) -> list[int]:
+        return []
+
+    def take_commands(self) -> list[Any]:
         return []
 
     def due_in(self, now: float) -> float | None:
@@ -118,6 +122,7 @@ class HubSink:
         self.sent_batches = 0  # handed to ZeroMQ (resends included)
         self.resends = 0
         self.bad_acks = 0
+        self.commands: list[wire.Command] = []  # from the hub, not yet carried out
 
     @property
     def pending(self) -> int:
@@ -131,6 +136,11 @@ class HubSink:
     @property
     def epoch(self) -> int:
         return self.spool.epoch
+
+    def take_commands(self) -> list[wire.Command]:
+        """Commands the hub sent (kills, exec policies), in order; each is taken once."""
+        out, self.commands = self.commands, []
+        return out
 
     def fds(self) -> list[int]:
         """File descriptors to wait on beside the ring buffer: readable when the hub replied
@@ -168,10 +178,19 @@ class HubSink:
             except zmq.Again:
                 return
             try:
-                epoch, seq = wire.decode_ack(frames[-1])
-            except wire.WireError:
+                reply = wire.decode_reply(frames[-1])
+            except wire.WireError as exc:
                 self.bad_acks += 1
+                log.warning("bad reply from the hub ignored: %s", exc)
                 continue
+            if not isinstance(reply, tuple):  # a command: the daemon carries it out
+                if len(self.commands) < MAX_PENDING_COMMANDS:
+                    self.commands.append(reply)
+                else:
+                    log.error("command from the hub dropped: %d commands pending",
+                              len(self.commands))
+                continue
+            epoch, seq = reply
             if epoch != spool.epoch or seq <= self.acked or seq >= spool.next_seq:
                 continue
             self.sent_events += spool.ack(seq)

@@ -20,12 +20,20 @@ class Manifest:
     min_threatseer: str = "0.1.0"
 
 
+# The one response action a rule may carry besides alerting: the hub asks the sensor that
+# reported the event to kill its process (hub/response.py; off unless response.kill_rules
+# in the hub's config names the rule).
+KILL = "kill"
+ACTIONS = (KILL,)
+
+
 @dataclass(frozen=True)
 class RiskyProcess:
     name: str  # process.name (or basename of process.executable)
     reason: str
     score: int
     tags: tuple[str, ...] = ()
+    action: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,20 @@ class SensitiveFile:
     read_score: int
     write_score: int
     tags: tuple[str, ...] = ()
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class ExecRule:
+    """Execs the sensors' kernels deny at exec, before the program's first instruction:
+    of a file under one of ``prefixes`` whose kind is one of ``kinds`` (any, memfd,
+    deleted). Enforced only where the hub's response.kill_rules names it."""
+
+    name: str
+    description: str
+    prefixes: tuple[str, ...]
+    kinds: tuple[str, ...]
+    source: str = ""  # file:line
 
 
 @dataclass(frozen=True)
@@ -89,3 +111,8 @@ class Bundle:
     # Rules that could not be loaded, each "file: rule: reason" (never dropped silently).
     unsupported: list[str] = field(default_factory=list)
     tests: list[RuleTest] = field(default_factory=list)
+    # The indicator rule name (threatseer.indicators[].rule) of every rule with an action
+    # -> the action: a query rule's name, a Sigma rule's title, risky_process:NAME, a
+    # sensitive-file glob, sha256:HASH.
+    actions: dict[str, str] = field(default_factory=dict)
+    exec_rules: tuple[ExecRule, ...] = ()

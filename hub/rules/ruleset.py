@@ -84,6 +84,7 @@ class CompiledRule:
     output: str = ""
     source: str = ""  # file:line
     extra: dict[str, Any] = field(default_factory=dict)
+    action: str = ""  # "kill" (hub/rules/model.py KILL) or "" (alerting only)
     predicate: Predicate = field(init=False, repr=False)
     # The predicate without the top-level event.action tests, which the index already
     # guarantees for every bucket the rule is filed in.
