@@ -317,7 +317,8 @@ class _Loader:
                 description=str(doc.get("description", "")).strip(), score=score,
                 tags=tuple(map(str, self.section(rel, doc, "tags", list, name))),
                 condition=condition,
-                output=str(doc.get("output", "")), source=self.where(rel, line))
+                output=str(doc.get("output", "")), source=self.where(rel, line),
+                meta={"id": name})
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
             return None

@@ -59,7 +59,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "CurrentDirectory": ("process.working_directory",),
     "ProcessId": ("process.pid",),
     "ParentProcessId": ("process.parent.pid",),
-    "LogonId": ("user.audit.id",),
+    "LogonId": ("threatseer.user.audit.id",),
     "TargetFilename": ("file.path",),
     "DestinationIp": ("destination.ip",),
     "DestinationPort": ("destination.port",),
@@ -203,6 +203,21 @@ def _uses(node: Any, field_name: str) -> bool:
     return any(_uses(a, field_name) for a in getattr(node, "args", ()) or ())
 
 
+def _meta(rule: SigmaRule) -> dict[str, Any]:
+    """The rule's identity for alerts' ``rule.*`` (hub/alerts.py)."""
+    meta: dict[str, Any] = {"id": str(rule.id) if rule.id else rule.title}
+    if rule.id:
+        meta["uuid"] = str(rule.id)
+    if rule.references:
+        meta["reference"] = [str(r) for r in rule.references]
+    if rule.author:
+        meta["author"] = [a.strip() for a in str(rule.author).split(",") if a.strip()]
+    license_ = getattr(rule, "license", None) or (rule.custom_attributes or {}).get("license")
+    if license_:
+        meta["license"] = str(license_)
+    return meta
+
+
 def compile_sigma(text: str, source: str) -> CompiledRule:
     """Parse one Sigma rule (YAML text) into a compiled rule, or raise SigmaUnsupported."""
     try:
@@ -230,6 +245,7 @@ def compile_sigma(text: str, source: str) -> CompiledRule:
             source=source,
             extra={"sigma_id": str(rule.id) if rule.id else "", "level": level,
                    "file": source},
+            meta=_meta(rule),
         )
     except QueryError as exc:
         raise SigmaUnsupported(str(exc)) from None
