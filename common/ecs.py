@@ -305,6 +305,12 @@ FIELDS: dict[str, Field] = _table(
      "rule, type, description, score, tags, extra_info."),
     ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
      "came in."),
+    ("data_stream.type", "constant_keyword", "Elasticsearch output (data streams): 'logs'."),
+    ("data_stream.dataset", "constant_keyword", "Elasticsearch output: the dataset, "
+     "'threatseer.events' unless configured."),
+    ("data_stream.namespace", "constant_keyword", "Elasticsearch output: the namespace, "
+     "'default' unless configured."),
+    ("event.dataset", "keyword", "Elasticsearch output: data_stream.dataset, as ECS asks."),
     ("message", "match_only_text", "Alerts: the rendered output of the highest-scoring rule "
      "(else its description)."),
     ("rule.name", "keyword", "Alerts: the highest-scoring rule (Sigma: its title; static: the "
