@@ -1,7 +1,8 @@
 """Every field the sensor emits, for every family of event, and every field the hub adds when
 it scores them, is in the schema (common/ecs.py) with the type it is sent as, and is valid ECS
 by the reference vendored in tests/data/ecs: ECS's type, ECS's allowed values and
-category/type pairs, and everything ECS does not name under ``threatseer.*``."""
+category/type pairs, and everything ECS does not name under ``threatseer.*``; and every event
+passes the hub's schema check."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from threatseer.common import ecs
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.rules.bundle import default_bundle_dir, load_bundle
 from threatseer.hub.scoring import Pipeline
+from threatseer.hub.validate import problems as hub_problems
 
 from .conftest import action  # noqa: TID252
 
@@ -85,6 +87,7 @@ def test_every_sensor_and_hub_field_is_valid_ecs(start_sensor, tmp_path: Path) -
     assert "\n".join(sorted(problems)) == ""
     for e in flat:
         assert (e["event.category"], e["event.type"]) == tuple(ecs.CATEGORIES[e["event.action"]])
+        assert hub_problems([e]) == [], e  # what the hub's schema check would refuse
     # what was checked is what the issue is about: ids as strings, ECS process fields
     ex = next(e for e in flat if e["event.action"] == "exec")
     assert ex["user.id"] == str(os.getuid()) and ex["process.start"].endswith("Z")
