@@ -119,10 +119,24 @@ def encode(batch: Batch, compress: bool = False) -> list[bytes]:
     return [encode_header(batch, compressed=compress), body]
 
 
-def encode_body(events: list[dict[str, Any]], compress: bool = False) -> bytes:
-    """The body frame alone (a spool keeps bodies; headers are made at each (re)send)."""
+def encode_body(events: list[Any], compress: bool = False) -> bytes:
+    """The body frame alone (a spool keeps bodies; headers are made at each (re)send).
+    An event is a flat dict, or an :data:`Encoded` one (its msgpack map, as the sensor's
+    reader writes it: native/encode/)."""
     body = _pack(events)
     return lz4.frame.compress(body) if compress else body
+
+
+# An event already encoded as a msgpack map (msgspec copies it into the body as it is).
+Encoded = msgspec.Raw
+
+
+def encode_fields(fields: dict[str, Any]) -> tuple[bytes, int]:
+    """The msgpack of ``fields``' key/value pairs without the map header, and how many
+    there are: the part of an event the sensor's reader appends to events it encodes."""
+    packed = _pack(fields)
+    n = len(fields)
+    return packed[1 if n < 16 else 3 if n < 1 << 16 else 5:], n
 
 
 def is_compressed(body: bytes) -> bool:

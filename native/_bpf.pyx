@@ -160,12 +160,15 @@ KIND_ANY, KIND_MEMFD, KIND_DELETED = TSR_KIND_ANY, TSR_KIND_MEMFD, TSR_KIND_DELE
 W_WATCHED = TSR_W_WATCHED
 W_LOG = TSR_W_LOG
 
+include "encode/writer.pxi"
+include "encode/context.pxi"
 include "decode/decoder.pxi"
 include "decode/process.pxi"
 include "decode/file.pxi"
 include "decode/network.pxi"
 include "decode/privilege.pxi"
 include "decode/container.pxi"
+include "encode/file.pxi"
 
 
 def mount_tracefs(str target):
@@ -205,6 +208,8 @@ cdef class BpfProbe:
     cdef list batch
     cdef Py_ssize_t max_events
     cdef public unsigned long long decode_errors
+    cdef public list capture  # a list: every record's bytes are kept in it too (tests)
+    cdef list positions      # of the dicts in the last batch, when events are encoded too
     cdef readonly list attached
 
     def __cinit__(self):
@@ -395,6 +400,46 @@ cdef class BpfProbe:
         self._check_open()
         return self.epfd
 
+    def set_identity(self, str id_prefix, unsigned long long next_seq):
+        """Stamp every event with event.sequence (from ``next_seq`` on, in kernel order) and
+        event.id (``id_prefix`` + the sequence)."""
+        self.decoder.id_prefix = id_prefix
+        self.decoder.id_prefix_b = id_prefix.encode()
+        self.decoder.seq = next_seq - 1 if next_seq else 0
+        self.decoder.stamping = True
+
+    def decode_record(self, bytes record, bint encode=True):
+        """One record (as ``capture`` kept it) through the decoder: what poll() would have
+        given for it (``encode=False``: always the dict)."""
+        wrap = self.decoder.wrap
+        if not encode:
+            self.decoder.wrap = None
+        try:
+            return self.decoder.decode(<const uint8_t *><const char *>record, len(record))
+        finally:
+            self.decoder.wrap = wrap
+
+    def dict_positions(self):
+        """Where the dicts are in what the last poll() returned (None: it is all dicts)."""
+        return self.positions
+
+    def next_sequence(self):
+        """The next event.sequence, for an event the caller makes itself."""
+        return self.decoder.next_seq()
+
+    def set_encoding(self, wrap):
+        """Encode sensitive opens of processes with a registered context straight to
+        msgpack, handed out as ``wrap(bytes)`` (msgspec.Raw); None: always dicts. Needs
+        set_identity first."""
+        if wrap is not None and not self.decoder.stamping:
+            raise ValueError("set_identity first: encoded events carry their own ids")
+        self.decoder.wrap = wrap
+
+    @property
+    def contexts(self):
+        """The registered contexts (encode/context.pxi): register(), forget(), hits."""
+        return self.decoder.contexts
+
     def ring_fileno(self):
         """The ring buffer map's own fd (pollable: readable while records are pending; its
         wakeups are the kernel's, see emit() in bpf/common.h)."""
@@ -418,6 +463,7 @@ cdef class BpfProbe:
         cdef epoll_event ev
         self._check_open()
         self.batch = []
+        self.positions = [] if self.decoder.wrap is not None else None
         self.max_events = max_events if max_events > 0 else 1
         self.decoder.offset_ns = ts_clock_offset_ns()
         rc = self._consume()
@@ -500,7 +546,12 @@ cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
     """libbpf's per-record callback, in C: decode into the current batch."""
     cdef BpfProbe self = <BpfProbe>ctx
     try:
-        self.batch.append(self.decoder.decode(<const uint8_t *>data, size))
+        if self.capture is not None:
+            self.capture.append((<const char *>data)[:size])
+        ev = self.decoder.decode(<const uint8_t *>data, size)
+        if self.positions is not None and type(ev) is dict:
+            self.positions.append(len(self.batch))
+        self.batch.append(ev)
     except Exception:
         self.decode_errors += 1
     if len(self.batch) >= self.max_events:

@@ -364,6 +364,39 @@ class Probe:
         out["decode_errors"] = bpf.decode_errors
         return out
 
+    def set_identity(self, id_prefix: str, next_seq: int = 1) -> None:
+        """Stamp every event in kernel order: event.sequence from ``next_seq`` on, event.id
+        ``id_prefix`` + it. :meth:`next_sequence` numbers the caller's own events."""
+        self._live().set_identity(id_prefix, next_seq)
+
+    def next_sequence(self) -> int:
+        return self._live().next_sequence()
+
+    def set_encoding(self, wrap: Any) -> None:
+        """Hand out sensitive opens of processes with a registered context (:attr:`contexts`)
+        as ``wrap(msgpack bytes)`` instead of dicts (None: dicts only)."""
+        self._live().set_encoding(wrap)
+
+    def dict_positions(self) -> list[int] | None:
+        """The positions of the dicts in what the last :meth:`poll` returned, when some events
+        were encoded (None: all are dicts)."""
+        return self._live().dict_positions()
+
+    def capture_records(self, into: list[bytes] | None) -> None:
+        """Also keep every record's raw bytes in ``into`` (None: stop); for tests that run
+        one record through both the dict and the encoding path (:meth:`decode_record`)."""
+        self._live().capture = into
+
+    def decode_record(self, record: bytes, encode: bool = True) -> Any:
+        """What :meth:`poll` gives for one captured record (``encode=False``: the dict)."""
+        return self._live().decode_record(record, encode)
+
+    @property
+    def contexts(self) -> Any:
+        """Per-process fields to append to encoded events: ``register(pid, ppid, uid, memcg,
+        fields_msgpack, n)``, ``forget(pid)``; ``hits``/``misses`` counters."""
+        return self._live().contexts
+
     def ring_fileno(self) -> int:
         """The ring buffer's own fd, for a reader that waits with its own (edge-triggered)
         epoll: readable while records are pending, signalled by the kernel's wakeups."""

@@ -213,6 +213,10 @@ class Sensor:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        if hasattr(self.probe, "set_identity"):
+            # the reader stamps kernel events and, for a hub, encodes known processes' opens
+            # itself (JSON on stdout needs dicts)
+            self.enricher.attach(self.probe, encode=not isinstance(self.sink, StdoutSink))
         self._emit(self.health.report(self.counters()))  # a first health event at start
         waiter = _Waiter(self.probe, self.sink)
         try:
@@ -246,6 +250,7 @@ class Sensor:
         first_at = 0.0  # when the held batch's first events were read
         next_health = now + cfg.health_interval_s
         max_events = cfg.batch_size
+        dict_positions = getattr(probe, "dict_positions", lambda: None)
         more = True  # records may be pending (at start, after a full poll)
         while not self.stopping:
             now = time.monotonic()
@@ -280,7 +285,7 @@ class Sensor:
                 pacer.note(len(events), now)
                 if not batch:
                     first_at = now
-                batch.extend(self.enricher.enrich(events))
+                batch.extend(self.enricher.enrich(events, dict_positions()))
             if batch and (len(batch) >= cfg.batch_size or now >= pacer.send_at(first_at, now)
                           or (ring_woke and hold and len(batch) >= FORCED_MIN_EVENTS)):
                 # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch

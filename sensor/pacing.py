@@ -11,13 +11,13 @@ together) if a credit is left; credits come back one per *interval* up to ``burs
 host always finds one, so its events leave ~2 ms after the kernel saw them. Under a steady
 stream the credits run out and events wait for the next one.
 
-The interval grows with the event rate, from ``min_interval_s`` up to ``max_interval_s`` (the
-config's ``batch_latency_ms``) at ``FULL_HOLD_RATE`` events/s: at a few hundred events a second
-the batches are small and few, and latency matters more than their cost; at a thousand a
-second holding them ``max_interval_s`` keeps the sensor near its CPU budget (one batch per
-50 ms instead of one per 2 ms). Past that, a batch fills up before the interval is over: the
-kernel wakes the reader once ``wakeup_bytes`` are pending and that big batch goes at once, so
-latency falls again as the rate grows.
+The interval follows the event rate: ``max_interval_s`` (the config's ``batch_latency_ms``)
+at ``FULL_HOLD_RATE`` events/s, proportionally shorter below (at a few hundred events a second
+batches are few anyway, latency matters more than their cost) and above it (at 10,000 a second
+a batch every 5 ms carries 50 events, enough to pay for itself), never below
+``min_interval_s``. At a thousand a second holding them ``max_interval_s`` keeps the sensor
+within its CPU budget (one batch per 50 ms instead of one per 2 ms). Whatever the interval,
+once ``wakeup_bytes`` are pending the kernel wakes the reader and that batch goes at once.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ class SendPacer:
 
     @property
     def interval_s(self) -> float:
-        """The current refill interval."""
-        share = min(1.0, self.rate / FULL_HOLD_RATE)
+        """The current refill interval: longest at FULL_HOLD_RATE, shorter below it (few
+        batches anyway: latency first) and above it (batches big enough to carry their
+        cost: latency first again)."""
+        r = self.rate / FULL_HOLD_RATE
+        share = r if r <= 1.0 else 1.0 / r
         return max(self.min_interval_s, self.max_interval_s * share)
 
     def note(self, events: int, now: float) -> None:
