@@ -47,6 +47,9 @@ MIN_INTERVAL_S = 0.005
 FORCED_MIN_EVENTS = 32
 # The longest wait without a timer: signals wake the loop through their wakeup fd anyway.
 WAIT_MAX_S = 60.0
+# Events held behind an exec whose executable is being hashed, at most (then it goes
+# without its digest: sensor/hashing.py).
+MAX_HELD_FOR_HASH = 8192
 
 
 class _Waiter:
@@ -54,7 +57,7 @@ class _Waiter:
     sockets and a signal wakeup pipe (Python retries an interrupted wait, so a SIGTERM would
     otherwise wait for the timeout)."""
 
-    def __init__(self, probe: Any, sink: Any) -> None:
+    def __init__(self, probe: Any, sink: Any, hashes: Any = None) -> None:
         self.probe = probe
         self.ep = select.epoll()
         self.ring = -1
@@ -65,6 +68,10 @@ class _Waiter:
         self.sink_fds = set(sink.fds())
         for fd in self.sink_fds:
             self.ep.register(fd, select.EPOLLIN)
+        self.hashes = hashes
+        self.hash_fd = hashes.fileno() if hashes is not None else -1
+        if self.hash_fd >= 0:
+            self.ep.register(self.hash_fd, select.EPOLLIN)
         self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.ep.register(self._rd, select.EPOLLIN)
         self._old_wakeup = signal.set_wakeup_fd(self._wr, warn_on_full_buffer=False) \
@@ -92,6 +99,8 @@ class _Waiter:
             elif fd == self._rd:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._rd, 512)
+            elif fd == self.hash_fd:
+                self.hashes.ready()  # a digest is in: the held batch may go
             else:
                 self.sink_ready = True
         return ring
@@ -189,6 +198,7 @@ class Sensor:
         )
 
     def close(self) -> None:
+        self.enricher.hashes.close()
         if self.probe is not None:
             self.probe.close()
             self.probe = None
@@ -218,7 +228,7 @@ class Sensor:
             # itself (JSON on stdout needs dicts)
             self.enricher.attach(self.probe, encode=not isinstance(self.sink, StdoutSink))
         self._emit(self.health.report(self.counters()))  # a first health event at start
-        waiter = _Waiter(self.probe, self.sink)
+        waiter = _Waiter(self.probe, self.sink, self.enricher.hashes)
         try:
             self._loop(waiter)
         finally:
@@ -252,9 +262,14 @@ class Sensor:
         max_events = cfg.batch_size
         dict_positions = getattr(probe, "dict_positions", lambda: None)
         more = True  # records may be pending (at start, after a full poll)
+        held_for_hash = False
+        hashes = self.enricher.hashes
         while not self.stopping:
             now = time.monotonic()
-            if batch:
+            if held_for_hash:
+                late = hashes.due_in(now)
+                hold, wake_at = True, now + (WAIT_MAX_S if late is None else late)
+            elif batch:
                 hold, wake_at = True, pacer.send_at(first_at, now)
             elif not pacer.ready(now):
                 # no credit: records wait anyway; wake when one is back, then re-arm
@@ -287,11 +302,18 @@ class Sensor:
                     first_at = now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
             if batch and (len(batch) >= cfg.batch_size or now >= pacer.send_at(first_at, now)
-                          or (ring_woke and hold and len(batch) >= FORCED_MIN_EVENTS)):
+                          or (ring_woke and hold and len(batch) >= FORCED_MIN_EVENTS)
+                          or held_for_hash):
                 # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
-                pacer.spend(now)
-                self._send(batch)
-                batch = []
+                n = self._sendable(batch, now)
+                if n:
+                    pacer.spend(now)
+                    self._send(batch[:n] if n < len(batch) else batch)
+                    batch = batch[n:]
+                # the rest waits for an executable's digest (sensor/hashing.py)
+                held_for_hash = bool(batch)
+                if held_for_hash:
+                    first_at = now
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
                 self.procs.expire()
@@ -305,6 +327,20 @@ class Sensor:
                 next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
         if batch:
             self._send(batch)
+
+    def _sendable(self, batch: list[Any], now: float) -> int:
+        """How many of ``batch`` may go: all but an exec event waiting for its executable's
+        digest and what came after it."""
+        hashes = self.enricher.hashes
+        if not hashes.waiting:
+            return len(batch)
+        waiting = hashes.first_waiting(now, len(batch), MAX_HELD_FOR_HASH)
+        if waiting is None:
+            return len(batch)
+        for i, ev in enumerate(batch):
+            if ev is waiting:
+                return i
+        return len(batch)  # not in this batch (sent when it was let go)
 
     def _send(self, events: list[dict[str, Any]]) -> None:
         size = self.config.batch_size

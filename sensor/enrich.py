@@ -17,7 +17,7 @@ from typing import Any
 from threatseer.common import __version__, ecs, wire
 from threatseer.sensor import hostinfo
 from threatseer.sensor.containers import ContainerDirectory, container_id
-from threatseer.sensor.hashing import ExecutableHashes
+from threatseer.sensor.hashing import PENDING, ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
 
@@ -199,8 +199,8 @@ class Enricher:
         ev["process.command_line"] = " ".join(args)
         self._describe_parent(ev, proc.ppid)
         if executable:
-            digest = self.hashes.sha256(executable)
-            if digest:
+            digest = self.hashes.lookup(executable, ev)
+            if digest and digest is not PENDING:  # pending: the worker sets it
                 ev["process.hash.sha256"] = digest
 
     def _context(self, proc: Proc) -> dict[str, Any]:
