@@ -461,6 +461,9 @@ class Hub:
                          if self.pipeline.profile is not None else None),
             "emitted": self.emitted,
             "failures": self.failures,
+            "response": {"kill_rules": len(self.responder.kill_rules),
+                         "exec_policy": self.responder.policy.version,
+                         **self.responder.counts},
             "engine_errors": {
                 "static": self.pipeline.rules.static.errors,
                 "dynamic": self.pipeline.rules.dynamic.errors,

@@ -369,6 +369,12 @@ class Sensor:
             "send_pending": self.sink.pending,
             "processes": len(self.procs.procs),
             "not_container_cgroups": self.enricher.not_containers,
+            # executables hashed on the worker thread (their exec waited), and let go without
+            # their digest
+            "hash_waits": self.enricher.hashes.waits,
+            "hash_late": self.enricher.hashes.late,
+            "encoded_events": getattr(getattr(self.probe, "contexts", None), "hits", 0),
+            "kills": self.responder.kills,
         })
         return out
 

@@ -31,6 +31,7 @@ from threatseer.sensor.digest import sha256
 Key = tuple[int, int, int, int]
 PENDING = "pending"  # lookup(): the digest is being computed; the event is registered
 FIELD = "process.hash.sha256"
+CHUNK = 256 << 10  # read and hashed at a time (one buffer per file)
 log = logging.getLogger("threatseer.sensor.hashing")
 
 
@@ -45,6 +46,7 @@ class ExecutableHashes:
         self.hashed = 0
         self.skipped = 0
         self.late = 0  # events sent without their digest (it came too late)
+        self.waits = 0  # events that waited for the worker
         # events waiting for a digest, in the order they were seen: (event, since)
         self.waiting: list[tuple[dict[str, Any], float]] = []
         self._lock = threading.Lock()
@@ -88,6 +90,7 @@ class ExecutableHashes:
                 waiters = self._by_key[key] = []
             waiters.append(event)
         self.waiting.append((event, time.monotonic()))
+        self.waits += 1
         if first:
             self._start()
             self._jobs.put((key, path, size))  # type: ignore[union-attr]
@@ -96,7 +99,8 @@ class ExecutableHashes:
     # ---- the reader's side of the waiting events ----------------------------------------
     def fileno(self) -> int:
         """Readable when the worker finished a digest (call :meth:`ready`)."""
-        self._start()
+        if self._rd < 0:
+            self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         return self._rd
 
     def ready(self) -> None:
@@ -158,19 +162,22 @@ class ExecutableHashes:
             self.skipped += 1
             return None
         h = sha256()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
         try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    h.update(view[:n])
         except OSError:
             return None
         self.hashed += 1
         return h.hexdigest()
 
     def _start(self) -> None:
+        """The worker, on the first big file (a thread costs RSS: not before)."""
         if self._thread is not None:
             return
-        self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fileno()
         self._jobs = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="exe-hash", daemon=True)
         self._thread.start()
@@ -196,6 +203,8 @@ class ExecutableHashes:
         if self._thread is not None and self._jobs is not None:
             self._jobs.put(None)
             self._thread.join(5)
+            self._thread = None
+        if self._rd >= 0:
             os.close(self._rd)
             os.close(self._wr)
-            self._thread = None
+            self._rd = self._wr = -1

@@ -11,7 +11,7 @@
 # what they were when it was made. What changes without a record (a dead parent leaving the
 # sensor's graveyard) is told with forget().
 
-from cpython.ref cimport PyObject
+from libc.stdlib cimport calloc
 
 cdef enum:
     CTX_SLOTS = 4096       # entries, direct-mapped by pid
@@ -33,12 +33,11 @@ cdef class Contexts:
     cdef public unsigned long long hits, misses
 
     def __cinit__(self):
-        self.slots = <CtxEntry *>malloc(sizeof(CtxEntry) * CTX_SLOTS)
-        self.gens = <uint32_t *>malloc(sizeof(uint32_t) * GEN_SLOTS)
+        # calloc: pages of zeroes the kernel maps only once they are written (RSS)
+        self.slots = <CtxEntry *>calloc(CTX_SLOTS, sizeof(CtxEntry))
+        self.gens = <uint32_t *>calloc(GEN_SLOTS, sizeof(uint32_t))
         if self.slots == NULL or self.gens == NULL:
             raise MemoryError()
-        memset(self.slots, 0, sizeof(CtxEntry) * CTX_SLOTS)
-        memset(self.gens, 0, sizeof(uint32_t) * GEN_SLOTS)
         self.objs = [None] * CTX_SLOTS
 
     def __dealloc__(self):
