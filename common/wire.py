@@ -88,7 +88,10 @@ class Batch:
 
 
 def _plain(obj: Any) -> Any:
-    """Subclasses of the basic types (msgpack-python packed them; msgspec wants the base)."""
+    """Runs of encoded events (copied as they are) and subclasses of the basic types
+    (msgpack-python packed them; msgspec wants the base)."""
+    if type(obj) is Encoded:
+        return msgspec.Raw(obj.data)
     for base in (str, int, float, bytes, list, tuple, dict):
         if isinstance(obj, base):
             return base(obj)
@@ -121,14 +124,45 @@ def encode(batch: Batch, compress: bool = False) -> list[bytes]:
 
 def encode_body(events: list[Any], compress: bool = False) -> bytes:
     """The body frame alone (a spool keeps bodies; headers are made at each (re)send).
-    An event is a flat dict, or an :data:`Encoded` one (its msgpack map, as the sensor's
-    reader writes it: native/encode/)."""
-    body = _pack(events)
+    An item is a flat dict, or :class:`Encoded` events (msgpack maps one after the other, as
+    the sensor's reader writes them: native/encode/), copied into the body as they are."""
+    n = event_count(events)
+    if n == len(events):
+        body = _pack(events)
+    elif all(type(item) is Encoded for item in events):  # a flood of one process's opens
+        body = b"".join([array_header(n), *[item.data for item in events]])
+    else:  # msgspec counted each run as one item: the array header says how many events
+        packed = _pack(events)
+        body = b"".join((array_header(n),
+                         memoryview(packed)[len(array_header(len(events))):]))
     return lz4.frame.compress(body) if compress else body
 
 
-# An event already encoded as a msgpack map (msgspec copies it into the body as it is).
-Encoded = msgspec.Raw
+class Encoded:
+    """``count`` events already encoded: their msgpack maps, one after the other."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.count} events, {len(self.data)} bytes)"
+
+
+def event_count(items: list[Any]) -> int:
+    """Events in a list of events and :class:`Encoded` runs."""
+    n = len(items)
+    for item in items:
+        if type(item) is Encoded:
+            n += item.count - 1
+    return n
+
+
+def decode_encoded(item: Encoded) -> list[dict[str, Any]]:
+    """The events of a run (tests and tools; the hub decodes whole bodies)."""
+    return _decode_body(array_header(item.count) + item.data)
 
 
 def encode_fields(fields: dict[str, Any]) -> tuple[bytes, int]:
@@ -152,7 +186,7 @@ def encode_header(batch: Batch, count: int | None = None, compressed: bool = Fal
         "v": VERSION,
         "sid": batch.sensor_id,
         "seq": batch.seq,
-        "n": len(batch.events) if count is None else count,
+        "n": event_count(batch.events) if count is None else count,
         "t": batch.sent_ns,
         "host": batch.host,
     }

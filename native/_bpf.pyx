@@ -210,6 +210,8 @@ cdef class BpfProbe:
     cdef public unsigned long long decode_errors
     cdef public list capture  # a list: every record's bytes are kept in it too (tests)
     cdef list positions      # of the dicts in the last batch, when events are encoded too
+    cdef Py_ssize_t run_at   # where the run of encoded events being written goes
+    cdef Py_ssize_t n_events # events in the batch (a run holds several)
     cdef readonly list attached
 
     def __cinit__(self):
@@ -415,9 +417,14 @@ cdef class BpfProbe:
         if not encode:
             self.decoder.wrap = None
         try:
-            return self.decoder.decode(<const uint8_t *><const char *>record, len(record))
+            ev = self.decoder.decode(<const uint8_t *><const char *>record, len(record))
+            return self.decoder.take_run() if ev is ENCODED else ev
         finally:
             self.decoder.wrap = wrap
+
+    def polled(self):
+        """Events the last poll() returned (a run of encoded ones is one item of them)."""
+        return self.n_events
 
     def dict_positions(self):
         """Where the dicts are in what the last poll() returned (None: it is all dicts)."""
@@ -429,8 +436,8 @@ cdef class BpfProbe:
 
     def set_encoding(self, wrap):
         """Encode sensitive opens of processes with a registered context straight to
-        msgpack, handed out as ``wrap(bytes)`` (msgspec.Raw); None: always dicts. Needs
-        set_identity first."""
+        msgpack; each run of consecutive ones is handed out as ``wrap(bytes, count)`` (the
+        maps one after the other); None: always dicts. Needs set_identity first."""
         if wrap is not None and not self.decoder.stamping:
             raise ValueError("set_identity first: encoded events carry their own ids")
         self.decoder.wrap = wrap
@@ -466,17 +473,26 @@ cdef class BpfProbe:
         self.positions = [] if self.decoder.wrap is not None else None
         self.max_events = max_events if max_events > 0 else 1
         self.decoder.offset_ns = ts_clock_offset_ns()
+        self.n_events = 0
         rc = self._consume()
         if rc == 0 and timeout_ms != 0:
             with nogil:
                 n = epoll_wait(self.epfd, &ev, 1, timeout_ms)
             self.decoder.offset_ns = ts_clock_offset_ns()
             rc = self._consume()
+        self._close_run()
         if rc < 0 and rc != STOP:
             check_rc(rc, "consuming the ring buffer")
         batch = self.batch
         self.batch = []
         return batch
+
+    cdef int _close_run(self) except -1:
+        """Put the run of encoded events in its place in the batch."""
+        run = self.decoder.take_run()
+        if run is not None:
+            self.batch[self.run_at] = run
+        return 0
 
     cdef int _consume(self):
         """One ring_buffer__consume, with the cyclic GC paused: the growing batch's dicts
@@ -549,11 +565,18 @@ cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
         if self.capture is not None:
             self.capture.append((<const char *>data)[:size])
         ev = self.decoder.decode(<const uint8_t *>data, size)
-        if self.positions is not None and type(ev) is dict:
-            self.positions.append(len(self.batch))
-        self.batch.append(ev)
+        if ev is ENCODED:
+            if self.decoder.run_events == 1:  # a new run: its place in the batch
+                self.run_at = len(self.batch)
+                self.batch.append(None)
+        else:
+            self._close_run()
+            if self.positions is not None:
+                self.positions.append(len(self.batch))
+            self.batch.append(ev)
+        self.n_events += 1
     except Exception:
         self.decode_errors += 1
-    if len(self.batch) >= self.max_events:
+    if self.n_events >= self.max_events:
         return STOP
     return 0

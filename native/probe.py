@@ -374,8 +374,14 @@ class Probe:
 
     def set_encoding(self, wrap: Any) -> None:
         """Hand out sensitive opens of processes with a registered context (:attr:`contexts`)
-        as ``wrap(msgpack bytes)`` instead of dicts (None: dicts only)."""
+        encoded instead of as dicts, each run of consecutive ones as ``wrap(msgpack maps,
+        count)`` (None: dicts only)."""
         self._live().set_encoding(wrap)
+
+    def polled(self) -> int:
+        """How many events the last :meth:`poll` returned: runs of encoded events (see
+        :meth:`set_encoding`) hold several."""
+        return self._live().polled()
 
     def dict_positions(self) -> list[int] | None:
         """The positions of the dicts in what the last :meth:`poll` returned, when some events

@@ -22,7 +22,7 @@ from typing import Any
 
 import click
 
-from threatseer.common import configfile, ecs
+from threatseer.common import configfile, ecs, wire
 from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES
 from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
@@ -40,8 +40,10 @@ TRIM_INTERVAL_S = 10.0
 TRIM_AFTER_EVENTS = 10_000
 # Batches that may go without waiting after a quiet spell (sensor/pacing.py).
 SEND_BURST = 4
+# Below this many events a second the host is quiet enough to give a burst's heap back.
+QUIET_RATE = 500.0
 # The shortest interval between batches once the credits are spent (at low event rates).
-MIN_INTERVAL_S = 0.005
+MIN_INTERVAL_S = 0.007
 # Held events that go at once when the kernel wakes the reader for wakeup_bytes pending
 # (fewer: the wakeup came from a record that raced the hold, not from a big batch).
 FORCED_MIN_EVENTS = 32
@@ -129,8 +131,8 @@ class HeapTrimmer:
         self.quiet_since = 0.0
 
     def burst_over(self, polled: int, quiet: bool) -> bool:
-        """Whether to trim now. ``quiet``: the poll did not fill up. A burst is over after a
-        second of those (its last batches acknowledged and freed by then)."""
+        """Whether to trim now. ``quiet``: the event rate is low. A burst is over after a
+        second of that (its last batches acknowledged and freed by then)."""
         self.events += polled
         if not quiet:
             self.quiet_since = 0.0
@@ -261,6 +263,8 @@ class Sensor:
         next_health = now + cfg.health_interval_s
         max_events = cfg.batch_size
         dict_positions = getattr(probe, "dict_positions", lambda: None)
+        polled_count = getattr(probe, "polled", None) or (lambda: len(events))
+        held = 0  # events in batch
         more = True  # records may be pending (at start, after a full poll)
         held_for_hash = False
         hashes = self.enricher.hashes
@@ -290,19 +294,24 @@ class Sensor:
                 for cmd in sink.take_commands():
                     self._emit(self.responder.handle(cmd))
             events = probe.poll(timeout_ms=0, max_events=max_events)
-            more = len(events) >= max_events
-            if self.trimmer.burst_over(len(events), quiet=len(events) < max_events // 2):
+            polled = polled_count() if events else 0  # runs of encoded events hold several
+            more = polled >= max_events
+            # quiet: the rate fell (small polls alone say nothing now: the pacing keeps
+            # them small at 10,000 events/s, and trimming then only stalls the loop while
+            # the heap is faulted back in)
+            if self.trimmer.burst_over(polled, quiet=pacer.rate < QUIET_RATE):
                 self.procs.expire()  # a quiet host has no exits to expire the graveyard
                 self.trimmer.trim()
             now = time.monotonic()
             if events:
-                self.events_in += len(events)
-                pacer.note(len(events), now)
+                self.events_in += polled
+                pacer.note(polled, now)
                 if not batch:
                     first_at = now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
-            if batch and (len(batch) >= cfg.batch_size or now >= pacer.send_at(first_at, now)
-                          or (ring_woke and hold and len(batch) >= FORCED_MIN_EVENTS)
+                held += polled
+            if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
+                          or (ring_woke and hold and held >= FORCED_MIN_EVENTS)
                           or held_for_hash):
                 # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
                 n = self._sendable(batch, now)
@@ -310,6 +319,7 @@ class Sensor:
                     pacer.spend(now)
                     self._send(batch[:n] if n < len(batch) else batch)
                     batch = batch[n:]
+                    held = wire.event_count(batch)
                 # the rest waits for an executable's digest (sensor/hashing.py)
                 held_for_hash = bool(batch)
                 if held_for_hash:
@@ -342,10 +352,21 @@ class Sensor:
                 return i
         return len(batch)  # not in this batch (sent when it was let go)
 
-    def _send(self, events: list[dict[str, Any]]) -> None:
+    def _send(self, events: list[Any]) -> None:
+        """Send in batches of at most batch_size events (a run of encoded events counts for
+        its events and is never split)."""
         size = self.config.batch_size
-        for i in range(0, len(events), size):
-            self.sink.send(events[i : i + size])
+        chunk: list[Any] = []
+        n = 0
+        for item in events:
+            k = item.count if type(item) is wire.Encoded else 1
+            if chunk and n + k > size:
+                self.sink.send(chunk)
+                chunk, n = [], 0
+            chunk.append(item)
+            n += k
+        if chunk:
+            self.sink.send(chunk)
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
         """Send events the sensor made itself (health, loss, kill) at once."""

@@ -14,8 +14,9 @@ stream the credits run out and events wait for the next one.
 The interval follows the event rate: ``max_interval_s`` (the config's ``batch_latency_ms``)
 at ``FULL_HOLD_RATE`` events/s, proportionally shorter below (at a few hundred events a second
 batches are few anyway, latency matters more than their cost) and above it (at 10,000 a second
-a batch every 5 ms carries 50 events, enough to pay for itself), never below
-``min_interval_s``. At a thousand a second holding them ``max_interval_s`` keeps the sensor
+a batch every 7 ms carries 70 events, enough to pay for itself), never below
+``min_interval_s`` (7 ms: shorter, a flood woke the reader for a few hundred events at a time,
+which cost more per event than reading them). At a thousand a second holding them ``max_interval_s`` keeps the sensor
 within its CPU budget (one batch per 50 ms instead of one per 2 ms). Whatever the interval,
 once ``wakeup_bytes`` are pending the kernel wakes the reader and that batch goes at once.
 """

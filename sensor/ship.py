@@ -157,7 +157,7 @@ class HubSink:
 
     def send(self, events: list[Event]) -> None:
         # Compressed once, here: the spool, CURVE and the network all carry the small form.
-        self.spool.append(len(events), wire.encode_body(events, compress=True))
+        self.spool.append(wire.event_count(events), wire.encode_body(events, compress=True))
         self._pump(time.monotonic())
         self._read_acks()
 

@@ -10,6 +10,9 @@ cdef dict _CATS = {a: (c, t) for a, (c, t) in actions.CATEGORIES.items()}
 cdef enum:
     EVENT_FIELDS = 40  # fields an enriched event may reach without a resize
 
+# decode() encoded the record into the current run (Decoder.take_run)
+cdef object ENCODED = object()
+
 # ECS types user and group ids as keyword: strings, made once per id value.
 cdef dict _ID_STRINGS = {}
 
@@ -55,8 +58,9 @@ cdef class Decoder:
     cdef bytes id_prefix_b
     # Events of known processes encoded straight to msgpack (encode/*.pxi), when enabled.
     cdef Contexts contexts
-    cdef object wrap           # what an encoded event is handed out as (msgspec.Raw)
-    cdef Writer w
+    cdef object wrap           # what a run of encoded events is handed out as: wrap(bytes, n)
+    cdef Writer w              # the current run: consecutive encoded events' msgpack
+    cdef Py_ssize_t run_events
 
     def __cinit__(self):
         self.boot_wall_ns = clock.BOOT_WALL_NS
@@ -67,6 +71,15 @@ cdef class Decoder:
 
     def __dealloc__(self):
         free(self.w.p)
+
+    cdef object take_run(self):
+        """The run of encoded events so far, handed out (None when empty)."""
+        if not self.run_events:
+            return None
+        run = self.wrap(PyBytes_FromStringAndSize(self.w.p, self.w.n), self.run_events)
+        self.w.n = 0
+        self.run_events = 0
+        return run
 
     cdef inline object next_seq(self):
         self.seq += 1
@@ -136,10 +149,8 @@ cdef class Decoder:
         if size < sizeof(tsr_hdr) or h.size > size:
             raise ValueError("short record")
         if kind == TSR_OPEN:
-            if self.wrap is not None:
-                encoded = encode_open(self, <const tsr_open *>data)
-                if encoded is not None:
-                    return encoded
+            if self.wrap is not None and encode_open(self, <const tsr_open *>data):
+                return ENCODED
             return decode_open(self, <const tsr_open *>data)
         if kind == TSR_EXEC:
             # the process table changes here: encoded contexts of this process and its

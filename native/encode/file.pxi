@@ -1,5 +1,6 @@
 # Included by _bpf.pyx: a sensitive open of a known process, encoded straight from the
-# record into the msgpack of the event the sensor would send: the same fields, in the same
+# record into the msgpack of the event the sensor would send (appended to the decoder's run
+# of consecutive encoded events, handed out as one wrap(bytes, count)): the same fields, in the same
 # order and forms, as decode_open() (decode/file.pxi) and Decoder.common() give, followed by
 # what the sensor's enrichment adds (encode/context.pxi). Used only when the decoder stamps
 # events (event.sequence, event.id) and the process has a valid entry; otherwise None and the
@@ -59,7 +60,9 @@ cdef inline bint _ascii(const char *p, Py_ssize_t n) noexcept:
     return True
 
 
-cdef object encode_open(Decoder dec, const tsr_open *o):
+cdef bint encode_open(Decoder dec, const tsr_open *o) except -1:
+    """Append the event to the decoder's run of encoded events (dec.w); False when the record
+    must take the dict path."""
     cdef const tsr_task *t = &o.h.task
     cdef Writer *w = &dec.w
     cdef char ts[40]
@@ -68,15 +71,14 @@ cdef object encode_open(Decoder dec, const tsr_open *o):
     cdef unsigned long long seq
     cdef Py_ssize_t plen = strnlen(o.path, o.path_len)
     if not dec.stamping or not _ascii(o.path, plen):
-        return None
+        return False
     dec.task(t)
     ctx = dec.contexts.lookup(t.pid, t.ppid, dec.t_uid, dec.t_memcg)
     if ctx is None:
-        return None
+        return False
     cdef bytes tail = <bytes>ctx[2]
     cdef uint32_t ntail = ctx[3]
     n = ts_iso8601(<unsigned long long>(<long long>t.ts_ns + dec.offset_ns), ts)
-    w.n = 0
     w_reserve(w, 1024 + plen + len(tail) + len(dec.id_prefix_b))
     w_map_header(w, OPEN_FIELDS + ntail)
     w_bytes(w, _K_TS)
@@ -136,4 +138,5 @@ cdef object encode_open(Decoder dec, const tsr_open *o):
     w_int(w, o.result)
     w_bytes(w, _V_OUTCOME_OK if o.result >= 0 else _V_OUTCOME_FAIL)
     w_bytes(w, tail)
-    return dec.wrap(PyBytes_FromStringAndSize(w.p, w.n))
+    dec.run_events += 1
+    return True
