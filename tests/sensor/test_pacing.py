@@ -44,6 +44,6 @@ def test_low_rate_keeps_the_shortest_interval() -> None:
 
 def test_high_rates_shorten_the_interval_again() -> None:
     p = SendPacer(0.007, 0.05, 4, now=0.0)
-    for i in range(1, 41):
-        p.note(100, i * 0.01)  # 10,000 events/s
+    for i in range(1, 301):
+        p.note(100, i * 0.01)  # 10,000 events/s for 3 s
     assert 0.0069 < p.interval_s < 0.0072
