@@ -89,7 +89,7 @@ class SensorConfig:
     # Executables larger than this are not hashed (process.hash.sha256 left out). Hashing is
     # CPython's built-in SHA-256 (~240 MB/s, no OpenSSL in the sensor: 3.5 MiB less RSS), on
     # first sight of each file version; files over 1 MiB on a thread of their own (their
-    # exec event, and what follows it, waits for the digest at most 2 s).
+    # exec event, and what follows it, waits for the digest at most 2 s or 4,096 events).
     hash_max_bytes: int = 64 * 1024 * 1024
     # Where the sensor keeps state (spool, keys).
     state_dir: str = "/var/lib/threatseer/sensor"

@@ -50,8 +50,8 @@ FORCED_MIN_EVENTS = 32
 # The longest wait without a timer: signals wake the loop through their wakeup fd anyway.
 WAIT_MAX_S = 60.0
 # Events held behind an exec whose executable is being hashed, at most (then it goes
-# without its digest: sensor/hashing.py).
-MAX_HELD_FOR_HASH = 8192
+# without its digest: sensor/hashing.py): ~4 MiB of events, 40 ms of a flood.
+MAX_HELD_FOR_HASH = 4096
 
 
 class _Waiter:
@@ -314,7 +314,7 @@ class Sensor:
                           or (ring_woke and hold and held >= FORCED_MIN_EVENTS)
                           or held_for_hash):
                 # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
-                n = self._sendable(batch, now)
+                n = self._sendable(batch, held, now)
                 if n:
                     pacer.spend(now)
                     self._send(batch[:n] if n < len(batch) else batch)
@@ -338,13 +338,13 @@ class Sensor:
         if batch:
             self._send(batch)
 
-    def _sendable(self, batch: list[Any], now: float) -> int:
-        """How many of ``batch`` may go: all but an exec event waiting for its executable's
-        digest and what came after it."""
+    def _sendable(self, batch: list[Any], held: int, now: float) -> int:
+        """How many items of ``batch`` (``held`` events) may go: all but an exec event waiting
+        for its executable's digest and what came after it."""
         hashes = self.enricher.hashes
         if not hashes.waiting:
             return len(batch)
-        waiting = hashes.first_waiting(now, len(batch), MAX_HELD_FOR_HASH)
+        waiting = hashes.first_waiting(now, held, MAX_HELD_FOR_HASH)
         if waiting is None:
             return len(batch)
         for i, ev in enumerate(batch):

@@ -10,9 +10,9 @@ records pile up in the kernel's ring), so it goes to a worker thread (the hash r
 GIL): :meth:`ExecutableHashes.lookup` returns :data:`PENDING` and the exec event waits, with
 every event after it (the stream stays in kernel order), until the worker puts the digest in
 it. :meth:`ExecutableHashes.fileno` becomes readable when one is done, so the reader's wait
-includes it. An event that waited ``wait_s`` (or behind which ``max_held`` events piled up)
-goes without the field, counted in ``late`` and logged; the digest is still cached for the
-next exec of that file.
+includes it. An event that waited ``wait_s`` (or behind which ``max_held`` events piled up:
+the reader's memory) goes without the field, counted in ``late`` and logged; the digest is
+still cached for the next exec of that file.
 """
 
 from __future__ import annotations
