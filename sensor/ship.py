@@ -19,6 +19,7 @@ dropped by the scorers by (sensor, epoch, seq).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -230,10 +231,8 @@ class HubSink:
         """Move to the next endpoint; the caller's go-back resends the unacknowledged."""
         old = self.endpoint
         self.endpoint = self.endpoints[(self.endpoints.index(old) + 1) % len(self.endpoints)]
-        try:
+        with contextlib.suppress(zmq.ZMQError):  # never connected: nothing to undo
             self.sock.disconnect(old)
-        except zmq.ZMQError:
-            pass  # never connected (bad address): nothing to undo
         self.sock.connect(self.endpoint)
         self.connected = False
         self.failovers += 1

@@ -6,7 +6,7 @@ says where the stream resumes (nothing generated twice, nothing skipped). It sen
 events at about ``--rate`` events/s, then waits until the hub acknowledged everything and
 exits 0 (exit 3 when ``--drain-timeout`` passes first). Progress lines go to stdout.
 
-Usage: python synthetic_sensor.py ENDPOINT SENSOR_ID STATE_DIR --total N [--batch B]
+Usage: python synthetic_sensor.py ENDPOINT[,ENDPOINT...] SENSOR_ID STATE_DIR --total N [--batch B]
        [--rate R] [--secret FILE --server-key FILE] [--spool-mib M] [--resend S]
 """
 
@@ -51,7 +51,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     curve = (read_key(a.secret), read_key(a.server_key)) if a.secret else None
     spool = Spool(os.path.join(a.state_dir, SPOOL_FILE), int(a.spool_mib * (1 << 20)))
-    sink = HubSink(a.endpoint, a.sensor_id, "synthetic-host", spool=spool,
+    sink = HubSink(a.endpoint.split(","), a.sensor_id, "synthetic-host", spool=spool,
                    identity={"host.name": "synthetic-host", "agent.id": a.sensor_id},
                    curve=curve, resend_after_s=a.resend)
     i = (spool.next_seq - 1) * a.batch

@@ -1,0 +1,403 @@
+"""A scorer: one member of the consumer group on the batches topic.
+
+Per cycle it takes what the consumer has (at most ``max_batches_per_txn`` batches or
+``commit_interval_ms``), and for each batches partition p in it runs ONE Kafka transaction:
+score the batches, produce their scored events to partition p of the events topic and the
+changed per-sensor delivery state to partition p of the state topic, add the consumed offsets
+(``send_offsets_to_transaction``) and commit. For ``read_committed`` readers a batch's events,
+its sensor's new state and the consumer position move together or not at all, so a scorer
+killed at any point neither loses nor duplicates an event: whoever takes p over starts from
+the committed position with the committed state.
+
+Transactional ids are per partition (``<prefix>-<p>``): taking p over starts with
+``init_transactions``, which fences the previous owner (a zombie can no longer commit) and
+aborts its open transaction. This needs nothing else from the broker (no transaction
+timeout, no consumer-group generation check), which is why it is used instead of one id per
+scorer.
+
+Duplicates: a sensor that fails over resends what its old gateway had not acknowledged, some
+of which Kafka already holds. The delivery state, per sensor (epoch, highest batch scored), is
+the hub's :class:`Ledger` admission logic over Kafka instead of SQLite: a batch at or below
+the high mark is dropped, a final gap becomes a loss event. It survives rebalances because it
+is written in the transaction and read back by the next owner of p, from the state topic up
+to a barrier. A state record carries the input position it commits (``u``); records beyond
+the committed position can only come from aborted transactions and are ignored (see
+docs/cluster.md: some brokers show aborted records to read_committed readers).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import zmq
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from threatseer.common import wire
+from threatseer.hub.cluster.bundles import BundleFeed
+from threatseer.hub.cluster.gateway import HEADER
+from threatseer.hub.cluster.kafka import (
+    BARRIER,
+    ClusterError,
+    consumer,
+    ensure_topics,
+    producer,
+    read_to_barrier,
+    require,
+)
+from threatseer.hub.cluster.replication import ProfileReplicator
+from threatseer.hub.cluster.status import Beacon
+from threatseer.hub.config import HubConfig
+from threatseer.hub.daemon import CHUNK_EVENTS, load_start_bundle
+from threatseer.hub.engines.profile import ProfileEngine
+from threatseer.hub.ingest import Ingest, Message
+from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, SensorState, gap_event
+from threatseer.hub.metrics import HubMetrics
+from threatseer.hub.profiles import ProfileStore
+from threatseer.hub.publish import Publisher
+from threatseer.hub.rules.model import Bundle
+from threatseer.hub.scoring import Pipeline
+
+log = logging.getLogger("threatseer.hub.cluster.scorer")
+SOURCE = "src"  # events record header: "<batches offset>:<chunk>", the record's input position
+_pack = msgspec.msgpack.Encoder(enc_hook=str).encode
+_unpack_state = msgspec.msgpack.Decoder(dict[str, int]).decode
+
+
+class PartitionLedger(Ledger):
+    """The ledger's admission logic for the sensors of one batches partition, its state kept
+    in Kafka (see the module doc) instead of SQLite."""
+
+    def __init__(self) -> None:  # no SQLite: state comes from load(), goes out in records()
+        self.path = ""
+        self.state: dict[str, SensorState] = {}
+        self._dirty: set[str] = set()
+        self._scored: list[Any] = []
+        self._gaps: list[Any] = []
+        self.commits = 0
+
+    def load(self, msg: Any, committed: int) -> None:
+        """Apply one state record (last wins) unless it is beyond the committed position."""
+        try:
+            rec = _unpack_state(msg.value() or b"")
+            sid = msg.key().decode()
+        except (msgspec.DecodeError, UnicodeDecodeError, AttributeError):
+            return
+        if rec.get("u", 1 << 62) > committed:
+            return  # written by a transaction that did not commit
+        self.state[sid] = SensorState(rec.get("e", 0), rec.get("h", 0), rec.get("d", 0))
+
+    def records(self, upto: int) -> list[tuple[bytes, bytes]]:
+        """(key, value) of every sensor whose state changed; clears the changes."""
+        out = [(sid.encode(), _pack({"e": st.epoch, "h": st.high, "d": st.dropped, "u": upto}))
+               for sid in self._dirty for st in (self.state[sid],)]
+        self._dirty.clear()
+        self._scored.clear()
+        self._gaps.clear()
+        return out
+
+    def commit(self) -> None:  # the scoring transaction is the commit
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class Owned:
+    """A batches partition this scorer owns: its transactional producer and ledger."""
+
+    partition: int
+    producer: Any
+    ledger: PartitionLedger
+    published: list[list[dict[str, Any]]] = field(default_factory=list)
+
+
+class Scorer:
+    def __init__(self, cfg: HubConfig, bundle: Bundle | None = None) -> None:
+        require(cfg.cluster)
+        self.cfg = cfg
+        self.ccfg = ccfg = cfg.cluster
+        counts = ensure_topics(ccfg)
+        self.partitions = counts[ccfg.batches_topic]
+        self.name = ccfg.member()
+        self.metrics = HubMetrics()
+        self.store: Any = None
+        if bundle is None:
+            bundle, self.store = load_start_bundle(cfg)
+        elif cfg.admin.trusted_signing_keys:
+            from threatseer.hub.rules.store import BundleStore
+
+            self.store = BundleStore(cfg.state_dir, cfg.admin.trusted_signing_keys)
+        self.profile_store: ProfileStore | None = None
+        profile = None
+        if cfg.profiles.enabled:
+            self.profile_store = ProfileStore(cfg.profile_db())
+            profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
+        self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self.ingest = Ingest(None, cfg.ingest, self.metrics)
+        self.ctx = zmq.Context()
+        self.publisher = None
+        if cfg.publish.endpoint:
+            from threatseer.hub.transport import PUBLISH, Transport
+
+            self.transport = Transport(cfg, self.ctx, self.metrics)
+            self.publisher = Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
+                                       secure=lambda s: self.transport.secure(s, PUBLISH))
+        self.replicator = ProfileReplicator(ccfg, profile) if profile is not None else None
+        self.feed = BundleFeed(ccfg, self.store, self.activate)
+        self.owned: dict[int, Owned] = {}
+        self.consumer = consumer(ccfg, **{
+            "group.id": ccfg.scorer_group, "enable.auto.commit": False,
+            "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+            "session.timeout.ms": ccfg.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, ccfg.session_timeout_ms // 6),
+            "partition.assignment.strategy": "roundrobin",
+            "fetch.wait.max.ms": 10, "client.id": f"threatseer-scorer-{self.name}"})
+        self.emitted = self.batches = self.duplicates = self.transactions = 0
+        self.aborts = self.failures = 0
+        self.txn_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beacon = Beacon(ccfg, "scorer", self.counters)
+        self._http: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.cfg.metrics.listen:
+            self._http = self.metrics.serve(self.cfg.metrics.listen)
+        if self.replicator is not None:
+            self.replicator.start()
+        self.feed.start()
+        self.beacon.start()
+        self.consumer.subscribe([self.ccfg.batches_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
+        self._thread.start()
+        log.info("scorer %s: %s -> %s, bundle %s", self.name, self.ccfg.batches_topic,
+                 self.ccfg.events_topic, self.bundle_version())
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.beacon.stop()
+        self.feed.stop()
+        if self.replicator is not None:
+            self.replicator.stop()
+        if self.pipeline.profile is not None:
+            self.pipeline.profile.close(time.time())
+        if self.profile_store is not None:
+            self.profile_store.close()
+        if self.publisher is not None:
+            self.publisher.close()
+            self.transport.close()
+        if self._http is not None:
+            self._http.shutdown()
+        self.ctx.term()
+
+    def activate(self, bundle: Bundle) -> None:
+        """Swap the rules (from the bundle feed's thread: one attribute store)."""
+        self.pipeline.activate(bundle)
+        b = bundle.manifest
+        self.metrics.set_bundle(b.name, b.version, bundle.digest)
+
+    def bundle_version(self) -> str:
+        return self.pipeline.rules.bundle.manifest.version
+
+    def counters(self) -> dict[str, Any]:
+        b = self.pipeline.rules.bundle
+        prof = self.pipeline.profile
+        return {"bundle": {"name": b.manifest.name, "version": b.manifest.version,
+                           "digest": b.digest},
+                "bundle_feed": self.feed.status(),
+                "partitions": sorted(self.owned), "batches": self.batches,
+                "emitted": self.emitted, "duplicates": self.duplicates,
+                "transactions": self.transactions, "aborts": self.aborts,
+                "failures": self.failures, "bad_input": self.ingest.bad_total,
+                "profiles": len(prof.profiles) if prof is not None else None,
+                "replication": self.replicator.status() if self.replicator else None}
+
+    # -- partitions -----------------------------------------------------------------------
+    def _on_assign(self, c: Any, parts: list[TopicPartition]) -> None:
+        for tp in parts:
+            try:
+                self.owned[tp.partition] = self._take_over(tp.partition)
+            except Exception:
+                log.exception("cannot take partition %d over", tp.partition)
+                self.failures += 1
+                raise
+
+    def _on_revoke(self, c: Any, parts: list[TopicPartition]) -> None:
+        for tp in parts:
+            own = self.owned.pop(tp.partition, None)
+            if own is not None:
+                own.producer.flush(5)
+
+    def _take_over(self, p: int) -> Owned:
+        """Fence p's previous owner, then read p's committed delivery state."""
+        ccfg = self.ccfg
+        prod = producer(ccfg, **{
+            "transactional.id": f"{ccfg.transactional_id_prefix}-{p}", "acks": "all",
+            "linger.ms": 1, "compression.type": "lz4",
+            "transaction.timeout.ms": max(60_000, ccfg.session_timeout_ms * 4),
+            "client.id": f"threatseer-scorer-{self.name}-{p}"})
+        prod.init_transactions(30)  # fences the old owner, aborts its open transaction
+        committed = self.consumer.committed([TopicPartition(ccfg.batches_topic, p)], 30)[0]
+        upto = committed.offset if committed.offset >= 0 else 0
+        ledger = PartitionLedger()
+
+        def barrier(nonce: bytes) -> None:
+            prod.begin_transaction()
+            prod.produce(ccfg.state_topic, key=BARRIER, value=nonce, partition=p)
+            prod.commit_transaction(30)
+
+        n = read_to_barrier(ccfg, barrier, ccfg.state_topic, p,
+                            lambda m: ledger.load(m, upto))
+        log.info("partition %d taken over at offset %d: %d sensors (%d state records)", p,
+                 upto, len(ledger.state), n)
+        return Owned(p, prod, ledger)
+
+    # -- the loop -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        ccfg = self.ccfg
+        wait = ccfg.commit_interval_ms / 1000
+        try:
+            while not self._stop.is_set():
+                msgs = self.consumer.consume(ccfg.max_batches_per_txn, wait)
+                now = time.time()
+                if self.replicator is not None:
+                    self.replicator.apply()
+                if msgs:
+                    by_part: dict[int, list[Any]] = defaultdict(list)
+                    for m in msgs:
+                        if m.error():
+                            if m.error().code() != KafkaError._PARTITION_EOF:
+                                log.warning("consume: %s", m.error())
+                            continue
+                        by_part[m.partition()].append(m)
+                    for p, part_msgs in by_part.items():
+                        own = self.owned.get(p)
+                        if own is not None:
+                            self._transaction(own, part_msgs, now)
+                if self.replicator is not None:
+                    self.replicator.publish(now)
+                if self.pipeline.profile is not None:
+                    self.pipeline.profile.maybe_flush(now)
+        except Exception:
+            log.exception("scorer loop failed")
+        finally:
+            try:
+                self.consumer.close()
+            except Exception as exc:
+                log.warning("consumer close: %s", exc)
+
+    def _transaction(self, own: Owned, msgs: list[Any], now: float) -> None:
+        prod, p, ccfg = own.producer, own.partition, self.ccfg
+        t0 = time.perf_counter()
+        try:
+            prod.begin_transaction()
+            for m in msgs:
+                self._batch(own, m, now)
+            for key, value in own.ledger.records(msgs[-1].offset() + 1):
+                prod.produce(ccfg.state_topic, key=key, value=value, partition=p)
+            prod.send_offsets_to_transaction(
+                [TopicPartition(ccfg.batches_topic, p, msgs[-1].offset() + 1)],
+                self.consumer.consumer_group_metadata(), 30)
+            prod.commit_transaction(30)
+        except KafkaException as exc:
+            self._failed_transaction(own, exc)
+            return
+        self.transactions += 1
+        self.txn_seconds += time.perf_counter() - t0
+        if self.publisher is not None:
+            for events in own.published:
+                self.publisher.add(events)
+            self.publisher.flush()
+        own.published.clear()
+
+    def _failed_transaction(self, own: Owned, exc: KafkaException) -> None:
+        """Abort; the partition is read again from its committed offset with its committed
+        state (as when it is taken over), or given up if we were fenced."""
+        err = exc.args[0] if exc.args else None
+        self.aborts += 1
+        own.published.clear()
+        log.warning("transaction on partition %d failed (%s): rewinding", own.partition, exc)
+        p = own.partition
+        try:
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                own.producer.abort_transaction(30)
+            elif isinstance(err, KafkaError) and err.fatal():
+                raise ClusterError("fenced: another scorer owns the partition now")
+            self.owned[p] = self._take_over(p)
+            committed = self.consumer.committed([TopicPartition(self.ccfg.batches_topic, p)],
+                                                30)[0]
+            self.consumer.seek(TopicPartition(self.ccfg.batches_topic, p,
+                                              max(committed.offset, 0)))
+        except Exception as again:
+            log.error("partition %d given up until the next rebalance: %s", p, again)
+            self.owned.pop(p, None)
+
+    def _batch(self, own: Owned, m: Any, now: float) -> None:
+        """Admit, score and produce one batch (inside the partition's transaction)."""
+        headers = dict(m.headers() or ())
+        header, body = headers.get(HEADER), m.value()
+        frames = [header or b"", body or b""]
+        try:
+            h = wire.decode_header(frames)
+        except wire.WireError as exc:  # not from a gateway of ours: counted, skipped
+            self.ingest.bad("unknown", exc.reason, f"batches offset {m.offset()}: {exc}")
+            return
+        sid = h["sid"]
+        self.ingest.stats(sid)
+        msg = Message(frames, sid, self.ingest.label(sid), b"", h.get("e", 0), h["seq"],
+                      h.get("b", 0), h.get("d", 0))
+        ledger = own.ledger
+        verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
+        if verdict.kind == STALE:
+            self.ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of an old epoch")
+            return
+        if verdict.lost_batches:
+            gap = gap_event(sid, msg.epoch, msg.seq, verdict.lost_batches, verdict.lost_events)
+            res = self.pipeline.score([gap], sid, msg.seq, now)
+            self._emit(own, m.offset(), -1, sid, res.emitted)
+        if verdict.kind == DUPLICATE:
+            self.duplicates += 1
+            self.ingest.sensors[msg.label].duplicates += 1
+            return
+        if verdict.kind == AHEAD:
+            return
+        assert verdict.kind == NEW
+        self.batches += 1
+        rec = self.ingest.open(msg)
+        scored = 0
+        if rec is not None:
+            for start in range(0, len(rec.raws), CHUNK_EVENTS):
+                events = self.ingest.events(rec, start, start + CHUNK_EVENTS)
+                if not events:
+                    continue
+                scored += len(events)
+                res = self.pipeline.score(events, rec.sensor_id, rec.seq, now)
+                self._emit(own, m.offset(), start, sid, res.emitted)
+        ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
+
+    def _emit(self, own: Owned, offset: int, chunk: int, sid: str,
+              events: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        own.producer.produce(self.ccfg.events_topic, value=_pack(events), key=sid.encode(),
+                             partition=own.partition,
+                             headers=[(SOURCE, f"{offset}:{chunk}".encode())])
+        self.emitted += len(events)
+        if self.publisher is not None:
+            own.published.append(events)
+
