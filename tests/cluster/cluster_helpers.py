@@ -68,7 +68,7 @@ class Member:
             self.proc = subprocess.Popen([exe, role, "-c", str(conf)], stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if f"{self.role} ready".encode() in self.log.read_bytes():
@@ -111,6 +111,82 @@ def read_topic(bootstrap: str, topic: str, partitions: int, idle_s: float = 2.0,
     finally:
         c.close()
     return out
+
+
+class EventsTally:
+    """A read_committed reader of the events topic that keeps what it read, for waiting on
+    a condition (every expected event delivered) instead of sleeping.
+
+    ``delivered`` counts each event id once per record delivered, skipping a record at or
+    before the last input position read from its partition: a copy from an aborted
+    transaction, which the broker shows (the output workers skip it the same way)."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap,
+                                  "group.id": "t-" + uuid.uuid4().hex,
+                                  "isolation.level": "read_committed",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.records: list[Any] = []
+        self.delivered: dict[str, int] = {}
+        self.all_ids: dict[str, int] = {}
+        self.copies = 0
+        self._last: dict[int, tuple[int, int]] = {}
+
+    def read(self, seconds: float) -> int:
+        """Read for up to ``seconds``; returns the records read."""
+        from threatseer.hub.cluster.output_worker import position
+
+        n = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for m in self.consumer.consume(1000, 0.2):
+                if m.error():
+                    continue
+                n += 1
+                self.records.append(m)
+                events = unpack(m.value())
+                for ev in events:
+                    self.all_ids[ev["event.id"]] = self.all_ids.get(ev["event.id"], 0) + 1
+                pos = position(m.headers())
+                assert pos is not None, "an events record without its input position"
+                last = self._last.get(m.partition())
+                if last is not None and pos <= last:
+                    self.copies += 1
+                    continue
+                self._last[m.partition()] = pos
+                for ev in events:
+                    self.delivered[ev["event.id"]] = self.delivered.get(ev["event.id"], 0) + 1
+        return n
+
+    def until(self, cond: Any, timeout: float) -> bool:
+        """Read until ``cond(self)`` holds or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while not cond(self):
+            if time.monotonic() > deadline:
+                return False
+            self.read(0.5)
+        return True
+
+    def drain(self, idle_s: float = 2.0, timeout: float = 120.0) -> None:
+        """Read until nothing came for ``idle_s``."""
+        deadline = time.monotonic() + timeout
+        while self.read(idle_s) and time.monotonic() < deadline:
+            pass
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def wait_for(cond: Any, timeout: float, what: str, step: float = 0.05) -> float:
+    """Wait until ``cond()`` is true; returns the seconds it took (AssertionError at
+    ``timeout``: generous deadlines, the machine is shared)."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f} s: {what}")
+        time.sleep(step)
+    return time.monotonic() - t0
 
 
 def produce_batch(producer: Producer, topic: str, sid: str, seq: int,

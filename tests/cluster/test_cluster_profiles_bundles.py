@@ -8,11 +8,10 @@ learned; a profile record read twice more changes nothing.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import produce_batch, read_topic, unpack
+from cluster_helpers import EventsTally, produce_batch, read_topic, unpack, wait_for
 from confluent_kafka import Producer
 
 from threatseer.hub.cluster.bundles import publish_bundle
@@ -31,20 +30,19 @@ def exec_ev(i: int, parent: str = "/bin/bash") -> dict[str, Any]:
 
 
 def wait(cond: Any, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if cond():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError(f"timed out: {what}")
+    return wait_for(cond, timeout, what, 0.02)
 
 
-def indicators(bootstrap: str, topic: str, event_id: str) -> list[str]:
-    for m in read_topic(bootstrap, topic, 12, idle_s=1.0):
-        for ev in unpack(m.value()):
-            if ev["event.id"] == event_id:
-                return [i["type"] for i in ev["threatseer.indicators"]]
-    raise AssertionError(f"{event_id} not in {topic}")
+def indicators(bootstrap: str, topic: str, event_ids: list[str]) -> dict[str, list[str]]:
+    """The indicator types of each of ``event_ids`` once committed to ``topic``."""
+    tally = EventsTally(bootstrap, topic, 12)
+    try:
+        assert tally.until(lambda t: set(event_ids) <= t.delivered.keys(), 120), \
+            f"{event_ids} not in {topic}"
+    finally:
+        tally.close()
+    return {ev["event.id"]: [i["type"] for i in ev["threatseer.indicators"]]
+            for m in tally.records for ev in unpack(m.value()) if ev["event.id"] in event_ids}
 
 
 def test_profile_learned_on_a_suppresses_novelty_on_b(broker: Any, hub_cfg: Any) -> None:
@@ -66,33 +64,33 @@ def test_profile_learned_on_a_suppresses_novelty_on_b(broker: Any, hub_cfg: Any)
     try:
         a.start()
         b.start()
-        wait(lambda: len(a.owned) == len(b.owned) == 12, 60, "partitions assigned")
+        wait(lambda: len(a.owned) == len(b.owned) == 12, 120, "partitions assigned")
         # A learns: 5 events in the window, the 6th closes it
         produce_batch(prod, "b.A", "s1", 1, [exec_ev(i) for i in range(6)])
-        prod.flush(10)
+        assert prod.flush(60) == 0
         wait(lambda: subject in a.pipeline.profile.profiles
-             and a.pipeline.profile.profiles[subject].learned, 60, "A learns")
+             and a.pipeline.profile.profiles[subject].learned, 120, "A learns")
         took = wait(lambda: subject in b.pipeline.profile.profiles
-                    and b.pipeline.profile.profiles[subject].learned, 10, "B knows")
+                    and b.pipeline.profile.profiles[subject].learned, 60, "B knows")
         print(f"\nB knew what A learned {took:.2f} s after A had it")
         # B scores the learned behaviour, and something nobody learned
         prod_b = Producer({"bootstrap.servers": broker.bootstrap})
         produce_batch(prod_b, "b.B", "s1", 1, [exec_ev(100), exec_ev(101, "/usr/sbin/cron")])
-        prod_b.flush(10)
-        wait(lambda: b.emitted >= 2, 60, "B scores")
-        assert indicators(broker.bootstrap, "e.B", "e100") == ["normal_behavior"]
-        assert "abnormal_behavior" in indicators(broker.bootstrap, "e.B", "e101")
+        assert prod_b.flush(60) == 0
+        found = indicators(broker.bootstrap, "e.B", ["e100", "e101"])
+        assert found["e100"] == ["normal_behavior"]
+        assert "abnormal_behavior" in found["e101"]
         # replayed observations change nothing
         before = b.pipeline.profile.profiles[subject]
         items, learned_at, first = set(before.items), before.learned_at, before.first_seen
-        replayed = read_topic(broker.bootstrap, "threatseer.profiles", 3, idle_s=1.0)
+        replayed = read_topic(broker.bootstrap, "threatseer.profiles", 3, idle_s=3.0)
         assert replayed
         applied = b.replicator.applied
         for _ in range(2):
             for m in replayed:
                 prod.produce("threatseer.profiles", key=m.key(), value=m.value())
-        prod.flush(10)
-        wait(lambda: b.replicator.applied >= applied + 2 * len(replayed), 20, "replay read")
+        assert prod.flush(60) == 0
+        wait(lambda: b.replicator.applied >= applied + 2 * len(replayed), 60, "replay read")
         after = b.pipeline.profile.profiles[subject]
         assert (set(after.items), after.learned_at, after.first_seen) == \
             (items, learned_at, first)
@@ -132,7 +130,7 @@ def test_bundle_published_once_active_on_all_scorers_tampered_on_none(
             s.start()
         good = sign_archive(build(tmp_path, "2.0.0"), key)
         publish_bundle(scorers[0].ccfg, good)
-        wait(lambda: all(s.bundle_version() == "2.0.0" for s in scorers), 60, "all on 2.0.0")
+        wait(lambda: all(s.bundle_version() == "2.0.0" for s in scorers), 120, "all on 2.0.0")
         # tampered: signed content of 3.0.0 with a rule changed afterwards
         signed = sign_archive(build(tmp_path, "3.0.0"), key)
         other = build(tmp_path, "3.0.0", rule_score=99)
@@ -141,7 +139,7 @@ def test_bundle_published_once_active_on_all_scorers_tampered_on_none(
         files, sig = read_archive(signed)
         tampered = build_archive(read_archive(other)[0], sig)
         publish_bundle(scorers[0].ccfg, tampered)
-        wait(lambda: all(s.feed.refused >= 1 for s in scorers), 60, "all refuse it")
+        wait(lambda: all(s.feed.refused >= 1 for s in scorers), 120, "all refuse it")
         assert [s.bundle_version() for s in scorers] == ["2.0.0"] * 3
         assert all("refused" in s.feed.last_error or "signature" in s.feed.last_error
                    for s in scorers), [s.feed.last_error for s in scorers]
@@ -152,10 +150,13 @@ def test_bundle_published_once_active_on_all_scorers_tampered_on_none(
         from threatseer.hub.cluster.cli import cluster_group
 
         conf = write_config(scorers[0].cfg, tmp_path / "status.yaml")
-        wait(lambda: "bundle=2.0.0" in CliRunner().invoke(
-            cluster_group, ["status", "-c", str(conf)]).output, 20, "status")
-        out = CliRunner().invoke(cluster_group, ["status", "-c", str(conf)]).output
-        assert out.count("bundle=2.0.0") == 3, out
+        outs: list[str] = []
+
+        def three() -> bool:
+            outs.append(CliRunner().invoke(cluster_group, ["status", "-c", str(conf)]).output)
+            return outs[-1].count("bundle=2.0.0") == 3
+
+        wait(three, 60, f"status shows 2.0.0 for the 3 scorers: {outs[-1:]}")
     finally:
         for s in scorers:
             s.stop()
