@@ -60,7 +60,8 @@ class BundleFeed:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def _run(self) -> None:
         c = consumer(self.cfg, **{"group.id": "threatseer-bundles-" + uuid.uuid4().hex,

@@ -41,9 +41,7 @@ def _run(role: str, make: Any, cfg: HubConfig) -> None:
     setup_logging(cfg.log_level)
     try:
         member = make(cfg)
-    except ClusterError as exc:
-        raise click.ClickException(f"{role} cannot start: {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # ClusterError, a config the loader let through, ...
         raise click.ClickException(f"{role} cannot start: {exc}") from None
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -51,7 +49,11 @@ def _run(role: str, make: Any, cfg: HubConfig) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    member.start()
+    try:
+        member.start()
+    except ClusterError as exc:
+        member.stop()
+        raise click.ClickException(f"{role} cannot start: {exc}") from None
     print(f"{role} ready: {cfg.cluster.member()} on {cfg.cluster.bootstrap_servers}"
           + (f", ingest {member.endpoint}" if role == "gateway" else ""),
           file=sys.stderr, flush=True)

@@ -12,6 +12,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+ROLES = ("gateway", "scorer", "output-worker")
+# Each role's /metrics port by default: distinct, so roles sharing a host and a hub.yaml (and
+# the embedded hub's 9108) do not collide.
+DEFAULT_METRICS = {"gateway": "127.0.0.1:9109", "scorer": "127.0.0.1:9110",
+                   "output-worker": "127.0.0.1:9111"}
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}\Z")
 # librdkafka keys whose values are secrets: never printed, never logged.
@@ -61,6 +66,10 @@ class ClusterConfig:
     # ZeroMQ PUB endpoint where an output worker republishes the whole cluster's events
     # for `threatseer tap` (empty: none; each scorer's own tap is publish.endpoint).
     tap_endpoint: str = ""
+    # Prometheus /metrics (host:port) of each role on this host, e.g. {scorer: "0.0.0.0:9110"};
+    # a role left out listens on its default (gateway 9109, scorer 9110, output-worker 9111,
+    # on 127.0.0.1); "" turns it off. The embedded hub's is metrics.listen.
+    metrics_listen: dict[str, str] = field(default_factory=dict)
     # Extra librdkafka settings for every client (TLS, SASL, ...). Secret values
     # (sasl.password, ...) are never printed or logged.
     kafka: dict[str, Any] = field(default_factory=dict)
@@ -86,9 +95,20 @@ class ClusterConfig:
             raise ValueError("delivery_timeout_s: must be positive")
         if self.tap_endpoint and "://" not in self.tap_endpoint:
             raise ValueError("tap_endpoint: must be a ZeroMQ endpoint like tcp://0.0.0.0:5557")
+        for role, listen in self.metrics_listen.items():
+            if role not in ROLES:
+                raise ValueError(f"metrics_listen: {role!r} is not a role ({', '.join(ROLES)})")
+            host, sep, port = str(listen).rpartition(":")
+            if listen and (not isinstance(listen, str) or not sep or not port.isdigit()
+                           or not 0 < int(port) < 65536):
+                raise ValueError(f"metrics_listen.{role}: must be host:port or empty")
         for key in self.kafka:
             if not isinstance(key, str) or not re.fullmatch(r"[a-z0-9._]{1,100}", key):
                 raise ValueError(f"kafka: {key!r} is not a librdkafka setting name")
+
+    def metrics_for(self, role: str) -> str:
+        """Where ``role`` serves /metrics ("" = nowhere)."""
+        return self.metrics_listen.get(role, DEFAULT_METRICS[role])
 
     def member(self) -> str:
         return self.name or socket.gethostname()

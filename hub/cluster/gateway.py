@@ -26,7 +26,7 @@ import zmq
 from confluent_kafka import KafkaError, KafkaException
 
 from threatseer.hub.cluster.kafka import ensure_topics, producer, require
-from threatseer.hub.cluster.status import Beacon
+from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
 from threatseer.hub.ingest import Ingest, Message, RateLimitedLog
 from threatseer.hub.metrics import HubMetrics
@@ -92,8 +92,7 @@ class Gateway:
                 "bad_input": self.ingest.bad_total}
 
     def start(self) -> None:
-        if self.cfg.metrics.listen:
-            self._http = self.metrics.serve(self.cfg.metrics.listen)
+        self._http = serve_metrics(self.metrics, self.ccfg, "gateway")
         self.beacon.start()
         self._thread = threading.Thread(target=self._loop, name="gateway", daemon=True)
         self._thread.start()

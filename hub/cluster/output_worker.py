@@ -27,7 +27,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from threatseer.hub.cluster.kafka import consumer, ensure_topics, require
 from threatseer.hub.cluster.scorer import SOURCE
-from threatseer.hub.cluster.status import Beacon
+from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
@@ -79,12 +79,14 @@ class EventsReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beacon = Beacon(self.ccfg, "output-worker", self.counters)
+        self._http: Any = None
 
     def counters(self) -> dict[str, Any]:
         return {"records": self.records, "events": self.events, "copies_dropped": self.copies,
                 "bad_records": self.bad_records, "outputs": self.outputs.status()}
 
     def start(self) -> None:
+        self._http = serve_metrics(self.metrics, self.ccfg, "output-worker")
         self.outputs.start()
         self.beacon.start()
         self.consumer.subscribe([self.ccfg.events_topic], on_revoke=self._forget,
@@ -101,6 +103,8 @@ class EventsReader:
         if self._thread is not None:
             self._thread.join()
         self.beacon.stop()
+        if self._http is not None:
+            self._http.shutdown()
         self.outputs.close()
         if self.publisher is not None:
             self.publisher.close()

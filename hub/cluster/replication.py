@@ -73,7 +73,8 @@ class ProfileReplicator:
     def stop(self) -> None:
         self.publish(time.time(), force=True)
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self.producer.flush(10)
 
     # -- pipeline thread ------------------------------------------------------------------

@@ -51,7 +51,7 @@ from threatseer.hub.cluster.kafka import (
     require,
 )
 from threatseer.hub.cluster.replication import ProfileReplicator
-from threatseer.hub.cluster.status import Beacon
+from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
 from threatseer.hub.daemon import CHUNK_EVENTS, load_start_bundle
 from threatseer.hub.engines.profile import ProfileEngine
@@ -169,8 +169,7 @@ class Scorer:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        if self.cfg.metrics.listen:
-            self._http = self.metrics.serve(self.cfg.metrics.listen)
+        self._http = serve_metrics(self.metrics, self.ccfg, "scorer")
         if self.replicator is not None:
             self.replicator.start()
         self.feed.start()

@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from threatseer.hub.cluster.config import ClusterConfig
-from threatseer.hub.cluster.kafka import consumer, producer
+from threatseer.hub.cluster.kafka import ClusterError, consumer, producer
 
 log = logging.getLogger("threatseer.hub.cluster.status")
 INTERVAL_S = 2.0
@@ -94,3 +94,15 @@ def read_status(cfg: ClusterConfig, timeout: float = 5.0) -> dict[str, dict[str,
     finally:
         c.close()
     return out
+
+
+def serve_metrics(metrics: Any, cfg: ClusterConfig, role: str) -> Any:
+    """Start ``role``'s /metrics server (``cluster.metrics_listen``); None when it is off."""
+    listen = cfg.metrics_for(role)
+    if not listen:
+        return None
+    try:
+        return metrics.serve(listen)
+    except OSError as exc:
+        raise ClusterError(f"cluster.metrics_listen.{role}: cannot listen on {listen}: "
+                           f"{exc.strerror or exc}") from None

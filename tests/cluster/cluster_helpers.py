@@ -46,7 +46,9 @@ def member_config(tmp: Path, bootstrap: str, name: str, **cluster: Any) -> HubCo
         "ingest": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
         "bundle": str(REPO / "rules" / "default"),
         "cluster": {"bootstrap_servers": bootstrap, "name": name, "replication_factor": 1,
-                    "partitions": 12, "session_timeout_ms": 3000, **cluster},
+                    "partitions": 12, "session_timeout_ms": 3000,
+                    "metrics_listen": {"gateway": "", "scorer": "", "output-worker": ""},
+                    **cluster},
     }
     return configfile.from_dict(doc, HubConfig)
 

@@ -83,7 +83,7 @@ def main() -> int:
         sink.flush(0.05)
     done = not sink.pending
     print(f"done={done} acked_events={sink.sent_events} resends={sink.resends} "
-          f"dropped={sink.dropped_events} failovers={sink.failovers}", flush=True)
+          f"failovers={sink.failovers} dropped={sink.dropped_events}", flush=True)
     sink.close(0)
     return 0 if done else 3
 
