@@ -21,7 +21,7 @@ from typing import Any
 from confluent_kafka import KafkaError, TopicPartition
 
 from threatseer.hub.cluster.config import ClusterConfig
-from threatseer.hub.cluster.kafka import ClusterError, consumer, producer
+from threatseer.hub.cluster.kafka import ClusterError, consumer, producer, take
 
 log = logging.getLogger("threatseer.hub.cluster.bundles")
 KEY = b"active"
@@ -70,7 +70,7 @@ class BundleFeed:
         try:
             c.assign([TopicPartition(self.cfg.bundles_topic, 0, 0)])
             while not self._stop.is_set():
-                for m in c.consume(10, 0.2):
+                for m in take(c, 10, 0.2):
                     if not m.error() and m.key() == KEY:
                         self.handle(m.value() or b"", f"offset {m.offset()}")
         except Exception:

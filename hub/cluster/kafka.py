@@ -99,6 +99,16 @@ def consumer(cfg: ClusterConfig, **extra: Any) -> Consumer:
     return Consumer(cfg.client(**{"logger": log, **extra}))
 
 
+def take(c: Consumer, most: int, timeout: float) -> list[Any]:
+    """Up to ``most`` messages: waits at most ``timeout`` s for the first, then takes only what
+    is already there. (``Consumer.consume(most, timeout)`` waits the whole timeout unless
+    ``most`` messages come: every record would be held back up to ``timeout``.)"""
+    msgs = c.consume(1, timeout)
+    if msgs and most > 1:
+        msgs += c.consume(most - 1, 0)
+    return msgs
+
+
 def read_to_barrier(cfg: ClusterConfig, write: Callable[[bytes], None], topic: str,
                     partition: int, on_record: Callable[[Any], None],
                     timeout: float = 30.0) -> int:
@@ -115,7 +125,7 @@ def read_to_barrier(cfg: ClusterConfig, write: Callable[[bytes], None], topic: s
         c.assign([TopicPartition(topic, partition, 0)])  # 0: from the oldest kept record
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for msg in c.consume(500, 0.2):
+            for msg in take(c, 500, 0.2):
                 if msg.error():
                     continue
                 if msg.key() == BARRIER:

@@ -25,7 +25,7 @@ import msgspec
 import zmq
 from confluent_kafka import KafkaError, TopicPartition
 
-from threatseer.hub.cluster.kafka import consumer, ensure_topics, require
+from threatseer.hub.cluster.kafka import consumer, ensure_topics, require, take
 from threatseer.hub.cluster.scorer import SOURCE
 from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
@@ -118,7 +118,7 @@ class EventsReader:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                for m in self.consumer.consume(500, 0.1):
+                for m in take(self.consumer, 500, 0.1):
                     if m.error():
                         if m.error().code() != KafkaError._PARTITION_EOF:
                             log.warning("consume: %s", m.error())

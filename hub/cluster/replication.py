@@ -28,7 +28,7 @@ import msgspec
 from confluent_kafka import TopicPartition
 
 from threatseer.hub.cluster.config import ClusterConfig
-from threatseer.hub.cluster.kafka import consumer, producer
+from threatseer.hub.cluster.kafka import consumer, producer, take
 from threatseer.hub.engines.profile import ProfileEngine
 
 log = logging.getLogger("threatseer.hub.cluster.profiles")
@@ -128,7 +128,7 @@ class ProfileReplicator:
             parts = meta.topics[self.cfg.profiles_topic].partitions
             c.assign([TopicPartition(self.cfg.profiles_topic, p, 0) for p in parts])
             while not self._stop.is_set():
-                for m in c.consume(1000, 0.1):
+                for m in take(c, 1000, 0.1):
                     if not m.error():
                         self._decode(m.value())
         except Exception:

@@ -31,6 +31,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ from threatseer.hub.cluster.kafka import (
     producer,
     read_to_barrier,
     require,
+    take,
 )
 from threatseer.hub.cluster.replication import ProfileReplicator
 from threatseer.hub.cluster.status import Beacon, serve_metrics
@@ -115,6 +117,8 @@ class Owned:
     partition: int
     producer: Any
     ledger: PartitionLedger
+    # This cycle's scored events records (key, value, headers), produced in its transaction.
+    out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     published: list[list[dict[str, Any]]] = field(default_factory=list)
 
 
@@ -152,6 +156,7 @@ class Scorer:
         self.replicator = ProfileReplicator(ccfg, profile) if profile is not None else None
         self.feed = BundleFeed(ccfg, self.store, self.activate)
         self.owned: dict[int, Owned] = {}
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="scorer-txn")
         self.consumer = consumer(ccfg, **{
             "group.id": ccfg.scorer_group, "enable.auto.commit": False,
             "isolation.level": "read_committed", "auto.offset.reset": "earliest",
@@ -266,28 +271,22 @@ class Scorer:
                  upto, len(ledger.state), n)
         return Owned(p, prod, ledger)
 
-    # -- the loop -------------------------------------------------------------------------
+    # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         ccfg = self.ccfg
         wait = ccfg.commit_interval_ms / 1000
         try:
             while not self._stop.is_set():
-                msgs = self.consumer.consume(ccfg.max_batches_per_txn, wait)
+                # Wait for input (at most the interval), then take what else has arrived: a
+                # cycle starts as soon as there is something, and grows with the load (what
+                # arrives while one cycle commits is the next one's), so a quiet stream is not
+                # held back to fill a batch and a busy one commits many batches at once.
+                msgs = take(self.consumer, ccfg.max_batches_per_txn, wait)
                 now = time.time()
                 if self.replicator is not None:
                     self.replicator.apply()
                 if msgs:
-                    by_part: dict[int, list[Any]] = defaultdict(list)
-                    for m in msgs:
-                        if m.error():
-                            if m.error().code() != KafkaError._PARTITION_EOF:
-                                log.warning("consume: %s", m.error())
-                            continue
-                        by_part[m.partition()].append(m)
-                    for p, part_msgs in by_part.items():
-                        own = self.owned.get(p)
-                        if own is not None:
-                            self._transaction(own, part_msgs, now)
+                    self._cycle(msgs, now)
                 if self.replicator is not None:
                     self.replicator.publish(now)
                 if self.pipeline.profile is not None:
@@ -295,34 +294,73 @@ class Scorer:
         except Exception:
             log.exception("scorer loop failed")
         finally:
+            self._pool.shutdown()
             try:
                 self.consumer.close()
             except Exception as exc:
                 log.warning("consumer close: %s", exc)
 
-    def _transaction(self, own: Owned, msgs: list[Any], now: float) -> None:
+    def _cycle(self, msgs: list[Any], now: float) -> None:
+        """Score every partition's batches (this thread: the pipeline is not thread-safe), then
+        commit one transaction per partition, the partitions' transactions concurrently (each
+        is a few round trips to the brokers; one after another they added up)."""
+        by_part: dict[int, list[Any]] = defaultdict(list)
+        for m in msgs:
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume: %s", m.error())
+                continue
+            by_part[m.partition()].append(m)
+        meta = self.consumer.consumer_group_metadata()
+        jobs: list[tuple[Owned, Any]] = []
+        for p, part_msgs in by_part.items():
+            own = self.owned.get(p)
+            if own is None:
+                continue
+            for m in part_msgs:
+                self._batch(own, m, now)
+            upto = part_msgs[-1].offset() + 1
+            state = own.ledger.records(upto)
+            if len(by_part) == 1:
+                jobs.append((own, self._commit(own, state, upto, meta)))
+            else:
+                jobs.append((own, self._pool.submit(self._commit, own, state, upto, meta)))
+        for own, job in jobs:
+            took = job if isinstance(job, float | KafkaException) else job.result()
+            if isinstance(took, KafkaException):
+                self._failed_transaction(own, took)
+                continue
+            self.transactions += 1
+            self.txn_seconds += took
+            if self.publisher is not None:
+                for events in own.published:
+                    self.publisher.add(events)
+            own.published.clear()
+        if self.publisher is not None:
+            self.publisher.flush()
+
+    def _commit(self, own: Owned, state: list[tuple[bytes, bytes]], upto: int,
+                meta: Any) -> float | KafkaException:
+        """One partition's transaction: its events records, its changed delivery state and
+        its consumed offset. Returns the seconds it took, or the error (handled by the loop's
+        thread, which owns the consumer)."""
         prod, p, ccfg = own.producer, own.partition, self.ccfg
         t0 = time.perf_counter()
         try:
             prod.begin_transaction()
-            for m in msgs:
-                self._batch(own, m, now)
-            for key, value in own.ledger.records(msgs[-1].offset() + 1):
+            for key, value, headers in own.out:
+                prod.produce(ccfg.events_topic, value=value, key=key, partition=p,
+                             headers=headers)
+            for key, value in state:
                 prod.produce(ccfg.state_topic, key=key, value=value, partition=p)
             prod.send_offsets_to_transaction(
-                [TopicPartition(ccfg.batches_topic, p, msgs[-1].offset() + 1)],
-                self.consumer.consumer_group_metadata(), 30)
+                [TopicPartition(ccfg.batches_topic, p, upto)], meta, 30)
             prod.commit_transaction(30)
         except KafkaException as exc:
-            self._failed_transaction(own, exc)
-            return
-        self.transactions += 1
-        self.txn_seconds += time.perf_counter() - t0
-        if self.publisher is not None:
-            for events in own.published:
-                self.publisher.add(events)
-            self.publisher.flush()
-        own.published.clear()
+            return exc
+        finally:
+            own.out.clear()
+        return time.perf_counter() - t0
 
     def _failed_transaction(self, own: Owned, exc: KafkaException) -> None:
         """Abort; the partition is read again from its committed offset with its committed
@@ -393,9 +431,7 @@ class Scorer:
               events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        own.producer.produce(self.ccfg.events_topic, value=_pack(events), key=sid.encode(),
-                             partition=own.partition,
-                             headers=[(SOURCE, f"{offset}:{chunk}".encode())])
+        own.out.append((sid.encode(), _pack(events), [(SOURCE, f"{offset}:{chunk}".encode())]))
         self.emitted += len(events)
         if self.publisher is not None:
             own.published.append(events)
