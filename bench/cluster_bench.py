@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,23 @@ class Role:
                 self.proc.wait()
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by kind: its Python threads (named after the
+    process), librdkafka's (rdk:*), ZeroMQ's (ZMQbg/*)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        kind = "rdkafka" if name.startswith("rdk:") else "zeromq" if name.startswith("ZMQ") \
+            else "python"
+        f = stat.rpartition(")")[2].split()
+        out[kind] = out.get(kind, 0.0) + (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def events_reader(bootstrap: str, fetch_wait_ms: int = 5) -> Consumer:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-" + uuid.uuid4().hex,
                   "isolation.level": "read_committed", "enable.auto.commit": False,
@@ -146,6 +164,43 @@ def topic_bytes(bootstrap: str, topic: str, idle_s: float = 2.0) -> int:
 
 
 # -- phase 1: CPU per event -----------------------------------------------------------------
+def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], rounds: int,
+                 go: Any) -> None:
+    """hub_bench.py's flood sender, reading the gateway's acks as a sensor does, and done
+    when its last batch is acknowledged (a gateway acks every batch Kafka stored: a sender
+    that never reads them fills its socket, and ZeroMQ then lost the last batches at close)."""
+    import zmq
+
+    from threatseer.common import wire
+
+    ctx = zmq.Context()
+    sock = hub_bench.sender_socket(ctx, endpoint, 100)
+    bodies = [(wire.encode_body(events[o:o + hub_bench.BATCH]),
+               len(events[o:o + hub_bench.BATCH]))
+              for o in range(0, len(events), hub_bench.BATCH)]
+    go.wait()
+    seq, acked, last = 0, 0, rounds * len(bodies)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN | zmq.POLLOUT)
+    deadline = None
+    while acked < last:
+        flags = dict(poller.poll(1000)).get(sock, 0)
+        if flags & zmq.POLLIN:
+            while sock.get(zmq.EVENTS) & zmq.POLLIN:
+                acked = max(acked, wire.decode_ack(sock.recv_multipart()[-1])[1])
+        if flags & zmq.POLLOUT and seq < last:
+            body, count = bodies[seq % len(bodies)]
+            seq += 1
+            sock.send_multipart(hub_bench.frames_of(sensor_id, seq, body, count))
+        if seq == last and deadline is None:
+            deadline = time.monotonic() + 60
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"WARNING: {sensor_id}: batches {acked + 1}-{last} not acknowledged")
+            break
+    sock.close(linger=0)
+    ctx.term()
+
+
 def hub_runs(tmp: Path, bundle: str, events: list[dict[str, Any]], senders: int, rounds: int,
              repeat: int, rate: int, seconds: float) -> tuple[list[float], float, float]:
     """The embedded hub, as hub_bench.py measures it: events per CPU-s per run, p50, p99."""
@@ -165,7 +220,7 @@ def cluster_run(endpoint: str, bootstrap: str, reader: Consumer, gateway: Role, 
                 seen: list[int]) -> tuple[float, float]:
     """One flood through gateway and scorer; (scorer, gateway) events per CPU-second."""
     go = mp.Event()
-    procs = [mp.Process(target=hub_bench.flood_sender,
+    procs = [mp.Process(target=flood_sender,
                         args=(endpoint, f"sensor-{run}-{k}", events, rounds, go))
              for k in range(senders)]
     for p in procs:
@@ -174,6 +229,7 @@ def cluster_run(endpoint: str, bootstrap: str, reader: Consumer, gateway: Role, 
     total = senders * rounds * len(events)
     target = seen[0] + total
     s0, g0 = scorer.cpu(), gateway.cpu()
+    threads0 = thread_cpu(scorer.proc.pid)
     t0 = time.perf_counter()
     go.set()
     last = time.monotonic()
@@ -184,6 +240,7 @@ def cluster_run(endpoint: str, bootstrap: str, reader: Consumer, gateway: Role, 
                 last = time.monotonic()
     wall = time.perf_counter() - t0
     s_cpu, g_cpu = scorer.cpu() - s0, gateway.cpu() - g0
+    threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu(scorer.proc.pid).items()}
     for p in procs:
         p.join()
     got = total - (target - seen[0])
@@ -191,7 +248,8 @@ def cluster_run(endpoint: str, bootstrap: str, reader: Consumer, gateway: Role, 
         print(f"WARNING: {got} of {total} events reached the events topic")
     print(f"cluster run {run + 1}: {got} events in {wall:.2f} s wall; scorer CPU {s_cpu:.2f} s "
           f"= {got / s_cpu:,.0f} events per CPU-second; gateway CPU {g_cpu:.2f} s = "
-          f"{got / g_cpu:,.0f} events per CPU-second")
+          f"{got / g_cpu:,.0f} events per CPU-second; scorer threads: "
+          + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(threads.items())))
     return got / s_cpu, got / g_cpu
 
 
@@ -338,6 +396,7 @@ def main() -> int:
             if r is not None:
                 r.stop()
         srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"load after: {os.getloadavg()[0]:.1f} (1 min)")
 
     scorer_rates, gw_rates = [r[0] for r in runs], [r[1] for r in runs]

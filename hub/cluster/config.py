@@ -57,8 +57,9 @@ class ClusterConfig:
     transactional_id_prefix: str = "threatseer-scorer"
     # Consumer group session timeout: how long a dead member holds its partitions.
     session_timeout_ms: int = 6000
-    # A scorer commits its transaction at least this often (ms) and after this many batches.
-    commit_interval_ms: int = 50
+    # A scorer's cycle waits at most this long for input (ms), then scores and commits what
+    # has arrived (at most max_batches_per_txn batches) at once: input never waits for more.
+    input_wait_ms: int = 50
     max_batches_per_txn: int = 64
     # How long a gateway waits for Kafka to confirm a batch before it stops acknowledging
     # (librdkafka message.timeout.ms); the sensor resends meanwhile.
@@ -87,8 +88,8 @@ class ClusterConfig:
             raise ValueError("replication_factor: must be 1-32")
         if self.session_timeout_ms < 1000:
             raise ValueError("session_timeout_ms: must be at least 1000")
-        if self.commit_interval_ms < 1:
-            raise ValueError("commit_interval_ms: must be at least 1")
+        if self.input_wait_ms < 1:
+            raise ValueError("input_wait_ms: must be at least 1")
         if self.max_batches_per_txn < 1:
             raise ValueError("max_batches_per_txn: must be at least 1")
         if self.delivery_timeout_s <= 0:

@@ -1,10 +1,10 @@
 """A scorer: one member of the consumer group on the batches topic.
 
-Per cycle it takes what the consumer has (at most ``max_batches_per_txn`` batches or
-``commit_interval_ms``), and for each batches partition p in it runs ONE Kafka transaction:
-score the batches, produce their scored events to partition p of the events topic and the
+Per cycle it takes what the consumer has (as soon as there is something, at most
+``max_batches_per_txn`` batches), scores it, and for each batches partition p in it runs ONE
+Kafka transaction: produce the scored events to partition p of the events topic and the
 changed per-sensor delivery state to partition p of the state topic, add the consumed offsets
-(``send_offsets_to_transaction``) and commit. For ``read_committed`` readers a batch's events,
+(``send_offsets_to_transaction``) and commit; the partitions' transactions run concurrently. For ``read_committed`` readers a batch's events,
 its sensor's new state and the consumer position move together or not at all, so a scorer
 killed at any point neither loses nor duplicates an event: whoever takes p over starts from
 the committed position with the committed state.
@@ -274,7 +274,7 @@ class Scorer:
     # -- the loop ---------------------------------------------------------------------------
     def _loop(self) -> None:
         ccfg = self.ccfg
-        wait = ccfg.commit_interval_ms / 1000
+        wait = ccfg.input_wait_ms / 1000
         try:
             while not self._stop.is_set():
                 # Wait for input (at most the interval), then take what else has arrived: a
