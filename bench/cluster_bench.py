@@ -38,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import lz4.frame
 import msgpack
 import yaml
 
@@ -54,6 +55,7 @@ from threatseer.hub.cluster.kafka import take  # noqa: E402
 from threatseer.hub.cluster.scorer import Scorer  # noqa: E402
 
 PARTITIONS = 12
+LZ4_MAGIC = b"\x04\x22\x4d\x18"
 EVENTS_TOPIC = "threatseer.events"
 BATCHES_TOPIC = "threatseer.batches"
 STATE_TOPIC = "threatseer.scorer-state"
@@ -146,21 +148,28 @@ def record_bytes(m: Any) -> int:
             + sum(len(k) + len(v or b"") for k, v in m.headers() or ()))
 
 
-def topic_bytes(bootstrap: str, topic: str, idle_s: float = 2.0) -> int:
-    """Key + value + header bytes of every record in ``topic`` (read_uncommitted: all)."""
+def topic_bytes(bootstrap: str, topic: str, idle_s: float = 2.0) -> tuple[int, int]:
+    """Key + value + header bytes of every record in ``topic`` (read_uncommitted: all), as
+    read, and with each value LZ4-compressed (about what a broker stores of a producer's
+    LZ4 record batches; the scorers compress events, sensors compress their batches)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-" + uuid.uuid4().hex,
                   "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    total, last = 0, time.monotonic()
+    total = packed = 0
+    last = time.monotonic()
     try:
         while time.monotonic() - last < idle_s:
             for m in take(c, 1000, 0.2):
                 if not m.error():
-                    total += record_bytes(m)
+                    size = record_bytes(m)
+                    value = m.value() or b""
+                    total += size
+                    small = value if value[:4] == LZ4_MAGIC else lz4.frame.compress(value)
+                    packed += size - len(value) + len(small)
                     last = time.monotonic()
     finally:
         c.close()
-    return total
+    return total, packed
 
 
 # -- phase 1: CPU per event -----------------------------------------------------------------
@@ -279,10 +288,10 @@ def balance(tmp: Path, bootstrap: str) -> float:
     while sum(s.batches for s in scorers) < 1000 and time.monotonic() < deadline:
         time.sleep(0.1)
     counts = [s.batches for s in scorers]
+    owned = [len(s.owned) for s in scorers]
     for s in scorers:
         s.stop()
-    print(f"balance: 200 sensors' batches per scorer {counts} (partitions "
-          f"{[len(s.owned) for s in scorers] or '-'} each)")
+    print(f"balance: 200 sensors' batches per scorer {counts} (partitions {owned})")
     return min(counts) / max(counts) if max(counts) else 0.0
 
 
@@ -322,7 +331,9 @@ def paced_sensors(endpoint: str, events: list[dict[str, Any]], rate: int, second
 
 
 def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: int,
-            seconds: float, tmp: Path) -> list[float]:
+            seconds: float, tmp: Path) -> tuple[list[float], list[float], list[float]]:
+    """Send -> read, send -> events record created (scored, at the produce in the scoring
+    transaction), record created -> read (the commit, then the reader's fetch); ms, sorted."""
     reader = events_reader(bootstrap)
     while take(reader, 1000, 0.5):  # what the throughput phase left
         pass
@@ -332,6 +343,8 @@ def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: i
     time.sleep(0.5)
     go.set()
     lat: list[float] = []
+    scored: list[float] = []
+    read: list[float] = []
     last = time.monotonic()
     unpack = msgpack.unpackb
     while proc.is_alive() or time.monotonic() - last < 3:
@@ -339,14 +352,17 @@ def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: i
             if m.error():
                 continue
             now = time.time_ns()
+            created = m.timestamp()[1] * 1_000_000
             last = time.monotonic()
             for ev in unpack(m.value(), raw=False):
                 sent = ev.get("threatseer.bench.sent_ns")
                 if sent:
                     lat.append((now - sent) / 1e6)
+                    scored.append((created - sent) / 1e6)
+                    read.append((now - created) / 1e6)
     proc.join()
     reader.close()
-    return sorted(lat)
+    return sorted(lat), sorted(scored), sorted(read)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -361,6 +377,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs of each")
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the cluster's latency phase (no key line)")
     a = ap.parse_args()
     mp.set_start_method("fork")
     print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
@@ -370,7 +388,8 @@ def main() -> int:
 
     (tmp / "hub").mkdir()
     hub_rates, hub_p50, hub_p99 = hub_runs(tmp / "hub", bundle, events, a.senders, a.rounds,
-                                           a.repeat, a.rate, a.seconds)
+                                           a.repeat, a.rate, a.seconds) \
+        if not a.latency_only else ([1.0], 0.0, 0.0)
 
     srv = tansu_at(free_port(), tmp).start()
     gateway = scorer = None
@@ -382,15 +401,19 @@ def main() -> int:
         reader = events_reader(srv.bootstrap, 50)
         seen = [0]
         runs = [cluster_run(endpoint, srv.bootstrap, reader, gateway, scorer, events,
-                            a.senders, a.rounds, run, seen) for run in range(a.repeat)]
+                            a.senders, a.rounds, run, seen)
+                for run in range(0 if a.latency_only else a.repeat)] or [(1.0, 1.0)]
         reader.close()
-        batches_b = topic_bytes(srv.bootstrap, BATCHES_TOPIC)
-        events_b = topic_bytes(srv.bootstrap, EVENTS_TOPIC)
-        state_b = topic_bytes(srv.bootstrap, STATE_TOPIC)
-        lat = latency(endpoint, srv.bootstrap, events, a.rate, a.seconds, tmp)
+        (batches_b, batches_lz4), (events_b, events_lz4), (state_b, _) = (
+            topic_bytes(srv.bootstrap, t) for t in (BATCHES_TOPIC, EVENTS_TOPIC, STATE_TOPIC))
+        lat, to_scored, to_read = latency(endpoint, srv.bootstrap, events, a.rate, a.seconds,
+                                          tmp)
+        print(f"latency parts: sent -> scored record p50 {pct(to_scored, 0.5):.1f} ms, p99 "
+              f"{pct(to_scored, 0.99):.1f} ms; scored record -> read_committed reader p50 "
+              f"{pct(to_read, 0.5):.1f} ms, p99 {pct(to_read, 0.99):.1f} ms")
         gateway.stop()
         scorer.stop()
-        bal = balance(tmp, srv.bootstrap)
+        bal = balance(tmp, srv.bootstrap) if not a.latency_only else 0.0
     finally:
         for r in (gateway, scorer):
             if r is not None:
@@ -416,8 +439,9 @@ def main() -> int:
           f"{f'{hub_p50:.1f} / {hub_p99:.1f}':>16}{f'{p50:.1f} / {p99:.1f}':>16}")
     print(f"gateway: {max(gw_rates):,.0f} events per CPU-second (best), "
           f"{statistics.median(gw_rates):,.0f} (median)")
-    print(f"stored per event: batches {batches_b / n:.0f} B, events {events_b / n:.0f} B, "
-          f"scorer state {state_b / n:.1f} B ({n} events)")
+    print(f"stored per event: batches {batches_b / n:.0f} B ({batches_lz4 / n:.0f} B as LZ4), "
+          f"events {events_b / n:.0f} B ({events_lz4 / n:.0f} B as LZ4), scorer state "
+          f"{state_b / n:.1f} B ({n} events)")
     print(f"latency: {len(lat)} events, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max "
           f"{lat[-1] if lat else float('nan'):.1f} ms (goal p99 <= 50)")
     print(f"goals: per_scorer_ratio >= 0.8 ({best_sc / best_hub:.2f}), balance >= 0.7 "
@@ -426,7 +450,8 @@ def main() -> int:
           f"per_scorer_ratio_median={med_sc / med_hub:.2f} p50_ms={p50:.1f} "
           f"scorer_events_per_cpu_s={best_sc:.0f} hub_events_per_cpu_s={best_hub:.0f} "
           f"gateway_events_per_cpu_s={max(gw_rates):.0f} "
-          f"batches_bytes_per_event={batches_b / n:.0f} events_bytes_per_event={events_b / n:.0f}")
+          f"batches_lz4_bytes_per_event={batches_lz4 / n:.0f} "
+          f"events_lz4_bytes_per_event={events_lz4 / n:.0f}")
     return 0
 
 

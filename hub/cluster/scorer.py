@@ -27,6 +27,7 @@ docs/cluster.md: some brokers show aborted records to read_committed readers).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -68,6 +69,10 @@ from threatseer.hub.scoring import Pipeline
 log = logging.getLogger("threatseer.hub.cluster.scorer")
 SOURCE = "src"  # events record header: "<batches offset>:<chunk>", the record's input position
 _pack = msgspec.msgpack.Encoder(enc_hook=str).encode
+# How long a broker may hold a scorer's fetch when there is nothing new. Kafka answers as soon
+# as data arrives, so this only paces idle polling; a broker that holds the fetch for the
+# whole wait (tansu) adds up to this to every batch's latency.
+FETCH_WAIT_MS = 5
 _unpack_state = msgspec.msgpack.Decoder(dict[str, int]).decode
 
 
@@ -117,9 +122,14 @@ class Owned:
     partition: int
     producer: Any
     ledger: PartitionLedger
-    # This cycle's scored events records (key, value, headers), produced in its transaction.
+    # This cycle's scored events records (key, value, headers), produced in its transaction,
+    # and the events for the tap once it committed.
     out: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     published: list[list[dict[str, Any]]] = field(default_factory=list)
+    # The input position the scored output above commits (None: nothing waits to commit).
+    upto: int | None = None
+    # The partition's transaction in flight (one at a time): its future and tap events.
+    job: tuple[Any, list[list[dict[str, Any]]]] | None = None
 
 
 class Scorer:
@@ -163,7 +173,7 @@ class Scorer:
             "session.timeout.ms": ccfg.session_timeout_ms,
             "heartbeat.interval.ms": max(100, ccfg.session_timeout_ms // 6),
             "partition.assignment.strategy": "roundrobin",
-            "fetch.wait.max.ms": 10, "client.id": f"threatseer-scorer-{self.name}"})
+            "fetch.wait.max.ms": FETCH_WAIT_MS, "client.id": f"threatseer-scorer-{self.name}"})
         self.emitted = self.batches = self.duplicates = self.transactions = 0
         self.aborts = self.failures = 0
         self.txn_seconds = 0.0
@@ -245,6 +255,8 @@ class Scorer:
         for tp in parts:
             own = self.owned.pop(tp.partition, None)
             if own is not None:
+                if own.job is not None:  # let it commit; if it fails, the next owner redoes it
+                    self._settle(own, rewind=False)
                 own.producer.flush(5)
 
     def _take_over(self, p: int) -> Owned:
@@ -281,11 +293,13 @@ class Scorer:
                 # cycle starts as soon as there is something, and grows with the load (what
                 # arrives while one cycle commits is the next one's), so a quiet stream is not
                 # held back to fill a batch and a busy one commits many batches at once.
-                msgs = take(self.consumer, ccfg.max_batches_per_txn, wait)
+                busy = any(o.job is not None or o.upto is not None
+                           for o in self.owned.values())
+                msgs = take(self.consumer, ccfg.max_batches_per_txn, 0.001 if busy else wait)
                 now = time.time()
                 if self.replicator is not None:
                     self.replicator.apply()
-                if msgs:
+                if msgs or busy:
                     self._cycle(msgs, now)
                 if self.replicator is not None:
                     self.replicator.publish(now)
@@ -293,7 +307,15 @@ class Scorer:
                     self.pipeline.profile.maybe_flush(now)
         except Exception:
             log.exception("scorer loop failed")
-        finally:
+        finally:  # what is scored commits before the consumer leaves
+            with contextlib.suppress(Exception):
+                for _ in range(2):
+                    for own in list(self.owned.values()):
+                        if own.job is not None:
+                            self._settle(own, rewind=False)
+                    self._submit(self.consumer.consumer_group_metadata())
+            if self.publisher is not None:
+                self.publisher.flush()
             self._pool.shutdown()
             try:
                 self.consumer.close()
@@ -301,9 +323,12 @@ class Scorer:
                 log.warning("consumer close: %s", exc)
 
     def _cycle(self, msgs: list[Any], now: float) -> None:
-        """Score every partition's batches (this thread: the pipeline is not thread-safe), then
-        commit one transaction per partition, the partitions' transactions concurrently (each
-        is a few round trips to the brokers; one after another they added up)."""
+        """Score every partition's batches (this thread: the pipeline is not thread-safe) and
+        hand each partition's transaction to a thread of the pool. Transactions are a few
+        round trips to the brokers each: the partitions' run concurrently, and while they
+        commit this thread takes and scores the next input, which goes out in the
+        partition's next transaction once the one in flight committed."""
+        self._settle_finished()
         by_part: dict[int, list[Any]] = defaultdict(list)
         for m in msgs:
             if m.error():
@@ -312,43 +337,63 @@ class Scorer:
                 continue
             by_part[m.partition()].append(m)
         meta = self.consumer.consumer_group_metadata()
-        jobs: list[tuple[Owned, Any]] = []
         for p, part_msgs in by_part.items():
             own = self.owned.get(p)
             if own is None:
                 continue
             for m in part_msgs:
                 self._batch(own, m, now)
-            upto = part_msgs[-1].offset() + 1
-            state = own.ledger.records(upto)
-            if len(by_part) == 1:
-                jobs.append((own, self._commit(own, state, upto, meta)))
-            else:
-                jobs.append((own, self._pool.submit(self._commit, own, state, upto, meta)))
-        for own, job in jobs:
-            took = job if isinstance(job, float | KafkaException) else job.result()
-            if isinstance(took, KafkaException):
-                self._failed_transaction(own, took)
-                continue
-            self.transactions += 1
-            self.txn_seconds += took
-            if self.publisher is not None:
-                for events in own.published:
-                    self.publisher.add(events)
-            own.published.clear()
+            own.upto = part_msgs[-1].offset() + 1
+        self._submit(meta)
         if self.publisher is not None:
             self.publisher.flush()
 
-    def _commit(self, own: Owned, state: list[tuple[bytes, bytes]], upto: int,
+    def _settle_finished(self) -> None:
+        for own in list(self.owned.values()):
+            if own.job is not None and own.job[0].done():
+                self._settle(own)
+
+    def _submit(self, meta: Any) -> None:
+        """Start the transaction of every partition with scored output and none in flight
+        (output scored meanwhile waits for the next one: the loop then polls briefly)."""
+        for own in list(self.owned.values()):
+            if own.upto is None or own.job is not None:
+                continue
+            state = own.ledger.records(own.upto)
+            out, published, upto = own.out, own.published, own.upto
+            own.out, own.published, own.upto = [], [], None
+            own.job = (self._pool.submit(self._commit, own.producer, own.partition, out, state,
+                                         upto, meta), published)
+
+
+    def _settle(self, own: Owned, rewind: bool = True) -> bool:
+        """Wait for ``own``'s transaction in flight: count it and tap its events, or (failed)
+        rewind the partition to what is committed (``rewind``). True when it committed."""
+        future, published = own.job  # type: ignore[misc]
+        own.job = None
+        took = future.result()
+        if isinstance(took, KafkaException):
+            if rewind:
+                self._failed_transaction(own, took)
+            return False
+        self.transactions += 1
+        self.txn_seconds += took
+        if self.publisher is not None:
+            for events in published:
+                self.publisher.add(events)
+        return True
+
+    def _commit(self, prod: Any, p: int, out: list[tuple[bytes, bytes, Any]],
+                state: list[tuple[bytes, bytes]], upto: int,
                 meta: Any) -> float | KafkaException:
         """One partition's transaction: its events records, its changed delivery state and
         its consumed offset. Returns the seconds it took, or the error (handled by the loop's
         thread, which owns the consumer)."""
-        prod, p, ccfg = own.producer, own.partition, self.ccfg
+        ccfg = self.ccfg
         t0 = time.perf_counter()
         try:
             prod.begin_transaction()
-            for key, value, headers in own.out:
+            for key, value, headers in out:
                 prod.produce(ccfg.events_topic, value=value, key=key, partition=p,
                              headers=headers)
             for key, value in state:
@@ -358,8 +403,6 @@ class Scorer:
             prod.commit_transaction(30)
         except KafkaException as exc:
             return exc
-        finally:
-            own.out.clear()
         return time.perf_counter() - t0
 
     def _failed_transaction(self, own: Owned, exc: KafkaException) -> None:
@@ -367,7 +410,6 @@ class Scorer:
         state (as when it is taken over), or given up if we were fenced."""
         err = exc.args[0] if exc.args else None
         self.aborts += 1
-        own.published.clear()
         log.warning("transaction on partition %d failed (%s): rewinding", own.partition, exc)
         p = own.partition
         try:
