@@ -139,13 +139,17 @@ _timeout_option = click.option("--timeout", default=60.0, show_default=True,
 
 
 def _call(fn: Callable[[], dict]) -> dict:  # type: ignore[type-arg]
+    import zmq
+
     from threatseer.hub.rules.admin import AdminError
 
     try:
         return fn()
     except AdminError as exc:
         _fail(f"hub refused: {exc}")
-        raise  # unreachable
+    except zmq.ZMQError as exc:  # a malformed --hub endpoint
+        raise click.BadParameter(f"{exc.strerror}", param_hint="--hub") from None
+    raise AssertionError("unreachable")
 
 
 @rules_group.command("publish")
