@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import textwrap
 
 import click
@@ -56,7 +57,9 @@ def fields_command(prefixes: tuple[str, ...], as_json: bool, markdown: bool) -> 
     name_w = max(len(n) for n, _, _ in found)
     kind_w = max(len(k) for _, k, _ in found)
     indent = name_w + kind_w + 4
-    width = max(shutil.get_terminal_size((120, 24)).columns, indent + 30)
+    # Wrapped to a terminal's width; one line per field into a pipe (for grep).
+    width = max(shutil.get_terminal_size((120, 24)).columns, indent + 30) \
+        if sys.stdout.isatty() else 1 << 20
     click.echo(f"{'FIELD':<{name_w}}  {'TYPE':<{kind_w}}  DESCRIPTION")
     for name, kind, text in found:
         lines = textwrap.wrap(text, width - indent) or [""]

@@ -133,28 +133,34 @@ def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...],
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True),
               help="Rule bundle (directory or archive) to score with.")
+@click.option("--local", "local_path", type=click.Path(exists=True),
+              help="A local rules layer to stack on --bundle (default: the shipped bundle).")
 @click.option("--profiles", "profiles_db", type=click.Path(dir_okay=False),
               help="Profile database to score against (and learn into); default: fresh, "
                    "in memory.")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="Hub config whose actions and profiles sections apply.")
 @click.option("--all", "include_tossed", is_flag=True, help="Also print tossed events.")
-def replay_command(events: str, bundle_path: str | None, profiles_db: str | None,
-                   config_path: str | None, include_tossed: bool) -> None:
+def replay_command(events: str, bundle_path: str | None, local_path: str | None,
+                   profiles_db: str | None, config_path: str | None,
+                   include_tossed: bool) -> None:
     """Score recorded events (JSON lines) offline and print them scored (backtest a bundle)."""
     from threatseer.hub.replay import replay
 
     cfg = load_config(config_path)
     bundle = None
-    if bundle_path:
+    if bundle_path or local_path:
         try:
-            from threatseer.hub.rules.bundle import load_bundle
+            from threatseer.hub.rules.bundle import default_bundle_dir, load_bundle
         except ImportError as exc:
             raise click.ClickException(f"cannot load bundles in this build: {exc}") from None
+        base = bundle_path or default_bundle_dir()
+        if base is None:
+            raise click.UsageError("--local needs --bundle (no default bundle here)")
         try:
-            bundle = load_bundle(bundle_path)
+            bundle = load_bundle(base, local_path)
         except Exception as exc:
-            raise click.ClickException(f"bundle {bundle_path}: {exc}") from None
+            raise click.ClickException(f"bundle {local_path or base}: {exc}") from None
     stream = sys.stdin if events == "-" else open(events)  # noqa: SIM115
     try:
         counts = replay(stream, sys.stdout, bundle, profiles_db, cfg.actions, cfg.profiles,
@@ -266,7 +272,9 @@ def status_command(config_path: str | None, state_dir: str | None, as_json: bool
     b = st.get("bundle", {})
     click.echo(f"hub pid {st.get('pid')}  updated {age:.0f}s ago  ingest {st.get('ingest')}  "
                f"publish {st.get('publish')}")
-    click.echo(f"bundle {b.get('name')} {b.get('version')} ({b.get('rules')} rules, "
+    local = b.get("local")
+    stack = f" + local {local.get('name')} {local.get('version')}" if local else ""
+    click.echo(f"bundle {b.get('name')} {b.get('version')}{stack} ({b.get('rules')} rules, "
                f"{b.get('unsupported')} unsupported)  profiles {st.get('profiles')}")
     click.echo("sensors:")
     for sid, s in sorted(st.get("sensors", {}).items()):

@@ -32,8 +32,9 @@ class HubMetrics:
         self.output_queue = Gauge("threatseer_hub_output_queue_depth", "Queue depth of each "
                                   "output.", ["output"], registry=r)
         self.profiles = Gauge("threatseer_hub_profiles", "Profiles in memory.", registry=r)
-        self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle.",
-                            ["name", "version", "digest"], registry=r)
+        self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle: the base and, "
+                            "when one is stacked on it, the local layer (1 each).",
+                            ["layer", "name", "version", "digest"], registry=r)
         self.duplicates = Counter("threatseer_hub_duplicate_batches", "Batches received again "
                                   "after they were scored (resends after a hub restart), not "
                                   "scored again, per sensor.", ["sensor"], registry=r)
@@ -60,9 +61,12 @@ class HubMetrics:
                 self.child(self.engine_seconds, name).inc(delta)
                 self._engine_seen[name] = total
 
-    def set_bundle(self, name: str, version: str, digest: str) -> None:
+    def set_bundle(self, name: str, version: str, digest: str,
+                   local: tuple[str, str, str] | None = None) -> None:
         self.bundle.clear()
-        self.bundle.labels(name, version, digest[:16]).set(1)
+        self.bundle.labels("base", name, version, digest[:16]).set(1)
+        if local is not None:
+            self.bundle.labels("local", local[0], local[1], local[2][:16]).set(1)
 
     def serve(self, listen: str) -> Any:
         host, _, port = listen.rpartition(":")
