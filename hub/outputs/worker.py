@@ -98,6 +98,7 @@ class OutputWorker:
         self.in_flight = len(batch)
         attempt = 0
         while pending:
+            wait_at_least = 0.0
             try:
                 if not self.connected:
                     self.sink.connect()
@@ -115,13 +116,16 @@ class OutputWorker:
                     if result.reconnect:
                         self.connected = False
                         self.sink.disconnect()
+                    wait_at_least = result.retry_after
             except Exception as exc:  # any sink failure: reconnect and retry
                 self._failed_attempt(exc)
             if not pending:
                 break
             delay = min(self.cfg.retry_max_s, FIRST_DELAY_S * 2**attempt)
+            delay *= random.uniform(0.8, 1.2)
+            delay = max(delay, min(wait_at_least, self.cfg.retry_max_s))  # Retry-After
             attempt = min(attempt + 1, 30)
-            if self._abort.wait(delay * random.uniform(0.8, 1.2)):
+            if self._abort.wait(delay):
                 self.buffer.give_back(pending)
                 self.in_flight = 0
                 return
