@@ -254,7 +254,7 @@ class Hub:
                 try:
                     got = self.ingest.take(100)
                     if got:
-                        self._process(got)
+                        self._process(got, time.monotonic())
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
                         self.publisher.rebind()
@@ -268,7 +268,7 @@ class Hub:
                 got = self.ingest.take(50)
                 if not got:
                     break
-                self._process(got)
+                self._process(got, time.monotonic())
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
@@ -293,8 +293,11 @@ class Hub:
         if self.profile_store is not None:
             self.profile_store.close()
 
-    def _process(self, got: list[Message]) -> None:
+    def _process(self, got: list[Message], taken: float) -> None:
+        """Score, publish and acknowledge one cycle's batches, taken off the socket at
+        ``taken`` (monotonic)."""
         pipeline, m = self.pipeline, self.metrics
+        observe = m.publish_latency.observe
         ingest, ledger = self.ingest, self.ledger
         sensors = ingest.sensors
         tossed = logged = alerted = 0
@@ -328,6 +331,7 @@ class Hub:
                 self._chunk(rec, start, now, counts)
             if self.publisher is not None:
                 self.publisher.flush()
+            observe(time.monotonic() - taken)
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
@@ -427,8 +431,6 @@ class Hub:
         outputs = []
         try:
             outputs = self.outputs.status()
-            for o in outputs:
-                m.child(m.output_queue, o["name"]).set(o.get("queue_depth", 0))
         except Exception as exc:
             log.warning("output status: %s", exc)
         self._write_status(now, outputs)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .buffer import EventBuffer
 from .config import OutputConfig
+from .metrics import LatencyHistogram
 from .sinks.base import Sink
 
 log = logging.getLogger("threatseer.hub.outputs")
@@ -29,6 +30,8 @@ class OutputWorker:
         self.retries = 0
         self.last_error = ""
         self.in_flight = 0  # events taken from the buffer, not yet delivered or refused
+        # Seconds from emit to delivered (or refused for good), per event from memory.
+        self.latency = LatencyHistogram()
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"output-{cfg.label}", daemon=True)
 
@@ -131,6 +134,8 @@ class OutputWorker:
                 return
         self.buffer.commit()
         self.in_flight = 0
+        if self.buffer.batch_times:
+            self.latency.observe_since(self.buffer.batch_times, time.monotonic())
 
     def _failed_attempt(self, exc: Exception) -> None:
         self.retries += 1
