@@ -378,8 +378,7 @@ class Hub:
             if publisher is not None:
                 publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:
-                for ev in res.emitted:
-                    outputs.emit(ev)
+                outputs.emit_all(res.emitted)
             counts[1] += len(res.emitted)
 
     def _report_gap(self, msg: Message, batches: int, events: int, now: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,18 @@ class Outputs:
 
     def emit(self, event: dict[str, Any]) -> None:
         """Route one scored flat event; gives it an ``event.id`` if it has none."""
-        self._ids.ensure(event)
+        self.emit_all((event,))
+
+    def emit_all(self, events: Iterable[dict[str, Any]]) -> None:
+        """:meth:`emit` each of ``events`` (a slice the pipeline scored together: one clock
+        reading stamps them all for the delivery latency)."""
         now = time.monotonic()
-        for worker in self._workers:
-            if routed(worker.cfg, event):
-                worker.buffer.put(event, now)
+        ensure, workers = self._ids.ensure, self._workers
+        for event in events:
+            ensure(event)
+            for worker in workers:
+                if routed(worker.cfg, event):
+                    worker.buffer.put(event, now)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued within ``timeout`` seconds in total, then stop."""
