@@ -43,7 +43,7 @@ HELP = {
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "fields": "List every event field with its type and description.",
     "status": "Show a hub's state: sensors, outputs, bundle.",
-    "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+    "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }
 
