@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -92,7 +93,9 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
             if action == "exec" and marker in ev["process"]["args"]:
                 break
             assert time.monotonic() < deadline, "no exec event from the sensor-only install"
-        # /metrics without prometheus-client installed (sensor/metrics.py says why)
+        # /metrics without prometheus-client installed (sensor/metrics.py says why). Its
+        # stdout is drained meanwhile: a sensor blocked on a full pipe cannot stop.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         body = urllib.request.urlopen(f"http://{listen}/metrics", timeout=10).read().decode()
         assert "\nthreatseer_sensor_events_read_total " in body
         assert "# TYPE process_resident_memory_bytes gauge" in body
