@@ -199,7 +199,8 @@ class MetricsServer(threading.Thread):
         self._stopping.set()
         with contextlib.suppress(OSError):
             self.sock.close()
-        self.join(2)
+        if self.ident is not None:  # started
+            self.join(2)
 
 
 def start_metrics(listen: str, info: dict[str, str],
