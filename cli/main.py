@@ -24,6 +24,7 @@ COMMANDS = {
     "rules": "threatseer.hub.rules.cli:rules_group",
     "keys": "threatseer.cli.keys:keys_group",
     "status": "threatseer.hub.cli:status_command",
+    "console": "threatseer.hub.console.cli:console_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
     "demo": "threatseer.cli.demo:demo_command",
 }
@@ -40,6 +41,7 @@ HELP = {
     "rules": "Validate, test, build, sign, publish and roll back rule bundles.",
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "status": "Show a hub's state: sensors, outputs, bundle.",
+    "console": "Serve the web console: live alerts, process trees, fleet health.",
     "es-setup": "Install the Elasticsearch index template with ECS mappings.",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }

@@ -99,6 +99,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._http: Any = None
         self._admin: Any = None
+        self.console: Any = None
         self.store: Any = None
         if bundle is None:
             bundle, self.store = load_start_bundle(cfg)
@@ -114,9 +115,11 @@ class Hub:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
                                  cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
             self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+            # The console reads the PUB stream in-process, so it needs the socket even when
+            # no outside subscriber may have it (publish.endpoint empty).
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
                                         secure=self._secure_pub)
-                              if cfg.publish.endpoint else None)
+                              if cfg.publish.endpoint or cfg.console.listen else None)
         except BaseException:
             self.transport.close()
             raise
@@ -136,6 +139,7 @@ class Hub:
         if self.cfg.metrics.listen:
             self._http = self.metrics.serve(self.cfg.metrics.listen)
         self._start_admin()
+        self._start_console()
         self._thread = threading.Thread(target=self._loop, name="hub-pipeline", daemon=True)
         self._thread.start()
         # status file and gauges off the pipeline thread: a fleet's status is a big JSON
@@ -160,6 +164,8 @@ class Hub:
                 self._admin.stop()
             except Exception as exc:
                 log.warning("admin server stop: %s", exc)
+        if self.console is not None:  # after the pipeline: it sees the last events too
+            self.console.stop()
         if self._http is not None:
             self._http.shutdown()
         self.transport.close()
@@ -212,6 +218,29 @@ class Hub:
         except Exception as exc:
             log.error("admin server on %s failed: %s", admin.endpoint, exc)
             self._admin = None
+
+    def _start_console(self) -> None:
+        """The web console (``console.listen``) on its own thread, fed in-process by the PUB
+        socket. Like the admin server, a console that cannot start is logged, not fatal."""
+        cfg = self.cfg
+        if not cfg.console.listen or self.publisher is None:
+            return
+        try:
+            from threatseer.hub.console.runner import Console, Sources
+        except ImportError as exc:
+            log.error("console unavailable (%s): pip install 'threatseer[hub]'", exc)
+            return
+        endpoint = f"inproc://threatseer-console-{id(self):x}"
+        sources = Sources("hub", cfg.state_dir,
+                          cfg.profile_db() if cfg.profiles.enabled else None, self.store)
+        console = Console(cfg.console, endpoint, sources, zmq_ctx=self.ctx)
+        try:
+            console.start()
+        except Exception as exc:
+            log.error("console on %s failed: %s", cfg.console.listen, exc)
+            return
+        self.publisher.connect_peer(endpoint)
+        self.console = console
 
     def _loop(self) -> None:
         if self.publisher is not None:
@@ -429,6 +458,7 @@ class Hub:
                 "dynamic": self.pipeline.rules.dynamic.errors,
                 "profile": (self.pipeline.profile.errors
                             if self.pipeline.profile is not None else 0)},
+            "console": self.console.url if self.console is not None else None,
             "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
                       if self._admin is not None else None),
         }

@@ -47,8 +47,11 @@ class Publisher:
         self.ctx = ctx
         self.snd_hwm = snd_hwm
         self.secure = secure  # makes the socket a CURVE server (hub.transport), before bind
+        # In-process subscribers that bound their own endpoint (the hub's console): connected
+        # again by every rebind, since an inproc peer does not reconnect by itself.
+        self.peers: list[str] = []
         self.sock = self._open(endpoint)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if endpoint else ""
         self.rebinds = 0
         # Anything msgspec cannot encode (a rule's odd extra_info) goes out as its text.
         self._pack = msgspec.msgpack.Encoder(enc_hook=str).encode
@@ -64,11 +67,20 @@ class Publisher:
         if self.secure is not None:
             self.secure(sock)
         try:
-            sock.bind(endpoint)
+            if endpoint:
+                sock.bind(endpoint)
+            for peer in self.peers:
+                sock.connect(peer)
         except zmq.ZMQError:
             sock.close(linger=0)
             raise
         return sock
+
+    def connect_peer(self, endpoint: str) -> None:
+        """Also send to a subscriber bound at ``endpoint`` (``inproc://``, same context);
+        called before the pipeline thread uses the socket."""
+        self.peers.append(endpoint)
+        self.sock.connect(endpoint)
 
     def rebind(self) -> None:
         """Close and bind again (same endpoint): every subscriber reconnects and is

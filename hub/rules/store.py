@@ -210,3 +210,20 @@ class BundleStore:
     def active_version(self) -> str | None:
         version = self._state().get("active")
         return version if isinstance(version, str) else None
+
+    def history(self) -> dict[str, Any]:
+        """The active version, the versions activated before it (oldest first, as rollback
+        walks them) and the installed versions with their install times: from the state
+        file and the archive names only, so a status page can ask often."""
+        state = self._state()
+        history = [v for v in state.get("history", []) if isinstance(v, str)]
+        installed = []
+        for p in sorted(self.bundles_dir.glob("*.tar.gz")):
+            try:
+                installed.append({"version": p.name.removesuffix(".tar.gz"),
+                                  "installed_at": p.stat().st_mtime})
+            except OSError:
+                continue
+        active = state.get("active")
+        return {"active": active if isinstance(active, str) else None, "history": history,
+                "installed": installed}
