@@ -70,7 +70,8 @@ class Held:
     received: float
     packed: bytes
     summary: dict[str, Any]
-    host_key: str
+    host_key: str  # host name, lower case
+    agent_key: str  # sensor id, lower case
     rule_key: str
     score: float
     kind: str  # "alert" or "event"
@@ -109,8 +110,8 @@ def summarize(ev: dict[str, Any], seq: int, received: float) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AlertFilter:
-    """The list's filters: ``host`` and ``rule`` match a case-insensitive part of the host
-    name (or sensor id) and of any indicator's rule; ``min_score`` is inclusive; ``kind``
+    """The list's filters: ``host`` matches a case-insensitive part of the host name, or the
+    whole sensor id; ``rule`` a case-insensitive part of any indicator's rule; ``min_score`` is inclusive; ``kind``
     is alert (default), event (scored below the alert threshold) or any."""
 
     host: str = ""
@@ -139,7 +140,7 @@ class AlertFilter:
             return False
         if self.min_score is not None and h.score < self.min_score:
             return False
-        if self.host and self.host not in h.host_key:
+        if self.host and self.host not in h.host_key and self.host != h.agent_key:
             return False
         return not (self.rule and self.rule not in h.rule_key)
 
@@ -162,7 +163,7 @@ class AlertRing:
         self.last_seq += 1
         summary = summarize(ev, self.last_seq, received)
         held = Held(self.last_seq, received, packed, summary,
-                    f"{summary['host']}\n{summary['agent']}".lower(),
+                    summary["host"].lower(), summary["agent"].lower(),
                     "\n".join(summary["rules"]).lower(), summary["score"],
                     "alert" if summary["kind"] == "alert" else "event")
         self.ring.append(held)

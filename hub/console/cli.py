@@ -42,6 +42,9 @@ def console_command(endpoint: str | None, server_key: str | None, key_file: str 
 
     hub_cfg = load_config(config_path) if config_path else None
     cfg = dataclasses.replace(hub_cfg.console) if hub_cfg else ConsoleConfig()
+    endpoint = endpoint or (hub_cfg.publish.endpoint if hub_cfg else "")
+    if not endpoint or "://" not in endpoint:
+        raise click.UsageError("--hub: the hub's PUB endpoint is needed, e.g. tcp://hub:5556")
     cfg.listen = listen or cfg.listen or DEFAULT_LISTEN
     if viewer_tokens is not None:
         cfg.viewer_tokens = viewer_tokens
@@ -54,9 +57,6 @@ def console_command(endpoint: str | None, server_key: str | None, key_file: str 
     for path in (cfg.viewer_tokens, cfg.admin_tokens):
         if path and not os.path.exists(path):
             raise click.UsageError(f"token list {path} does not exist")
-    endpoint = endpoint or (hub_cfg.publish.endpoint if hub_cfg else "")
-    if not endpoint or "://" not in endpoint:
-        raise click.UsageError("--hub: the hub's PUB endpoint is needed, e.g. tcp://hub:5556")
     curve = None
     if server_key or key_file:
         if not (server_key and key_file):

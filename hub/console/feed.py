@@ -123,8 +123,8 @@ class Feed:
                            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                 self.status = "refused: handshake failed (wrong server key, or CURVE on " \
                               "one side only)"
-            elif event == zmq.EVENT_DISCONNECTED:
-                self.status = "disconnected: reconnecting"
+            elif event == zmq.EVENT_DISCONNECTED and not before.startswith("refused"):
+                self.status = "disconnected: reconnecting"  # (a refusal stays until it passes)
             elif event == zmq.EVENT_CONNECTED and self.curve is None:
                 self.status = "connected"
             if self.status != before:

@@ -52,6 +52,11 @@ function ago(t) {
   return `${(s / 3600).toFixed(1)} h ago`;
 }
 
+function lag(seconds) {
+  if (seconds === null || seconds === undefined) return "-";
+  return seconds < 10 ? `${Math.round(seconds * 1000)} ms` : seconds < 3600 ? `${seconds.toFixed(0)} s` : `${(seconds / 3600).toFixed(1)} h`;
+}
+
 function scoreClass(s) { return s >= 50 ? "s-hi" : s > 0 ? "s-mid" : "s-lo"; }
 
 function num(x, digits) {
@@ -433,10 +438,11 @@ async function loadHealth() {
     const hs = s.hub || {};
     const losses = (s.loss_events || 0) + (s.dropped_counters || 0);
     const bad = Object.values(hs.bad || {}).reduce((x, y) => x + y, 0);
+    const batches = (s.loss_batches || 0) + (hs.lost_batches || 0);
     return [s.host || "-", s.agent, s.version || "-", ago(s.last_seen || hs.last_seen),
-            num(s.rate, 1) + "/s", s.lag_s === null || s.lag_s === undefined ? "-" : `${num(s.lag_s * 1000)} ms`,
-            el("span", {class: losses + (s.loss_batches || 0) + (hs.lost_batches || 0) ? "bad" : "",
-                        text: `${num(losses)} events, ${num((s.loss_batches || 0) + (hs.lost_batches || 0))} batches`}),
+            num(s.rate, 1) + "/s", lag(s.lag_s),
+            el("span", {class: losses + batches ? "bad" : "", text: batches ? `${num(losses)} events, ${num(batches)} batches` : num(losses),
+                        title: "sensor-loss events and the sensor's kernel_lost/send_dropped counters; batches: transport gaps"}),
             hs.events_in !== undefined ? num(hs.events_in) : "-", num(bad), num(s.alerts)];
   });
   const sensorCard = el("div", {class: "card"}, el("h2", {text: `Sensors (${h.sensors.length})`}),
@@ -457,8 +463,9 @@ async function loadHealth() {
              : el("p", {class: "muted", text: "Not readable here."}));
   const rulesCard = el("div", {class: "card"}, el("h2", {text: "Top rules, last hour"}),
     h.top_rules.length ? table(["Rule", "Alerts"], h.top_rules.map(r => [r.rule, num(r.hits)]), "top-rules") : el("p", {class: "muted", text: "No alerts in the last hour."}));
-  $("health").replaceChildren(el("div", {class: "split"}, el("div", {class: "grow"}, top, chartCard, rulesCard),
-                                 el("div", {class: "grow"}, sensorCard, outCard, bundleCard)));
+  $("health").replaceChildren(el("div", {class: "split"}, el("div", {class: "grow"}, top), el("div", {class: "grow"}, chartCard)),
+                              sensorCard,
+                              el("div", {class: "split"}, el("div", {class: "grow"}, outCard, bundleCard), el("div", {class: "grow"}, rulesCard)));
 }
 
 // -- profiles -------------------------------------------------------------------------------
