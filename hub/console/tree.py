@@ -24,7 +24,6 @@ MAX_CHILDREN = 64  # child ids remembered per process
 MAX_SIBLINGS = 20  # other children shown beside each ancestor on the path
 MAX_DESCENDANTS = 100  # descendants of the alert's process shown
 MAX_DEPTH = 64
-_LIFECYCLE = (ecs.EXEC, ecs.FORK)
 
 # One event of a process: (timestamp, action, object, score, console seq of the held alert)
 Activity = tuple[str, str, str, float, int]
@@ -32,7 +31,8 @@ Activity = tuple[str, str, str, float, int]
 
 class Proc:
     __slots__ = ("entity_id", "parent_id", "pid", "name", "executable", "command_line",
-                 "user", "host", "started", "exit_code", "seen", "last", "events", "children")
+                 "user", "host", "started", "exit_code", "seen", "execd", "last", "events",
+                 "children")
 
     def __init__(self, entity_id: str, events_kept: int) -> None:
         self.entity_id = entity_id
@@ -42,6 +42,7 @@ class Proc:
         self.started = ""
         self.exit_code: int | None = None
         self.seen = False  # its own exec or fork was seen (else: known from its events)
+        self.execd = False  # an exec was seen: a fork arriving later must not rename it
         self.last = 0.0
         self.events: deque[Activity] = deque(maxlen=events_kept)
         self.children: list[str] = []
@@ -110,13 +111,21 @@ class ProcessTree:
         p = self._touch(eid, now)
         action = ev.get("event.action")
         parent_id = ev.get("process.parent.entity_id")
-        if action in _LIFECYCLE:
-            p.seen = True
+        if action == ecs.EXEC:
+            p.seen = p.execd = True
             p.describe(ev)
+            cmd = ev.get("process.command_line")  # a new program: the old command line goes
+            p.command_line = _text(cmd, TEXT_MAX * 2) if isinstance(cmd, str) else ""
             p.started = p.started or _text(ev.get("@timestamp"), 40)
-            if action == ecs.EXEC:  # a new program: its earlier command line no longer holds
-                cmd = ev.get("process.command_line")
-                p.command_line = _text(cmd, TEXT_MAX * 2) if isinstance(cmd, str) else ""
+        elif action == ecs.FORK:
+            # The hub publishes a batch one message per topic, so a child's exec can arrive
+            # before its fork: the fork then only adds what the exec did not say.
+            p.seen = True
+            if not p.execd:
+                p.describe(ev)
+            ts = _text(ev.get("@timestamp"), 40)
+            if not p.started or ts < p.started:
+                p.started = ts
         elif not p.name:
             p.describe(ev)
         if isinstance(parent_id, str) and parent_id and parent_id != eid and len(parent_id) <= 128:

@@ -84,3 +84,15 @@ def test_sensors_and_a_slow_stream_are_bounded():
     listener.offer(helds)
     assert len(listener.queue) == LISTENER_QUEUE and listener.dropped == 10
     assert listener.take()[-1].seq == helds[-1].seq and not listener.queue
+
+
+def test_a_fork_arriving_after_its_exec_does_not_rename_the_process():
+    # The hub publishes one message per topic, so cat's exec may come before bash's fork.
+    tree = ProcessTree()
+    tree.note({"event.action": "exec", "process.entity_id": "c", "process.name": "cat",
+               "process.command_line": "cat /etc/shadow", "@timestamp": "T2"}, 1.0)
+    tree.note({"event.action": "fork", "process.entity_id": "c", "process.name": "bash",
+               "process.parent.entity_id": "b", "@timestamp": "T1"}, 1.0)
+    p = tree.procs["c"]
+    assert (p.name, p.command_line, p.started, p.parent_id) == ("cat", "cat /etc/shadow", "T1",
+                                                                 "b")

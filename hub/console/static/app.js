@@ -339,7 +339,12 @@ function treeNode(n, instance) {
       else item.textContent = text;
       acts.append(item);
     }
-    li.append(acts);
+    // Ancestors can be busy (a shell's or a service's whole session): folded past a few.
+    if (!n.alert && n.events.length > 4) {
+      li.append(el("details", {}, el("summary", {class: "muted", text: `${n.events.length} events`}), acts));
+    } else {
+      li.append(acts);
+    }
   }
   if (n.children && n.children.length) {
     li.append(el("ul", {class: "tree"}, ...n.children.map(c => treeNode(c, instance))));
