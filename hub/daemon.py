@@ -220,8 +220,9 @@ class Hub:
             self._admin = None
 
     def _start_console(self) -> None:
-        """The web console (``console.listen``) on its own thread, fed in-process by the PUB
-        socket. Like the admin server, a console that cannot start is logged, not fatal."""
+        """The web console (``console.listen``) on its own thread, fed in-process with every
+        message the PUB socket sends (:meth:`Publisher.add_tap`). Like the admin server, a
+        console that cannot start is logged, not fatal."""
         cfg = self.cfg
         if not cfg.console.listen or self.publisher is None:
             return
@@ -239,7 +240,11 @@ class Hub:
         except Exception as exc:
             log.error("console on %s failed: %s", cfg.console.listen, exc)
             return
-        self.publisher.connect_peer(endpoint)
+        tap = self.ctx.socket(zmq.PAIR)
+        tap.setsockopt(zmq.SNDHWM, cfg.publish.snd_hwm)
+        tap.setsockopt(zmq.LINGER, 0)
+        tap.connect(endpoint)
+        self.publisher.add_tap(tap)
         self.console = console
 
     def _loop(self) -> None:
@@ -458,7 +463,8 @@ class Hub:
                 "dynamic": self.pipeline.rules.dynamic.errors,
                 "profile": (self.pipeline.profile.errors
                             if self.pipeline.profile is not None else 0)},
-            "console": self.console.url if self.console is not None else None,
+            "console": ({"url": self.console.url, "dropped": self.publisher.tap_dropped}
+                        if self.console is not None and self.publisher is not None else None),
             "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
                       if self._admin is not None else None),
         }

@@ -1,9 +1,9 @@
 """The console's subscription to the hub's PUB stream (the tap's message format,
 :mod:`threatseer.hub.publish`).
 
-In the hub the console binds an in-process endpoint that the hub's PUB socket connects to
-(and connects to again after it is re-bound); no CURVE is needed between threads of one
-process. As ``threatseer console --hub`` it is a CURVE client
+In the hub the console binds an in-process PAIR socket to which the publisher hands a copy
+of every message (no subscription to wait for, no CURVE between threads of one process, and
+the publisher never waits for it). As ``threatseer console --hub`` it is a CURVE client
 with its own key, like ``threatseer tap``: ZeroMQ reconnects by itself when the hub
 restarts, and a socket monitor tells the console page whether the stream is up, down, or
 refused (the key is not in ``curve_subscriber_allow_list``).
@@ -51,18 +51,19 @@ class Feed:
     def open(self) -> None:
         """Create and connect the SUB socket (before :meth:`run`, so nothing published from
         now on is missed)."""
-        sock = self.ctx.socket(zmq.SUB)
+        inproc = self.endpoint.startswith("inproc://")
+        sock = self.ctx.socket(zmq.PAIR if inproc else zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         if self.curve is not None:
             curve_client(sock, *self.curve)
-        sock.setsockopt(zmq.SUBSCRIBE, b"")
-        if not self.endpoint.startswith("inproc://"):
+        if not inproc:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._monitor = sock.get_monitor_socket(
                 zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
                 | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED)
-        if self.endpoint.startswith("inproc://"):
+        if inproc:
             sock.bind(self.endpoint)
         else:
             sock.connect(self.endpoint)

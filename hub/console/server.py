@@ -405,7 +405,7 @@ class Sources:
                 bundle["history_error"] = str(exc)
         hub = {k: status.get(k) for k in ("pid", "started_at", "updated_at", "ingest",
                                           "publish", "emitted", "failures", "engine_errors",
-                                          "profiles")} if status else None
+                                          "profiles", "console")} if status else None
         if status:
             transport = status.get("transport") or {}
             hub["plaintext"] = transport.get("plaintext")

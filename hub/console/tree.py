@@ -24,6 +24,7 @@ MAX_CHILDREN = 64  # child ids remembered per process
 MAX_SIBLINGS = 20  # other children shown beside each ancestor on the path
 MAX_DESCENDANTS = 100  # descendants of the alert's process shown
 MAX_DEPTH = 64
+EXEC, FORK, EXIT = ecs.EXEC, ecs.FORK, ecs.EXIT
 
 # One event of a process: (timestamp, action, object, score, console seq of the held alert)
 Activity = tuple[str, str, str, float, int]
@@ -104,44 +105,63 @@ class ProcessTree:
         return p
 
     def note(self, ev: dict[str, Any], now: float, seq: int = 0) -> None:
-        """Take one published event into the trees (``seq``: its held alert, if any)."""
+        """Take one published event into the trees (``seq``: its held alert, if any).
+
+        Called for every published event: the common case (activity of a known process) is
+        a few lookups and one append."""
         eid = ev.get("process.entity_id")
-        if not isinstance(eid, str) or not eid or len(eid) > 128:
+        if eid.__class__ is not str or not eid or len(eid) > 128:
             return
-        p = self._touch(eid, now)
+        procs = self.procs
+        p = procs.get(eid)
+        if p is None:
+            p = self._touch(eid, now)
+        else:
+            procs.move_to_end(eid)
+            p.last = now
         action = ev.get("event.action")
-        parent_id = ev.get("process.parent.entity_id")
-        if action == ecs.EXEC:
-            p.seen = p.execd = True
+        lifecycle = False
+        if action == EXEC:
+            lifecycle = p.seen = p.execd = True
             p.describe(ev)
             cmd = ev.get("process.command_line")  # a new program: the old command line goes
             p.command_line = _text(cmd, TEXT_MAX * 2) if isinstance(cmd, str) else ""
             p.started = p.started or _text(ev.get("@timestamp"), 40)
-        elif action == ecs.FORK:
+        elif action == FORK:
             # The hub publishes a batch one message per topic, so a child's exec can arrive
             # before its fork: the fork then only adds what the exec did not say.
-            p.seen = True
+            lifecycle = p.seen = True
             if not p.execd:
                 p.describe(ev)
             ts = _text(ev.get("@timestamp"), 40)
             if not p.started or ts < p.started:
                 p.started = ts
-        elif not p.name:
-            p.describe(ev)
-        if isinstance(parent_id, str) and parent_id and parent_id != eid and len(parent_id) <= 128:
-            if p.parent_id != parent_id:
-                p.parent_id = parent_id
-            parent = self.procs.get(parent_id)
-            if parent is None:  # known only from this child's fields: a stub
-                parent = self._touch(parent_id, now)
-                parent.describe(ev, "process.parent.")
-                parent.host = p.host
-            parent.link(eid)
-        if action == ecs.EXIT:
+        elif action == EXIT:
             code = ev.get("process.exit_code")
             p.exit_code = code if isinstance(code, int) else -1
-        p.events.append((_text(ev.get("@timestamp"), 40), _text(action, 40), what(ev),
+        elif not p.name:
+            p.describe(ev)
+        parent_id = ev.get("process.parent.entity_id")
+        if parent_id is not None and (lifecycle or parent_id != p.parent_id):
+            self._parent(p, parent_id, ev, now)
+        ts = ev.get("@timestamp")
+        p.events.append((ts if ts.__class__ is str and len(ts) <= 40 else _text(ts, 40),
+                         action if action.__class__ is str else _text(action, 40), what(ev),
                          _number(ev.get("event.risk_score")), seq))
+
+    def _parent(self, p: Proc, parent_id: Any, ev: dict[str, Any], now: float) -> None:
+        """Record ``p``'s parent and link it as the parent's child (a stub parent when only
+        the child's ``process.parent.*`` fields tell of it)."""
+        if not isinstance(parent_id, str) or not parent_id or parent_id == p.entity_id \
+                or len(parent_id) > 128:
+            return
+        p.parent_id = parent_id
+        parent = self.procs.get(parent_id)
+        if parent is None:
+            parent = self._touch(parent_id, now)
+            parent.describe(ev, "process.parent.")
+            parent.host = p.host
+        parent.link(p.entity_id)
 
     def expire(self, now: float) -> int:
         """Forget processes not active for ``window_s``; returns how many."""

@@ -177,7 +177,8 @@ def test_health_lists_sensors_outputs_bundle_series_and_top_rules(hub, tokens):
 
     def ready():  # type: ignore[no-untyped-def]
         h = request(base, "/api/health", tok)[1]
-        return h if h["sensors"] and h["sensors"][0].get("hub") and h["totals"]["alerts"] else None
+        hub_side = h["sensors"][0].get("hub", {}) if h["sensors"] else {}
+        return h if hub_side.get("events_in", 0) >= 4 and h["totals"]["alerts"] else None
     h = wait_until(ready, 10, what="health with the sensor and the hub's status")
     s = h["sensors"][0]
     assert s["agent"] == "s-web1" and s["host"] == "web1" and s["version"] == "9.9.9"
@@ -189,6 +190,7 @@ def test_health_lists_sensors_outputs_bundle_series_and_top_rules(hub, tokens):
     assert len(h["series"]["minutes"]) == 60
     assert {"rule": "shadow_file_read", "hits": 1} in h["top_rules"]
     assert h["console"]["feed"]["status"] == "in-process"
+    assert h["hub"]["console"] == {"url": base, "dropped": 0}
 
 
 def test_profile_operations_are_those_of_the_cli(hub, tokens):
@@ -219,3 +221,14 @@ def test_profile_operations_are_those_of_the_cli(hub, tokens):
     status, _ = request(base, "/api/profiles/reset", tokens.admin, "POST", body=None,
                         headers={"Content-Type": "text/plain"})
     assert status == 415
+
+
+def test_the_console_keeps_its_feed_when_the_pub_socket_is_rebound(hub, tokens):
+    # A revoked subscriber key re-binds the PUB socket; the console reads its own tap.
+    _send(hub, [shadow_read("web1", 1)])
+    _held(hub, 1, "alert")
+    hub._rebind_publisher = True  # what the ZAP thread does on a revocation
+    wait_until(lambda: hub.publisher.rebinds == 1, 5, what="the rebind")
+    _send(hub, [shadow_read("web1", 2)])
+    _held(hub, 2, "alert")
+    assert hub.publisher.tap_dropped == 0

@@ -4,6 +4,7 @@
 "use strict";
 
 const MAX_ROWS = 1000;          // alert rows kept in the page (and in memory) at most
+const FIRST_ROWS = 200;         // rows a page load shows at once; "Older" fetches more
 const HEALTH_EVERY_MS = 3000;
 const $ = (id) => document.getElementById(id);
 
@@ -39,9 +40,10 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function clock(ts) {
+const pad = (n) => (n < 10 ? "0" : "") + n;
+function clock(ts) {  // local HH:MM:SS (by hand: toLocaleTimeString is slow for a long list)
   const d = typeof ts === "number" ? new Date(ts * 1000) : new Date(ts);
-  return isNaN(d) ? String(ts || "") : d.toLocaleTimeString([], {hour12: false});
+  return isNaN(d) ? String(ts || "") : `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 function ago(t) {
@@ -78,6 +80,8 @@ async function api(path, opts) {
 // -- sign in --------------------------------------------------------------------------------
 async function signIn(token) {
   S.token = token;
+  const listed = fetchAlerts(FIRST_ROWS);  // at the same time as the session
+  listed.catch(() => {});
   const who = await api("/api/session");
   S.session = who;
   sessionStorage.setItem("threatseer-token", token);
@@ -86,7 +90,8 @@ async function signIn(token) {
   $("nav").hidden = false;
   $("conn").hidden = false;
   S.instance = who.instance;
-  await loadAlerts(false);
+  showAlerts(await listed, false);
+  performance.mark("alerts-shown");  // what bench/console_bench.py times a page load by
   openStream();
   route();
 }
@@ -144,17 +149,26 @@ function filterQuery() {
   return q;
 }
 
+let rowTemplate = null;
 function alertRow(a, instance, stale) {
+  // Cloned from one template row: a thousand rows are built in a few milliseconds.
+  if (!rowTemplate) {
+    rowTemplate = el("tr", {}, el("td"), el("td"), el("td", {class: "host"}), el("td", {class: "rule"}),
+                     el("td", {class: "proc"}), el("td", {class: "what"}));
+  }
   const rules = a.rules && a.rules.length ? a.rules[0] + (a.rules.length > 1 ? ` +${a.rules.length - 1}` : "") : (a.rule_name || a.action);
-  const tr = el("tr", {"data-seq": a.seq, "data-instance": instance, "data-host": a.host,
-                       class: stale ? "stale" : null, title: a.message || a.what},
-    el("td", {text: clock(a.ts)}),
-    el("td", {class: "score " + scoreClass(a.score), text: num(a.score, 1)}),
-    el("td", {class: "host", text: a.host}),
-    el("td", {class: "rule", text: rules}),
-    el("td", {class: "proc", text: a.process + (a.pid !== null && a.pid !== undefined ? ` [${a.pid}]` : "")}),
-    el("td", {class: "what", text: a.message || a.what}));
-  tr.addEventListener("click", () => { location.hash = `#alert/${instance}/${a.seq}`; });
+  const tr = rowTemplate.cloneNode(true);
+  tr.dataset.seq = a.seq;
+  tr.dataset.instance = instance;
+  if (stale) tr.className = "stale";
+  const td = tr.children;
+  td[0].textContent = clock(a.ts);
+  td[1].className = "score " + scoreClass(a.score);
+  td[1].textContent = num(a.score, 1);
+  td[2].textContent = a.host;
+  td[3].textContent = rules;
+  td[4].textContent = a.process + (a.pid !== null && a.pid !== undefined ? ` [${a.pid}]` : "");
+  td[5].textContent = a.message || a.what;
   return tr;
 }
 
@@ -194,14 +208,44 @@ function clearAlerts() {
   $("alerts-body").replaceChildren();
 }
 
-async function loadAlerts(keepOld) {
+function fetchAlerts(limit, before) {
   const q = filterQuery();
-  q.set("limit", String(MAX_ROWS));
-  const r = await api("/api/alerts?" + q);
+  q.set("limit", String(limit));
+  if (before) q.set("before", String(before));
+  return api("/api/alerts?" + q);
+}
+
+function showAlerts(r, keepOld) {
   if (!keepOld) clearAlerts();
   S.instance = r.instance;
   S.lastSeq = r.last_seq;
   addAlerts(r.alerts.slice().reverse(), r.instance);
+  $("older").hidden = r.alerts.length < FIRST_ROWS;
+  renderCount();
+}
+
+async function loadAlerts(keepOld) {
+  showAlerts(await fetchAlerts(FIRST_ROWS), keepOld);
+}
+
+// Older held alerts, below the oldest shown (up to MAX_ROWS in the page).
+async function loadOlder() {
+  const last = S.rows[S.rows.length - 1];
+  if (!last || last._instance !== S.instance) return;
+  const room = MAX_ROWS - S.rows.length;
+  if (room <= 0) { $("older").textContent = `At most ${MAX_ROWS} rows: narrow the filters`; return; }
+  const r = await fetchAlerts(Math.min(room, FIRST_ROWS), last.seq);
+  const body = $("alerts-body"), frag = document.createDocumentFragment();
+  for (const a of r.alerts) {
+    const key = r.instance + ":" + a.seq;
+    if (S.keys.has(key)) continue;
+    S.keys.add(key);
+    a._instance = r.instance;
+    S.rows.push(a);
+    frag.append(alertRow(a, r.instance, false));
+  }
+  body.append(frag);
+  $("older").hidden = r.alerts.length < Math.min(room, FIRST_ROWS);
   renderCount();
 }
 
@@ -531,9 +575,14 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("logout").addEventListener("click", () => signOut(""));
   $("pause").addEventListener("click", togglePause);
+  $("older").addEventListener("click", () => loadOlder().catch((e) => setConn(e.message, "down")));
   for (const id of ["f-host", "f-rule", "f-min"]) $(id).addEventListener("input", onFilter);
   $("f-kind").addEventListener("change", onFilter);
   $("filters").addEventListener("submit", (e) => e.preventDefault());
+  $("alerts-body").addEventListener("click", (e) => {
+    const tr = e.target.closest("tr");
+    if (tr) location.hash = `#alert/${tr.dataset.instance}/${tr.dataset.seq}`;
+  });
   window.addEventListener("hashchange", route);
   if (S.token) signIn(S.token).catch((e) => signOut(e.message));
   else showView("login");
