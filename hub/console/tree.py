@@ -30,6 +30,10 @@ EXEC, FORK, EXIT = ecs.EXEC, ecs.FORK, ecs.EXIT
 Activity = tuple[str, str, str, float, int]
 
 
+def _when(activity: Activity) -> str:
+    return activity[0]
+
+
 class Proc:
     __slots__ = ("entity_id", "parent_id", "pid", "name", "executable", "command_line",
                  "user", "host", "started", "exit_code", "seen", "execd", "last", "events",
@@ -236,8 +240,9 @@ class ProcessTree:
             "entity_id": p.entity_id, "pid": p.pid, "name": p.name or "?",
             "executable": p.executable, "command_line": p.command_line, "user": p.user,
             "host": p.host, "started": p.started, "exit_code": p.exit_code, "seen": p.seen,
+            # in time order: one batch reaches the console a message per topic
             "events": ([{"ts": e[0], "action": e[1], "what": e[2], "score": e[3], "seq": e[4]}
-                        for e in p.events] if with_events else []),
+                        for e in sorted(p.events, key=_when)] if with_events else []),
             "event_count": len(p.events), "children": [],
         }
 

@@ -232,3 +232,22 @@ def test_the_console_keeps_its_feed_when_the_pub_socket_is_rebound(hub, tokens):
     _send(hub, [shadow_read("web1", 2)])
     _held(hub, 2, "alert")
     assert hub.publisher.tap_dropped == 0
+
+
+def test_the_console_serves_https_with_a_certificate(console_hub, tokens, tmp_path):
+    import ssl
+    import subprocess
+    import urllib.request
+
+    cert, key = tmp_path / "console.crt", tmp_path / "console.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    hub = console_hub(console__tls_cert_file=str(cert), console__tls_key_file=str(key))
+    assert hub.console.url.startswith("https://127.0.0.1:")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    req = urllib.request.Request(hub.console.url + "api/session",
+                                 headers={"Authorization": f"Bearer {tokens.viewer}"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        assert resp.status == 200 and b'"role":"viewer"' in resp.read()

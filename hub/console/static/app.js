@@ -418,11 +418,10 @@ async function showAlert(instance, seq) {
     inds.append(el("tr", {},
       el("td", {text: i.engine}), el("td", {class: "mono", text: i.rule}), el("td", {text: i.type}),
       el("td", {class: "score " + scoreClass(i.score), text: num(i.score, 1)}),
-      el("td", {text: i.description}),
-      el("td", {}, ...(i.tags || []).map(t => el("span", {class: "tag", text: t})))));
+      el("td", {}, i.description || "", el("div", {}, ...(i.tags || []).map(t => el("span", {class: "tag", text: t}))))));
   }
   const indCard = el("div", {class: "card"}, el("h2", {text: "Indicators"}),
-    el("table", {class: "grid"}, el("thead", {}, el("tr", {}, ...["Engine", "Rule", "Type", "Score", "Description", "Tags"].map(h => el("th", {text: h})))), inds));
+    el("table", {class: "grid"}, el("thead", {}, el("tr", {}, ...["Engine", "Rule", "Type", "Score", "Description"].map(h => el("th", {text: h})))), inds));
   const treeCard = el("div", {class: "card", id: "tree"}, el("h2", {text: "Process tree"}));
   if (d.tree) treeCard.append(el("ul", {class: "tree root"}, treeNode(d.tree, instance)));
   else treeCard.append(el("p", {class: "muted", text: "No process behind this event."}));
