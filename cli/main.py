@@ -42,7 +42,7 @@ HELP = {
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "status": "Show a hub's state: sensors, outputs, bundle.",
     "console": "Serve the web console: live alerts, process trees, fleet health.",
-    "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+    "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }
 

@@ -100,11 +100,15 @@ def summarize(ev: dict[str, Any], seq: int, received: float) -> dict[str, Any]:
         "what": what(ev),
         "rules": rules[:8],
     }
-    # Fields other parts of the hub may add (rule.*, threat.*, message): shown when present.
+    # What the hub says of an alert for Kibana's views (rule.*, threat.*, message).
     for key, name in (("message", "message"), ("rule.name", "rule_name"),
-                      ("threat.technique.id", "technique")):
-        if ev.get(key) is not None:
-            summary[name] = _text(ev[key], 200)
+                      ("threat.tactic.name", "tactic"), ("threat.technique.id", "technique"),
+                      ("threat.technique.subtechnique.id", "subtechnique")):
+        value = ev.get(key)
+        if isinstance(value, list):
+            value = ", ".join(_text(v, 80) for v in value[:10])
+        if value is not None and value != "":
+            summary[name] = _text(value, 200)
     return summary
 
 

@@ -412,7 +412,8 @@ async function showAlert(instance, seq) {
        "  " + (s.message || s.rule_name || (s.rules || []).join(", ") || s.action)),
     kv([["time", s.ts], ["host", s.host], ["sensor", s.agent], ["action", s.action],
         ["process", s.process + (s.pid !== null && s.pid !== undefined ? ` [${s.pid}]` : "")],
-        ["object", s.what], ["rule", s.rule_name], ["technique", s.technique], ["event id", s.id]]));
+        ["object", s.what], ["rule", s.rule_name], ["tactic", s.tactic],
+        ["technique", [s.technique, s.subtechnique].filter(Boolean).join(", ")], ["event id", s.id]]));
   const inds = el("tbody");
   for (const i of d.indicators) {
     inds.append(el("tr", {},
