@@ -213,6 +213,10 @@ def test_console_in_a_browser(site, browser, capsys):  # type: ignore[no-untyped
     assert "open" in cat.text and "/etc/shadow" in cat.text
     indicators = d.find_element(By.ID, "alert-detail").text
     assert "shadow_file_read" in indicators and "dynamic" in indicators
+    summary = site.api(f"/api/alerts/{seq}?instance={instance}")[1]["summary"]
+    for key in ("message", "rule_name", "technique"):  # rule.*, threat.*, message
+        if key in summary:
+            assert summary[key] in indicators, (key, summary[key])
     assert '"path": "/etc/shadow"' in d.find_element(By.ID, "raw").text
     alert_png = shot(d, "alert")
 

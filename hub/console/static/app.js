@@ -168,7 +168,8 @@ function alertRow(a, instance, stale) {
   td[2].textContent = a.host;
   td[3].textContent = rules;
   td[4].textContent = a.process + (a.pid !== null && a.pid !== undefined ? ` [${a.pid}]` : "");
-  td[5].textContent = a.message || a.what;
+  td[5].textContent = a.what;
+  if (a.message) tr.title = a.message;  // the alert's own sentence, on hover
   return tr;
 }
 
