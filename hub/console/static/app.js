@@ -22,6 +22,7 @@ const S = {
   retry: 500,
   healthTimer: null,
   feed: "",
+  restarted: "",       // when the console was seen restarted (its instance changed)
 };
 
 // -- small helpers --------------------------------------------------------------------------
@@ -250,6 +251,9 @@ async function loadOlder() {
   renderCount();
 }
 
+// "live", and since when the console runs anew if it restarted while this page was open.
+function liveText() { return S.restarted ? `live (restarted ${S.restarted})` : "live"; }
+
 function setConn(text, cls) {
   const c = $("conn");
   c.textContent = text;
@@ -271,7 +275,7 @@ async function openStream() {
     if (r.status === 401) { signOut("The token was refused."); return; }
     if (!r.ok) throw new Error(r.statusText);
     S.retry = 500;
-    setConn("live", "live");
+    setConn(liveText(), "live");
     const reader = r.body.getReader();
     const dec = new TextDecoder();
     let buf = "";
@@ -311,7 +315,8 @@ async function onEvent(block) {
       S.instance = msg.instance;
       S.lastSeq = 0;
       await loadAlerts(true);
-      setConn("live (restarted " + clock(Date.now() / 1000) + ")", "live");
+      S.restarted = clock(Date.now() / 1000);
+      setConn(liveText(), "live");
     }
     S.instance = msg.instance;
   } else if (kind === "alerts") {
@@ -329,7 +334,7 @@ async function onEvent(block) {
   } else if (kind === "status") {
     S.feed = msg.feed;
     const up = msg.feed === "connected" || msg.feed === "in-process";
-    setConn(up ? "live" : "hub stream: " + msg.feed, up ? "live" : "down");
+    setConn(up ? liveText() : "hub stream: " + msg.feed, up ? "live" : "down");
   }
 }
 
