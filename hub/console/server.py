@@ -51,6 +51,7 @@ CONSOLE = web.AppKey("console", object)
 FLUSH_INTERVAL_S = 0.2  # a stream sends at most five times a second, whatever the rate
 STATUS_INTERVAL_S = 2.0  # a stream's status line (hub stream up/down, held, last seq)
 MAX_LIST = 1000
+LISTENER_BACKLOG = 1000  # alerts resent to a stream that resumes after a reconnect
 MAX_SUBJECT = 1024
 FAILED_AUTH_LIMIT = 20  # failed tokens per client address and minute before 429
 STATIC_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -360,8 +361,6 @@ class ConsoleApp:
             return _error(503, f"profiles {op} failed: {exc}")
         return _json(result)
 
-
-LISTENER_BACKLOG = 1000  # alerts resent to a stream that resumes after a reconnect
 
 
 class Sources:

@@ -251,3 +251,44 @@ def test_the_console_serves_https_with_a_certificate(console_hub, tokens, tmp_pa
                                  headers={"Authorization": f"Bearer {tokens.viewer}"})
     with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
         assert resp.status == 200 and b'"role":"viewer"' in resp.read()
+
+
+def test_health_shows_outputs_with_their_errors_and_sensor_losses(console_hub, tokens,
+                                                                   tmp_path):
+    from hub_helpers import base, free_port
+
+    from threatseer.hub.outputs import OutputConfig
+
+    outputs = [OutputConfig(type="file", name="alerts-file", spill_dir=str(tmp_path),
+                            options={"path": str(tmp_path / "alerts.jsonl")}),
+               OutputConfig(type="redis", name="gone-redis", spill_dir=str(tmp_path),
+                            retry_max_s=0.5,
+                            options={"url": f"redis://127.0.0.1:{free_port()}/0",
+                                     "timeout_s": 0.5})]
+    for o in outputs:
+        o.validate()
+    h = console_hub(outputs=outputs)
+    h._test_ctx = zmq.Context()
+    try:
+        loss = base("sensor-loss", **{"threatseer.loss.events": 7, "agent.version": "1",
+                                      "threatseer.loss.reason": "ring buffer full"})
+        health = base("sensor-health", **{"event.kind": "metric",
+                                          "threatseer.health.kernel_lost": 3,
+                                          "threatseer.health.send_dropped": 2})
+        _send(h, [shadow_read("web1", 1), [loss, health]])
+
+        def ready():  # type: ignore[no-untyped-def]
+            v = request(h.console.url, "/api/health", tokens.viewer)[1]
+            outs = {o["name"]: o for o in v.get("outputs") or []}
+            bad = outs.get("gone-redis", {})
+            return v if v["sensors"] and bad.get("last_error") and bad.get("queue_depth") \
+                and outs["alerts-file"].get("sent") else None
+        v = wait_until(ready, 15, what="outputs and losses in the health view")
+    finally:
+        h._test_ctx.destroy(linger=0)
+    outs = {o["name"]: o for o in v["outputs"]}
+    assert outs["alerts-file"]["connected"] and outs["alerts-file"]["failed"] == 0
+    assert not outs["gone-redis"]["connected"] and outs["gone-redis"]["queue_depth"] >= 1
+    s = v["sensors"][0]
+    assert s["loss_events"] == 7 and s["dropped_counters"] == 5
+    assert s["health"]["kernel_lost"] == 3
