@@ -115,8 +115,8 @@ class Hub:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
                                  cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
             self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
-            # The console reads the PUB stream in-process, so it needs the socket even when
-            # no outside subscriber may have it (publish.endpoint empty).
+            # The console reads what the PUB socket sends, so it needs the publisher even
+            # when no outside subscriber may connect (publish.endpoint empty).
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
                                         secure=self._secure_pub)
                               if cfg.publish.endpoint or cfg.console.listen else None)
@@ -220,32 +220,34 @@ class Hub:
             self._admin = None
 
     def _start_console(self) -> None:
-        """The web console (``console.listen``) on its own thread, fed in-process with every
-        message the PUB socket sends (:meth:`Publisher.add_tap`). Like the admin server, a
-        console that cannot start is logged, not fatal."""
+        """The web console (``console.listen``): a process of its own (so its work does not
+        share this interpreter with the pipeline thread), handed every message the PUB
+        socket sends (:meth:`Publisher.add_tap`). Like the admin server, a console that
+        cannot start is logged, not fatal."""
         cfg = self.cfg
         if not cfg.console.listen or self.publisher is None:
             return
         try:
-            from threatseer.hub.console.runner import Console, Sources
+            from threatseer.hub.console.child import ConsoleProcess
         except ImportError as exc:
             log.error("console unavailable (%s): pip install 'threatseer[hub]'", exc)
             return
-        endpoint = f"inproc://threatseer-console-{id(self):x}"
-        sources = Sources("hub", cfg.state_dir,
-                          cfg.profile_db() if cfg.profiles.enabled else None, self.store)
-        console = Console(cfg.console, endpoint, sources, zmq_ctx=self.ctx)
+        console = ConsoleProcess(cfg.console, cfg.state_dir,
+                                 cfg.profile_db() if cfg.profiles.enabled else None,
+                                 cfg.log_level)
         try:
             console.start()
         except Exception as exc:
             log.error("console on %s failed: %s", cfg.console.listen, exc)
+            console.stop()
             return
         tap = self.ctx.socket(zmq.PAIR)
         tap.setsockopt(zmq.SNDHWM, cfg.publish.snd_hwm)
-        tap.setsockopt(zmq.LINGER, 0)
-        tap.connect(endpoint)
+        tap.setsockopt(zmq.LINGER, 1000)  # at a stop, what is queued still reaches it
+        tap.connect(console.endpoint)
         self.publisher.add_tap(tap)
         self.console = console
+        log.info("console: %s (process %s)", console.url, console.pid)
 
     def _loop(self) -> None:
         if self.publisher is not None:
@@ -423,6 +425,8 @@ class Hub:
 
     def _periodic(self, now: float) -> None:
         m = self.metrics
+        if self.console is not None and not self._stop.is_set():
+            self.console.watch()  # started again if it died
         if self.pipeline.profile is not None:
             m.profiles.set(len(self.pipeline.profile.profiles))
         outputs = []
@@ -463,7 +467,9 @@ class Hub:
                 "dynamic": self.pipeline.rules.dynamic.errors,
                 "profile": (self.pipeline.profile.errors
                             if self.pipeline.profile is not None else 0)},
-            "console": ({"url": self.console.url, "dropped": self.publisher.tap_dropped}
+            "console": ({"url": self.console.url, "pid": self.console.pid,
+                         "restarts": self.console.restarts,
+                         "dropped": self.publisher.tap_dropped}
                         if self.console is not None and self.publisher is not None else None),
             "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
                       if self._admin is not None else None),

@@ -49,9 +49,9 @@ class Publisher:
         self.secure = secure  # makes the socket a CURVE server (hub.transport), before bind
         self.sock = self._open(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if endpoint else ""
-        # In-process readers of the same messages (the hub's console), each on a PAIR socket:
-        # no subscription to propagate (a PUB drops what it sends before one arrives) and
-        # nothing to reconnect after a rebind. Sent without blocking; the excess is counted.
+        # Private readers of the same messages (the hub's console process), each on a PAIR
+        # socket: no subscription to propagate (a PUB drops what it sends before one
+        # arrives), not affected by a rebind. Sent without blocking; the excess is counted.
         self.taps: list[zmq.Socket] = []
         self.tap_dropped = 0
         self.rebinds = 0
@@ -131,8 +131,8 @@ class Publisher:
                     self.tap_dropped += 1
 
     def add_tap(self, sock: zmq.Socket) -> None:
-        """Send every message to ``sock`` too (a PAIR socket connected to an in-process
-        reader); called before the pipeline thread uses the publisher."""
+        """Send every message to ``sock`` too (a PAIR socket connected to a private reader);
+        called before the pipeline thread uses the publisher."""
         self.taps.append(sock)
 
     def _pack_each(self, group: list[dict[str, Any]]) -> tuple[int, bytes]:
@@ -147,4 +147,4 @@ class Publisher:
     def close(self) -> None:
         self.sock.close()
         for tap in self.taps:
-            tap.close(linger=0)
+            tap.close()  # with the linger it was given: what is queued still goes

@@ -1,9 +1,9 @@
 """The console's subscription to the hub's PUB stream (the tap's message format,
 :mod:`threatseer.hub.publish`).
 
-In the hub the console binds an in-process PAIR socket to which the publisher hands a copy
-of every message (no subscription to wait for, no CURVE between threads of one process, and
-the publisher never waits for it). As ``threatseer console --hub`` it is a CURVE client
+The hub's own console process (:mod:`.child`) binds a PAIR socket on a private ``ipc://``
+path instead, to which the hub's publisher hands a copy of every message (no subscription to
+wait for, and the publisher never waits for it). As ``threatseer console --hub`` it is a CURVE client
 with its own key, like ``threatseer tap``: ZeroMQ reconnects by itself when the hub
 restarts, and a socket monitor tells the console page whether the stream is up, down, or
 refused (the key is not in ``curve_subscriber_allow_list``).
@@ -32,12 +32,13 @@ YIELD_EVERY = 64  # messages taken before letting the web side run
 
 class Feed:
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, state: ConsoleState,
-                 curve: tuple[bytes, bytes] | None = None) -> None:
+                 curve: tuple[bytes, bytes] | None = None, tap: bool = False) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.state = state
         self.curve = curve
-        self.status = "in-process" if endpoint.startswith("inproc://") else "connecting"
+        self.tap = tap
+        self.status = "hub tap" if tap else "connecting"
         self.since = time.time()
         self.reconnects = 0
         self._sock: Any = None
@@ -49,21 +50,21 @@ class Feed:
                 "messages": self.state.messages, "last_message": self.state.last_message}
 
     def open(self) -> None:
-        """Create and connect the SUB socket (before :meth:`run`, so nothing published from
-        now on is missed)."""
-        inproc = self.endpoint.startswith("inproc://")
-        sock = self.ctx.socket(zmq.PAIR if inproc else zmq.SUB)
+        """Create and connect the SUB socket, or bind the tap (before :meth:`run`, so nothing
+        published from now on is missed)."""
+        tap = self.tap
+        sock = self.ctx.socket(zmq.PAIR if tap else zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, RCVHWM)
         if self.curve is not None:
             curve_client(sock, *self.curve)
-        if not inproc:
+        if not tap:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             self._monitor = sock.get_monitor_socket(
                 zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
                 | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                 | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_CONNECT_RETRIED)
-        if inproc:
+        if tap:
             sock.bind(self.endpoint)
         else:
             sock.connect(self.endpoint)

@@ -23,7 +23,7 @@ def tokens(tmp_path):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def console_hub(tmp_path, tokens):  # type: ignore[no-untyped-def]
     """Factory of in-process hubs (default bundle, plaintext, free ports) serving the console
-    on a free loopback port; all stopped at the end, even when the test fails."""
+    (its own process) on a free loopback port; all stopped at the end, even on failure."""
     from console_helpers import default_bundle
     from hub_helpers import hub_config
 

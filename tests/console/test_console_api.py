@@ -1,6 +1,6 @@
-"""The console in a real hub (in-process, real ZeroMQ, real HTTP): access and roles, held
-alerts and their filters, the live stream, an alert's detail and tree, fleet health and the
-profile operations."""
+"""The console of a real hub (an in-process hub, its console process, real ZeroMQ, real
+HTTP): access and roles, held alerts and their filters, the live stream, an alert's detail and
+tree, fleet health, the profile operations, HTTPS, and the console process kept running."""
 
 from __future__ import annotations
 
@@ -189,8 +189,8 @@ def test_health_lists_sensors_outputs_bundle_series_and_top_rules(hub, tokens):
     assert sum(h["series"]["alerts"]) >= 1 and sum(h["series"]["events"]) >= 4
     assert len(h["series"]["minutes"]) == 60
     assert {"rule": "shadow_file_read", "hits": 1} in h["top_rules"]
-    assert h["console"]["feed"]["status"] == "in-process"
-    assert h["hub"]["console"] == {"url": base, "dropped": 0}
+    assert h["console"]["feed"]["status"] == "hub tap"
+    assert h["hub"]["console"]["url"] == base and h["hub"]["console"]["dropped"] == 0
 
 
 def test_profile_operations_are_those_of_the_cli(hub, tokens):
@@ -292,3 +292,20 @@ def test_health_shows_outputs_with_their_errors_and_sensor_losses(console_hub, t
     s = v["sensors"][0]
     assert s["loss_events"] == 7 and s["dropped_counters"] == 5
     assert s["health"]["kernel_lost"] == 3
+
+
+def test_a_console_process_that_dies_is_started_again(hub, tokens, monkeypatch):
+    import os
+    import signal
+
+    from threatseer.hub.console import child
+
+    monkeypatch.setattr(child, "RESTART_AFTER_S", 0.0)
+    first = hub.console.pid
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: hub.console.pid not in (None, first) and
+               request(hub.console.url, "/api/session", tokens.viewer)[0] == 200, 15,
+               what="the console started again")
+    assert hub.console.restarts == 1
+    _send(hub, [shadow_read("web1", 1)])  # and it is fed again
+    _held(hub, 1, "alert")

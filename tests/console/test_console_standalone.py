@@ -188,3 +188,45 @@ def test_keys_gen_console_writes_a_token_and_its_hash(threatseer_cmd, tmp_path):
     assert line.split()[0] == token_hash(token) and "# alice.token" in line
     ident = Tokens(str(tmp_path / "alice.token.pub"), "").identify(token)
     assert ident is not None and (ident.name, ident.role) == ("alice.token", "viewer")
+
+
+def test_the_hubs_console_process_ends_with_the_hub_even_on_kill_9(tmp_path, tokens,
+                                                                   threatseer_cmd):
+    import json
+
+    port = free_port()
+    cfg = {"ingest": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+           "publish": {"endpoint": ""}, "metrics": {"listen": ""}, "plaintext": True,
+           "state_dir": str(tmp_path / "hub"), "log_level": "warning",
+           "console": {"listen": f"127.0.0.1:{port}",
+                       "viewer_tokens": str(tokens.viewer_file)}}
+    (tmp_path / "hub.yaml").write_text(yaml.safe_dump(cfg))
+    hub = subprocess.Popen([*threatseer_cmd, "hub", "-c", str(tmp_path / "hub.yaml")],
+                           stderr=open(tmp_path / "hub.log", "w"))  # noqa: SIM115
+    try:
+        def console_pid():  # type: ignore[no-untyped-def]
+            try:
+                status = json.loads((tmp_path / "hub" / "status.json").read_text())
+            except (OSError, ValueError):
+                return None
+            return (status.get("console") or {}).get("pid")
+        pid = wait_until(console_pid, 60, what="the console in the hub's status\n"
+                         + (tmp_path / "hub.log").read_text())
+        base = f"http://127.0.0.1:{port}"
+        assert request(base, "/api/session", tokens.viewer)[0] == 200
+        # publish.endpoint is empty: no outside subscriber, the console is fed all the same
+        hub.kill()
+        hub.wait(10)
+
+        def gone():  # type: ignore[no-untyped-def]
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        wait_until(gone, 10, what="the console process ending with its hub")
+        assert request(base, "/api/session", tokens.viewer)[0] == 0  # the port is free
+    finally:
+        if hub.poll() is None:
+            hub.kill()
+            hub.wait()

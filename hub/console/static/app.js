@@ -333,7 +333,7 @@ async function onEvent(block) {
     }
   } else if (kind === "status") {
     S.feed = msg.feed;
-    const up = msg.feed === "connected" || msg.feed === "in-process";
+    const up = msg.feed === "connected" || msg.feed === "hub tap";
     setConn(up ? liveText() : "hub stream: " + msg.feed, up ? "live" : "down");
   }
 }
@@ -475,7 +475,7 @@ async function loadHealth() {
   let h;
   try { h = await api("/api/health"); } catch (e) { $("health").replaceChildren(el("p", {class: "error", text: e.message})); return; }
   const c = h.console, feed = c.feed;
-  const up = feed.status === "connected" || feed.status === "in-process";
+  const up = feed.status === "connected" || feed.status === "hub tap";
   const hub = h.hub || {};
   const top = el("div", {class: "card"}, el("h2", {text: "Hub"}), kv([
     ["stream", `${feed.status} (${feed.endpoint}${feed.curve ? ", CURVE" : ""}) since ${clock(feed.since)}`],
