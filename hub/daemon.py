@@ -3,7 +3,8 @@
 One pipeline thread does the whole per-batch path (receive, decode, score, publish): on one
 core, handing batches between Python threads would cost more than it saves. Side jobs
 (Prometheus HTTP, the bundle admin server) run in their own threads and touch the pipeline only
-through :meth:`Hub.activate`, a single attribute store.
+through :meth:`Hub.activate`, a single attribute store; the web console, which reads every
+published event, runs in a child process (:mod:`threatseer.hub.console.child`).
 
 Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
