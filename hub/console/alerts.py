@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from threatseer.common import ecs
+from threatseer.hub.event_filter import EventFilter
 
 KINDS = ("alert", "event", "any")
 MAX_FILTER_LEN = 200
@@ -64,20 +65,29 @@ def indicators(ev: dict[str, Any]) -> list[dict[str, Any]]:
 @dataclass(slots=True)
 class Held:
     """One held alert: its console sequence number, when it arrived, its packed event, its
-    summary and the lower-cased texts the filters compare."""
+    summary and the few fields the filters look at (``view``, flat like an event)."""
 
     seq: int
     received: float
     packed: bytes
     summary: dict[str, Any]
-    host_key: str  # host name, lower case
-    agent_key: str  # sensor id, lower case
-    rule_key: str
+    view: dict[str, Any]
     score: float
     kind: str  # "alert" or "event"
 
     def event(self) -> dict[str, Any]:
         return _unpack(self.packed)
+
+
+_VIEW_FIELDS = ("host.name", "agent.id", "process.name", "process.executable",
+                "event.risk_score")
+
+
+def filter_view(ev: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``ev`` an :class:`EventFilter` reads (rules by name only)."""
+    view = {k: ev[k] for k in _VIEW_FIELDS if k in ev}
+    view["threatseer.indicators"] = [{"rule": i.get("rule")} for i in indicators(ev)]
+    return view
 
 
 def summarize(ev: dict[str, Any], seq: int, received: float) -> dict[str, Any]:
@@ -112,23 +122,26 @@ def summarize(ev: dict[str, Any], seq: int, received: float) -> dict[str, Any]:
     return summary
 
 
+def _patterns(q: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = q.get(name, "").strip()
+    if len(raw) > MAX_FILTER_LEN:
+        raise ValueError(f"{name}: at most {MAX_FILTER_LEN} characters")
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
 @dataclass(frozen=True)
 class AlertFilter:
-    """The list's filters: ``host`` matches a case-insensitive part of the host name, or the
-    whole sensor id; ``rule`` a case-insensitive part of any indicator's rule; ``min_score`` is inclusive; ``kind``
-    is alert (default), event (scored below the alert threshold) or any."""
+    """The list's filters: host, rule and process are the tap's (:class:`EventFilter`:
+    shell globs such as ``web-*``, several separated by commas, over the host name, the
+    rules that fired and the process name), then a minimum score and the kind: alert
+    (default), event (scored below the alert threshold) or any."""
 
-    host: str = ""
-    rule: str = ""
-    min_score: float | None = None
+    events: EventFilter = EventFilter()
     kind: str = "alert"
 
     @classmethod
     def from_query(cls, q: Mapping[str, str]) -> AlertFilter:
         """From URL query parameters; ValueError with a message for the user."""
-        host, rule = q.get("host", "").strip(), q.get("rule", "").strip()
-        if len(host) > MAX_FILTER_LEN or len(rule) > MAX_FILTER_LEN:
-            raise ValueError(f"host and rule filters are at most {MAX_FILTER_LEN} characters")
         raw = q.get("min_score", "").strip()
         try:
             min_score = float(raw) if raw else None
@@ -137,16 +150,13 @@ class AlertFilter:
         kind = q.get("kind", "alert") or "alert"
         if kind not in KINDS:
             raise ValueError(f"kind: one of {', '.join(KINDS)}")
-        return cls(host.lower(), rule.lower(), min_score, kind)
+        return cls(EventFilter(_patterns(q, "host"), _patterns(q, "rule"),
+                               _patterns(q, "process"), min_score), kind)  # type: ignore[arg-type]
 
     def matches(self, h: Held) -> bool:
         if self.kind != "any" and h.kind != self.kind:
             return False
-        if self.min_score is not None and h.score < self.min_score:
-            return False
-        if self.host and self.host not in h.host_key and self.host != h.agent_key:
-            return False
-        return not (self.rule and self.rule not in h.rule_key)
+        return self.events.empty or self.events.matches(h.view)
 
 
 class AlertRing:
@@ -166,10 +176,8 @@ class AlertRing:
             return None
         self.last_seq += 1
         summary = summarize(ev, self.last_seq, received)
-        held = Held(self.last_seq, received, packed, summary,
-                    summary["host"].lower(), summary["agent"].lower(),
-                    "\n".join(summary["rules"]).lower(), summary["score"],
-                    "alert" if summary["kind"] == "alert" else "event")
+        held = Held(self.last_seq, received, packed, summary, filter_view(ev),
+                    summary["score"], "alert" if summary["kind"] == "alert" else "event")
         self.ring.append(held)
         return held
 

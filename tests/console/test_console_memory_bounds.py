@@ -10,6 +10,7 @@ from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.console.fleet import MAX_SENSORS, Fleet
 from threatseer.hub.console.state import LISTENER_QUEUE, ConsoleState, Listener
 from threatseer.hub.console.tree import MAX_CHILDREN, ProcessTree
+from threatseer.hub.event_filter import EventFilter
 
 
 def test_the_ring_keeps_the_newest_alerts_and_finds_them_by_number():
@@ -18,7 +19,7 @@ def test_the_ring_keeps_the_newest_alerts_and_finds_them_by_number():
         ring.add({"event.kind": "alert", "event.risk_score": i, "host.name": f"h{i % 3}"}, i)
     assert len(ring) == 100 and ring.last_seq == 250
     assert ring.get(150) is None and ring.get(151).score == 150 and ring.get(250).score == 249
-    newest = ring.newest(AlertFilter(host="h0"), 5)
+    newest = ring.newest(AlertFilter(EventFilter(hosts=("h0",))), 5)
     assert [h.seq for h in newest] == [250, 247, 244, 241, 238]
     assert [h.seq for h in ring.newest(AlertFilter(), 3, before=200)] == [199, 198, 197]
     assert [h.seq for h in ring.newest(AlertFilter(), 10, after=247)] == [250, 249, 248]

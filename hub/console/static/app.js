@@ -142,9 +142,11 @@ function route() {
 function filterQuery() {
   const q = new URLSearchParams();
   const host = $("f-host").value.trim(), rule = $("f-rule").value.trim();
+  const proc = $("f-process").value.trim();
   const min = $("f-min").value.trim(), kind = $("f-kind").value;
   if (host) q.set("host", host);
   if (rule) q.set("rule", rule);
+  if (proc) q.set("process", proc);
   if (min) q.set("min_score", min);
   if (kind !== "alert") q.set("kind", kind);
   return q;
@@ -582,7 +584,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => signOut(""));
   $("pause").addEventListener("click", togglePause);
   $("older").addEventListener("click", () => loadOlder().catch((e) => setConn(e.message, "down")));
-  for (const id of ["f-host", "f-rule", "f-min"]) $(id).addEventListener("input", onFilter);
+  for (const id of ["f-host", "f-rule", "f-process", "f-min"]) $(id).addEventListener("input", onFilter);
   $("f-kind").addEventListener("change", onFilter);
   $("filters").addEventListener("submit", (e) => e.preventDefault());
   $("alerts-body").addEventListener("click", (e) => {
