@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from threatseer.common import wire
 from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES, check_protected_list
+from threatseer.hub.cluster.config import ClusterConfig
+from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
 
 
@@ -169,9 +171,15 @@ class HubConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     response: ResponseConfig = field(default_factory=ResponseConfig)
+    # The web console served by the hub (docs/operations.md, "Console"); off by default.
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Rule bundle (directory or archive) installed and activated at every start; leave it
     # empty to start on the bundle last published through the admin endpoint.
     bundle: str = ""
+    # Local rules layer (directory or archive, `layer: local` in its manifest) stacked on
+    # `bundle` at every start (empty: none). Only with `bundle`: without it the stack last
+    # published through the admin endpoint runs.
+    local_bundle: str = ""
     # Where the hub keeps state: installed bundles, profiles, status file.
     state_dir: str = "/var/lib/threatseer/hub"
     # Transport (docs/transport.md). CURVE is required unless plaintext is true: the hub's
@@ -189,6 +197,9 @@ class HubConfig:
     plaintext: bool = False
     # Where scored events go besides the PUB socket (default: nowhere else).
     outputs: list[OutputConfig] = field(default_factory=list)
+    # The hub as a cluster on Kafka (gateway, scorer, output-worker; docs/cluster.md).
+    # `threatseer hub` ignores it.
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # debug, info, warning, error.
     log_level: str = "info"
 
@@ -197,6 +208,8 @@ class HubConfig:
             raise ValueError("log_level: must be debug, info, warning or error")
         if not self.state_dir:
             raise ValueError("state_dir: must not be empty")
+        if self.local_bundle and not self.bundle:
+            raise ValueError("local_bundle: needs bundle (the base it stacks on)")
         check_unique_names(self.outputs)
 
     def profile_db(self) -> str:

@@ -3,7 +3,8 @@
 One pipeline thread does the whole per-batch path (receive, decode, score, publish): on one
 core, handing batches between Python threads would cost more than it saves. Side jobs
 (Prometheus HTTP, the bundle admin server) run in their own threads and touch the pipeline only
-through :meth:`Hub.activate`, a single attribute store.
+through :meth:`Hub.activate`, a single attribute store; the web console, which reads every
+published event, runs in a child process (:mod:`threatseer.hub.console.child`).
 
 Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
@@ -17,6 +18,7 @@ flushes profiles, closes the outputs and lets the PUB socket linger so subscribe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,7 +55,8 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     """The bundle to start with, and the bundle store (None when unavailable).
 
     ``bundle:`` in the config is installed into the store (verified against the trusted keys,
-    compiled, its tests run) and activated; without it the store's active bundle (the last one
+    compiled, its tests run) and activated, with ``local_bundle:`` stacked on it (or, when
+    that is empty, no local layer); without ``bundle`` the store's active stack (the last one
     published through the admin endpoint) is used. Any failure is logged and the hub starts on
     the last good bundle. The rule modules are imported lazily so the hub runs without them.
     """
@@ -69,11 +72,10 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     if cfg.bundle:
         try:
             if store is not None:
-                installed = store.install_path(cfg.bundle)
-                return store.activate(installed.manifest.version), store
+                return _activate_configured(store, cfg), store
             from threatseer.hub.rules.bundle import load_bundle
 
-            return load_bundle(cfg.bundle), store
+            return load_bundle(cfg.bundle, cfg.local_bundle or None), store
         except ImportError as exc:
             log.error("cannot load bundle %s: rule loader unavailable (%s)", cfg.bundle, exc)
         except Exception as exc:
@@ -84,6 +86,36 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
         except Exception as exc:
             log.error("cannot read the active bundle: %s", exc)
     return None, store
+
+
+def _activate_configured(store: Any, cfg: HubConfig) -> Bundle:
+    """Install and activate the configured base, then the configured local layer (or none):
+    the config decides the whole stack. The local layer is taken off first, so a new base is
+    not checked against a layer the config no longer names."""
+    from threatseer.hub.rules.store import StoreError
+
+    previous = store.active_local_version()
+    if previous is not None:
+        try:
+            store.unstack()
+        except StoreError as exc:  # the active base itself is gone or broken
+            log.warning("taking off the local layer: %s", exc)
+    try:
+        installed = store.install_path(cfg.bundle)
+        bundle = store.activate(installed.manifest.version)
+    except Exception:
+        if previous is not None:  # the last good stack stays as it was
+            with contextlib.suppress(StoreError):
+                store.activate_local(previous)
+        raise
+    if cfg.local_bundle:
+        try:
+            layer = store.install_path(cfg.local_bundle)
+            bundle = store.activate_local(layer.local.manifest.version)
+        except Exception as exc:
+            log.error("cannot stack the local layer %s, running %s alone: %s",
+                      cfg.local_bundle, bundle.describe(), exc)
+    return bundle
 
 
 class Hub:
@@ -102,6 +134,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._http: Any = None
         self._admin: Any = None
+        self.console: Any = None
         self.store: Any = None
         if bundle is None:
             bundle, self.store = load_start_bundle(cfg)
@@ -120,9 +153,11 @@ class Hub:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
                                  cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
             self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+            # The console reads what the PUB socket sends, so it needs the publisher even
+            # when no outside subscriber may connect (publish.endpoint empty).
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
                                         secure=self._secure_pub)
-                              if cfg.publish.endpoint else None)
+                              if cfg.publish.endpoint or cfg.console.listen else None)
         except BaseException:
             self.transport.close()
             raise
@@ -143,6 +178,7 @@ class Hub:
         if self.cfg.metrics.listen:
             self._http = self.metrics.serve(self.cfg.metrics.listen)
         self._start_admin()
+        self._start_console()
         self._thread = threading.Thread(target=self._loop, name="hub-pipeline", daemon=True)
         self._thread.start()
         # status file and gauges off the pipeline thread: a fleet's status is a big JSON
@@ -167,6 +203,8 @@ class Hub:
                 self._admin.stop()
             except Exception as exc:
                 log.warning("admin server stop: %s", exc)
+        if self.console is not None:  # after the pipeline: it sees the last events too
+            self.console.stop()
         if self._http is not None:
             self._http.shutdown()
         self.transport.close()
@@ -194,12 +232,14 @@ class Hub:
             self._rebind_publisher = True
 
     def _bundle_name(self) -> str:
-        m = self.pipeline.rules.bundle.manifest
-        return f"{m.name} {m.version}"
+        return self.pipeline.rules.bundle.describe()
 
     def _note_bundle(self) -> None:
         b = self.pipeline.rules.bundle
-        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest)
+        local = b.local
+        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest,
+                                (local.manifest.name, local.manifest.version, local.digest)
+                                if local is not None else None)
 
     def _start_admin(self) -> None:
         admin = self.cfg.admin
@@ -221,6 +261,36 @@ class Hub:
             log.error("admin server on %s failed: %s", admin.endpoint, exc)
             self._admin = None
 
+    def _start_console(self) -> None:
+        """The web console (``console.listen``): a process of its own (so its work does not
+        share this interpreter with the pipeline thread), handed every message the PUB
+        socket sends (:meth:`Publisher.add_tap`). Like the admin server, a console that
+        cannot start is logged, not fatal."""
+        cfg = self.cfg
+        if not cfg.console.listen or self.publisher is None:
+            return
+        try:
+            from threatseer.hub.console.child import ConsoleProcess
+        except ImportError as exc:
+            log.error("console unavailable (%s): pip install 'threatseer[hub]'", exc)
+            return
+        console = ConsoleProcess(cfg.console, cfg.state_dir,
+                                 cfg.profile_db() if cfg.profiles.enabled else None,
+                                 cfg.log_level)
+        try:
+            console.start()
+        except Exception as exc:
+            log.error("console on %s failed: %s", cfg.console.listen, exc)
+            console.stop()
+            return
+        tap = self.ctx.socket(zmq.PAIR)
+        tap.setsockopt(zmq.SNDHWM, cfg.publish.snd_hwm)
+        tap.setsockopt(zmq.LINGER, 1000)  # at a stop, what is queued still reaches it
+        tap.connect(console.endpoint)
+        self.publisher.add_tap(tap)
+        self.console = console
+        log.info("console: %s (process %s)", console.url, console.pid)
+
     def _loop(self) -> None:
         if self.publisher is not None:
             self._stop.wait(self.cfg.publish.start_grace_s)
@@ -232,7 +302,7 @@ class Hub:
                         bundle, self._new_bundle = self._new_bundle, None
                         self.responder.activate(bundle)
                     if got:
-                        self._process(got)
+                        self._process(got, time.monotonic())
                     self._send_acks(time.monotonic())
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
@@ -247,7 +317,7 @@ class Hub:
                 got = self.ingest.take(50)
                 if not got:
                     break
-                self._process(got)
+                self._process(got, time.monotonic())
             self._send_acks(time.monotonic(), everything=True)
         except Exception:
             log.exception("pipeline failed while stopping")
@@ -287,8 +357,11 @@ class Hub:
         if self.profile_store is not None:
             self.profile_store.close()
 
-    def _process(self, got: list[Message]) -> None:
+    def _process(self, got: list[Message], taken: float) -> None:
+        """Score, publish and acknowledge one cycle's batches, taken off the socket at
+        ``taken`` (monotonic)."""
         pipeline, m = self.pipeline, self.metrics
+        observe = m.publish_latency.observe
         ingest, ledger = self.ingest, self.ledger
         sensors = ingest.sensors
         tossed = logged = alerted = 0
@@ -324,6 +397,7 @@ class Hub:
                 self._chunk(rec, start, now, counts, msg.peer)
             if self.publisher is not None:
                 self.publisher.flush()
+            observe(time.monotonic() - taken)
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
@@ -378,8 +452,7 @@ class Hub:
             if publisher is not None:
                 publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:
-                for ev in res.emitted:
-                    outputs.emit(ev)
+                outputs.emit_all(res.emitted)
             counts[1] += len(res.emitted)
 
     def _report_gap(self, msg: Message, batches: int, events: int, now: float) -> None:
@@ -426,13 +499,13 @@ class Hub:
 
     def _periodic(self, now: float) -> None:
         m = self.metrics
+        if self.console is not None and not self._stop.is_set():
+            self.console.watch()  # started again if it died
         if self.pipeline.profile is not None:
             m.profiles.set(len(self.pipeline.profile.profiles))
         outputs = []
         try:
             outputs = self.outputs.status()
-            for o in outputs:
-                m.child(m.output_queue, o["name"]).set(o.get("queue_depth", 0))
         except Exception as exc:
             log.warning("output status: %s", exc)
         self._write_status(now, outputs)
@@ -447,7 +520,11 @@ class Hub:
             "publish": self.publisher.endpoint if self.publisher else "",
             "bundle": {"name": b.manifest.name, "version": b.manifest.version,
                        "digest": b.digest, "source": b.source,
-                       "rules": len(b.ruleset), "unsupported": len(b.unsupported)},
+                       "rules": len(b.ruleset), "unsupported": len(b.unsupported),
+                       "local": ({"name": b.local.manifest.name,
+                                  "version": b.local.manifest.version,
+                                  "digest": b.local.digest, "source": b.local.source}
+                                 if b.local is not None else None)},
             "transport": {"plaintext": self.transport.plaintext,
                           "auth": (self.transport.auth.status()
                                    if self.transport.auth is not None else None)},
@@ -469,6 +546,10 @@ class Hub:
                 "dynamic": self.pipeline.rules.dynamic.errors,
                 "profile": (self.pipeline.profile.errors
                             if self.pipeline.profile is not None else 0)},
+            "console": ({"url": self.console.url, "pid": self.console.pid,
+                         "restarts": self.console.restarts,
+                         "dropped": self.publisher.tap_dropped}
+                        if self.console is not None and self.publisher is not None else None),
             "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
                       if self._admin is not None else None),
         }

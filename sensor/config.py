@@ -63,6 +63,10 @@ DEFAULT_WATCHED_PATHS = [
 class SensorConfig:
     # Where batches go: the hub's ingest (ZeroMQ ROUTER) endpoint.
     hub: str = "tcp://127.0.0.1:5555"
+    # More ingest endpoints (the gateways of a hub cluster, docs/cluster.md), tried in turn
+    # after `hub`: without ack progress for resend_after_s the sensor moves to the next one
+    # and resends everything unacknowledged there (the cluster drops what it already has).
+    failover: list[str] = field(default_factory=list)
     # Stable sensor id; empty means derive it from /etc/machine-id.
     sensor_id: str = ""
     # Path prefixes whose opens are reported; '*' matches one path component.
@@ -124,6 +128,9 @@ class SensorConfig:
     # Kill commands carried out per minute at most (the kernel's exec enforcement follows
     # the hub's response.max_kills_per_minute).
     max_kills_per_minute: int = 30
+    # host:port of a Prometheus /metrics endpoint (e.g. 127.0.0.1:9109); empty: off. The
+    # counters are those of the health events, refreshed once a second.
+    metrics_listen: str = ""
     # debug, info, warning, error.
     log_level: str = "info"
 
@@ -150,6 +157,10 @@ class SensorConfig:
             raise ValueError("spool_max_mib: must be at least 1")
         if self.ack_window < 1:
             raise ValueError("ack_window: must be at least 1")
+        for i, endpoint in enumerate(self.failover):
+            if "://" not in endpoint:
+                raise ValueError(f"failover[{i}]: must be a ZeroMQ endpoint like "
+                                 "tcp://gateway2:5555")
         if self.resend_after_s <= 0:
             raise ValueError("resend_after_s: must be positive")
         check_protected_list(self.protected_processes, "protected_processes")
@@ -157,3 +168,7 @@ class SensorConfig:
             raise ValueError("max_kills_per_minute: must not be negative")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError("metrics_listen: must be host:port, e.g. 127.0.0.1:9109")

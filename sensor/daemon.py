@@ -38,6 +38,7 @@ log = logging.getLogger("threatseer.sensor")
 
 TRIM_INTERVAL_S = 10.0
 TRIM_AFTER_EVENTS = 10_000
+METRICS_INTERVAL_S = 1.0
 # Batches that may go without waiting after a quiet spell (sensor/pacing.py).
 SEND_BURST = 4
 # Below this many events a second the host is quiet enough to give a burst's heap back.
@@ -181,6 +182,7 @@ class Sensor:
             protected=[*DEFAULT_PROTECTED_PROCESSES, *config.protected_processes],
             max_kills_per_minute=config.max_kills_per_minute)
         self.enricher.on_verdict = self.responder.verdict_event
+        self.metrics: Any = None  # sensor/metrics.py MetricsServer, when metrics_listen is set
 
     # ---- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -261,6 +263,9 @@ class Sensor:
         batch: list[dict[str, Any]] = []
         first_at = 0.0  # when the held batch's first events were read
         next_health = now + cfg.health_interval_s
+        next_metrics = now + METRICS_INTERVAL_S
+        if self.metrics is not None:
+            self.metrics.update(self.counters())
         max_events = cfg.batch_size
         dict_positions = getattr(probe, "dict_positions", lambda: None)
         polled_count = getattr(probe, "polled", None) or (lambda: len(events))
@@ -283,6 +288,8 @@ class Sensor:
             due = sink.due_in(now)
             if due is not None:
                 wake_at = min(wake_at, now + due)
+            if self.metrics is not None:
+                wake_at = min(wake_at, next_metrics)
             timeout = 0.0 if more else max(0.0, min(wake_at, next_health) - now)
             if waiter.hold(hold):
                 # Records that came while we held did not wake us, and the next ones will
@@ -324,6 +331,9 @@ class Sensor:
                 held_for_hash = bool(batch)
                 if held_for_hash:
                     first_at = now
+            if self.metrics is not None and now >= next_metrics:
+                next_metrics = now + METRICS_INTERVAL_S
+                self.metrics.update(self.counters())
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
                 self.procs.expire()
@@ -453,6 +463,16 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     sensor = Sensor(config, None, config_path)
+    if config.metrics_listen:
+        from threatseer.common import __version__
+        from threatseer.sensor.metrics import start_metrics
+
+        def no_metrics(why: str) -> None:
+            click.echo(f"threatseer sensor: {why}", err=True)
+            sys.exit(2)
+
+        sensor.metrics = start_metrics(config.metrics_listen, {
+            "sensor_id": sensor.sensor_id, "version": __version__}, no_metrics)
     identity = sensor.enricher.identity
     if to_stdout:
         sensor.sink = StdoutSink(identity)
@@ -477,4 +497,6 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     finally:
         sensor.close()
         sink.close()
+        if sensor.metrics is not None:
+            sensor.metrics.stop()
         log.info("sensor stopped: %s", sensor.counters())
