@@ -298,8 +298,7 @@ class Sensor:
             ring_woke = waiter.wait(timeout)
             if waiter.sink_ready:
                 sink.service()
-                for cmd in sink.take_commands():
-                    self._emit(self.responder.handle(cmd))
+                self._carry_out()
             events = probe.poll(timeout_ms=0, max_events=max_events)
             polled = polled_count() if events else 0  # runs of encoded events hold several
             more = polled >= max_events
@@ -345,6 +344,9 @@ class Sensor:
                 pacer.configure(cfg.batch_latency_ms / 1000.0)
                 # A shorter health interval applies now, not after the old one runs out.
                 next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
+            # A send reads the hub's replies on its way, commands among them, and the sink's
+            # fd (ZeroMQ's ZMQ_FD, edge-triggered) then does not wake the wait for them.
+            self._carry_out()
         if batch:
             self._send(batch)
 
@@ -377,6 +379,15 @@ class Sensor:
             n += k
         if chunk:
             self.sink.send(chunk)
+
+    def _carry_out(self) -> None:
+        """Carry out the hub's commands the sink has read (their events may read more)."""
+        while True:
+            commands = self.sink.take_commands()
+            if not commands:
+                return
+            for cmd in commands:
+                self._emit(self.responder.handle(cmd))
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
         """Send events the sensor made itself (health, loss, kill) at once."""
