@@ -21,8 +21,9 @@ rule, with a count).
 
 The bundle's exec rules (enforce.yaml) go to every sensor as an :class:`ExecPolicy` (on its
 first batch and after each bundle or policy change) and are enforced by its kernel at exec.
-Where that cannot happen (a kernel that refuses the program, a sensor on an older version),
-the exec event arrives without ``threatseer.enforce.verdict`` and the hub kills through the
+Where that cannot happen (a kernel that refuses the program, ``enforce_in_kernel: false``, a
+sensor on an older version), the exec event arrives without ``threatseer.enforce.verdict``,
+carries the exec rule's indicator (hub/engines/execrules.py) and the hub kills through the
 path above: the exec rules are hub kill rules too.
 """
 
@@ -100,9 +101,10 @@ class Responder:
         self.kill_rules = {name: allowed[name] for name in self.actions if name in allowed}
         self.exec_rules = []
         for er in bundle.exec_rules:
+            # an exec the kernel let run carries the rule's indicator (hub/engines/execrules.py)
+            self.actions[er.name] = KILL
             if er.name in allowed:
                 self.exec_rules.append((len(self.exec_rules) + 1, er))
-                self.actions[er.name] = KILL
                 self.kill_rules[er.name] = allowed[er.name]
         for name in sorted({*self.actions, *(er.name for er in bundle.exec_rules)}
                            - set(self.kill_rules)):
@@ -158,7 +160,6 @@ class Responder:
         actions = self.actions
         if not actions:
             return
-        exec_rules = self.exec_rules
         for ev in events:
             rule = None
             for ind in ev["threatseer.indicators"]:
@@ -167,9 +168,6 @@ class Responder:
                     rule = name
                     if name in self.kill_rules:
                         break
-            if (rule is None and exec_rules and ev.get("event.action") == ecs.EXEC
-                    and "threatseer.enforce.verdict" not in ev):
-                rule = _exec_rule(ev, exec_rules)
             if rule is not None:
                 self._decide(ev, rule, sensor_id, peer)
 
@@ -254,15 +252,3 @@ class Responder:
         else:
             self._not_allowed_log[rule] = (last, count + 1)
 
-
-def _exec_rule(ev: Event, rules: list[tuple[int, ExecRule]]) -> str | None:
-    """The exec rule an exec event falls under (for sensors whose kernel did not act)."""
-    exe = ev.get("process.executable")
-    if not isinstance(exe, str):
-        return None
-    flags = ev.get("threatseer.exec.flags") or ()
-    kind = "memfd" if "memfd" in flags else "deleted" if "deleted" in flags else "any"
-    for _, er in rules:
-        if ("any" in er.kinds or kind in er.kinds) and exe.startswith(er.prefixes):
-            return er.name
-    return None

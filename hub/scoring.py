@@ -16,6 +16,7 @@ from threatseer.hub import alerts
 from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.engines.dynamic import DynamicEngine
+from threatseer.hub.engines.execrules import ExecRuleEngine
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.engines.static import StaticEngine
 from threatseer.hub.rules.model import Bundle, Manifest
@@ -31,6 +32,7 @@ class CompiledRules:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.static = StaticEngine(bundle.static)
+        self.exec_rules = ExecRuleEngine(bundle.exec_rules)
         self.dynamic = DynamicEngine(bundle.ruleset)
         by_name = getattr(bundle.ruleset, "by_name", {})
         self.rule_meta = lambda name: (r.meta if (r := by_name.get(name)) else None)
@@ -65,6 +67,7 @@ class Pipeline:
         secs = self.engine_seconds
         t0 = time.perf_counter()
         rules.static.process(events, now)
+        rules.exec_rules.process(events)
         t1 = time.perf_counter()
         rules.dynamic.process(events, now)
         t2 = time.perf_counter()

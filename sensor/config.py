@@ -122,6 +122,10 @@ class SensorConfig:
     # program's first instruction. false refuses them all on this host (each refusal is
     # reported); turning it on again takes a restart.
     allow_kill: bool = True
+    # Hand the hub's exec denylist (enforce.yaml) to this host's kernel, which kills a denied
+    # exec before its first instruction. false (or a kernel that refuses the program): the
+    # hub kills denied execs when their events reach it, after the program has started.
+    enforce_in_kernel: bool = True
     # Process names or executable paths never killed on this host, besides the built-in
     # list (init, systemd, sshd, salt-minion, threatseer, container runtimes, ...).
     protected_processes: list[str] = field(default_factory=list)

@@ -198,8 +198,10 @@ class Sensor:
             watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
             wakeup_bytes=self.config.batch_wakeup_kib * 1024,
-            enforce=self.config.allow_kill,
+            enforce=self.config.allow_kill and self.config.enforce_in_kernel,
         )
+        if self.config.allow_kill and not self.config.enforce_in_kernel:
+            self.probe.enforce_refused = "enforce_in_kernel is false"  # logged with the policy
 
     def close(self) -> None:
         self.enricher.hashes.close()
@@ -445,6 +447,8 @@ class Sensor:
             if self.probe is not None and not getattr(self.probe, "enforce_refused", "off"):
                 self.probe.set_exec_policy({})
             log.info("allow_kill is now false: kill commands and the exec policy are refused")
+        if new.enforce_in_kernel != self.config.enforce_in_kernel:
+            log.warning("enforce_in_kernel: the change takes a restart of the sensor")
 
 
 @click.command("sensor")

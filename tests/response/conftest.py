@@ -114,6 +114,17 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, threatseer_cmd) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    yield from _stack(tmp_path_factory, threatseer_cmd)
+
+
+@pytest.fixture(scope="module")
+def hub_only_stack(tmp_path_factory, threatseer_cmd) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """A sensor whose kernel does not enforce (as where the kernel refuses the program): the
+    hub kills denied execs itself."""
+    yield from _stack(tmp_path_factory, threatseer_cmd, enforce_in_kernel=False)
+
+
+def _stack(tmp_path_factory, threatseer_cmd, **sensor_cfg: Any) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     from threatseer.hub.config import HubConfig
     from threatseer.hub.daemon import Hub
     from threatseer.hub.rules.bundle import load_bundle
@@ -137,7 +148,7 @@ def stack(tmp_path_factory, threatseer_cmd) -> Iterator[Stack]:  # type: ignore[
     (tmp / "sensor.yaml").write_text(yaml.safe_dump({
         "hub": cfg.ingest.endpoint, "plaintext": True, "state_dir": str(tmp / "sensor"),
         "health_interval_s": 1.0, "sensitive_paths": ["/etc/shadow"],
-        "watched_paths": [], "log_level": "info"}))
+        "watched_paths": [], "log_level": "info", **sensor_cfg}))
     sensor = subprocess.Popen([*threatseer_cmd, "sensor", "-c", str(tmp / "sensor.yaml")],
                               stderr=open(sensor_log, "w"))  # noqa: SIM115
     try:
