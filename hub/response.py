@@ -6,8 +6,9 @@ action (hub/rules/model.py: query and Sigma rules, static entries, sha256 IOCs):
 1. the rule must be named in the config's ``response.kill_rules`` (else: alert only);
 2. the event must name a live process: ``process.pid`` (never 1) and ``process.entity_id``
    (pid + start time: the sensor refuses a pid that another process has since taken);
-3. never the hub itself, nor a protected process (``response.protected_processes``, names or
-   executable paths), and a process already asked for is not asked for again;
+3. never the hub itself or a process it started, nor a protected process
+   (``response.protected_processes``, names or executable paths), and a process already
+   asked for is not asked for again;
 4. at most ``response.max_kills_per_minute`` per sensor (host);
 5. ``dry-run`` (per rule, or ``response.dry_run``): the sensor checks everything and reports
    what it would have killed.
@@ -187,8 +188,10 @@ class Responder:
         elif type(pid) is not int or not 1 < pid < 1 << 22 or not isinstance(entity, str) \
                 or not 0 < len(entity) <= 64:
             reason = "no process identity (process.pid and process.entity_id)"
-        elif ev.get("host.id") == self.host_id and self.host_id and pid == self.own_pid:
-            reason = "the hub itself"
+        elif ev.get("host.id") == self.host_id and self.host_id and self.own_pid in (
+                pid, ev.get("process.parent.pid")):
+            # the hub and the processes it started (its console child, output helpers)
+            reason = "the hub itself" if pid == self.own_pid else "a process of the hub"
         elif entry := protected_by(name, exe, self.cfg.protected_processes):
             reason = f"protected process ({entry})"
         if reason:
