@@ -145,7 +145,8 @@ class Hub:
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
         self.acks = DelayedAcks(cfg.ingest.ack_delay_ms / 1000.0)
-        self.responder = Responder(cfg.response, self._send_to_sensor)
+        self.responder = Responder(cfg.response, self._send_to_sensor,
+                                   helper_pids=self._helper_pids)
         self.responder.activate(self.pipeline.rules.bundle)
         self._note_bundle()
         self.transport = Transport(cfg, self.ctx, self.metrics)
@@ -330,6 +331,10 @@ class Hub:
         if due is None:
             return 100
         return max(0, min(100, int((due - time.monotonic()) * 1000 + 0.999)))
+
+    def _helper_pids(self) -> tuple[int | None, ...]:
+        """The hub's own child processes (never killed by a response)."""
+        return (self.console.pid,) if self.console is not None else ()
 
     def _send_to_sensor(self, peer: bytes, frame: bytes) -> bool:
         return self.ingest.send(peer, frame)

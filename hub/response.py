@@ -6,7 +6,7 @@ action (hub/rules/model.py: query and Sigma rules, static entries, sha256 IOCs):
 1. the rule must be named in the config's ``response.kill_rules`` (else: alert only);
 2. the event must name a live process: ``process.pid`` (never 1) and ``process.entity_id``
    (pid + start time: the sensor refuses a pid that another process has since taken);
-3. never the hub itself or a process it started, nor a protected process
+3. never the hub itself or a process it runs (its console), nor a protected process
    (``response.protected_processes``, names or executable paths), and a process already
    asked for is not asked for again;
 4. at most ``response.max_kills_per_minute`` per sensor (host);
@@ -36,7 +36,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from threatseer.common import ecs, wire
@@ -75,11 +75,13 @@ class _Bucket:
 
 
 class Responder:
-    def __init__(self, cfg: ResponseConfig, send: Send, host_id: str | None = None) -> None:
+    def __init__(self, cfg: ResponseConfig, send: Send, host_id: str | None = None,
+                 helper_pids: Callable[[], Collection[int | None]] = tuple) -> None:
         self.cfg = cfg
         self._send = send
         self.host_id = machine_id() if host_id is None else host_id
         self.own_pid = os.getpid()
+        self.helper_pids = helper_pids  # the pids of the hub's own child processes, now
         self.actions: dict[str, str] = {}  # every rule with an action (bundle)
         self.kill_rules: dict[str, str] = {}  # allowed: rule -> "kill" | "dry-run"
         self.exec_rules: list[tuple[int, ExecRule]] = []  # allowed, with their ids
@@ -188,9 +190,9 @@ class Responder:
         elif type(pid) is not int or not 1 < pid < 1 << 22 or not isinstance(entity, str) \
                 or not 0 < len(entity) <= 64:
             reason = "no process identity (process.pid and process.entity_id)"
-        elif ev.get("host.id") == self.host_id and self.host_id and self.own_pid in (
-                pid, ev.get("process.parent.pid")):
-            # the hub and the processes it started (its console child, output helpers)
+        elif ev.get("host.id") == self.host_id and self.host_id and (
+                pid == self.own_pid or pid in self.helper_pids()):
+            # the hub and the processes it runs (its console child)
             reason = "the hub itself" if pid == self.own_pid else "a process of the hub"
         elif entry := protected_by(name, exe, self.cfg.protected_processes):
             reason = f"protected process ({entry})"

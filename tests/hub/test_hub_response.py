@@ -112,21 +112,22 @@ def test_nothing_is_killed_without_kill_rules(start_hub, zctx) -> None:
     a.sock.close(0)
 
 
-def test_never_the_hub_nor_a_process_it_started() -> None:
+def test_never_the_hub_nor_a_process_it_runs() -> None:
     import os
 
     from threatseer.hub.response import Responder
 
     sent: list = []
     r = Responder(ResponseConfig(kill_rules={"kill_evil": "kill"}),
-                  lambda peer, frame: sent.append(frame) or True, host_id="this-host")
+                  lambda peer, frame: sent.append(frame) or True, host_id="this-host",
+                  helper_pids=lambda: (7001, None))  # e.g. its console child
     r.activate(bundle())
     here = {"host.id": "this-host", "threatseer.indicators": [{"rule": "kill_evil"}]}
     hub = {**killable("evil", os.getpid()), **here}
-    child = {**killable("evil", 7001, **{"process.parent.pid": os.getpid()}), **here}
-    elsewhere = {**child, "host.id": "other-host"}  # same pids on another host: not the hub
-    r.consider([hub, child, elsewhere], "s", b"peer")
+    helper = {**killable("evil", 7001), **here}
+    elsewhere = {**helper, "host.id": "other-host"}  # same pid on another host: not the hub
+    r.consider([hub, helper, elsewhere], "s", b"peer")
     assert hub["threatseer.response.reason"] == "the hub itself"
-    assert child["threatseer.response.reason"] == "a process of the hub"
+    assert helper["threatseer.response.reason"] == "a process of the hub"
     assert elsewhere["threatseer.response.status"] == "sent"
     assert [wire.decode_reply(f).pid for f in sent] == [7001]
