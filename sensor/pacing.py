@@ -12,12 +12,14 @@ host always finds one, so its events leave ~2 ms after the kernel saw them. Unde
 stream the credits run out and events wait for the next one.
 
 The interval follows the event rate: ``max_interval_s`` (the config's ``batch_latency_ms``)
-at ``FULL_HOLD_RATE`` events/s, proportionally shorter below (at a few hundred events a second
-batches are few anyway, latency matters more than their cost) and above it (at 10,000 a second
-a batch every 7 ms carries 70 events, enough to pay for itself), never below
+at ``FULL_HOLD_RATE`` events/s, shorter with the square of the distance below (at a few
+hundred events a second batches are few anyway, latency matters more than their cost:
+200/s gets the 7 ms floor at the default 100 ms) and above it (at 10,000 a second a batch
+every 7 ms carries 70 events, enough to pay for itself), never below
 ``min_interval_s`` (7 ms: shorter, a flood woke the reader for a few hundred events at a time,
-which cost more per event than reading them). At a thousand a second holding them ``max_interval_s`` keeps the sensor
-within its CPU budget (one batch per 50 ms instead of one per 2 ms). Whatever the interval,
+which cost more per event than reading them). At a thousand a second holding them
+``max_interval_s`` (100 ms by default) keeps the sensor within its CPU budget (one batch per
+100 ms instead of one per 2 ms; at 50 ms it took ~1.5% of a core). Whatever the interval,
 once ``wakeup_bytes`` are pending the kernel wakes the reader and that batch goes at once.
 """
 
@@ -51,7 +53,9 @@ class SendPacer:
         batches anyway: latency first) and above it (batches big enough to carry their
         cost: latency first again)."""
         r = self.rate / FULL_HOLD_RATE
-        share = r if r <= 1.0 else 1.0 / r
+        # squared: a few hundred events/s keep a short interval (alerts in milliseconds),
+        # 1,000/s gets the whole hold (the CPU budget), 10,000/s the floor again
+        share = r * r if r <= 1.0 else 1.0 / (r * r)
         return max(self.min_interval_s, self.max_interval_s * share)
 
     def note(self, events: int, now: float) -> None:
