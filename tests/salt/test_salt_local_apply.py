@@ -49,7 +49,7 @@ def test_a_sensor_before_any_hub_key_fails_clearly(minion: LocalMinion) -> None:
     rc, ret, _ = minion.apply("threatseer.sensor")
     assert rc != 0
     failed = state_failures(ret)
-    assert any(f.startswith("threatseer-sensor-hub-key-missing: no hub public key in the mine")
+    assert any(f.startswith("threatseer-sensor-hub-key-missing: no valid hub public key in the mine")
                for f in failed), failed
     assert not (minion.root / "etc/threatseer/sensor.yaml").exists()
     assert not (minion.root / "run/threatseer/threatseer-sensor.pid").exists()
