@@ -25,8 +25,8 @@ import pytest
 import yaml
 from salt_helpers import BIN, STATES, run_json, wait_for
 
-from threatseer.common.keys import curve_keypair, parse_key
 from tests.conftest import free_port
+from threatseer.common.keys import curve_keypair, parse_key
 
 pytestmark = pytest.mark.timeout(300)
 EVIL, HUB, SENSOR = "aaa-evil", "ts-hub", "ts-sensor"
