@@ -275,7 +275,16 @@ FIELDS: dict[str, Field] = _table(
      "rule, type, description, score, tags, extra_info."),
     ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
      "came in."),
+    ("threatseer.truncated_fields", "keyword[]", "Hub: fields cut at ingest because they were "
+     "longer than the hub takes (strings: ingest.max_field_chars; lists: ingest.max_list_items)."),
 )
+
+# Fields the hub sets on every event after its schema check, whatever a sensor sent in them:
+# the sensor id the hub authenticated, what the scores decided, the indicators.
+HUB_FIELDS = frozenset(("agent.id", "event.kind", "event.risk_score", "threatseer.action",
+                        "threatseer.indicators", "threatseer.batch.seq"))
+# event.kind of what is not an alert: ECS 'metric' for health events, else 'event'.
+EVENT_KINDS = {SENSOR_HEALTH: "metric"}
 
 
 _FAMILIES = tuple((name[:-1], f) for name, f in FIELDS.items() if name.endswith("*"))

@@ -36,6 +36,7 @@ oversized body before spending time on it. Every way a message can be bad maps t
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -51,6 +52,12 @@ MAX_EVENTS = 100_000
 PLAIN = 0
 LZ4 = 1
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"  # the first bytes of every LZ4 frame
+
+# A sensor id: letters, digits and ._@+- (no ':', which separates it from the rest of an
+# event.id on the hub; no '/', as it names files), at most 128 characters.
+SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}\Z")
+# Sequence numbers, epochs and counts are SQLite integers on the hub: below 2**63.
+MAX_INT = (1 << 63) - 1
 
 # Reasons a message is refused (counter labels on the hub).
 BAD_FRAMES = "frames"
@@ -185,15 +192,15 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
     if header.get("v") != VERSION:
         raise WireError(BAD_VERSION, f"unsupported version {header.get('v')!r}")
     sid, seq, count = header.get("sid"), header.get("seq"), header.get("n")
-    if not isinstance(sid, str) or not sid or len(sid) > 128:
+    if not isinstance(sid, str) or not SENSOR_ID.match(sid):
         raise WireError(BAD_HEADER, "missing or bad sensor id")
-    if not isinstance(seq, int) or seq < 0:
+    if not isinstance(seq, int) or not 0 <= seq <= MAX_INT:
         raise WireError(BAD_HEADER, "missing or bad sequence number")
     if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
         raise WireError(BAD_HEADER, "missing or bad event count")
     for key, name in (("e", "epoch"), ("b", "base"), ("d", "dropped")):
         value = header.get(key, 0)
-        if not isinstance(value, int) or not 0 <= value < 1 << 63:
+        if not isinstance(value, int) or not 0 <= value <= MAX_INT:
             raise WireError(BAD_HEADER, f"bad {name} number")
     if header.get("z", PLAIN) not in (PLAIN, LZ4):
         raise WireError(BAD_HEADER, f"unknown body codec {header.get('z')!r}")

@@ -9,14 +9,116 @@ overhead of the loop itself was most of the cost.
 """
 
 
-def refused(list events, dict required, tuple common):
+from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_SetItem
+from cpython.object cimport PyObject
+from libc.math cimport isfinite
+
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object, int*) except? -1
+    unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
+
+# Field type codes (hub/validate.py builds the name -> code table from common/ecs.py and
+# keeps the same numbers).
+cdef enum:
+    T_KEYWORD = 1   # str, or an int (ECS lets numbers arrive for keyword fields)
+    T_LONG = 2      # int in [-2**63, 2**63)
+    T_ULONG = 3     # int in [0, 2**64)
+    T_FLOAT = 4     # int or finite float
+    T_BOOL = 5      # bool
+    T_DATE = 6      # str, or an int (epoch milliseconds)
+    T_IP = 7        # str
+    T_HUB = 8       # set by the hub after the check: any value (it is overwritten)
+    T_ARRAY = 16    # flag: a list of the type
+
+cdef str _WHAT_INT = "an integer", _WHAT_NUM = "a number", _WHAT_BOOL = "a boolean"
+cdef str _WHAT_STR = "a string", _WHAT_KW = "a string or an integer"
+
+
+cdef inline int _scalar(object v, int code, Py_ssize_t max_chars) except -1:
+    """0: ``v`` fits ``code``; 1: it does not; 2: a string longer than ``max_chars``."""
+    cdef int overflow = 0
+    cdef long long x
+    t = type(v)
+    if t is str:
+        if code == T_KEYWORD or code == T_DATE or code == T_IP:
+            return 2 if len(<str>v) > max_chars else 0
+        return 1
+    if t is int:
+        if code == T_KEYWORD or code == T_FLOAT or code == T_DATE:
+            return 0
+        if code == T_LONG:
+            PyLong_AsLongLongAndOverflow(v, &overflow)
+            return 1 if overflow else 0
+        if code == T_ULONG:
+            x = PyLong_AsLongLongAndOverflow(v, &overflow)
+            if overflow > 0:
+                try:
+                    PyLong_AsUnsignedLongLong(v)
+                except OverflowError:
+                    return 1
+                return 0
+            return 1 if overflow < 0 or x < 0 else 0
+        return 1
+    if t is float:
+        return 0 if code == T_FLOAT and isfinite(<double>v) else 1
+    if t is bool:
+        return 0 if code == T_BOOL else 1
+    return 1
+
+
+cdef str _expected(int code):
+    code &= ~T_ARRAY
+    if code == T_LONG or code == T_ULONG:
+        return _WHAT_INT
+    if code == T_FLOAT:
+        return _WHAT_NUM
+    if code == T_BOOL:
+        return _WHAT_BOOL
+    if code == T_IP:
+        return _WHAT_STR
+    return _WHAT_KW
+
+
+cdef str _kind(object v, int code):
+    if type(v) is bool:
+        return "a boolean"
+    if type(v) is int:
+        code &= ~T_ARRAY
+        return "an out-of-range integer" if code == T_LONG or code == T_ULONG \
+            else "an integer"
+    if type(v) is float:
+        return "a number" if isfinite(<double>v) else "a non-finite number"
+    if type(v) is str:
+        return "a string"
+    if type(v) is dict:
+        return "a map"
+    if type(v) is list:
+        return "a list"
+    return "a " + type(v).__name__
+
+
+def refused(list events, dict required, tuple common, dict types, object resolve,
+            Py_ssize_t max_chars, Py_ssize_t max_items, list unknown, list cut):
     """``(position, problem)`` of each of the ``events`` that is not a map whose
-    ``event.action`` is a string and which carries every field ``required[action]`` (a tuple
-    of names; ``common`` for other actions) names; empty when all are good."""
+    ``event.action`` is a string, which carries every field ``required[action]`` (a tuple of
+    names; ``common`` for other actions) names, and whose every field has a value of its
+    schema type (``types``: name -> type code; ``resolve(name)`` for the names not in it, 0
+    for a name the schema does not know); empty when all are good.
+
+    In the events that pass: a string longer than ``max_chars`` or a list longer than
+    ``max_items`` is cut there and its name added to ``threatseer.truncated_fields`` (and to
+    ``cut``); a field the schema does not know is removed and its name added to ``unknown``.
+    ``None`` is a missing value, allowed anywhere."""
     cdef list out = []
-    cdef list missing
-    cdef Py_ssize_t i = -1
+    cdef list missing, drop, trunc, items
+    cdef Py_ssize_t i = -1, pos, j, n
+    cdef PyObject *k
+    cdef PyObject *v
+    cdef PyObject *found
+    cdef int code, res, base
     cdef tuple need
+    cdef str problem
     for ev in events:
         i += 1
         if type(ev) is not dict:
@@ -35,23 +137,111 @@ def refused(list events, dict required, tuple common):
                 missing.append(name)
         if missing is not None:
             out.append((i, "missing " + ", ".join(missing)))
+            continue
+        drop = trunc = None
+        problem = None
+        pos = 0
+        while PyDict_Next(ev, &pos, &k, &v):
+            value = <object>v
+            if value is None:
+                continue
+            found = PyDict_GetItem(types, <object>k)
+            if found is NULL:
+                if type(<object>k) is not str:
+                    problem = "a field name that is not a string"
+                    break
+                code = resolve(<object>k)
+                if code == 0:
+                    if drop is None:
+                        drop = []
+                    drop.append(<object>k)
+                    continue
+            else:
+                code = <int><object>found
+            if code == T_HUB:
+                continue
+            if code & T_ARRAY:
+                if type(value) is not list:
+                    problem = f"{<object>k}: expected a list, got {_kind(value, 0)}"
+                    break
+                base = code & ~T_ARRAY
+                n = len(<list>value)
+                items = None
+                for j in range(n):
+                    item = (<list>value)[j]
+                    res = _scalar(item, base, max_chars)
+                    if res == 1:
+                        problem = (f"{<object>k}[{j}]: expected {_expected(code)}, "
+                                   f"got {_kind(item, code)}")
+                        break
+                    if res == 2:
+                        if items is None:
+                            items = list(<list>value)
+                        items[j] = (<str>item)[:max_chars]
+                if problem is not None:
+                    break
+                if n > max_items:
+                    if items is None:
+                        items = list(<list>value)
+                    del items[max_items:]
+                if items is not None:
+                    PyDict_SetItem(ev, <object>k, items)  # same key: safe while iterating
+                    if trunc is None:
+                        trunc = []
+                    trunc.append(<object>k)
+                continue
+            res = _scalar(value, code, max_chars)
+            if res == 0:
+                continue
+            if res == 2:
+                PyDict_SetItem(ev, <object>k, (<str>value)[:max_chars])
+                if trunc is None:
+                    trunc = []
+                trunc.append(<object>k)
+                continue
+            problem = f"{<object>k}: expected {_expected(code)}, got {_kind(value, code)}"
+            break
+        if problem is not None:
+            out.append((i, problem))
+            continue
+        if drop is not None:
+            for name in drop:
+                del (<dict>ev)[name]
+            unknown.extend(drop)
+        if trunc is not None:
+            before = (<dict>ev).get("threatseer.truncated_fields")
+            (<dict>ev)["threatseer.truncated_fields"] = \
+                (before + trunc) if type(before) is list else trunc
+            cut.extend(trunc)
     return out
 
 
 def prepare(list events, str sensor_id, object seq):
-    """Give each event an empty indicator list, its sensor id and its batch number."""
+    """Give each event an empty indicator list, the sensor id the hub authenticated, its
+    batch number, and an ``event.id`` in that sensor's namespace: ``<sensor id>:`` in front
+    unless it is there already (a sensor id has no ``:``, so one sensor cannot make an id
+    another sensor's events have; the Elasticsearch output uses it as the document id)."""
     cdef dict ev
+    cdef str prefix = sensor_id + ":"
     for ev in events:
         ev["threatseer.indicators"] = []
         ev["agent.id"] = sensor_id
         ev["threatseer.batch.seq"] = seq
+        eid = ev.get("event.id")
+        if type(eid) is str:
+            if not (<str>eid).startswith(prefix):
+                ev["event.id"] = prefix + <str>eid
+        elif eid is not None:
+            ev["event.id"] = prefix + str(eid)
 
 
 def tally(list events, object toss_below, object alert_at, str log, str alert,
-          list emitted):
+          list emitted, dict kinds, str event):
     """Sum each event's indicator scores into ``event.risk_score``; append the events scoring
-    at least ``toss_below`` to ``emitted``, with ``threatseer.action`` ``alert`` (and
-    ``event.kind: alert``) from ``alert_at`` on, else ``log``. Returns (tossed, alerted)."""
+    at least ``toss_below`` to ``emitted``, with ``threatseer.action`` and ``event.kind``
+    ``alert`` from ``alert_at`` on, else action ``log`` and the kind ``kinds`` gives the
+    event's action (``event`` for the others): the hub owns event.kind, whatever the sensor
+    said. Returns (tossed, alerted)."""
     cdef dict ev
     cdef Py_ssize_t tossed = 0, alerted = 0
     for ev in events:
@@ -67,6 +257,7 @@ def tally(list events, object toss_below, object alert_at, str log, str alert,
             ev["threatseer.action"] = alert
             alerted += 1
         else:
+            ev["event.kind"] = kinds.get(ev["event.action"], event)
             ev["threatseer.action"] = log
         emitted.append(ev)
     return tossed, alerted
@@ -83,6 +274,8 @@ def group_by_topic(list events, dict topics, object topic_of):
                ev["event.action"])
         topic = topics.get(key)
         if topic is None:
+            if len(topics) >= 4096:  # categories and actions are sensor-chosen: bound it
+                topics.clear()
             topic = topics[key] = topic_of(ev)
         group = groups.get(topic)
         if group is None:

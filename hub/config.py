@@ -34,6 +34,17 @@ class IngestConfig:
     ledger_synchronous: str = "normal"
     # Days the ledger keeps its record of each scored batch (the per-sensor state is kept).
     ledger_keep_days: float = 2.0
+    # ... and at most this many of the latest records per sensor (deduplication needs only
+    # the per-sensor state: the records bound the ledger's size, not its correctness).
+    ledger_keep_batches: int = 1000
+    # Strings longer than this (characters) are cut at ingest and the field is named in
+    # threatseer.truncated_fields: what the rules, the outputs and the memory see is bounded.
+    max_field_chars: int = 8192
+    # Lists longer than this are cut the same way.
+    max_list_items: int = 1024
+    # Batches whose scoring failed are appended (header, body, error) to
+    # <state_dir>/failed-batches.msgpack, rotated at this size (one older file is kept).
+    failed_batches_max_mib: int = 64
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -46,6 +57,14 @@ class IngestConfig:
             raise ValueError("max_batches_per_cycle: must be at least 1")
         if self.ledger_synchronous not in ("normal", "full"):
             raise ValueError("ledger_synchronous: must be normal or full")
+        if self.ledger_keep_batches < 1:
+            raise ValueError("ledger_keep_batches: must be at least 1")
+        if self.max_field_chars < 256:
+            raise ValueError("max_field_chars: must be at least 256")
+        if self.max_list_items < 16:
+            raise ValueError("max_list_items: must be at least 16")
+        if self.failed_batches_max_mib < 1:
+            raise ValueError("failed_batches_max_mib: must be at least 1")
 
 
 @dataclass

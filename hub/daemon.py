@@ -26,9 +26,10 @@ from typing import Any
 import zmq
 
 from threatseer.hub.config import HubConfig
+from threatseer.hub.deadletter import FailedBatches
 from threatseer.hub.engines.profile import ProfileEngine
-from threatseer.hub.ingest import Ingest, Message, Received
-from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, gap_event
+from threatseer.hub.ingest import FAILED, STALE_EPOCH, Ingest, Message, Received
+from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, gap_event, refused_event
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
@@ -112,8 +113,10 @@ class Hub:
         self.transport = Transport(cfg, self.ctx, self.metrics)
         try:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
-                                 cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
-            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+                                 cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days,
+                                 cfg.ingest.ledger_keep_batches)
+            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport,
+                                 bindings=self.ledger)
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
                                         secure=self._secure_pub)
                               if cfg.publish.endpoint else None)
@@ -124,6 +127,9 @@ class Hub:
         if self.transport.auth is not None:
             self.transport.auth.on_revoke = self._on_revoke
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
+        self.failed_batches = FailedBatches(cfg.state_dir,
+                                            cfg.ingest.failed_batches_max_mib << 20)
+        self._losses_at = time.monotonic()
         self.emitted = 0
         self.failures = 0  # pipeline bugs caught (see _failed); should stay 0
         self._last_failure_log = -1e18
@@ -222,6 +228,7 @@ class Hub:
                     got = self.ingest.take(100)
                     if got:
                         self._process(got)
+                    self._report_losses()
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
                         self.publisher.rebind()
@@ -236,6 +243,7 @@ class Hub:
                 if not got:
                     break
                 self._process(got)
+            self._report_losses(force=True)
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
@@ -267,12 +275,17 @@ class Hub:
         tossed = logged = alerted = 0
         now = time.time()
         acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
+        stale: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (stale epoch, highest seq)
         for msg in got:
             sid = msg.sensor_id
             verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
             if verdict.kind == STALE:
-                ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of epoch {msg.epoch}, "
-                           f"older than the sensor's current epoch: dropped")
+                # Refused and told as a loss; acknowledged so that the sender's spool of the
+                # old epoch drains instead of coming back forever.
+                ingest.refuse(msg, STALE_EPOCH, f"batch {msg.seq} of epoch {msg.epoch}, "
+                              "older than the sensor's current epoch: dropped")
+                old = stale.get((msg.peer, sid))
+                stale[(msg.peer, sid)] = (msg.epoch, max(msg.seq, old[1] if old else 0))
                 continue
             acks[(msg.peer, sid)] = msg.epoch
             if verdict.restarted:
@@ -286,23 +299,15 @@ class Hub:
             if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
                 continue
             assert verdict.kind == NEW
-            rec = ingest.open(msg)
-            if rec is None or not rec.raws:  # refused (counted): resending will not help
-                ledger.scored(sid, msg.epoch, msg.seq, 0, 0)
+            try:
+                counts = self._batch(msg, now)
+            except Exception as exc:  # isolated: this batch alone is given up, see _fail
+                self._fail(msg, exc)
                 continue
-            counts = [0, 0, 0, 0, 0]  # events scored, emitted, tossed, logged, alerted
-            for start in range(0, len(rec.raws), CHUNK_EVENTS):
-                self._chunk(rec, start, now, counts)
-            if self.publisher is not None:
-                self.publisher.flush()
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
             alerted += n_alerted
-            if emitted:
-                sensors[rec.label].events_out += emitted
-                m.child(m.events_out, rec.label).inc(emitted)
-                self.emitted += emitted
             ledger.scored(sid, msg.epoch, msg.seq, scored_in, emitted)
         try:
             ledger.commit()
@@ -313,10 +318,62 @@ class Hub:
             st = ledger.state.get(sid)
             if st is not None and st.epoch == epoch:
                 ingest.ack(peer, epoch, st.high)
+        for (peer, _sid), (epoch, seq) in stale.items():
+            ingest.ack(peer, epoch, seq)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _batch(self, msg: Message, now: float) -> list[int]:
+        """Decode, score and emit one admitted batch; its counts (events scored, emitted,
+        tossed, logged, alerted). A batch refused whole (counted) scores nothing."""
+        rec = self.ingest.open(msg)
+        counts = [0, 0, 0, 0, 0]
+        if rec is None or not rec.raws:  # refused (counted): resending will not help
+            return counts
+        for start in range(0, len(rec.raws), CHUNK_EVENTS):
+            self._chunk(rec, start, now, counts)
+        if self.publisher is not None:
+            self.publisher.flush()
+        emitted = counts[1]
+        if emitted:
+            self.ingest.sensors[rec.label].events_out += emitted
+            self.metrics.child(self.metrics.events_out, rec.label).inc(emitted)
+            self.emitted += emitted
+        return counts
+
+    def _fail(self, msg: Message, exc: BaseException) -> None:
+        """A batch failed somewhere between decoding and the outputs (a bug, or input the
+        checks did not foresee). Only that batch pays: it is counted (``failed``), told as
+        its sensor's loss, kept whole in the failed-batches file, and recorded as done so it
+        is acknowledged and the sensor's later batches and every other sensor go on. What it
+        emitted before failing stays emitted."""
+        self.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
+        self.ingest.refuse(msg, FAILED, f"batch {msg.seq} failed ({error}): kept in "
+                           f"{self.failed_batches.path}")
+        now = time.monotonic()
+        if now - self._last_failure_log >= 10:
+            self._last_failure_log = now
+            log.error("batch %d of %s failed", msg.seq, msg.sensor_id, exc_info=exc)
+        try:
+            self.failed_batches.add(msg.sensor_id, msg.epoch, msg.seq, error, msg.buffers)
+        finally:
+            if self.publisher is not None:
+                self.publisher.flush()
+            self.ledger.scored(msg.sensor_id, msg.epoch, msg.seq, msg.count, 0)
+
+    def _report_losses(self, force: bool = False) -> None:
+        """What the hub refused from each sensor since the last time, as loss events (one per
+        sensor and reason per log interval: a flood of bad batches is one event)."""
+        now = time.monotonic()
+        if now - self._losses_at < self.cfg.ingest.log_interval_s and not force:
+            return
+        self._losses_at = now
+        for sid, reason, batches, events in self.ingest.take_losses():
+            self._emit_synthetic(refused_event(sid, reason, batches, events), sid,
+                                 time.time())
 
     def _chunk(self, rec: Received, start: int, now: float, counts: list[int]) -> None:
         """Decode, score and emit events ``start:start + CHUNK_EVENTS`` of ``rec``, adding to
@@ -353,18 +410,22 @@ class Hub:
         log.warning("sensor %s: %d batches (%s events) before seq %d never arrived and can no "
                     "longer be resent: reported as lost", msg.sensor_id, batches,
                     events or "unknown", msg.seq)
-        ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches, events)
+        self._emit_synthetic(gap_event(msg.sensor_id, msg.epoch, msg.seq, batches, events),
+                             msg.sensor_id, now, msg.seq)
+
+    def _emit_synthetic(self, ev: dict[str, Any], sensor_id: str, now: float,
+                        seq: int = 0) -> None:
+        """Score and emit an event the hub made itself (a loss event) for ``sensor_id``."""
         try:
-            res = self.pipeline.score([ev], msg.sensor_id, msg.seq, now)
+            res = self.pipeline.score([ev], sensor_id, seq, now)
+            if res.emitted:
+                if self.publisher is not None:
+                    self.publisher.publish(res.emitted)
+                for e in res.emitted if self.outputs.configs else ():
+                    self.outputs.emit(e)
+                self.emitted += len(res.emitted)
         except Exception:
-            self._failed("scoring a loss event")
-            return
-        if res.emitted:
-            if self.publisher is not None:
-                self.publisher.publish(res.emitted)
-            for e in res.emitted if self.outputs.configs else ():
-                self.outputs.emit(e)
-            self.emitted += len(res.emitted)
+            self._failed("emitting a loss event")
 
     def _score_one_by_one(self, rec: Received, events: list[dict[str, Any]],
                           now: float) -> list[Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from threatseer.common import wire
+
 DEFAULT_SENSITIVE_PATHS = [
     "/etc/shadow",
     "/etc/gshadow",
@@ -112,6 +114,9 @@ class SensorConfig:
     log_level: str = "info"
 
     def validate(self) -> None:
+        if self.sensor_id and not wire.SENSOR_ID.match(self.sensor_id):
+            raise ValueError("sensor_id: letters, digits and ._@+- only (no ':' or '/'), "
+                             "starting with a letter or digit, at most 128 characters")
         if self.batch_size < 1:
             raise ValueError("batch_size: must be at least 1")
         if self.batch_latency_ms < 1:
