@@ -9,9 +9,11 @@ overhead of the loop itself was most of the cost.
 """
 
 
-from cpython.dict cimport PyDict_GetItem, PyDict_Next, PyDict_SetItem
+from cpython.dict cimport PyDict_GetItemWithError, PyDict_Next, PyDict_SetItem
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport isfinite
+from libc.stdint cimport uint64_t
 
 
 cdef extern from "Python.h":
@@ -19,7 +21,8 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
 
 # Field type codes (hub/validate.py builds the name -> code table from common/ecs.py and
-# keeps the same numbers).
+# keeps the same numbers). A table entry is ``code | (bit + 1) << 8`` for the fields some
+# action requires, ``bit`` being the field's place in the required-field masks.
 cdef enum:
     T_KEYWORD = 1   # str, or an int (ECS lets numbers arrive for keyword fields)
     T_LONG = 2      # int in [-2**63, 2**63)
@@ -30,6 +33,46 @@ cdef enum:
     T_IP = 7        # str
     T_HUB = 8       # set by the hub after the check: any value (it is overwritten)
     T_ARRAY = 16    # flag: a list of the type
+    CACHE_SLOTS = 1024
+
+# Field name -> (code, required bit) by the name's address: the decoder gives every event the
+# same key objects (msgspec caches them), so a pointer compare replaces a dict lookup (most of
+# this check's cost). Each cached name is referenced, so its address is never reused while
+# it is here; the cache belongs to one table (``_cache_types``) and is emptied for another.
+cdef PyObject *_cache_key[CACHE_SLOTS]
+cdef int _cache_code[CACHE_SLOTS]
+cdef uint64_t _cache_bit[CACHE_SLOTS]
+cdef object _cache_types = None
+
+
+cdef void _cache_clear() noexcept:
+    cdef int i
+    for i in range(CACHE_SLOTS):
+        Py_XDECREF(_cache_key[i])
+        _cache_key[i] = NULL
+
+
+cdef int _lookup(PyObject *k, dict types, object resolve, uint64_t *bit) except -1:
+    """The type code of field ``k`` (0: unknown to the schema) and its required bit."""
+    cdef size_t slot = (<size_t>k >> 4) & (CACHE_SLOTS - 1)
+    cdef PyObject *found
+    cdef long entry
+    if _cache_key[slot] == k:
+        bit[0] = _cache_bit[slot]
+        return _cache_code[slot]
+    found = PyDict_GetItemWithError(types, <object>k)
+    if found is NULL:
+        entry = resolve(<object>k)
+    else:
+        entry = <long><object>found
+    Py_XDECREF(_cache_key[slot])
+    Py_INCREF(<object>k)
+    _cache_key[slot] = k
+    _cache_code[slot] = entry & 0xff
+    _cache_bit[slot] = (<uint64_t>1 << ((entry >> 8) - 1)) if entry >> 8 else 0
+    bit[0] = _cache_bit[slot]
+    return _cache_code[slot]
+
 
 cdef str _WHAT_INT = "an integer", _WHAT_NUM = "a number", _WHAT_BOOL = "a boolean"
 cdef str _WHAT_STR = "a string", _WHAT_KW = "a string or an integer"
@@ -98,27 +141,32 @@ cdef str _kind(object v, int code):
     return "a " + type(v).__name__
 
 
-def refused(list events, dict required, tuple common, dict types, object resolve,
-            Py_ssize_t max_chars, Py_ssize_t max_items, list unknown, list cut):
+def refused(list events, dict required, object common, tuple names, dict types,
+            object resolve, Py_ssize_t max_chars, Py_ssize_t max_items, list unknown,
+            list cut):
     """``(position, problem)`` of each of the ``events`` that is not a map whose
-    ``event.action`` is a string, which carries every field ``required[action]`` (a tuple of
-    names; ``common`` for other actions) names, and whose every field has a value of its
-    schema type (``types``: name -> type code; ``resolve(name)`` for the names not in it, 0
-    for a name the schema does not know); empty when all are good.
+    ``event.action`` is a string, which carries every field its action requires
+    (``required[action]``, else ``common``: a mask of the bits of ``names``), and whose every
+    field has a value of its schema type (``types``: name -> entry, see above;
+    ``resolve(name)`` for the names not in it, 0 for a name the schema does not know); empty
+    when all are good.
 
     In the events that pass: a string longer than ``max_chars`` or a list longer than
     ``max_items`` is cut there and its name added to ``threatseer.truncated_fields`` (and to
     ``cut``); a field the schema does not know is removed and its name added to ``unknown``.
     ``None`` is a missing value, allowed anywhere."""
+    global _cache_types
     cdef list out = []
-    cdef list missing, drop, trunc, items
-    cdef Py_ssize_t i = -1, pos, j, n
+    cdef list drop, trunc, items
+    cdef Py_ssize_t i = -1, pos, j, n, b
     cdef PyObject *k
     cdef PyObject *v
-    cdef PyObject *found
     cdef int code, res, base
-    cdef tuple need
+    cdef uint64_t need, seen, bit = 0
     cdef str problem
+    if types is not _cache_types:
+        _cache_clear()
+        _cache_types = types
     for ev in events:
         i += 1
         if type(ev) is not dict:
@@ -129,35 +177,24 @@ def refused(list events, dict required, tuple common, dict types, object resolve
             out.append((i, "event.action is missing or not a string"))
             continue
         need = required.get(action, common)
-        missing = None
-        for name in need:
-            if name not in <dict>ev:
-                if missing is None:
-                    missing = []
-                missing.append(name)
-        if missing is not None:
-            out.append((i, "missing " + ", ".join(missing)))
-            continue
+        seen = 0
         drop = trunc = None
         problem = None
         pos = 0
         while PyDict_Next(ev, &pos, &k, &v):
+            if type(<object>k) is not str:
+                problem = "a field name that is not a string"
+                break
+            code = _lookup(k, types, resolve, &bit)
+            seen |= bit
             value = <object>v
             if value is None:
                 continue
-            found = PyDict_GetItem(types, <object>k)
-            if found is NULL:
-                if type(<object>k) is not str:
-                    problem = "a field name that is not a string"
-                    break
-                code = resolve(<object>k)
-                if code == 0:
-                    if drop is None:
-                        drop = []
-                    drop.append(<object>k)
-                    continue
-            else:
-                code = <int><object>found
+            if code == 0:
+                if drop is None:
+                    drop = []
+                drop.append(<object>k)
+                continue
             if code == T_HUB:
                 continue
             if code & T_ARRAY:
@@ -201,6 +238,9 @@ def refused(list events, dict required, tuple common, dict types, object resolve
                 continue
             problem = f"{<object>k}: expected {_expected(code)}, got {_kind(value, code)}"
             break
+        if problem is None and need & ~seen:
+            problem = "missing " + ", ".join([names[b] for b in range(len(names))
+                                               if need & ~seen & (<uint64_t>1 << b)])
         if problem is not None:
             out.append((i, problem))
             continue

@@ -142,6 +142,10 @@ class AdminConfig:
     admin_keys: list[str] = field(default_factory=list)
     # Public keys (base64) whose bundle signatures the hub accepts.
     trusted_signing_keys: list[str] = field(default_factory=list)
+    # Accept rule bundles without a signature by a trusted key (from `bundle:` and the admin
+    # endpoint). Off: an unsigned bundle is refused, also when no trusted key is set. The
+    # hub logs a warning at start when it is on.
+    allow_unsigned: bool = False
 
 
 @dataclass

@@ -56,10 +56,14 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     the last good bundle. The rule modules are imported lazily so the hub runs without them.
     """
     store = None
+    if cfg.admin.allow_unsigned:
+        log.warning("admin.allow_unsigned: true: rule bundles are activated without a trusted "
+                    "signature (anyone who can publish or place a bundle sets the rules)")
     try:
         from threatseer.hub.rules.store import BundleStore
 
-        store = BundleStore(cfg.state_dir, trusted_keys=cfg.admin.trusted_signing_keys)
+        store = BundleStore(cfg.state_dir, trusted_keys=cfg.admin.trusted_signing_keys,
+                            allow_unsigned=cfg.admin.allow_unsigned)
     except ImportError as exc:
         log.warning("bundle store unavailable (%s): no installed bundles", exc)
     except Exception as exc:
@@ -69,6 +73,8 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
             if store is not None:
                 installed = store.install_path(cfg.bundle)
                 return store.activate(installed.manifest.version), store
+            if not cfg.admin.allow_unsigned:  # nothing to verify it with
+                raise ValueError("signatures cannot be checked without the bundle store")
             from threatseer.hub.rules.bundle import load_bundle
 
             return load_bundle(cfg.bundle), store

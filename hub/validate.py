@@ -66,13 +66,37 @@ def _code(name: str, f: ecs.Field) -> int:
     return code | T_ARRAY if f.array else code
 
 
-_TYPES = {name: _code(name, f) for name, f in ecs.FIELDS.items() if not name.endswith("*")}
+# Every field some action requires gets a bit: the C loop checks presence with a mask.
+_REQUIRED_FIELDS = tuple(dict.fromkeys(
+    (*ecs.COMMON, *(name for fields in ecs.REQUIRED.values() for name in fields))))
+if len(_REQUIRED_FIELDS) > 64:
+    raise RuntimeError("common/ecs.py requires more than 64 distinct fields: the hub's "
+                       "schema check keeps them in a 64-bit mask (hub/_batch.pyx)")
+_BITS = {name: i for i, name in enumerate(_REQUIRED_FIELDS)}
+
+
+def _mask(names: tuple[str, ...]) -> int:
+    return sum(1 << _BITS[name] for name in set(names))
+
+
+def _entry(name: str, f: ecs.Field | None) -> int:
+    """The C loop's table entry: type code, and the field's required bit + 1 above it."""
+    if f is None:
+        raise RuntimeError(f"common/ecs.py: required field {name} is not in FIELDS")
+    bit = _BITS.get(name)
+    return _code(name, f) | ((bit + 1) << 8 if bit is not None else 0)
+
+
+_TYPES = {name: _entry(name, f) for name, f in ecs.FIELDS.items() if not name.endswith("*")}
+for _name in _REQUIRED_FIELDS:  # a required member of a family
+    if _name not in _TYPES:
+        _TYPES[_name] = _entry(_name, ecs.field(_name))
 _FAMILY_CODES: dict[str, int] = {}
 _FAMILY_CACHE_MAX = 4096  # family members are sensor-chosen names: bound what is kept
 
 
 def _resolve(name: str) -> int:
-    """The code of a member of a ``name.*`` family, 0 for a name the schema does not know."""
+    """The entry of a member of a ``name.*`` family, 0 for a name the schema does not know."""
     code = _FAMILY_CODES.get(name)
     if code is None:
         f = ecs.field(name)
@@ -82,9 +106,9 @@ def _resolve(name: str) -> int:
     return code
 
 
-# ecs.REQUIRED as name tuples, COMMON first, each name once.
-_COMMON_NAMES = tuple(dict.fromkeys(ecs.COMMON))
-_REQUIRED_NAMES = {action: tuple(dict.fromkeys((*ecs.COMMON, *fields)))
+# ecs.REQUIRED as masks of _REQUIRED_FIELDS bits (COMMON included).
+_COMMON_MASK = _mask(ecs.COMMON)
+_REQUIRED_MASKS = {action: _mask((*ecs.COMMON, *fields))
                    for action, fields in ecs.REQUIRED.items()}
 
 
@@ -107,8 +131,8 @@ def check(events: list[Any], limits: Limits = Limits()) -> Checked:  # noqa: B00
     """Check ``events`` in place (see the module doc)."""
     unknown: list[str] = []
     cut: list[str] = []
-    bad = refused(events, _REQUIRED_NAMES, _COMMON_NAMES, _TYPES, _resolve, limits.max_chars,
-                  limits.max_items, unknown, cut)
+    bad = refused(events, _REQUIRED_MASKS, _COMMON_MASK, _REQUIRED_FIELDS, _TYPES, _resolve,
+                  limits.max_chars, limits.max_items, unknown, cut)
     return Checked(bad, unknown, cut)
 
 

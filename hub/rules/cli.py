@@ -43,9 +43,17 @@ def rules_group() -> None:
 @click.argument("path", type=click.Path(exists=True))
 def validate_cmd(path: str) -> None:
     """Compile the bundle at PATH; print every error as file:line."""
+    from threatseer.hub.rules.query.compiler import BACKTRACKING_MAX_CHARS, backtracking_patterns
+
     bundle = _load(path)
     for item in bundle.unsupported:
         click.echo(f"unsupported: {item}")
+    for rule in getattr(bundle.ruleset, "rules", []):
+        for pattern in backtracking_patterns(rule.condition):
+            click.echo(f"warning: {rule.source or rule.name}: rule {rule.name}: regex "
+                       f"{pattern!r} needs backtracking (look-around or a backreference): "
+                       f"RE2 cannot run it, so Python's re does, on the first "
+                       f"{BACKTRACKING_MAX_CHARS} characters of a value only", err=True)
     click.echo(f"ok: {bundle.manifest.name} {bundle.manifest.version}: "
                f"{len(bundle.ruleset)} rules, {len(bundle.unsupported)} unsupported, "
                f"{len(bundle.tests)} tests, digest {bundle.digest}")

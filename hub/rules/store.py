@@ -4,8 +4,15 @@ Layout under ``state_dir``: ``bundles/<version>.tar.gz`` (archives exactly as pu
 signature included) and ``state.json`` (active version and the activation history used by
 rollback), written atomically so the active bundle survives hub restarts and crashes.
 
-A bundle is verified (when trusted keys are configured), compiled and its embedded tests run
-BEFORE it is accepted: a bad bundle raises and changes nothing.
+A bundle is verified, compiled and its embedded tests run BEFORE it is accepted: a bad bundle
+raises and changes nothing. Verified means signed by one of the trusted keys; a bundle without
+such a signature is refused unless the store was made with ``allow_unsigned`` (a lab's or a
+test's choice, which the hub says at start), so an empty key list never means "anything goes".
+
+The active bundle survives restarts; one that no longer loads at start (its signer is no longer
+trusted, its file is damaged) gives way to the newest earlier one of the history that does, so
+a hub never runs without rules because of it. A rollback changes the history only once the
+bundle it goes to has loaded.
 """
 
 from __future__ import annotations
@@ -58,13 +65,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 class BundleStore:
     def __init__(
-        self, state_dir: str | Path, trusted_keys: Iterable[VerifyKey | str | Path] = ()
+        self, state_dir: str | Path, trusted_keys: Iterable[VerifyKey | str | Path] = (),
+        allow_unsigned: bool = False,
     ) -> None:
         self.dir = Path(state_dir)
         self.bundles_dir = self.dir / "bundles"
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
         self.trusted = [k if isinstance(k, VerifyKey) else load_verify_key(k)
                         for k in trusted_keys]
+        self.allow_unsigned = allow_unsigned
         self._lock = threading.RLock()
         self._active: Bundle | None = None
         self.last_error = ""
@@ -94,11 +103,17 @@ class BundleStore:
             files, signature = read_archive(data)
         except ArchiveError as exc:
             raise StoreError(str(exc)) from None
-        if self.trusted:
+        if self.trusted and signature is not None:
             try:
                 verify_files(files, signature, self.trusted)
             except SignatureError as exc:
                 raise StoreError(f"refused: {exc}") from None
+        elif not self.allow_unsigned:
+            why = ("bundle is not signed" if self.trusted else
+                   "no trusted signing keys are configured (admin.trusted_signing_keys), so "
+                   "no bundle can be verified")
+            raise StoreError(f"refused: {why}; sign bundles with `threatseer rules sign`, or "
+                             "set admin.allow_unsigned: true to accept unsigned bundles")
         try:
             bundle = load_files(files, source)
         except BundleError as exc:
@@ -156,13 +171,18 @@ class BundleStore:
         data = build_archive(read_dir(p)) if p.is_dir() else p.read_bytes()
         return self.install(data)
 
-    def activate(self, version: str, _push: bool = True) -> Bundle:
+    def _history(self) -> list[str]:
+        return [v for v in self._state().get("history", []) if isinstance(v, str)]
+
+    def activate(self, version: str, history: list[str] | None = None) -> Bundle:
+        """Load ``version`` and make it the active one (nothing changes when it does not
+        load). It is pushed on the history, or ``history`` is written as given."""
         with self._lock:
             bundle = self._load_version(version)
-            state = self._state()
-            history = [v for v in state.get("history", []) if isinstance(v, str)]
-            if _push and (not history or history[-1] != version):
-                history.append(version)
+            if history is None:
+                history = self._history()
+                if not history or history[-1] != version:
+                    history.append(version)
             self._save_state({"active": version, "history": history[-50:]})
             self._active = bundle
             return bundle
@@ -178,16 +198,16 @@ class BundleStore:
         with self._lock:
             if version is not None:
                 return self.activate(version)
-            state = self._state()
-            history = [v for v in state.get("history", []) if isinstance(v, str)]
-            current = state.get("active")
+            history = self._history()
+            current = self._state().get("active")
             while history and history[-1] == current:
                 history.pop()
             while history:
                 candidate = history[-1]
                 if self._path(candidate).exists():
-                    self._save_state({"active": current, "history": history})
-                    return self.activate(candidate, _push=False)
+                    # written only once the candidate has loaded: a failed rollback (say, a
+                    # bundle whose signer is no longer trusted) leaves the history as it was
+                    return self.activate(candidate, history=history)
                 history.pop()
             raise StoreError("no earlier version to roll back to")
 
@@ -201,11 +221,25 @@ class BundleStore:
                 return None
             try:
                 self._active = self._load_version(version)
+                return self._active
             except StoreError as exc:
                 self.last_error = f"active bundle {version} cannot be loaded: {exc}"
                 log.error("%s", self.last_error)
-                return None
-            return self._active
+            # The last good one: the newest earlier version of the history that loads.
+            history = self._history()
+            for i in range(len(history) - 1, -1, -1):
+                candidate = history[i]
+                if candidate == version or not self._path(candidate).exists():
+                    continue
+                try:
+                    bundle = self.activate(candidate, history=history[:i + 1])
+                except StoreError as exc:
+                    log.error("earlier bundle %s cannot be loaded either: %s", candidate, exc)
+                    continue
+                log.error("running the last good bundle, %s, instead of %s", candidate,
+                          version)
+                return bundle
+            return None
 
     def active_version(self) -> str | None:
         version = self._state().get("active")

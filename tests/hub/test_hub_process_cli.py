@@ -37,6 +37,7 @@ def process_config(tmp_path: Path, **extra: Any) -> tuple[Path, dict[str, Any]]:
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "actions": {"toss_below": -1000, "alert_at": 100},
         "bundle": str(DEFAULT_BUNDLE),
+        "admin": {"allow_unsigned": True},
         "state_dir": str(tmp_path / "state"),
         "plaintext": True,
         **extra,

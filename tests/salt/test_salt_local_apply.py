@@ -174,7 +174,10 @@ def test_config_activation_links_the_bundle_and_restarts_the_hub(
     link = minion.root / "var/lib/threatseer/rules/active.tar.gz"
     assert link.resolve() == minion.root / "var/lib/threatseer/rules/default-1.1.0.tar.gz"
     hub_cfg = yaml.safe_load((minion.root / "etc/threatseer/hub.yaml").read_text())
-    assert hub_cfg["bundle"] == str(link) and "admin" not in hub_cfg
+    assert hub_cfg["bundle"] == str(link) and "endpoint" not in hub_cfg["admin"]
+    # the hub verifies the linked bundle itself, with the formula's signing key
+    assert hub_cfg["admin"] == {
+        "trusted_signing_keys": [f"{minion.root}/etc/threatseer/bundle-signing.pub"]}
     assert minion.pid("threatseer-hub") != pid
     wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
              and s["bundle"]["version"] == "1.1.0", 30, "the restarted hub on bundle 1.1.0")

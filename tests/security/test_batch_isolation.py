@@ -62,7 +62,7 @@ def test_a_flood_of_ill_typed_batches_does_not_delay_another_sensor(tmp_path, pr
         victim.close()
         evil.close()
     assert len(waits) >= 10, waits
-    assert max(waits) < 1.0, sorted(waits)[-5:]
+    assert max(waits) < 2.0, sorted(waits)[-5:]  # the old hub: 1 ack in 4 s
     time.sleep(1.0)  # the file output flushes every 50 ms
     ids = [e["event.id"] for e in read_events(out) if e["agent.id"] == "victim"]
     assert len(ids) == len(set(ids)) == 271, (len(ids), len(set(ids)))  # 1 + 27 batches of 10, each exactly once
