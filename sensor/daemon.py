@@ -267,7 +267,8 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     if print_config:
         import yaml
 
-        click.echo(yaml.safe_dump(configfile.to_dict(config), sort_keys=False))
+        click.echo(yaml.safe_dump(configfile.redacted(configfile.to_dict(config)),
+                                  sort_keys=False))
         return
     logging.basicConfig(
         level=config.log_level.upper(), stream=sys.stderr,

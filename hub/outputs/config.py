@@ -27,6 +27,8 @@ class ElasticsearchOptions:
     index_mode: str = "data_stream"
     # Install the index template with ECS mappings when the output connects.
     setup_template: bool = True
+    # Credentials: username + password, or api_key. Each secret may also come from a file
+    # (password_file, api_key_file) or the environment (${ES_PASSWORD}), never printed.
     username: str = ""
     password: str = ""
     api_key: str = ""
@@ -102,6 +104,8 @@ class LogstashOptions:
 @dataclass
 class RedisOptions:
     url: str = "redis://127.0.0.1:6379/0"
+    # AUTH password (or password_file, or ${ENV} in it or in the url); empty: the url's.
+    password: str = ""
     # list (RPUSH, like Beats), stream (XADD) or pubsub (PUBLISH).
     mode: str = "list"
     # List key, stream key or channel.
