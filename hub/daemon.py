@@ -9,6 +9,10 @@ Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (i
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
 only after that commit acknowledged to their sensors.
 
+Reload (SIGHUP, :meth:`Hub.reload`): the allow-lists' paths, the outputs, the bundle, the
+actions and the log level change without a restart and without losing what is queued; the
+rest (endpoints, keys, state_dir, ingest limits) is reported as needing one.
+
 Graceful stop: the loop stops waiting for new input, then keeps taking whatever is already
 queued on the socket until it is empty (bounded by ``stop_timeout_s``), scores and emits it,
 flushes profiles, closes the outputs and lets the PUB socket linger so subscribers get it all.
@@ -16,6 +20,7 @@ flushes profiles, closes the outputs and lets the PUB socket linger so subscribe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -130,6 +135,7 @@ class Hub:
             self.transport.close()
             raise
         self._rebind_publisher = False
+        self._new_outputs: Outputs | None = None  # from reload(), swapped in by the pipeline
         if self.transport.auth is not None:
             self.transport.auth.on_revoke = self._on_revoke
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
@@ -187,6 +193,60 @@ class Hub:
         self._note_bundle()
         log.info("bundle activated: %s", self._bundle_name())
 
+    def reload(self, cfg: HubConfig) -> list[str]:
+        """Apply a re-read config (SIGHUP): allow-list paths, outputs, bundle (and its trust),
+        actions and log level take effect now; returns the settings that changed but need a
+        restart (logged). A bundle that does not load keeps the active one."""
+        old = self.cfg
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        self.transport.reload(cfg)
+        self.pipeline.actions = cfg.actions
+        if cfg.outputs != old.outputs:
+            new = Outputs(cfg.outputs)  # metrics attached once the old outputs are closed
+            new.start()
+            self._new_outputs = new
+        if self.store is not None:
+            from threatseer.hub.rules.signing import load_verify_key
+
+            self.store.trusted = [load_verify_key(k) for k in cfg.admin.trusted_signing_keys]
+            self.store.allow_unsigned = cfg.admin.allow_unsigned
+            if cfg.bundle:
+                try:
+                    installed = self.store.install_path(cfg.bundle)
+                    self.activate(self.store.activate(installed.manifest.version))
+                except Exception as exc:
+                    log.error("reload: cannot load bundle %s, keeping %s: %s", cfg.bundle,
+                              self._bundle_name(), exc)
+        live = {"log_level", "outputs", "bundle", "actions", "curve_allow_list",
+                "curve_subscriber_allow_list"}
+        restart = [f.name for f in dataclasses.fields(cfg)
+                   if f.name not in live and getattr(cfg, f.name) != getattr(old, f.name)]
+        if "admin" in restart and (cfg.admin.endpoint, cfg.admin.admin_keys) == \
+                (old.admin.endpoint, old.admin.admin_keys):
+            restart.remove("admin")  # only the bundle trust changed: applied above
+        if restart:
+            log.warning("reload: %s changed but take effect at the next restart",
+                        ", ".join(restart))
+        for name in restart:  # keep what runs and what it was started with
+            setattr(cfg, name, getattr(old, name))
+        self.cfg = cfg
+        log.info("reloaded the configuration")
+        return restart
+
+    def _swap_outputs(self) -> None:
+        """(pipeline thread) the reloaded outputs take over; the old ones deliver what they
+        hold in the background."""
+        new, self._new_outputs = self._new_outputs, None
+        if new is None:
+            return
+        old, self.outputs = self.outputs, new
+
+        def retire() -> None:
+            old.close(timeout=self.stop_timeout_s)
+            new.attach_metrics(self.metrics.registry)
+
+        threading.Thread(target=retire, name="hub-outputs-retire", daemon=True).start()
+
     # -- internals -----------------------------------------------------------------------
     def _secure_pub(self, sock: zmq.Socket) -> None:
         self.transport.secure(sock, PUBLISH)
@@ -231,6 +291,8 @@ class Hub:
         try:
             while not self._stop.is_set():
                 try:
+                    if self._new_outputs is not None:
+                        self._swap_outputs()
                     got = self.ingest.take(100)
                     if got:
                         self._process(got)

@@ -188,6 +188,7 @@ class Authenticator:
             m.child(m.auth, domain, "accepted" if ok else "refused").inc()
         if ok:
             st.accepted += 1
+            log.debug("%s: accepted %s (key %s)", domain, address, key.decode())
             return
         st.refused += 1
         if address in st.refused_peers or len(st.refused_peers) < MAX_TRACKED_PEERS:
@@ -251,6 +252,23 @@ class Transport:
         lists = {INGEST: AllowList(cfg.curve_allow_list)}
         lists[PUBLISH] = AllowList(cfg.curve_subscriber_allow_list or os.devnull)
         self.auth = Authenticator(ctx, lists, metrics)
+
+    def reload(self, cfg: Any) -> None:
+        """Take the allow-list paths of ``cfg`` (SIGHUP): a list whose path changed is read
+        from its new place now (keys it drops are revoked as on any edit)."""
+        if self.auth is None:
+            return
+        paths = {INGEST: cfg.curve_allow_list, PUBLISH: cfg.curve_subscriber_allow_list
+                 or os.devnull}
+        for domain, path in paths.items():
+            old = self.auth.lists.get(domain)
+            if old is not None and old.path == path:
+                old.refresh()
+                continue
+            self.auth.lists[domain] = new = AllowList(path)  # one store: the ZAP thread's
+            if old is not None and old.keys - new.keys and self.auth.on_revoke is not None:
+                self.auth.on_revoke(domain)
+            log.info("allow-list for %s: now %s (%d keys)", domain, path, len(new.keys))
 
     def secure(self, sock: zmq.Socket, domain: str) -> None:
         """Make ``sock`` (before bind) a CURVE server in ZAP ``domain``; no-op in plaintext."""
