@@ -106,6 +106,9 @@ class SensorConfig:
     # Unacknowledged batches wait in <state_dir>/spool.db, at most this many MiB of event
     # data; beyond it the oldest are dropped and counted as lost (health events).
     spool_max_mib: int = 256
+    # When the disk refuses the spool's writes (full), batches wait in memory instead, at
+    # most this many MiB (beyond it the oldest are dropped and counted as lost).
+    spool_memory_mib: int = 16
     # Batches sent and not yet acknowledged by the hub, at most.
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
@@ -134,6 +137,8 @@ class SensorConfig:
                     raise ValueError(f"{key}[{i}]: longer than 200 bytes")
         if self.spool_max_mib < 1:
             raise ValueError("spool_max_mib: must be at least 1")
+        if self.spool_memory_mib < 1:
+            raise ValueError("spool_memory_mib: must be at least 1")
         if self.ack_window < 1:
             raise ValueError("ack_window: must be at least 1")
         if self.resend_after_s <= 0:

@@ -221,6 +221,7 @@ class Sensor:
             "events_sent": self.sink.sent_events,
             "send_dropped": self.sink.dropped_events,
             "send_pending": self.sink.pending,
+            "spool_disk_errors": getattr(getattr(self.sink, "spool", None), "disk_errors", 0),
             "processes": len(self.procs.procs),
             "not_container_cgroups": self.enricher.not_containers,
         })
