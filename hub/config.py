@@ -24,9 +24,12 @@ class IngestConfig:
     # falls behind, a flooding sensor fills its own pipe and is blocked at its end while the
     # others keep their fair share (ZeroMQ reads connected peers round-robin).
     rcv_hwm: int = 200
-    # Batches taken off the socket per pipeline cycle; they are then scored round-robin per
-    # sensor, so one sensor's burst never delays another's batch by more than one cycle.
+    # Batches the hub holds taken off the socket (in one queue per sensor); they are scored
+    # in rounds of one batch per sensor, so one sensor's burst never queues ahead of another.
     max_batches_per_cycle: int = 64
+    # A pipeline cycle scores rounds for at most this long, then commits and acknowledges
+    # them: one sensor's expensive (or hostile) batches delay another's ack by about this.
+    max_cycle_ms: float = 20.0
     # Minimum seconds between two log lines about the same sensor and bad-input reason.
     log_interval_s: float = 10.0
     # SQLite synchronous mode of the delivery ledger (<state_dir>/ledger.db): normal survives
@@ -55,6 +58,8 @@ class IngestConfig:
             raise ValueError("rcv_hwm: must be at least 1")
         if self.max_batches_per_cycle < 1:
             raise ValueError("max_batches_per_cycle: must be at least 1")
+        if self.max_cycle_ms <= 0:
+            raise ValueError("max_cycle_ms: must be positive")
         if self.ledger_synchronous not in ("normal", "full"):
             raise ValueError("ledger_synchronous: must be normal or full")
         if self.ledger_keep_batches < 1:

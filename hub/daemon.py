@@ -344,7 +344,8 @@ class Hub:
         now = time.time()
         acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
         stale: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (stale epoch, highest seq)
-        for msg in got:
+        deadline = time.monotonic() + self.cfg.ingest.max_cycle_ms / 1000
+        for msg in self._rounds(got, deadline):
             sid = msg.sensor_id
             verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
             if verdict.kind == STALE:
@@ -392,6 +393,16 @@ class Hub:
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _rounds(self, first: list[Message], deadline: float) -> Any:
+        """The batches of one cycle: rounds of one batch per sensor (``first``, then what is
+        queued) until the queues are empty or ``deadline`` passes (see hub/ingest.py)."""
+        got = first
+        while got:
+            yield from got
+            if time.monotonic() >= deadline:
+                return
+            got = self.ingest.next_round()
 
     def _batch(self, msg: Message, now: float) -> list[int]:
         """Decode, score and emit one admitted batch; its counts (events scored, emitted,

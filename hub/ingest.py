@@ -5,9 +5,12 @@ ROUTER (not PULL) so the hub can acknowledge each sensor on its own authenticate
 
 Fairness comes in two layers. ZeroMQ itself reads connected peers round-robin and keeps a
 bounded pipe (``rcv_hwm``) per peer, so a sensor sending faster than the hub scores fills only
-its own pipe and is held back at its end. On top, each cycle takes at most
-``max_batches_per_cycle`` messages and hands them to the pipeline interleaved per sensor
-(one batch of each sensor in turn), so another sensor's batch never waits behind a burst.
+its own pipe and is held back at its end. On top, the hub holds at most
+``max_batches_per_cycle`` messages taken off the socket, in one queue per sensor, and scores
+them in rounds of one batch per sensor (:meth:`Ingest.take`, :meth:`Ingest.next_round`); the
+pipeline commits and acknowledges after at most ``max_cycle_ms`` of rounds. So a sensor whose
+batches are expensive (or hostile) delays another sensor's ack by one of its batches per
+round, never by a whole burst.
 
 Bad input never stops the hub: every refused message or event is counted per sensor and
 reason (:mod:`threatseer.common.wire` reasons plus the ones below), logged at most once per
@@ -185,6 +188,8 @@ class Ingest:
         self._log = RateLimitedLog(cfg.log_interval_s)
         # CURVE: one key, one sensor id (see the module doc): the ledger's durable bindings.
         self.bindings = bindings if bindings is not None else MemoryBindings()
+        self._queues: dict[str, deque[Message]] = {}  # per sensor label, taken, not scored
+        self.queued = 0
         self.curve = transport is not None and not transport.plaintext
         # (sensor id, reason) -> [batches, events] refused since the last take_losses()
         self._losses: dict[tuple[str, str], list[int]] = {}
@@ -235,7 +240,9 @@ class Ingest:
         self.lost(msg.label, reason, 1, msg.count)
 
     def take(self, timeout_ms: int) -> list[Message]:
-        """Wait up to ``timeout_ms`` for input, then return one cycle's messages, fair order.
+        """Wait up to ``timeout_ms`` for input (not at all while batches are queued), take
+        what the socket holds into the per-sensor queues (at most ``max_batches_per_cycle``
+        queued in all), and return the first round: one batch per sensor.
 
         Only headers are decoded here (to know the sensor); bodies are decoded by
         :meth:`open` and :meth:`events` right before scoring, one slice of a batch alive at a
@@ -243,28 +250,36 @@ class Ingest:
         the decode cost (fresh memory, cold caches).
         """
         sock = self.sock
-        if not sock.poll(timeout_ms, zmq.POLLIN):
+        if not self.queued and not sock.poll(timeout_ms, zmq.POLLIN):
             return []
-        per_sensor: dict[str, deque[Message]] = {}
-        for _ in range(self.cfg.max_batches_per_cycle):
+        queues = self._queues
+        while self.queued < self.cfg.max_batches_per_cycle:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             msg = self._check(frames)
             if msg is not None:
-                q = per_sensor.get(msg.label)
+                q = queues.get(msg.label)
                 if q is None:
-                    q = per_sensor[msg.label] = deque()
+                    q = queues[msg.label] = deque()
                 q.append(msg)
-        for sid, q in per_sensor.items():
+                self.queued += 1
+        for sid, q in queues.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
-        out: list[Message] = []
-        queues = list(per_sensor.values())
-        while queues:
-            for q in queues:
-                out.append(q.popleft())
-            queues = [q for q in queues if q]
+        return self.next_round()
+
+    def next_round(self) -> list[Message]:
+        """One queued batch of each sensor that has one, in the order they first queued."""
+        out = []
+        queues = self._queues
+        for sid in list(queues):
+            q = queues[sid]
+            out.append(q.popleft())
+            if not q:
+                del queues[sid]
+                self.metrics.child(self.metrics.pending, sid).set(0)
+        self.queued -= len(out)
         return out
 
     def ack(self, peer: bytes, epoch: int, seq: int) -> None:
