@@ -48,6 +48,9 @@ VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_EVENTS = 100_000
+# What one event may take on average in a compressed batch, decompressed (a sensor's events
+# are a few KiB: argv and paths are cut at 4 KiB): a small batch cannot be a big bomb.
+MAX_EVENT_BYTES = 64 * 1024
 # Body codecs (header "z"; absent = plain msgpack).
 PLAIN = 0
 LZ4 = 1
@@ -211,16 +214,19 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
     return header
 
 
-def _decompress(frame: Any) -> bytes:
-    """An LZ4 body, decompressed to at most :data:`MAX_BODY_BYTES` (else ``oversized``: a
-    bomb costs the hub that much memory at most, once), exactly one whole frame."""
+def _decompress(frame: Any, count: int = MAX_EVENTS) -> bytes:
+    """An LZ4 body of ``count`` events, decompressed to at most :data:`MAX_BODY_BYTES`, and
+    at most :data:`MAX_EVENT_BYTES` a event (else ``oversized``: a bomb costs the hub that much
+    memory and time at most, once), exactly one whole frame."""
+    limit = min(MAX_BODY_BYTES, (count + 1) * MAX_EVENT_BYTES)
     dec = lz4.frame.LZ4FrameDecompressor()
     try:
-        body = dec.decompress(frame, max_length=MAX_BODY_BYTES + 1)
+        body = dec.decompress(frame, max_length=limit + 1)
     except Exception as exc:  # RuntimeError from liblz4 on a corrupt frame, and friends
         raise WireError(BAD_BODY, f"undecompressable body ({type(exc).__name__})") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise WireError(TOO_LARGE, f"body decompresses to more than {MAX_BODY_BYTES} bytes")
+    if len(body) > limit:
+        raise WireError(TOO_LARGE, f"body of {count} events decompresses to more than "
+                        f"{limit} bytes")
     if not dec.eof or dec.unused_data:
         raise WireError(BAD_BODY, "truncated LZ4 body or bytes after its end")
     return body
@@ -286,7 +292,7 @@ def _body(frames: list[Any]) -> tuple[dict[str, Any], Any]:
     header = decode_header(frames)
     body = frames[1]
     if header.get("z") == LZ4:
-        body = _decompress(body)
+        body = _decompress(body, header["n"])
     return header, body
 
 
