@@ -40,7 +40,7 @@ HELP = {
     "rules": "Validate, test, build, sign, publish and roll back rule bundles.",
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "status": "Show a hub's state: sensors, outputs, bundle.",
-    "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+    "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }
 

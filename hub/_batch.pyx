@@ -32,6 +32,7 @@ cdef enum:
     T_DATE = 6      # str, or an int (epoch milliseconds)
     T_IP = 7        # str
     T_HUB = 8       # set by the hub after the check: any value (it is overwritten)
+    T_DROP = 9      # only the hub writes it: removed from what a sensor sends
     T_ARRAY = 16    # flag: a list of the type
     CACHE_SLOTS = 1024
 
@@ -153,8 +154,8 @@ def refused(list events, dict required, object common, tuple names, dict types,
 
     In the events that pass: a string longer than ``max_chars`` or a list longer than
     ``max_items`` is cut there and its name added to ``threatseer.truncated_fields`` (and to
-    ``cut``); a field the schema does not know is removed and its name added to ``unknown``.
-    ``None`` is a missing value, allowed anywhere."""
+    ``cut``); a field the schema does not know is removed and its name added to ``unknown``,
+    one only the hub writes is removed. ``None`` is a missing value, allowed anywhere."""
     global _cache_types
     cdef list out = []
     cdef list drop, trunc, items
@@ -190,7 +191,7 @@ def refused(list events, dict required, object common, tuple names, dict types,
             value = <object>v
             if value is None:
                 continue
-            if code == 0:
+            if code == 0 or code == T_DROP:
                 if drop is None:
                     drop = []
                 drop.append(<object>k)
@@ -247,7 +248,8 @@ def refused(list events, dict required, object common, tuple names, dict types,
         if drop is not None:
             for name in drop:
                 del (<dict>ev)[name]
-            unknown.extend(drop)
+                if _lookup(<PyObject *>name, types, resolve, &bit) == 0:
+                    unknown.append(name)
         if trunc is not None:
             before = (<dict>ev).get("threatseer.truncated_fields")
             (<dict>ev)["threatseer.truncated_fields"] = \

@@ -24,7 +24,8 @@ costs, and the analyst sees it was cut); a field the schema does not know is rem
 counted (``unknown-field``): an unknown name has no type to check, would give Elasticsearch a
 mapping nobody chose, and is most likely a newer sensor than this hub (upgrade hubs first).
 Fields the hub sets itself after the check (:data:`threatseer.common.ecs.HUB_FIELDS`) are not
-checked: whatever a sensor put there is overwritten.
+checked: whatever a sensor put there is overwritten; those only the hub and its outputs write
+(:data:`threatseer.common.ecs.HUB_ONLY`: rule.*, threat.*, message, ...) are removed.
 
 The loop is in C (``_batch.refused``): it runs for every event the hub receives.
 """
@@ -38,7 +39,7 @@ from threatseer.common import ecs
 from threatseer.hub._batch import refused
 
 # Type codes shared with hub/_batch.pyx (its cdef enum).
-T_KEYWORD, T_LONG, T_ULONG, T_FLOAT, T_BOOL, T_DATE, T_IP, T_HUB = 1, 2, 3, 4, 5, 6, 7, 8
+T_KEYWORD, T_LONG, T_ULONG, T_FLOAT, T_BOOL, T_DATE, T_IP, T_HUB, T_DROP = range(1, 10)
 T_ARRAY = 16
 _CODES = {
     "keyword": T_KEYWORD, "wildcard": T_KEYWORD, "constant_keyword": T_KEYWORD,
@@ -57,6 +58,8 @@ MAX_ITEMS = 1024  # the sensor cuts argv at 64 arguments
 def _code(name: str, f: ecs.Field) -> int:
     if name in ecs.HUB_FIELDS:
         return T_HUB
+    if name.startswith(ecs.HUB_ONLY):
+        return T_DROP
     try:
         code = _CODES[f.type]
     except KeyError:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,13 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read()[-2000:] if proc.stderr else ""
+
+
+def test_the_wheel_carries_the_bpf_object_and_the_default_bundle(wheelhouse: Path) -> None:
+    """What an installed threatseer needs beside its code: the BPF object the sensor loads and
+    the default rule bundle the demo and the hub start from."""
+    (wheel,) = wheelhouse.glob("threatseer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "threatseer/native/threatseer.bpf.o" in names
+    assert "threatseer/hub/rules/default_bundle/manifest.yaml" in names
+    assert any(n.startswith("threatseer/hub/rules/default_bundle/sigma/") for n in names)

@@ -17,16 +17,32 @@ TYPES = ("elasticsearch", "kafka", "logstash", "redis", "file", "stdout")
 OVERFLOW_POLICIES = ("block", "drop-oldest", "spill")
 
 
+DATASET_OR_NAMESPACE_BAD = set(' "*\\<|,>/?#:-')
+
+
 @dataclass
 class ElasticsearchOptions:
     # Nodes to send to (the client round-robins and fails over between them).
     hosts: list[str] = field(default_factory=lambda: ["http://127.0.0.1:9200"])
-    # Data stream name (index_mode data_stream) or index prefix (daily: <index>-YYYY.MM.DD).
-    index: str = "threatseer-events"
-    # data_stream or daily.
+    # data_stream (Elastic's naming, logs-<dataset>-<namespace>, which Discover and the
+    # Security app's logs-* index patterns find) or daily (<index>-YYYY.MM.DD).
     index_mode: str = "data_stream"
+    # Data stream dataset and namespace (e.g. one namespace per environment: prod, staging).
+    dataset: str = "threatseer.events"
+    namespace: str = "default"
+    # An explicit data stream name or (daily) index prefix; empty: logs-<dataset>-<namespace>,
+    # or threatseer-events for daily indices.
+    index: str = ""
     # Install the index template with ECS mappings when the output connects.
     setup_template: bool = True
+    # ILM policy the template names (index.lifecycle.name); `threatseer es-setup` installs it.
+    # Empty: none.
+    ilm_policy: str = "threatseer-events"
+    # Ingest pipeline every document goes through (bulk ?pipeline=); empty: none.
+    pipeline: str = ""
+    # gzip request bodies (as Beats' compression_level does): a fraction of the bytes on the
+    # wire for some CPU.
+    compression: bool = True
     # Credentials: username + password, or api_key. Each secret may also come from a file
     # (password_file, api_key_file) or the environment (${ES_PASSWORD}), never printed.
     username: str = ""
@@ -35,18 +51,39 @@ class ElasticsearchOptions:
     # CA bundle for https hosts; empty uses the system store.
     ca_certs: str = ""
     verify_certs: bool = True
+    # Client certificate and key (PEM) for clusters that require TLS client authentication.
+    client_cert: str = ""
+    client_key: str = ""
     request_timeout_s: float = 10.0
     # Where documents Elasticsearch refuses (4xx other than 409/429) are written as JSON lines;
     # empty: <spill_dir>/<name>.dead-letter.jsonl.
     dead_letter_path: str = ""
+
+    @property
+    def target(self) -> str:
+        """The data stream, or the daily indices' prefix, documents go to."""
+        if self.index:
+            return self.index
+        if self.index_mode == "data_stream":
+            return f"logs-{self.dataset}-{self.namespace}"
+        return "threatseer-events"
 
     def validate(self) -> None:
         if not self.hosts:
             raise ValueError("hosts: at least one host is needed")
         if self.index_mode not in ("data_stream", "daily"):
             raise ValueError("index_mode: must be data_stream or daily")
-        if not self.index or self.index != self.index.lower() or any(c in self.index for c in ' "*\\<|,>/?'):
-            raise ValueError("index: must be a non-empty lower-case Elasticsearch index name")
+        for key in ("dataset", "namespace"):
+            value = getattr(self, key)
+            if (not value or value != value.lower() or len(value) > 100
+                    or DATASET_OR_NAMESPACE_BAD & set(value)):
+                raise ValueError(f"{key}: lower case, at most 100 characters, without '-' "
+                                 "or any of \\/*?\"<>|,#: and spaces")
+        if self.index and (self.index != self.index.lower()
+                           or any(c in self.index for c in ' "*\\<|,>/?')):
+            raise ValueError("index: must be a lower-case Elasticsearch index name")
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_cert: needed with client_key")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s: must be positive")
 

@@ -70,7 +70,10 @@ class AdminServer(threading.Thread):
         self.admin_keys = {b64(bytes(k)): k for k in (
             k if isinstance(k, VerifyKey) else load_verify_key(k) for k in admin_keys)}
         self.on_activate = on_activate
-        self._ctx = context or zmq.Context.instance()
+        # A context of its own unless given one: terminating it when the thread ends waits for
+        # the socket's close, so the endpoint is free again once stop() returns.
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         # nonce -> time accepted; kept on disk so a restart does not reopen the replay window
@@ -135,6 +138,7 @@ class AdminServer(threading.Thread):
             self.bind_error = exc
             self._ready.set()
             sock.close()
+            self._release()
             return
         self._ready.set()
         poller = zmq.Poller()
@@ -154,6 +158,11 @@ class AdminServer(threading.Thread):
                 sock.send(_canonical(reply))
         finally:
             sock.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._own_ctx:
+            self._ctx.term()
 
     # ---- requests ---------------------------------------------------------------
 

@@ -7,6 +7,8 @@ Layout of a bundle directory::
     rules/**/*.yaml      mappings with any of: lists, macros, rules, tests
     tests/**/*.yaml      same format (usually only tests, e.g. for Sigma rules)
     sigma/**/*.yml       Sigma rules (with their LICENSE)
+    sigma/pipelines/*.yml  pySigma processing pipelines applied after the hub's own
+                         (sigma_pipeline.py): field mappings or conditions for your fleet
 
 Rule files may also hold one ``sigma:`` section tuning the Sigma rules to the fleet::
 
@@ -60,8 +62,10 @@ from threatseer.hub.rules.query.errors import QueryError
 from threatseer.hub.rules.query.parser import parse, parse_field
 from threatseer.hub.rules.ruleset import CompiledRule, IndexedRuleSet
 from threatseer.hub.rules.sigma import SigmaUnsupported, compile_sigma
+from threatseer.hub.rules.sigma_pipeline import load_user_pipeline, pipeline_for
 from threatseer.hub.rules.yamlfile import BundleError, LineDict, line_of, load_yaml
 
+PIPELINES_DIR = "sigma/pipelines/"
 RULE_KEYS = {"rule", "description", "condition", "score", "tags", "output", "exceptions",
              "enabled", "tests"}
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
@@ -317,7 +321,8 @@ class _Loader:
                 description=str(doc.get("description", "")).strip(), score=score,
                 tags=tuple(map(str, self.section(rel, doc, "tags", list, name))),
                 condition=condition,
-                output=str(doc.get("output", "")), source=self.where(rel, line))
+                output=str(doc.get("output", "")), source=self.where(rel, line),
+                meta={"id": name})
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
             return None
@@ -325,12 +330,22 @@ class _Loader:
     def sigma(self) -> tuple[list[CompiledRule], set[str]]:
         """(compiled Sigma rules, names of those disabled by overrides)."""
         out = []
+        user_pipelines = []
         for rel in sorted(self.files):
-            if not rel.startswith("sigma/") or not rel.endswith((".yml", ".yaml")):
+            if rel.startswith(PIPELINES_DIR) and rel.endswith((".yml", ".yaml")):
+                try:
+                    user_pipelines.append(load_user_pipeline(
+                        self.files[rel].decode("utf-8", "replace"), rel))
+                except ValueError as exc:
+                    self.error(rel, 1, str(exc).split(": ", 1)[1])
+        pipeline = pipeline_for(user_pipelines)
+        for rel in sorted(self.files):
+            if (not rel.startswith("sigma/") or rel.startswith(PIPELINES_DIR)
+                    or not rel.endswith((".yml", ".yaml"))):
                 continue
             try:
                 out.append(compile_sigma(self.files[rel].decode("utf-8", "replace"),
-                                         self.where(rel)))
+                                         self.where(rel), pipeline))
             except SigmaUnsupported as exc:
                 self.unsupported.append(f"{self.where(rel)}: {exc}")
         if self.sigma_doc is None:
