@@ -1,4 +1,5 @@
-"""The hub's authenticated admin endpoint for bundles (publish, list, rollback) and its client.
+"""The hub's authenticated admin endpoint for bundles (publish, list, rollback, unstack) and
+its client.
 
 Transport: a ZeroMQ REP socket. A request is ``[header, signature, payload]``: ``header`` is
 canonical JSON ``{"op", "args", "ts", "nonce", "key", "hub", "payload_sha256"}`` and
@@ -9,6 +10,10 @@ configured admin key, within ``MAX_SKEW`` seconds of its clock, with a nonce it 
 directory, which the client asks for first (``hello``, the one request without a key), so a
 request signed for one hub is refused by every other (no replay across a fleet). Replies are
 JSON ``{"ok": bool, "error": str, ...}``. A refused bundle leaves the previous one active.
+
+Local layers (hub/rules/local_layer.py) go through the same operations: ``publish`` stacks a
+local layer on the active base, ``rollback`` with ``{"layer": "local"}`` activates an earlier
+one, ``unstack`` runs the base alone.
 """
 
 from __future__ import annotations
@@ -28,14 +33,14 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from threatseer.hub.rules.archive import MAX_ARCHIVE_BYTES
-from threatseer.hub.rules.model import Bundle
+from threatseer.hub.rules.model import BASE, LOCAL, Bundle
 from threatseer.hub.rules.signing import b64, load_verify_key
 from threatseer.hub.rules.store import BundleStore, StoreError
 
 log = logging.getLogger(__name__)
 ADMIN_CONTEXT = b"threatseer-admin-v1:"
 MAX_SKEW = 60.0
-AUTHENTICATED_OPS = {"publish", "rollback", "list"}
+AUTHENTICATED_OPS = {"publish", "rollback", "unstack", "list"}
 HUB_ID_FILE = "admin_hub_id"
 
 
@@ -48,9 +53,12 @@ def _canonical(doc: dict[str, Any]) -> bytes:
 
 
 def _summary(bundle: Bundle) -> dict[str, Any]:
+    local = bundle.local
     return {"name": bundle.manifest.name, "version": bundle.manifest.version,
             "digest": bundle.digest, "rules": len(bundle.ruleset),
-            "unsupported": len(bundle.unsupported)}
+            "unsupported": len(bundle.unsupported),
+            "local": {"name": local.manifest.name, "version": local.manifest.version,
+                      "digest": local.digest} if local is not None else None}
 
 
 class AdminServer(threading.Thread):
@@ -213,12 +221,16 @@ class AdminServer(threading.Thread):
                 return {"ok": True, "hub": self.hub_id}
             if op == "list":
                 return {"ok": True, "installed": self.store.installed(),
-                        "active": self.store.active_version()}
+                        "active": self.store.active_version(),
+                        "active_local": self.store.active_local_version()}
             if op == "publish":
                 bundle = self.store.publish(payload)
             elif op == "rollback":
                 version = args.get("version")
-                bundle = self.store.rollback(str(version) if version else None)
+                layer = LOCAL if args.get("layer") == LOCAL else BASE
+                bundle = self.store.rollback(str(version) if version else None, layer)
+            elif op == "unstack":
+                bundle = self.store.unstack()
             else:
                 return {"ok": False, "error": f"unknown operation {op!r}"}
         except StoreError as exc:
@@ -282,5 +294,11 @@ class AdminClient:
     def list(self) -> dict[str, Any]:
         return self.request("list")
 
-    def rollback(self, version: str | None = None) -> dict[str, Any]:
-        return self.request("rollback", {"version": version} if version else {})
+    def rollback(self, version: str | None = None, local: bool = False) -> dict[str, Any]:
+        args: dict[str, Any] = {"version": version} if version else {}
+        if local:
+            args["layer"] = LOCAL
+        return self.request("rollback", args)
+
+    def unstack(self) -> dict[str, Any]:
+        return self.request("unstack")

@@ -6,14 +6,22 @@ reach fails its tests.
 
 from __future__ import annotations
 
-from threatseer.hub.rules.model import Bundle
+from dataclasses import dataclass
+
+from threatseer.hub.rules.model import Bundle, RuleTest
 from threatseer.hub.rules.ruleset import IndexedRuleSet
 
 
-def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
-    """(number of tests run, failure messages)."""
+@dataclass(frozen=True)
+class TestFailure:
+    test: RuleTest
+    message: str  # "file:line: rule 'x' did not match: {event}"
+
+
+def check(bundle: Bundle) -> tuple[int, list[TestFailure]]:
+    """(number of tests run, the failed ones)."""
     ruleset = bundle.ruleset
-    failures: list[str] = []
+    failures: list[TestFailure] = []
     for test in bundle.tests:
         if isinstance(ruleset, IndexedRuleSet):
             fired = {r.name for r in ruleset.matching_rules(test.event)}
@@ -21,5 +29,12 @@ def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
             fired = {i.rule for i in ruleset.match(test.event)}
         if (test.rule in fired) != test.expect_match:
             what = "did not match" if test.expect_match else "matched but must not"
-            failures.append(f"{test.source}: rule {test.rule!r} {what}: {test.event}")
+            failures.append(TestFailure(test, f"{test.source}: rule {test.rule!r} {what}: "
+                                              f"{test.event}"))
     return len(bundle.tests), failures
+
+
+def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
+    """(number of tests run, failure messages)."""
+    count, failures = check(bundle)
+    return count, [f.message for f in failures]
