@@ -44,7 +44,10 @@ def test_a_flood_of_ill_typed_batches_does_not_delay_another_sensor(tmp_path, pr
         n = 0
         while time.monotonic() < deadline:
             for poison in poisons:
-                evil.send([wire_event("b", n, **poison)] * 50)
+                # event.kind is the hub's to set: such an event is kept (its kind replaced),
+                # one a batch; the others are refused, 50 a batch
+                many = 1 if "event.kind" in poison else 50
+                evil.send([wire_event("b", n, **poison)] * many)
             # a batch number no SQLite integer holds
             frames = wire.encode(wire.Batch("b", (1 << 64) - 1, [wire_event("b", n)],
                                             epoch=1))
@@ -71,7 +74,7 @@ def test_a_flood_of_ill_typed_batches_does_not_delay_another_sensor(tmp_path, pr
     ids = victims()
     assert len(ids) == len(set(ids)) == 271, (len(ids), len(set(ids)))  # 1 + 27 batches of 10, each exactly once
     st = wait_for(lambda: hub.status()["sensors"].get("b", {}).get("bad"), 10, "b's counts")
-    assert st.get("schema", 0) >= 5 * 50 and st.get("header", 0) >= 1, st
+    assert st.get("schema", 0) >= 4 * 50 and st.get("header", 0) >= 1, st
     assert hub.status()["failures"] == 0
     assert hub.stop() == 0
 
