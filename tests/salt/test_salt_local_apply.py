@@ -186,7 +186,8 @@ def test_a_local_layer_stacks_on_the_pinned_bundle_through_the_admin_endpoint(
     assert status["bundle"]["local"]["name"] == "local"
     listing = subprocess.run(
         [THREATSEER, "rules", "list", "--hub", minion.data["threatseer"]["rules"]
-         ["admin_endpoint"]], capture_output=True, text=True, timeout=60)
+         ["admin_endpoint"], "-k", str(minion.root / "etc/threatseer/keys/admin.key")],
+        capture_output=True, text=True, timeout=60)  # listing needs the admin key too
     assert "* 1.0.0 " in listing.stdout and "* local 1 " in listing.stdout, listing.stdout
     rc, ret, _ = minion.apply("threatseer.rules", pinned)
     assert rc == 0 and state_changes(ret) == []
