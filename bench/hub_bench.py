@@ -127,7 +127,7 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
 
 # -- sensors (separate processes, real wire module) ----------------------------------------
 def sender_socket(ctx: zmq.Context, endpoint: str, hwm: int = 1000) -> zmq.Socket:
-    """A plaintext DEALER like a sensor's; the hub's acks are left unread (no resends here)."""
+    """A plaintext DEALER like a sensor's (no resends here: it reads acks only at the end)."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.connect(endpoint)
@@ -151,6 +151,12 @@ def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], ro
         for body, count in bodies:
             seq += 1
             sock.send_multipart(frames_of(sensor_id, seq, body, count))
+    # Stay connected until the hub has acknowledged the last batch, as a sensor does: ZeroMQ
+    # drops what a disconnected peer left unread in the hub's receive pipe.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and sock.poll(1000):
+        if wire.decode_ack(sock.recv_multipart()[-1])[1] >= seq:
+            break
     sock.setsockopt(zmq.LINGER, -1)
     sock.close()
     ctx.term()
