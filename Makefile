@@ -2,7 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config \
-	redis-server rsyslog rsyslog-gnutls python3-venv python3-dev gcc git procps iproute2
+	redis-server rsyslog rsyslog-gnutls python3-venv python3-dev gcc git procps iproute2 \
+	chromium chromium-driver openssl
 
 .PHONY: setup system-packages venv build demo test lint bench clean
 
