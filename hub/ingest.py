@@ -164,25 +164,30 @@ class MemoryBindings:
 
 
 class Ingest:
-    def __init__(self, ctx: zmq.Context, cfg: IngestConfig, metrics: HubMetrics,
+    def __init__(self, ctx: zmq.Context | None, cfg: IngestConfig, metrics: HubMetrics,
                  transport: Any = None, bindings: Any = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.transport = transport
         self.limits = Limits(cfg.max_field_chars, cfg.max_list_items)
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
-        self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        # A bigger frame drops the connection as soon as its length is read: the hub never
-        # holds it (without this a 512 MiB message was received whole, then refused).
-        self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes + CURVE_FRAME_OVERHEAD)
-        if transport is not None:
-            from threatseer.hub.transport import INGEST
+        # No context: no socket. A cluster scorer gets its batches from Kafka and uses only
+        # the checks, counters and decoding below (docs/cluster.md).
+        self.sock: Any = None
+        self.endpoint = ""
+        if ctx is not None:
+            self.sock = ctx.socket(zmq.ROUTER)
+            self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
+            self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            # A bigger frame drops the connection as soon as its length is read: the hub
+            # never holds it (without this a 512 MiB message was received whole, then refused).
+            self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes + CURVE_FRAME_OVERHEAD)
+            if transport is not None:
+                from threatseer.hub.transport import INGEST
 
-            transport.secure(self.sock, INGEST)
-        self.sock.bind(cfg.endpoint)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                transport.secure(self.sock, INGEST)
+            self.sock.bind(cfg.endpoint)
+            self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
@@ -418,4 +423,5 @@ class Ingest:
         return events
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
