@@ -6,9 +6,12 @@ the line and the dotted key, which the CLI prints before exiting with status 2.
 
 Secrets stay out of config files, as with Beats: any string may use ``${NAME}`` (the
 environment variable; ``${NAME:default}`` when it may be unset; ``$${`` for a literal ``${``),
-and a secret setting (a key named in :data:`SECRET_KEYS`, e.g. ``password``) may be given as
-``<key>_file: /path`` instead, whose content (without the final newline) is the value.
-:func:`redacted` is what ``--print-config`` shows: secrets and passwords in URLs replaced.
+and a secret setting (a key named in :data:`SECRET_KEYS`, e.g. ``password``, or in the
+``SECRET_FIELDS`` of its dataclass, e.g. a webhook's ``url``) may be given as
+``<key>_file: /path`` instead, whose content (without the final newline) is the value; so may
+a secret key of a free-form mapping (``sasl.password_file`` in librdkafka settings, see
+:func:`secret_files`). :func:`redacted` is what ``--print-config`` shows: secrets and passwords
+in URLs replaced.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ T = TypeVar("T")
 SECRET_KEYS = frozenset(("password", "api_key", "token", "sasl_password"))
 # ... and any key whose name says it holds one (e.g. librdkafka's sasl.password), unless it
 # names a file or a path holding it.
-_SECRET_NAME = re.compile(r"password|passwd|secret|api_?key|token|passphrase|credential", re.I)
+_SECRET_NAME = re.compile(r"password|passwd|secret|api_?key|token|passphrase|credential"
+                          r"|authorization|\.key\.pem\Z|oauthbearer\.config", re.I)
 _NOT_SECRET = re.compile(r"(_file|_path|\.location|_dir)\Z")
 _URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@/\s]+@")
 _ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
@@ -130,6 +134,25 @@ def _secret_file(path: Any, source: str, key: str, line: int | None) -> str:
                           line) from None
 
 
+def secret_files(mapping: dict[str, Any], source: str = "<config>", prefix: str = "",
+                 lines: dict[str, int] | None = None) -> dict[str, Any]:
+    """A free-form mapping (librdkafka settings, ...) with each ``<secret key>_file: path``
+    replaced by ``<secret key>: <the file's content>`` (:func:`is_secret` names the keys)."""
+    lines = lines or {}
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        base = str(k).removesuffix("_file")
+        dotted = f"{prefix}.{k}" if prefix else str(k)
+        if base != k and is_secret(base):
+            if base in mapping:
+                raise ConfigError(source, dotted, f"give {base} or {k}, not both",
+                                  lines.get(dotted))
+            out[base] = _secret_file(v, source, dotted, lines.get(dotted))
+        else:
+            out[k] = v
+    return out
+
+
 def is_secret(key: str) -> bool:
     """Whether a setting named ``key`` holds a secret (and is redacted when printed)."""
     return key in SECRET_KEYS or (bool(_SECRET_NAME.search(key)) and
@@ -148,6 +171,24 @@ def redacted(data: Any, key: str = "") -> Any:
     return data
 
 
+def redacted_field(value: Any) -> Any:
+    """A whole setting that is secret (a ``SECRET_FIELDS`` entry) as it may be shown: a URL
+    keeps its scheme, host and port (a webhook's token is in its path or query), a mapping
+    its keys (request headers), anything else is replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED for k in value}
+    if isinstance(value, str) and "://" in value:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(value)
+            port = f":{url.port}" if url.port else ""
+            return f"{url.scheme}://{url.hostname or ''}{port}/{REDACTED}"
+        except ValueError:
+            return REDACTED
+    return REDACTED if value not in ("", None) else value
+
+
 def from_dict(
     data: Any, schema: type[T], source: str = "<config>", lines: dict[str, int] | None = None,
     prefix: str = "",
@@ -163,7 +204,8 @@ def from_dict(
         dotted = f"{prefix}.{key}" if prefix else str(key)
         name = str(key).replace("-", "_")
         base = name.removesuffix("_file")
-        if base != name and base in SECRET_KEYS and base in fields and name not in fields:
+        secret = base in SECRET_KEYS or base in getattr(schema, "SECRET_FIELDS", ())
+        if base != name and secret and base in fields and name not in fields:
             if base in data:
                 raise ConfigError(source, dotted, f"give {base} or {name}, not both",
                                   lines.get(dotted))
@@ -215,6 +257,7 @@ def _convert(value: Any, hint: Any, source: str, key: str, lines: dict[str, int]
         if not isinstance(value, dict):
             raise ConfigError(source, key, f"expected a mapping, got {_kind(value)}", line)
         _k, item = args or (str, Any)
+        value = secret_files(value, source, key, lines)  # e.g. kafka: {sasl.password_file: ..}
         return {str(k): _convert(v, item, source, f"{key}.{k}", lines) for k, v in value.items()}
     if hint is Any:
         return value

@@ -17,7 +17,7 @@ import click
 import yaml
 
 from threatseer.common import configfile
-from threatseer.hub.config import HubConfig
+from threatseer.hub.config import HubConfig, printable
 
 DEFAULT_CONFIG = "/etc/threatseer/hub.yaml"
 
@@ -42,9 +42,7 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
     """Score events from a fleet of sensors and emit them to outputs and the PUB tap."""
     cfg = load_config(config_path)
     if print_config:
-        # secrets (passwords, API keys, passwords in URLs) are never printed: Salt runs this
-        # as check_cmd and its output ends up in job returns
-        click.echo(yaml.safe_dump(configfile.redacted(configfile.to_dict(cfg)), sort_keys=False))
+        click.echo(yaml.safe_dump(printable(cfg), sort_keys=False))
         return
     setup_logging(cfg.log_level)
     from threatseer.hub.daemon import Hub

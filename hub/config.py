@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from threatseer.common import wire
+from threatseer.common import configfile, wire
 from threatseer.hub.cluster.config import ClusterConfig
 from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
+from threatseer.hub.outputs.config import OPTIONS
 
 
 @dataclass
@@ -206,3 +207,16 @@ class HubConfig:
 
     def profile_db(self) -> str:
         return self.profiles.db or os.path.join(self.state_dir, "profiles.db")
+
+
+def printable(cfg: HubConfig) -> dict:
+    """``cfg`` as ``--print-config`` shows it (Salt's check_cmd: its output lands in job
+    returns): secrets, passwords in URLs, and each output's ``SECRET_FIELDS`` (a webhook's url
+    and headers) redacted."""
+    doc = configfile.redacted(configfile.to_dict(cfg))
+    for out, shown in zip(cfg.outputs, doc["outputs"], strict=True):
+        options = shown.get("options") or {}
+        for name in getattr(OPTIONS.get(out.type), "SECRET_FIELDS", ()):
+            if name in options:
+                options[name] = configfile.redacted_field(out.options[name])
+    return doc

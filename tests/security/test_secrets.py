@@ -81,3 +81,52 @@ def test_a_hub_authenticates_with_a_password_from_a_file(tmp_path, procs) -> Non
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_webhook_and_cluster_secrets_are_never_printed_and_come_from_files(tmp_path) -> None:
+    """A webhook's url (its token is in the path) and headers, and the cluster's librdkafka
+    secrets: redacted by ``hub``, ``gateway`` and ``scorer --print-config``; the url, a header
+    and the SASL password may come from files or the environment."""
+    token, header, sasl, pem = "T0KEN-in-path-1", "Bearer hdr-2", "sasl-file-3", "PEM-KEY-4"
+    (tmp_path / "hook.url").write_text(f"https://hooks.example:8443/services/{token}\n")
+    (tmp_path / "auth").write_text(header + "\n")
+    (tmp_path / "sasl.pass").write_text(sasl + "\n")
+    cfg = hub_cfg(tmp_path, None, outputs=[
+        {"type": "webhook", "name": "hook", "options": {
+            "url_file": str(tmp_path / "hook.url"),
+            "headers": {"Authorization_file": str(tmp_path / "auth"),
+                        "X-Team": "${TS_TEST_TEAM}"}}},
+        {"type": "webhook", "name": "hook2", "options": {
+            "url": f"https://hooks.example/services/{token}?key={token}",
+            "headers": {"Authorization": header}}}],
+        cluster={"bootstrap_servers": "127.0.0.1:9", "kafka": {
+            "sasl.username": "ts", "sasl.password_file": str(tmp_path / "sasl.pass"),
+            "ssl.key.pem": pem}})
+    path = tmp_path / "hub.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "TS_TEST_TEAM": "team-secret-5"}
+    for role in ("hub", "gateway", "scorer", "output-worker"):
+        r = subprocess.run([*THREATSEER, role, "--print-config", "-c", str(path)],
+                           capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr
+        for secret in (token, header, sasl, pem, "hdr-2", "team-secret-5"):
+            assert secret not in r.stdout + r.stderr, (role, secret)
+        shown = yaml.safe_load(r.stdout)
+        assert shown["outputs"][1]["options"]["url"] == "https://hooks.example/<redacted>"
+        assert shown["outputs"][1]["options"]["headers"] == {"Authorization": "<redacted>"}
+        assert shown["outputs"][0]["options"]["headers"]["X-Team"] == "<redacted>"
+        assert shown["cluster"]["kafka"]["ssl.key.pem"] == "<redacted>"
+    # ... and what the hub uses is the secret itself
+    from threatseer.common import configfile
+    from threatseer.hub.config import HubConfig
+
+    os.environ["TS_TEST_TEAM"] = "team-secret-5"
+    try:
+        loaded = configfile.load(path, HubConfig)
+    finally:
+        del os.environ["TS_TEST_TEAM"]
+    hook = loaded.outputs[0].typed_options()
+    assert hook.url == f"https://hooks.example:8443/services/{token}"
+    assert hook.headers == {"Authorization": header, "X-Team": "team-secret-5"}
+    assert loaded.cluster.client()["sasl.password"] == sasl
+    assert "sasl.password_file" not in loaded.cluster.client()

@@ -5,6 +5,7 @@ ledger survives SQLite rolling a commit back itself (a full disk) with its state
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import subprocess
@@ -77,6 +78,7 @@ def test_the_ledger_keeps_its_state_when_sqlite_rolled_back_itself(tmp_path) -> 
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ts-test-ledger", str(mnt)],
                    check=True)
+    led = durable = None
     try:
         led = Ledger(str(mnt / "ledger.db"), keep_batches=1_000_000)
         led.admit("s", 1, 1, 1)
@@ -94,12 +96,17 @@ def test_the_ledger_keeps_its_state_when_sqlite_rolled_back_itself(tmp_path) -> 
                 failed = exc
         assert failed is not None and "full" in str(failed), failed
         assert "rollback" not in str(failed).lower()  # the original error, not ROLLBACK's
-        durable = sqlite3.connect(str(mnt / "ledger.db")).execute(
-            "SELECT high FROM sensors WHERE sid = 's'").fetchone()[0]
-        assert led.state["s"].high == durable == seq - 50  # not the batches never committed
-        led.db.close()
+        durable = sqlite3.connect(str(mnt / "ledger.db"))
+        high = durable.execute("SELECT high FROM sensors WHERE sid = 's'").fetchone()[0]
+        assert led.state["s"].high == high == seq - 50  # not the batches never committed
     finally:
+        for db in (durable, led.db if led is not None else None):
+            if db is not None:
+                db.close()
+        gc.collect()
         for _ in range(50):
             if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
+        else:  # never left mounted: detached now, freed when the last file closes
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
