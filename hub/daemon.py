@@ -477,13 +477,25 @@ class Hub:
 
     def _rounds(self, first: list[Message], deadline: float) -> Any:
         """The batches of one cycle: rounds of one batch per sensor (``first``, then what is
-        queued) until the queues are empty or ``deadline`` passes (see hub/ingest.py)."""
+        queued or has arrived since) until ``deadline`` passes or a sensor of the cycle has
+        nothing more queued (see hub/ingest.py).
+
+        The second rule is what keeps a quiet sensor's ack prompt beside a flood: its batch
+        is committed and acknowledged right after the round that scored it, instead of
+        waiting for ``max_cycle_ms`` of the flooder's rounds; a cycle of one busy sensor
+        still commits once per ``max_cycle_ms``."""
+        ingest = self.ingest
         got = first
+        seen: set[str] = set()
         while got:
             yield from got
             if time.monotonic() >= deadline:
                 return
-            got = self.ingest.next_round()
+            seen.update(msg.label for msg in got)
+            ingest.intake()
+            if not seen <= ingest.queued_sensors():
+                return
+            got = ingest.next_round()
 
     def _batch(self, msg: Message, now: float) -> list[int]:
         """Decode, score and emit one admitted batch; its counts (events scored, emitted,

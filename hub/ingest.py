@@ -254,9 +254,16 @@ class Ingest:
         time (see ``CHUNK_EVENTS`` in the daemon): decoding a whole cycle up front doubled
         the decode cost (fresh memory, cold caches).
         """
-        sock = self.sock
-        if not self.queued and not sock.poll(timeout_ms, zmq.POLLIN):
+        if not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return []
+        self.intake()
+        return self.next_round()
+
+    def intake(self) -> None:
+        """Take what the socket holds, without waiting, into the per-sensor queues (at most
+        ``max_batches_per_cycle`` queued in all). Between the rounds of a cycle too, so a
+        batch that arrives while another sensor's flood is scored joins the next round."""
+        sock = self.sock
         queues = self._queues
         while self.queued < self.cfg.max_batches_per_cycle:
             try:
@@ -272,7 +279,10 @@ class Ingest:
                 self.queued += 1
         for sid, q in queues.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
-        return self.next_round()
+
+    def queued_sensors(self) -> Any:
+        """The labels of the sensors with batches queued (a set-like view)."""
+        return self._queues.keys()
 
     def next_round(self) -> list[Message]:
         """One queued batch of each sensor that has one, in the order they first queued."""
