@@ -163,3 +163,23 @@ def test_sensors_trust_only_the_pinned_hub_key(master: Master) -> None:
     rendered = master.salt(SENSOR, "state.show_sls", "threatseer.config.sensor")
     missing = rendered["threatseer-sensor-hub-key-missing"]["test"]
     assert any("no valid hub public key" in str(a) for a in missing), missing
+
+
+def test_sensors_trust_the_gateways_key_in_a_cluster(master: Master) -> None:
+    """Sensors connect to a cluster's gateways (one shared key pair): the default target
+    takes the hub key from minions whose pillar gives them the gateway role too."""
+    pillar = master.base / "pillar" / "hub.sls"
+    gateway_key = curve_keypair()[1]
+    pillar.write_text("threatseer:\n  roles: [gateway, scorer]\n"
+                      "  cluster: {bootstrap_servers: '127.0.0.1:9'}\n")
+    try:
+        master.salt(HUB, "saltutil.refresh_pillar", "wait=True")
+        master.publish(HUB, "threatseer_hub_pubkey", gateway_key + "\n")
+        rendered = master.salt(SENSOR, "state.show_sls", "threatseer.config.sensor")
+        assert "threatseer-sensor-hub-key-missing" not in rendered, rendered
+        contents = next(arg["contents"] for arg in rendered["threatseer-sensor-config"]["file"]
+                        if isinstance(arg, dict) and "contents" in arg)
+        assert yaml.safe_load(contents)["curve_server_key"] == gateway_key
+    finally:
+        pillar.write_text("threatseer:\n  roles: [hub]\n")
+        master.salt(HUB, "saltutil.refresh_pillar", "wait=True")
