@@ -31,8 +31,9 @@ class IngestConfig:
     # in rounds of one batch per sensor, so one sensor's burst never queues ahead of another.
     max_batches_per_cycle: int = 64
     # A pipeline cycle scores rounds for at most this long, then commits and acknowledges
-    # them; it ends sooner once a sensor of the cycle has nothing more queued, so another
-    # sensor's flood delays a quiet sensor's ack by about one of its batches, not by this.
+    # them; from a quarter of this on it ends as soon as a sensor of the cycle has nothing
+    # more queued, so another sensor's flood delays a quiet sensor's ack by about a quarter
+    # of this plus one of its batches.
     max_cycle_ms: float = 20.0
     # Minimum seconds between two log lines about the same sensor and bad-input reason.
     log_interval_s: float = 10.0

@@ -9,8 +9,8 @@ its own pipe and is held back at its end. On top, the hub holds at most
 ``max_batches_per_cycle`` messages taken off the socket, in one queue per sensor, and scores
 them in rounds of one batch per sensor (:meth:`Ingest.take`, :meth:`Ingest.next_round`,
 taking new arrivals between rounds with :meth:`Ingest.intake`); the pipeline commits and
-acknowledges after at most ``max_cycle_ms`` of rounds, or as soon as a sensor of the cycle has
-nothing more queued. So a sensor whose batches are expensive (or hostile) delays another
+acknowledges after at most ``max_cycle_ms`` of rounds, or (after a quarter of that) as soon as
+a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive (or hostile) delays another
 sensor's ack by one of its batches per
 round, never by a whole burst.
 
