@@ -383,7 +383,8 @@ def broker_floor(bootstrap: str, rate: int = 400, seconds: float = 5.0,
     - ``txn``: a transaction as a scorer commits it (one record, its consumed offset:
       begin, produce, send_offsets_to_transaction, commit), begin -> commit returned;
     - ``txn_hop``: that transaction's record created -> read by a read_committed reader.
-    A message from the scorer's side (ms, sorted). No scoring, no sensors, no gateway."""
+    Each in ms, sorted. No scoring, no sensors, no gateway: what is left is the broker and
+    the Kafka client on this machine at this moment."""
     topic, group = "floor." + uuid.uuid4().hex[:8], "floor-" + uuid.uuid4().hex[:8]
     from confluent_kafka.admin import AdminClient, NewTopic
 
