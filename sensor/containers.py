@@ -1,9 +1,14 @@
 """Container identity: the id from the cgroup name, name and image from the runtime's files.
 
-On this kind of host (cgroup v1/v2 hybrid) every process sits in the v2 root, and a container's
-id shows in the name of its v1 memory cgroup: ``<id>``, ``docker-<id>.scope``,
-``cri-containerd-<id>.scope``, ``libpod-<id>.scope``, ``crio-<id>.scope``. Names and images are
-read from the files docker, containerd and podman keep on disk, once per container.
+A container's id shows in the name of its cgroup: ``<id>``, ``docker-<id>.scope``,
+``cri-containerd-<id>.scope``, ``libpod-<id>.scope``, ``crio-<id>.scope``. Every event carries
+two cgroup facts from the kernel: the name of the process's v1 memory cgroup (on v1/v2 hybrid
+hosts, where runtimes often place containers only in the v1 controllers) and the id of its
+unified (v2) cgroup (``threatseer.cgroup.id``). On v2-only hosts -- most current distributions
+-- there is no v1 memory cgroup: :class:`ContainerCgroups` knows which v2 cgroup ids are
+containers, from a scan of the hierarchy at start and the kernel's cgroup mkdir/rmdir events
+after that. Names and images are read from the files docker, containerd and podman keep on
+disk, once per container.
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ID_RE = re.compile(r"(?:^|[-_/])([0-9a-f]{64})(?:\.scope)?$")
+# A container's id in any component of a cgroup path (the deepest wins): processes of a
+# container may sit in sub-cgroups of its own (systemd inside a container, nested runtimes).
+PATH_ID_RE = re.compile(r"(?:^|[-_/])([0-9a-f]{64})(?:\.scope)?(?=/|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,79 @@ def container_id(memcg_name: str) -> str:
         return ""
     m = ID_RE.search(memcg_name)
     return m.group(1) if m else ""
+
+
+def container_id_in_path(path: str) -> str:
+    """The 64-hex container id of the deepest container cgroup in ``path``, or ''."""
+    found = PATH_ID_RE.findall(path) if path else ()
+    return found[-1] if found else ""
+
+
+def cgroup2_mount(mounts: str = "/proc/self/mounts") -> str:
+    """Where the unified (v2) hierarchy is mounted ('' when it is not)."""
+    try:
+        with open(mounts) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return ""
+
+
+class ContainerCgroups:
+    """Which unified (v2) cgroup ids belong to which container.
+
+    The kernel's cgroup id is the inode number of the cgroup's directory, so a scan of the
+    hierarchy finds the containers that exist at start; :meth:`created` and
+    :meth:`removed` follow the kernel's cgroup events after that. Only containers' cgroups
+    are kept (and at most :attr:`MAX` of them): a lookup of any other id misses.
+    """
+
+    MAX = 65536
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+
+    def get(self, cgroup_id: object) -> str:
+        return self.by_id.get(cgroup_id, "")  # type: ignore[call-overload]
+
+    def created(self, cgroup_id: int, path: str) -> str:
+        """Note a new cgroup at ``path`` (relative to the hierarchy's root); its container
+        id, or ''."""
+        cid = container_id_in_path(path)
+        if cid and len(self.by_id) < self.MAX:
+            self.by_id[cgroup_id] = cid
+        return cid
+
+    def removed(self, cgroup_id: int) -> None:
+        self.by_id.pop(cgroup_id, None)
+
+    def scan(self, root: str | None = None, max_dirs: int = 100_000) -> int:
+        """Learn the containers' cgroups under ``root`` (default: where cgroup2 is
+        mounted); returns how many were found. Bounded by ``max_dirs`` directories."""
+        root = cgroup2_mount() if root is None else root
+        if not root:
+            return 0
+        found = 0
+        stack = [(root, "")]
+        seen = 0
+        while stack and seen < max_dirs:
+            path, rel = stack.pop()
+            try:
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if not entry.is_dir(follow_symlinks=False):
+                            continue
+                        seen += 1
+                        sub = f"{rel}/{entry.name}"
+                        if self.created(entry.inode(), sub):
+                            found += 1
+                        stack.append((entry.path, sub))
+            except OSError:
+                continue
+        return found
 
 
 class ContainerDirectory:
