@@ -126,7 +126,8 @@ def report(attacks: list, benign: list, results: dict[str, list[dict]], verbose:
                       f"{sum(h for _, _, h in rows):>14}")
         print(f"{'all':<22} {total:>10} {alerted:>8} {hits:>14}")
         for b, was_alerted, rules, best in misses:
-            what = "alerted, other rules" if was_alerted else "NOT alerted"
+            what = "alerted, other rules" if was_alerted else (
+                "known gap" if b.gap else "NOT alerted")
             inds = ", ".join(f"{i['rule']}={i['score']}"
                              for i in best.get("threatseer.indicators", ()))
             print(f"  {what}: {b.id} (expects {', '.join(b.expect)})"

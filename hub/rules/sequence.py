@@ -9,7 +9,9 @@ process.parent.entity_id``: the shell's parent is the process that connected) an
 
 Evaluation is EQL's: per step, the latest partial match of each join key; an event matching
 step *i* advances the partial of step *i - 1* with its key (steps are tried last to first, so
-one event never advances a sequence twice). Steps are ordinary rules in the bundle's index
+one event never advances a sequence twice). ``sample`` (EQL's unordered form) keeps, per join
+key, which steps have matched so far, and fires when all have, in any order (the two execs of
+``curl | sh`` race). Steps are ordinary rules in the bundle's index
 (:class:`SequenceStep`), so only events that can match a step reach this module.
 
 State is bounded: join keys include the sensor (``agent.id``), partial matches expire after
@@ -67,12 +69,13 @@ def _describe(ev: dict[str, Any]) -> str:
 @dataclass
 class _Partial:
     """A sequence matched up to some step: when it started, the runs of the current step,
-    and what the matched events were."""
+    and what the matched events were (``sample``: the runs of each step, in ``done``)."""
 
     start: float
     runs: int = 1
     seen: set[Any] | None = None
     trail: list[str] = field(default_factory=list)
+    done: dict[int, int] | None = None
 
 
 class SequenceRule:
@@ -174,6 +177,8 @@ class SequenceRule:
         now = event_time(ev)
         with self.lock:
             self._expire(now)
+            if not self.sequence.ordered:
+                return self._sample(step, key, ev, now)
             spec = self.steps[step]
             partial: _Partial | None
             if step == 0:
@@ -212,6 +217,39 @@ class SequenceRule:
                 return self._indicator(ev, partial, now)
             self._put(step, key, partial, now)
             return None
+
+    def _sample(self, step: int, key: tuple[Any, ...], ev: dict[str, Any],
+                now: float) -> dict[str, Any] | None:
+        """The unordered form: one partial per key (in stage 0) counting each step's runs;
+        a step's repeated distinct value does not count."""
+        spec = self.steps[step]
+        partial = self.stages[0].get(key)
+        if partial is None or now - partial.start > self.within:
+            if partial is not None:
+                self._drop(0, key)
+            partial = _Partial(now, 0, set() if spec.distinct else None, [], {})
+        done = partial.done if partial.done is not None else {}
+        if done.get(step, 0) >= spec.runs:
+            self._put(0, key, partial, now)
+            return None
+        if spec.distinct is not None:
+            value = (step, _value(ev, spec.distinct))
+            if partial.seen is None:
+                partial.seen = set()
+            if value in partial.seen:
+                self._put(0, key, partial, now)
+                return None
+            partial.seen.add(value)
+        done[step] = done.get(step, 0) + 1
+        partial.done = done
+        if len(partial.trail) < MAX_TRAIL:
+            partial.trail = [*partial.trail, _describe(ev)]
+        if all(done.get(i, 0) >= s.runs for i, s in enumerate(self.steps)):
+            self._drop(0, key)
+            self.fired += 1
+            return self._indicator(ev, partial, now)
+        self._put(0, key, partial, now)
+        return None
 
     def _indicator(self, ev: dict[str, Any], partial: _Partial, now: float) -> dict[str, Any]:
         extra: dict[str, Any] = {"sequence": partial.trail, "seconds": round(now - partial.start, 3)}

@@ -20,6 +20,14 @@ static __always_inline bool fd_is_inet_socket(int fd)
 	return family == TSR_AF_INET || family == TSR_AF_INET6;
 }
 
+/* Is fd of the current task a regular file? (A network client reading one sends it.) */
+static __always_inline bool fd_is_regular_file(int fd)
+{
+	struct file *f = file_from_fd(fd);
+
+	return f && (BPF_CORE_READ(f, f_inode, i_mode) & TSR_S_IFMT) == TSR_S_IFREG;
+}
+
 struct env_ctx {
 	struct scratch *s;
 	unsigned long ptr;  /* next environment string (user memory of the new image) */
@@ -140,6 +148,8 @@ int BPF_PROG(tsr_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	e->env_len = env.out;
 	if (fd_is_inet_socket(0))
 		e->h.flags |= TSR_F_STDIN_SOCK;
+	else if (fd_is_regular_file(0))
+		e->h.flags |= TSR_F_STDIN_FILE;
 	if (fd_is_inet_socket(1))
 		e->h.flags |= TSR_F_STDOUT_SOCK;
 	emit(s, offsetof(struct tsr_exec, data) + path_len + args_len + env.out);

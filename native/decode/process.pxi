@@ -2,7 +2,8 @@
 
 cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
     """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir; a network
-    socket as stdin or stdout: stdin-socket, stdout-socket."""
+    socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin:
+    stdin-file."""
     cdef list out = []
     cdef uint32_t i, last = 0
     if hflags & TSR_F_EXE_MEMFD:
@@ -13,6 +14,8 @@ cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
         out.append("stdin-socket")
     if hflags & TSR_F_STDOUT_SOCK:
         out.append("stdout-socket")
+    if hflags & TSR_F_STDIN_FILE:
+        out.append("stdin-file")
     if (n >= 5 and memcmp(path, b"/tmp/", 5) == 0) or (n >= 9 and memcmp(path, b"/var/tmp/", 9) == 0):
         out.append("tmp")
     elif n >= 9 and memcmp(path, b"/dev/shm/", 9) == 0:

@@ -110,6 +110,7 @@ enum tsr_counter {
 #define TSR_F_STDIN_SOCK 0x20  /* exec: stdin is an IPv4/IPv6 socket */
 #define TSR_F_STDOUT_SOCK 0x40 /* exec: stdout is an IPv4/IPv6 socket */
 #define TSR_F_IO_URING 0x80    /* open: submitted through io_uring (result not known) */
+#define TSR_F_STDIN_FILE 0x100 /* exec: stdin is a regular file (`nc host port < file`) */
 
 /* Config map (array, one entry) written by userspace. */
 #define TSR_NO_HIERARCHY 0xffffffffu

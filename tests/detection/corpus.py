@@ -14,6 +14,10 @@ corpus from the ATT&CK technique's description), with the rules expected to aler
       script: |
         echo 'nohup /tmp/.u &' >> ~/.bashrc
 
+A behaviour the bundle knowingly does not alert on says why in ``gap:`` (it still counts in the
+bench's percentage; its test checks that the sensor saw it and that it does not alert, so that
+closing the gap means updating the corpus).
+
 A benign workload is the same without ``technique``/``expect``: something fleets do all day,
 whose events must not alert.
 """
@@ -44,6 +48,7 @@ class Behaviour:
     script: str
     infra: str = ""
     timeout: float = 10.0
+    gap: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def attacks() -> list[Behaviour]:
         for item in doc.get("behaviours") or []:
             where = f"{path}: {item.get('id')!r}"
             unknown = set(item) - {"id", "technique", "description", "expect", "script",
-                                   "infra", "setup", "timeout", "tactic"}
+                                   "infra", "setup", "timeout", "tactic", "gap"}
             if unknown:
                 raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
             if not _ID.match(str(item.get("id", ""))):
@@ -105,7 +110,7 @@ def attacks() -> list[Behaviour]:
                 item["id"], item.get("tactic", tactic), item["technique"],
                 " ".join(str(item.get("description", "")).split()), tuple(item["expect"]),
                 item["script"], _infra(where, item.get("infra"), item.get("setup")),
-                float(item.get("timeout", 10))))
+                float(item.get("timeout", 10)), " ".join(str(item.get("gap", "")).split())))
     _unique(out)
     return out
 

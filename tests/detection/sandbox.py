@@ -154,11 +154,15 @@ class Sandbox:
         try:
             infra_cg = Cgroup(self.cg_root, f"threatseer-corpus-{tag}-infra")
             work_cg = Cgroup(self.cg_root, f"threatseer-corpus-{tag}")
-            container_cg = Cgroup(work_cg.path, f"docker-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope")
+            env = {**ENV, **(self.env or {})}
+            if "TS_CONTAINER_CGROUP" in script:  # it starts a container: give it a cgroup
+                container_cg = Cgroup(work_cg.path,
+                                      f"docker-{uuid.uuid4().hex}{uuid.uuid4().hex}.scope")
+                env["TS_CONTAINER_CGROUP"] = str(container_cg.path)
             if on_start is not None:
-                on_start(work_cg.id)
-                on_start(container_cg.id)
-            env = {**ENV, **(self.env or {}), "TS_CONTAINER_CGROUP": str(container_cg.path)}
+                for cg in (work_cg, container_cg):
+                    if cg is not None:
+                        on_start(cg.id)
             started = time.monotonic()
             proc = subprocess.Popen(
                 ["unshare", "--mount", "--net", "--propagation", "private", "/bin/bash",
@@ -171,18 +175,20 @@ class Sandbox:
                 _, err = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                _kill_all(container_cg)
-                _kill_all(work_cg)
+                for cg in (container_cg, work_cg):
+                    if cg is not None:
+                        _kill_all(cg)
                 proc.kill()
                 _, err = proc.communicate()
             seconds = time.monotonic() - started
             infra_cg.remove()
-            container_cg.remove()
+            if container_cg is not None:
+                container_cg.remove()
             _kill_all(work_cg)
             out = _read(rundir / "workload.out")
             if proc.returncode and not out and err:
                 out = err.decode(errors="replace")  # the setup itself failed
-            run = Run(work_cg.id, container_cg.id, infra_cg.id, None if timed_out else proc.returncode,
+            run = Run(work_cg.id, container_cg.id if container_cg else 0, infra_cg.id, None if timed_out else proc.returncode,
                       out, _read(rundir / "infra.out"), seconds, timed_out)
             if on_done is not None:
                 on_done(run, work_cg)

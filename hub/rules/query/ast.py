@@ -77,11 +77,13 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class Sequence:
     """``sequence by F within T [step] [step] ...``: the steps' events in that order, sharing
-    the values of their join fields, the last within ``within`` seconds of the first."""
+    the values of their join fields, the last within ``within`` seconds of the first.
+    ``sample by F within T [step] ...`` (``ordered`` false): the same in any order."""
 
     by: tuple[Field, ...]
     within: float
     steps: tuple[Step, ...]
+    ordered: bool = True
 
 
 def conj(*items: Node) -> Node:

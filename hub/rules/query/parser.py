@@ -12,10 +12,11 @@ Grammar (``not`` binds tighter than ``and``, which binds tighter than ``or``)::
 
 A bare word naming a list stands for its values (after ``in`` it must name one).
 
-A rule's whole condition may instead be a sequence (EQL's ``sequence``, evaluated by the hub
-with bounded state, see ``threatseer.hub.rules.sequence``)::
+A rule's whole condition may instead be a sequence (EQL's ``sequence``, or ``sample`` for the
+same steps in any order; evaluated by the hub with bounded state, see
+``threatseer.hub.rules.sequence``)::
 
-    sequence := "sequence" ["by" FIELD ("," FIELD)*] "within" DURATION step step*
+    sequence := ("sequence" | "sample") ["by" FIELD ("," FIELD)*] "within" DURATION step step*
     step     := "[" expr "]" ["by" FIELD ("," FIELD)*]
                 ["with" "runs" "=" N ["," "distinct" "=" FIELD]]
     DURATION := a number with a unit: 500ms, 30s, 5m, 1h
@@ -311,7 +312,7 @@ def _sequence(text: str, macros: MacroResolver, lists: Mapping[str, Sequence_[An
               ) -> Sequence:
     header, parts = _split_steps(text)
     head = _Words(header)
-    head.next()  # "sequence"
+    ordered = head.next().text.lower() == "sequence"  # or "sample": any order
     by: tuple[Field, ...] = ()
     if head.is_word("by"):
         head.next()
@@ -342,7 +343,7 @@ def _sequence(text: str, macros: MacroResolver, lists: Mapping[str, Sequence_[An
         steps.append(_step(condition, _Words(after, column + len(body)), by))
     if len(steps) == 1 and steps[0].runs == 1:
         raise QueryError("a sequence of one step needs 'with runs=N' (N > 1)")
-    return Sequence(by, within, tuple(steps))
+    return Sequence(by, within, tuple(steps), ordered)
 
 
 def _step(condition: Node, rest: _Words, default_by: tuple[Field, ...]) -> Step:
@@ -379,8 +380,8 @@ def parse_rule_condition(
     lists: Mapping[str, Sequence_[Any]] | None = None,
 ) -> Node | Sequence:
     """A rule's condition: an expression, or a ``sequence`` of them."""
-    if isinstance(text, str) and text.lstrip()[:9].lower() == "sequence " or (
-            isinstance(text, str) and text.strip().lower() == "sequence"):
+    if isinstance(text, str) and text.strip().split(None, 1)[0:1] and \
+            text.strip().split(None, 1)[0].lower() in ("sequence", "sample"):
         return _sequence(text.strip(), _resolver(macros), lists or {})
     return parse(text, macros, lists)
 
