@@ -148,3 +148,37 @@ def test_health_reports_loss_explicitly():
     assert [e["event.action"] for e in second] == [ecs.SENSOR_HEALTH, ecs.SENSOR_LOSS]
     assert second[1]["threatseer.loss.events"] == 7
     assert second[0]["threatseer.health.kernel_lost_delta"] == 7
+
+
+def test_v2_cgroup_ids_map_to_containers_and_sub_cgroups_inherit(tmp_path):
+    from threatseer.sensor.containers import ContainerCgroups, container_id_in_path
+
+    cid = "d" * 64
+    assert container_id_in_path(f"/system.slice/docker-{cid}.scope") == cid
+    assert container_id_in_path(f"/kubepods.slice/p.slice/cri-containerd-{cid}.scope/init") == cid
+    assert container_id_in_path("/user.slice/session-3.scope") == ""
+    (tmp_path / "system.slice" / f"docker-{cid}.scope" / "init.scope").mkdir(parents=True)
+    (tmp_path / "user.slice").mkdir()
+    cg = ContainerCgroups()
+    assert cg.scan(str(tmp_path)) == 2  # the container's cgroup and its sub-cgroup
+    ino = (tmp_path / "system.slice" / f"docker-{cid}.scope" / "init.scope").stat().st_ino
+    assert cg.get(ino) == cid and cg.get((tmp_path / "user.slice").stat().st_ino) == ""
+
+
+def test_a_container_in_two_hierarchies_is_created_and_destroyed_once():
+    enricher = make_enricher()
+    cid = "e" * 64
+    v1 = {"event.action": ecs.CONTAINER_CREATED, "threatseer.cgroup.path": f"/docker/{cid}",
+          "threatseer.cgroup.memory": cid, "threatseer.cgroup.hierarchy": 4,
+          "threatseer.cgroup.id": 11}
+    v2 = {"event.action": ecs.CONTAINER_CREATED,
+          "threatseer.cgroup.path": f"/system.slice/docker-{cid}.scope",
+          "threatseer.cgroup.memory": f"docker-{cid}.scope", "threatseer.cgroup.hierarchy": 0,
+          "threatseer.cgroup.id": 12}
+    assert [e["container.id"] for e in enricher.enrich([dict(v1), dict(v2)])] == [cid]
+    inside = {"event.action": ecs.OPEN, "process.pid": 1, "file.path": "/etc/shadow",
+              "threatseer.cgroup.memory": "", "threatseer.cgroup.id": 12}
+    assert enricher.enrich([inside])[0]["container.id"] == cid
+    gone = [{**v1, "event.action": ecs.CONTAINER_DESTROYED},
+            {**v2, "event.action": ecs.CONTAINER_DESTROYED}]
+    assert [e["event.action"] for e in enricher.enrich(gone)] == [ecs.CONTAINER_DESTROYED]
