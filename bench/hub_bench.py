@@ -93,7 +93,7 @@ def make_events(n: int, seed: int = 7) -> list[dict[str, Any]]:
             "event.id": f"bench-{i}", "host.name": host, "host.id": f"id-{host}",
             "process.pid": rnd.randrange(2, 400000), "process.name": exe.rpartition("/")[2][:15],
             "process.executable": exe, "process.parent.pid": rnd.randrange(1, 5000),
-            "process.parent.executable": rnd.choice(PARENTS), "user.id": rnd.choice([0, 1000]),
+            "process.parent.executable": rnd.choice(PARENTS), "user.id": rnd.choice(["0", "1000"]),
             "user.name": "root", "agent.type": "threatseer",
         }
         if rnd.random() < 0.33:

@@ -9,7 +9,10 @@
 Then the sensor's CPU at a steady 1,000 events/s (at the default health interval; the bursts
 use 1 s to read the drop counters promptly) and its RSS after all of it.
 
-Run as root:  .venv/bin/python bench/sensor_bench.py [--seconds 5]
+With ``--metrics`` the sensor also serves /metrics (``metrics_listen``), scraped every second
+throughout (Prometheus scrapes every 15-60 s), so RSS and CPU include the endpoint.
+
+Run as root:  .venv/bin/python bench/sensor_bench.py [--seconds 5] [--metrics]
 Last line:    ratio=... drops=... rss_mib=... cpu_pct_at_1k=... (key=value pairs)
 """
 
@@ -172,7 +175,25 @@ def write_config(path: Path, settings: dict, **changes: object) -> None:
     path.write_text(yaml.safe_dump({**settings, **changes}))
 
 
-def sensor_phase(seconds: float) -> dict:
+class Scraper(threading.Thread):
+    """GET /metrics every second until stopped; counts the scrapes that answered."""
+
+    def __init__(self, listen: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.ok, self.stopping = f"http://{listen}/metrics", 0, threading.Event()
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self.stopping.wait(1.0):
+            try:
+                with urllib.request.urlopen(self.url, timeout=5) as resp:
+                    self.ok += b"threatseer_sensor_events_read_total" in resp.read()
+            except OSError:
+                pass
+
+
+def sensor_phase(seconds: float, metrics: bool = False) -> dict:
     port = free_port()
     counter = Counter(port)
     tmp = tempfile.mkdtemp()
@@ -182,6 +203,10 @@ def sensor_phase(seconds: float) -> dict:
         "health_interval_s": 1.0, "ring_buffer_kib": RING_KIB, "log_level": "warning",
         "send_hwm": 100000, "plaintext": True, "state_dir": str(Path(tmp) / "state"),
     }
+    scraper = None
+    if metrics:
+        settings["metrics_listen"] = f"127.0.0.1:{free_port()}"
+        scraper = Scraper(settings["metrics_listen"])
     write_config(cfg, settings)
     proc = subprocess.Popen([str(Path(sys.executable).parent / "threatseer"), "sensor", "-c",
                              str(cfg)])
@@ -189,6 +214,8 @@ def sensor_phase(seconds: float) -> dict:
     try:
         if not counter.health.wait(60):
             raise SystemExit("sensor did not start")
+        if scraper is not None:
+            scraper.start()
         time.sleep(0.5)
         for mode, actions in (("open", ("open",)), ("exec", ("exec", "fork", "exit"))):
             base, cpu0 = counter.count(*actions), cpu_seconds(proc.pid)
@@ -218,7 +245,10 @@ def sensor_phase(seconds: float) -> dict:
         counter.health.wait(5)
         time.sleep(1.5)  # one more health event with the final counters
         result["drops"] = counter.kernel_lost + counter.send_dropped
+        result["scrapes"] = scraper.ok if scraper is not None else 0
     finally:
+        if scraper is not None:
+            scraper.stopping.set()
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
         counter.close()
@@ -247,11 +277,13 @@ def ceiling_phase(seconds: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="load duration per phase")
+    parser.add_argument("--metrics", action="store_true",
+                        help="serve /metrics from the sensor and scrape it every second")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the sensor and the ceiling load BPF programs")
     build()
-    sensor = sensor_phase(args.seconds)
+    sensor = sensor_phase(args.seconds, args.metrics)
     ceiling = ceiling_phase(args.seconds)
     for mode in ("open", "exec"):
         s, c = sensor[mode], ceiling[mode]
@@ -267,6 +299,8 @@ def main() -> None:
           f"CPU at {sensor['steady_ops_per_s']:,.0f} events/s: {sensor['cpu_pct_at_1k']:.2f}% "
           f"(plus {sensor['background_eps']:,.0f} events/s from other processes)")
     print(f"drops (kernel lost + send dropped): {sensor['drops']}")
+    if args.metrics:
+        print(f"/metrics answered {sensor['scrapes']} scrapes (one a second)")
     print(f"ratio={ratio:.2f} ratio_open={sensor['open']['events_per_s'] / ceiling['open']['events_per_s']:.2f} "
           f"ratio_exec={sensor['exec']['events_per_s'] / ceiling['exec']['events_per_s']:.2f} "
           f"sensor_open_eps={sensor['open']['events_per_s']:.0f} "

@@ -7,6 +7,7 @@ hub's engines and ``threatseer --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -23,12 +24,13 @@ COMMANDS = {
     "profiles": "threatseer.hub.cli:profiles_group",
     "rules": "threatseer.hub.rules.cli:rules_group",
     "keys": "threatseer.cli.keys:keys_group",
+    "fields": "threatseer.cli.fields:fields_command",
     "status": "threatseer.hub.cli:status_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
     "demo": "threatseer.cli.demo:demo_command",
 }
 # A sensor host installs the base package; every other command needs the ``hub`` extra.
-BASE_COMMANDS = {"sensor", "keys"}
+BASE_COMMANDS = {"sensor", "keys", "fields"}
 EXTRA_HINT = "pip install 'threatseer[hub]'"
 
 HELP = {
@@ -39,8 +41,9 @@ HELP = {
     "profiles": "List, show, reset or relearn behaviour profiles.",
     "rules": "Validate, test, build, sign, publish and roll back rule bundles.",
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
+    "fields": "List every event field with its type and description.",
     "status": "Show a hub's state: sensors, outputs, bundle.",
-    "es-setup": "Install the Elasticsearch index template with ECS mappings.",
+    "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }
 
@@ -111,8 +114,45 @@ def cli() -> None:
     """
 
 
+DEBUG_ENV = "THREATSEER_DEBUG"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: a bad config is one line on stderr and exit status 2."""
+    """Console entry point: every error is one line on stderr, never a traceback.
+
+    A bad config exits 2; a usage error 2 (click's); a file that cannot be read or written, an
+    unreachable or malformed endpoint and anything else unexpected exit 1 with one line.
+    ``THREATSEER_DEBUG=1`` shows the traceback of an unexpected error instead.
+    """
+    try:
+        _run(argv)
+    except SystemExit:
+        raise
+    except BrokenPipeError:  # `threatseer tap | head`: the reader left; leave quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
+    except BaseException as exc:
+        if os.environ.get(DEBUG_ENV) or isinstance(exc, KeyboardInterrupt):
+            raise
+        click.echo(f"threatseer: {one_line(exc)}", err=True)
+        sys.exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error the user can act on, in one line: the file and the OS's reason for an OSError,
+    the message otherwise, and for a bug (not an OSError nor a ValueError) its type and where
+    to get the traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError | ValueError | LookupError) or type(exc).__module__ == "zmq.error":
+        return text
+    return f"unexpected error ({type(exc).__name__}: {text}); {DEBUG_ENV}=1 shows the traceback"
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="threatseer", standalone_mode=False)
     except ConfigError as exc:
@@ -121,6 +161,14 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
+    except click.UsageError as exc:  # one line, not click's usage block
+        where = exc.ctx.command_path if exc.ctx is not None else "threatseer"
+        message = exc.format_message()
+        if message.startswith("Usage:"):  # a group run without a command: its help
+            click.echo(message, err=True)
+        else:
+            click.echo(f"{where}: {message} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -61,7 +61,9 @@ from threatseer.native.actions import (  # noqa: F401 (the schema's own names)
     CATEGORIES as KERNEL_CATEGORIES,
 )
 
-ECS_VERSION = "8.11.0"
+# The ECS release the events follow: the reference vendored in tests/data/ecs, which the
+# schema tests check every field against.
+ECS_VERSION = "9.4.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +105,18 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     **{a: ("process.pid", "file.path") for a in (
         FILE_CREATE, FILE_WRITE_OPEN, FILE_UNLINK, FILE_RMDIR, FILE_MKDIR, FILE_CHOWN,
         FILE_UTIMES, FILE_SETXATTR, FILE_TRUNCATE, LOG_TRUNCATE)},
-    **{a: ("process.pid", "file.path", "file.target_path") for a in (
-        FILE_RENAME, FILE_LINK, FILE_SYMLINK)},
+    **{a: ("process.pid", "file.path", "threatseer.file.source_path") for a in (
+        FILE_RENAME, FILE_LINK)},
+    FILE_SYMLINK: ("process.pid", "file.path", "file.target_path"),
     FILE_CHMOD: ("process.pid", "file.path", "file.mode"),
     SETUID: ("process.pid", "user.id", "user.changes.id", "threatseer.capabilities.added"),
     SETGID: ("process.pid", "group.id", "user.changes.group.id"),
     CAPSET: ("process.pid", "threatseer.capabilities.added"),
-    PTRACE: ("process.pid", "process.target.pid", "threatseer.ptrace.request"),
-    PROCESS_VM_WRITE: ("process.pid", "process.target.pid"),
-    PROCESS_VM_READ: ("process.pid", "process.target.pid"),
+    PTRACE: ("process.pid", "threatseer.target.pid", "threatseer.ptrace.request"),
+    PROCESS_VM_WRITE: ("process.pid", "threatseer.target.pid"),
+    PROCESS_VM_READ: ("process.pid", "threatseer.target.pid"),
     PROC_MEM_WRITE: ("process.pid", "file.path"),
-    PROC_MEM_READ: ("process.pid", "file.path", "process.target.pid"),
+    PROC_MEM_READ: ("process.pid", "file.path", "threatseer.target.pid"),
     MEMFD_CREATE: ("process.pid", "file.name"),
     MODULE_LOAD: ("process.pid", "threatseer.syscall"),
     BPF_LOAD: ("process.pid", "threatseer.bpf.prog_type"),
@@ -128,7 +131,7 @@ CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
     **KERNEL_CATEGORIES,
     CONTAINER_STARTED: (["host"], ["start"]),
     SENSOR_HEALTH: (["host"], ["info"]),
-    SENSOR_LOSS: (["host"], ["error"]),
+    SENSOR_LOSS: (["host"], ["info"]),  # ECS allows "error" only for database and web
 }
 
 # Every field an event may carry, with its Elasticsearch/ECS type (``[]``: a list of them) and
@@ -172,19 +175,29 @@ FIELDS: dict[str, Field] = _table(
     ("process.parent.executable", "keyword", "Parent's executable."),
     ("process.parent.args", "keyword[]", "Parent's argv."),
     ("process.parent.command_line", "wildcard", "Parent's command line."),
-    ("user.id", "keyword", "Real uid."),
+    ("process.parent.user.id", "keyword", "exec, fork: the parent's real uid (as seen at its "
+     "last exec)."),
+    ("process.parent.user.name", "keyword", "exec, fork: the name of the parent's uid."),
+    ("process.start", "date", "When the process started (the kernel's start time, reckoned "
+     "from the sensor's boot time; not moved by later wall-clock steps)."),
+    ("process.session_leader.pid", "long", "exec: the session leader's pid (the session id)."),
+    ("process.tty.char_device.major", "long", "exec: the controlling terminal's major number "
+     "(absent without a terminal)."),
+    ("process.tty.char_device.minor", "long", "exec: the controlling terminal's minor number."),
+    ("user.id", "keyword", "Real uid (as a string, ECS's keyword)."),
     ("user.name", "keyword", "Name of the real uid on the host."),
     ("user.effective.id", "keyword", "Effective uid."),
-    ("user.audit.id", "keyword", "Login uid (auid); 4294967295 when unset."),
+    ("threatseer.user.audit.id", "keyword", "Login uid (auid); 4294967295 when unset."),
     ("group.id", "keyword", "Real gid."),
-    ("file.path", "keyword", "Path opened."),
+    ("file.path", "keyword", "The file the event is about: opened, created, changed (rename, "
+     "link: the new name)."),
     ("source.ip", "ip", "Source address."),
     ("source.port", "long", "Source port."),
     ("destination.ip", "ip", "Destination address."),
     ("destination.port", "long", "Destination port."),
     ("network.transport", "keyword", "tcp or udp (DNS queries: udp, or tcp for DNS over TCP)."),
     ("network.type", "keyword", "ipv4 or ipv6."),
-    ("network.direction", "keyword", "egress (connect), ingress (accept), or listening."),
+    ("network.direction", "keyword", "egress (connect, DNS query) or ingress (accept, listen)."),
     ("network.protocol", "keyword", "dns for DNS queries."),
     ("dns.question.name", "keyword", "Queried name."),
     ("container.id", "keyword", "Container id (from the name of the v1 memory cgroup or of the "
@@ -194,6 +207,16 @@ FIELDS: dict[str, Field] = _table(
     ("container.runtime", "keyword", "docker, containerd, podman when known."),
     ("host.name", "keyword", "Host name of the sensor."),
     ("host.id", "keyword", "Stable host id (/etc/machine-id)."),
+    ("host.ip", "ip[]", "The sensor host's addresses (loopback and link-local left out)."),
+    ("host.architecture", "keyword", "Machine architecture (uname -m), e.g. x86_64."),
+    ("host.os.type", "keyword", "'linux'."),
+    ("host.os.kernel", "keyword", "Kernel release (uname -r)."),
+    ("host.os.name", "keyword", "Distribution name (os-release NAME)."),
+    ("host.os.version", "keyword", "Distribution version (os-release VERSION_ID)."),
+    ("host.os.platform", "keyword", "Distribution id (os-release ID), e.g. debian."),
+    ("host.os.family", "keyword", "Distribution family (os-release ID_LIKE's first word, else "
+     "ID)."),
+    ("host.os.full", "keyword", "Distribution's full name (os-release PRETTY_NAME)."),
     ("agent.type", "keyword", "'threatseer'."),
     ("agent.id", "keyword", "Sensor id."),
     ("agent.version", "keyword", "threatseer version."),
@@ -212,22 +235,32 @@ FIELDS: dict[str, Field] = _table(
      "hierarchy."),
     ("threatseer.ns.pid", "long", "pid namespace inode."),
     ("threatseer.ns.mnt", "long", "mount namespace inode."),
-    ("threatseer.process.start_ns", "unsigned_long", "Process start time (boot clock, ns)."),
     ("threatseer.health.*", "float", "Sensor health counters (lost, filtered, events, "
      "change_filtered, priv_filtered, ...)."),
     ("process.title", "keyword", "rename-process: the name the process gave itself (prctl "
      "PR_SET_NAME); process.name is then the name before."),
-    ("process.target.pid", "long", "ptrace, process-vm-write/read, proc-mem-write/read: the "
-     "process acted upon."),
+    ("threatseer.target.pid", "long", "ptrace, process-vm-write/read, proc-mem-write/read: the "
+     "process acted upon (ECS has no target process)."),
     ("process.thread.capabilities.effective", "keyword[]", "setuid/setgid/capset: effective "
      "capabilities after."),
     ("process.thread.capabilities.permitted", "keyword[]", "setuid/setgid/capset: permitted "
      "capabilities after."),
-    ("user.changes.id", "keyword", "setuid/setgid/capset: real uid after the change (user.id is "
-     "before)."),
-    ("user.changes.group.id", "keyword", "setuid/setgid/capset: real gid after (group.id is "
-     "before)."),
-    ("file.target_path", "keyword", "rename/link: the new path; symlink: what the link points to."),
+    ("user.changes.id", "keyword", "setuid/setgid/capset: real uid after the change (user.id, "
+     "user.effective.id and group.id are before)."),
+    ("user.changes.group.id", "keyword", "setuid/setgid/capset: real gid after."),
+    ("process.user.id", "keyword", "setuid/setgid/capset: effective uid after the change."),
+    ("process.real_user.id", "keyword", "setuid/setgid/capset: real uid after."),
+    ("process.saved_user.id", "keyword", "setuid/setgid/capset: saved uid after."),
+    ("process.group.id", "keyword", "setuid/setgid/capset: effective gid after."),
+    ("process.real_group.id", "keyword", "setuid/setgid/capset: real gid after."),
+    ("process.saved_group.id", "keyword", "setuid/setgid/capset: saved gid after."),
+    ("threatseer.cred.fsuid", "keyword", "setuid/setgid/capset: filesystem uid after."),
+    ("threatseer.cred.fsgid", "keyword", "setuid/setgid/capset: filesystem gid after."),
+    ("threatseer.cred.before.*", "keyword", "setuid/setgid/capset: uid euid suid fsuid gid egid "
+     "sgid fsgid before the change."),
+    ("file.target_path", "keyword", "symlink: what the link points to."),
+    ("threatseer.file.source_path", "keyword", "rename: the old path; link: the existing file "
+     "(file.path is the new name)."),
     ("file.mode", "keyword", "Octal permission bits, e.g. '4755' (chmod, mkdir: requested; "
      "opens: the file's)."),
     ("file.uid", "keyword", "chown: new owner uid (absent when unchanged)."),
@@ -249,9 +282,6 @@ FIELDS: dict[str, Field] = _table(
      "effective bit."),
     ("threatseer.syscall", "keyword", "The syscall behind the event when several map to one "
      "action; io_uring for opens submitted through io_uring (seen at submission: no result)."),
-    ("threatseer.cred.before.*", "long", "uid euid suid fsuid gid egid sgid fsgid before the "
-     "change."),
-    ("threatseer.cred.after.*", "long", "The same ids after the change."),
     ("threatseer.capabilities.added", "keyword[]", "Capabilities (effective or permitted) gained."),
     ("threatseer.ptrace.request", "keyword", "attach, seize, poketext, pokedata, pokeuser, "
      "setregs, ..."),
@@ -287,6 +317,39 @@ FIELDS: dict[str, Field] = _table(
      "rule, type, description, score, tags, extra_info."),
     ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
      "came in."),
+    ("data_stream.type", "constant_keyword", "Elasticsearch output (data streams): 'logs'."),
+    ("data_stream.dataset", "constant_keyword", "Elasticsearch output: the dataset, "
+     "'threatseer.events' unless configured."),
+    ("data_stream.namespace", "constant_keyword", "Elasticsearch output: the namespace, "
+     "'default' unless configured."),
+    ("event.dataset", "keyword", "Elasticsearch output: data_stream.dataset, as ECS asks."),
+    ("message", "match_only_text", "Alerts: the rendered output of the highest-scoring rule "
+     "(else its description)."),
+    ("rule.name", "keyword", "Alerts: the highest-scoring rule (Sigma: its title; static: the "
+     "list entry)."),
+    ("rule.id", "keyword", "Alerts: its id (Sigma: the rule's UUID; query rules: the name; "
+     "else engine:name)."),
+    ("rule.uuid", "keyword", "Alerts: a Sigma rule's UUID."),
+    ("rule.description", "keyword", "Alerts: the rule's description."),
+    ("rule.category", "keyword", "Alerts: the indicator type: sigma, query, sensitive_file, "
+     "risky_process, ioc, abnormal_behavior, ..."),
+    ("rule.ruleset", "keyword", "Alerts: the rule bundle's name (threatseer-profiles for the "
+     "profile engine)."),
+    ("rule.version", "keyword", "Alerts: the rule bundle's version."),
+    ("rule.reference", "keyword[]", "Alerts: a Sigma rule's references."),
+    ("rule.author", "keyword[]", "Alerts: a Sigma rule's authors."),
+    ("rule.license", "keyword", "Alerts: a Sigma rule's license, when it names one."),
+    ("threat.framework", "keyword", "Alerts: 'MITRE ATT&CK' when a matching rule has ATT&CK "
+     "tags."),
+    ("threat.tactic.id", "keyword[]", "Alerts: ATT&CK tactics (TA0006, ...) of every matching "
+     "rule's attack.<tactic> tags."),
+    ("threat.tactic.name", "keyword[]", "Alerts: their names."),
+    ("threat.tactic.reference", "keyword[]", "Alerts: their ATT&CK pages."),
+    ("threat.technique.id", "keyword[]", "Alerts: ATT&CK techniques (T1003, ...) of every "
+     "matching rule's attack.tNNNN tags."),
+    ("threat.technique.reference", "keyword[]", "Alerts: their ATT&CK pages."),
+    ("threat.technique.subtechnique.id", "keyword[]", "Alerts: sub-techniques (T1003.008, ...)."),
+    ("threat.technique.subtechnique.reference", "keyword[]", "Alerts: their ATT&CK pages."),
 )
 
 

@@ -78,17 +78,34 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
 @click.option("--min-score", type=int, default=None, help="Only events scoring at least this.")
 @click.option("--topic", "topics", multiple=True,
               help="Topic prefix, e.g. 'alert.' or 'event.network.' (repeatable; default all).")
+@click.option("--host", "hosts", multiple=True, metavar="GLOB",
+              help="Only events of these hosts (host.name; globs like 'web-*'; repeatable).")
+@click.option("--rule", "rules", multiple=True, metavar="GLOB",
+              help="Only events on which one of these rules fired (repeatable).")
+@click.option("--process", "processes", multiple=True, metavar="GLOB",
+              help="Only events of these process names (process.name; repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (nested ECS) instead of text.")
+@click.option("--color", "colour_choice", type=click.Choice(["auto", "always", "never"]),
+              default="auto", show_default=True,
+              help="Colour text lines: auto = on a terminal unless NO_COLOR is set.")
 @click.option("--count", type=int, default=None, help="Exit after this many events.")
 @click.option("--server-key", metavar="KEY|FILE",
               help="The hub's CURVE public key (Z85 text or a file); omit for a plaintext hub.")
 @click.option("--key", "key_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="Our CURVE secret key file (`threatseer keys gen --type curve`); its public "
                    "half must be in the hub's curve_subscriber_allow_list.")
-def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], as_json: bool,
-                count: int | None, server_key: str | None, key_file: str | None) -> None:
-    """Watch a hub's scored events live."""
+def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...],
+                hosts: tuple[str, ...], rules: tuple[str, ...], processes: tuple[str, ...],
+                as_json: bool, colour_choice: str, count: int | None, server_key: str | None,
+                key_file: str | None) -> None:
+    """Watch a hub's scored events live.
+
+    Text lines start with the event's time (UTC), then score, topic, host, process and the
+    rules that fired. Filters of different kinds must all hold; a repeated one matches any
+    of its values. The message format is in docs/tap.md.
+    """
     from threatseer.common.keys import read_key
+    from threatseer.hub.event_filter import EventFilter
     from threatseer.hub.tap import run_tap
 
     curve = None
@@ -99,40 +116,51 @@ def tap_command(endpoint: str, min_score: int | None, topics: tuple[str, ...], a
             curve = (read_key(key_file, "--key"), read_key(server_key, "--server-key"))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    want = EventFilter(hosts=hosts, rules=rules, processes=processes, min_score=min_score)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    mode = "CURVE" if curve else "plaintext (a CURVE hub sends nothing without --key)"
     with contextlib.suppress(KeyboardInterrupt):
-        mode = "CURVE" if curve else "plaintext (a CURVE hub sends nothing without --key)"
-        run_tap(endpoint, topics, min_score, as_json, count,
-                on_ready=lambda: print(f"tap: subscribed to {endpoint}, {mode}",
-                                       file=sys.stderr, flush=True), curve=curve)
+        try:
+            run_tap(endpoint, topics, want, as_json, count, curve=curve,
+                    colour_choice=colour_choice,
+                    on_ready=lambda: print(f"tap: subscribed to {endpoint}, {mode}",
+                                           file=sys.stderr, flush=True))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--endpoint") from None
 
 
 @click.command("replay")
-@click.argument("events", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--bundle", "bundle_path", type=click.Path(exists=True),
               help="Rule bundle (directory or archive) to score with.")
+@click.option("--local", "local_path", type=click.Path(exists=True),
+              help="A local rules layer to stack on --bundle (default: the shipped bundle).")
 @click.option("--profiles", "profiles_db", type=click.Path(dir_okay=False),
               help="Profile database to score against (and learn into); default: fresh, "
                    "in memory.")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="Hub config whose actions and profiles sections apply.")
 @click.option("--all", "include_tossed", is_flag=True, help="Also print tossed events.")
-def replay_command(events: str, bundle_path: str | None, profiles_db: str | None,
-                   config_path: str | None, include_tossed: bool) -> None:
+def replay_command(events: str, bundle_path: str | None, local_path: str | None,
+                   profiles_db: str | None, config_path: str | None,
+                   include_tossed: bool) -> None:
     """Score recorded events (JSON lines) offline and print them scored (backtest a bundle)."""
     from threatseer.hub.replay import replay
 
     cfg = load_config(config_path)
     bundle = None
-    if bundle_path:
+    if bundle_path or local_path:
         try:
-            from threatseer.hub.rules.bundle import load_bundle
+            from threatseer.hub.rules.bundle import default_bundle_dir, load_bundle
         except ImportError as exc:
             raise click.ClickException(f"cannot load bundles in this build: {exc}") from None
+        base = bundle_path or default_bundle_dir()
+        if base is None:
+            raise click.UsageError("--local needs --bundle (no default bundle here)")
         try:
-            bundle = load_bundle(bundle_path)
+            bundle = load_bundle(base, local_path)
         except Exception as exc:
-            raise click.ClickException(f"bundle {bundle_path}: {exc}") from None
+            raise click.ClickException(f"bundle {local_path or base}: {exc}") from None
     stream = sys.stdin if events == "-" else open(events)  # noqa: SIM115
     try:
         counts = replay(stream, sys.stdout, bundle, profiles_db, cfg.actions, cfg.profiles,
@@ -147,12 +175,17 @@ def replay_command(events: str, bundle_path: str | None, profiles_db: str | None
 
 
 def _open_store(config_path: str | None, db: str | None):  # type: ignore[no-untyped-def]
+    import sqlite3
+
     from threatseer.hub.profiles import ProfileStore
 
     path = db or load_config(config_path).profile_db()
     if not os.path.exists(path):
         raise click.ClickException(f"no profile database at {path}")
-    return ProfileStore(path)
+    try:
+        return ProfileStore(path)
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"{path}: not a usable profile database ({exc})") from None
 
 
 def _when(ts: float | None) -> str:
@@ -239,7 +272,9 @@ def status_command(config_path: str | None, state_dir: str | None, as_json: bool
     b = st.get("bundle", {})
     click.echo(f"hub pid {st.get('pid')}  updated {age:.0f}s ago  ingest {st.get('ingest')}  "
                f"publish {st.get('publish')}")
-    click.echo(f"bundle {b.get('name')} {b.get('version')} ({b.get('rules')} rules, "
+    local = b.get("local")
+    stack = f" + local {local.get('name')} {local.get('version')}" if local else ""
+    click.echo(f"bundle {b.get('name')} {b.get('version')}{stack} ({b.get('rules')} rules, "
                f"{b.get('unsupported')} unsupported)  profiles {st.get('profiles')}")
     click.echo("sensors:")
     for sid, s in sorted(st.get("sensors", {}).items()):

@@ -136,6 +136,10 @@ class HubConfig:
     # Rule bundle (directory or archive) installed and activated at every start; leave it
     # empty to start on the bundle last published through the admin endpoint.
     bundle: str = ""
+    # Local rules layer (directory or archive, `layer: local` in its manifest) stacked on
+    # `bundle` at every start (empty: none). Only with `bundle`: without it the stack last
+    # published through the admin endpoint runs.
+    local_bundle: str = ""
     # Where the hub keeps state: installed bundles, profiles, status file.
     state_dir: str = "/var/lib/threatseer/hub"
     # Transport (docs/transport.md). CURVE is required unless plaintext is true: the hub's
@@ -161,6 +165,8 @@ class HubConfig:
             raise ValueError("log_level: must be debug, info, warning or error")
         if not self.state_dir:
             raise ValueError("state_dir: must not be empty")
+        if self.local_bundle and not self.bundle:
+            raise ValueError("local_bundle: needs bundle (the base it stacks on)")
         check_unique_names(self.outputs)
 
     def profile_db(self) -> str:

@@ -16,6 +16,7 @@ flushes profiles, closes the outputs and lets the PUB socket linger so subscribe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,7 +51,8 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     """The bundle to start with, and the bundle store (None when unavailable).
 
     ``bundle:`` in the config is installed into the store (verified against the trusted keys,
-    compiled, its tests run) and activated; without it the store's active bundle (the last one
+    compiled, its tests run) and activated, with ``local_bundle:`` stacked on it (or, when
+    that is empty, no local layer); without ``bundle`` the store's active stack (the last one
     published through the admin endpoint) is used. Any failure is logged and the hub starts on
     the last good bundle. The rule modules are imported lazily so the hub runs without them.
     """
@@ -66,11 +68,10 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     if cfg.bundle:
         try:
             if store is not None:
-                installed = store.install_path(cfg.bundle)
-                return store.activate(installed.manifest.version), store
+                return _activate_configured(store, cfg), store
             from threatseer.hub.rules.bundle import load_bundle
 
-            return load_bundle(cfg.bundle), store
+            return load_bundle(cfg.bundle, cfg.local_bundle or None), store
         except ImportError as exc:
             log.error("cannot load bundle %s: rule loader unavailable (%s)", cfg.bundle, exc)
         except Exception as exc:
@@ -81,6 +82,36 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
         except Exception as exc:
             log.error("cannot read the active bundle: %s", exc)
     return None, store
+
+
+def _activate_configured(store: Any, cfg: HubConfig) -> Bundle:
+    """Install and activate the configured base, then the configured local layer (or none):
+    the config decides the whole stack. The local layer is taken off first, so a new base is
+    not checked against a layer the config no longer names."""
+    from threatseer.hub.rules.store import StoreError
+
+    previous = store.active_local_version()
+    if previous is not None:
+        try:
+            store.unstack()
+        except StoreError as exc:  # the active base itself is gone or broken
+            log.warning("taking off the local layer: %s", exc)
+    try:
+        installed = store.install_path(cfg.bundle)
+        bundle = store.activate(installed.manifest.version)
+    except Exception:
+        if previous is not None:  # the last good stack stays as it was
+            with contextlib.suppress(StoreError):
+                store.activate_local(previous)
+        raise
+    if cfg.local_bundle:
+        try:
+            layer = store.install_path(cfg.local_bundle)
+            bundle = store.activate_local(layer.local.manifest.version)
+        except Exception as exc:
+            log.error("cannot stack the local layer %s, running %s alone: %s",
+                      cfg.local_bundle, bundle.describe(), exc)
+    return bundle
 
 
 class Hub:
@@ -186,12 +217,14 @@ class Hub:
             self._rebind_publisher = True
 
     def _bundle_name(self) -> str:
-        m = self.pipeline.rules.bundle.manifest
-        return f"{m.name} {m.version}"
+        return self.pipeline.rules.bundle.describe()
 
     def _note_bundle(self) -> None:
         b = self.pipeline.rules.bundle
-        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest)
+        local = b.local
+        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest,
+                                (local.manifest.name, local.manifest.version, local.digest)
+                                if local is not None else None)
 
     def _start_admin(self) -> None:
         admin = self.cfg.admin
@@ -221,7 +254,7 @@ class Hub:
                 try:
                     got = self.ingest.take(100)
                     if got:
-                        self._process(got)
+                        self._process(got, time.monotonic())
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
                         self.publisher.rebind()
@@ -235,7 +268,7 @@ class Hub:
                 got = self.ingest.take(50)
                 if not got:
                     break
-                self._process(got)
+                self._process(got, time.monotonic())
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
@@ -260,8 +293,11 @@ class Hub:
         if self.profile_store is not None:
             self.profile_store.close()
 
-    def _process(self, got: list[Message]) -> None:
+    def _process(self, got: list[Message], taken: float) -> None:
+        """Score, publish and acknowledge one cycle's batches, taken off the socket at
+        ``taken`` (monotonic)."""
         pipeline, m = self.pipeline, self.metrics
+        observe = m.publish_latency.observe
         ingest, ledger = self.ingest, self.ledger
         sensors = ingest.sensors
         tossed = logged = alerted = 0
@@ -295,6 +331,7 @@ class Hub:
                 self._chunk(rec, start, now, counts)
             if self.publisher is not None:
                 self.publisher.flush()
+            observe(time.monotonic() - taken)
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
@@ -341,8 +378,7 @@ class Hub:
             if publisher is not None:
                 publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:
-                for ev in res.emitted:
-                    outputs.emit(ev)
+                outputs.emit_all(res.emitted)
             counts[1] += len(res.emitted)
 
     def _report_gap(self, msg: Message, batches: int, events: int, now: float) -> None:
@@ -394,8 +430,6 @@ class Hub:
         outputs = []
         try:
             outputs = self.outputs.status()
-            for o in outputs:
-                m.child(m.output_queue, o["name"]).set(o.get("queue_depth", 0))
         except Exception as exc:
             log.warning("output status: %s", exc)
         self._write_status(now, outputs)
@@ -410,7 +444,11 @@ class Hub:
             "publish": self.publisher.endpoint if self.publisher else "",
             "bundle": {"name": b.manifest.name, "version": b.manifest.version,
                        "digest": b.digest, "source": b.source,
-                       "rules": len(b.ruleset), "unsupported": len(b.unsupported)},
+                       "rules": len(b.ruleset), "unsupported": len(b.unsupported),
+                       "local": ({"name": b.local.manifest.name,
+                                  "version": b.local.manifest.version,
+                                  "digest": b.local.digest, "source": b.local.source}
+                                 if b.local is not None else None)},
             "transport": {"plaintext": self.transport.plaintext,
                           "auth": (self.transport.auth.status()
                                    if self.transport.auth is not None else None)},

@@ -1,13 +1,20 @@
 """Prometheus metrics of the hub (prometheus-client, on its own registry).
 
-Counters are updated once per batch (never per event) to keep them off the hot path.
+Counters are updated once per batch (never per event) to keep them off the hot path. One
+metric per quantity: the outputs' own (queue depth, sent, latency, ...) are
+``threatseer_output_*`` (hub/outputs/metrics.py), not repeated here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Seconds from a batch taken off the ingest socket to its events published and queued for
+# the outputs: scoring takes ~10 us an event, a batch of 512 a few ms.
+PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
 
 
 class HubMetrics:
@@ -29,11 +36,14 @@ class HubMetrics:
                                       "engine.", ["engine"], registry=r)
         self.pending = Gauge("threatseer_hub_pending_batches", "Batches taken off the socket and "
                              "waiting to be scored, per sensor.", ["sensor"], registry=r)
-        self.output_queue = Gauge("threatseer_hub_output_queue_depth", "Queue depth of each "
-                                  "output.", ["output"], registry=r)
+        self.publish_latency = Histogram(
+            "threatseer_hub_ingest_to_publish_seconds", "Seconds from a batch taken off the "
+            "ingest socket to its events published (PUB) and queued for the outputs, per "
+            "batch.", buckets=PUBLISH_BUCKETS, registry=r)
         self.profiles = Gauge("threatseer_hub_profiles", "Profiles in memory.", registry=r)
-        self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle.",
-                            ["name", "version", "digest"], registry=r)
+        self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle: the base and, "
+                            "when one is stacked on it, the local layer (1 each).",
+                            ["layer", "name", "version", "digest"], registry=r)
         self.duplicates = Counter("threatseer_hub_duplicate_batches", "Batches received again "
                                   "after they were scored (resends after a hub restart), not "
                                   "scored again, per sensor.", ["sensor"], registry=r)
@@ -60,9 +70,12 @@ class HubMetrics:
                 self.child(self.engine_seconds, name).inc(delta)
                 self._engine_seen[name] = total
 
-    def set_bundle(self, name: str, version: str, digest: str) -> None:
+    def set_bundle(self, name: str, version: str, digest: str,
+                   local: tuple[str, str, str] | None = None) -> None:
         self.bundle.clear()
-        self.bundle.labels(name, version, digest[:16]).set(1)
+        self.bundle.labels("base", name, version, digest[:16]).set(1)
+        if local is not None:
+            self.bundle.labels("local", local[0], local[1], local[2][:16]).set(1)
 
     def serve(self, listen: str) -> Any:
         host, _, port = listen.rpartition(":")

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from threatseer.hub import alerts
 from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.engines.dynamic import DynamicEngine
@@ -29,6 +30,8 @@ class CompiledRules:
         self.bundle = bundle
         self.static = StaticEngine(bundle.static)
         self.dynamic = DynamicEngine(bundle.ruleset)
+        by_name = getattr(bundle.ruleset, "by_name", {})
+        self.rule_meta = lambda name: (r.meta if (r := by_name.get(name)) else None)
 
 
 @dataclass
@@ -71,6 +74,11 @@ class Pipeline:
         # event.risk_score = the indicators' sum; below toss_below: dropped; from alert_at
         # on: threatseer.action and event.kind "alert"; else action "log" (in C).
         tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted)
+        if alerted:  # rule.*, threat.*, message: on alerts only (hub/alerts.py)
+            manifest = rules.bundle.manifest
+            for ev in result.emitted:
+                if ev["threatseer.action"] == ALERT:
+                    alerts.describe(ev, rules.rule_meta, manifest.name, manifest.version)
         t4 = time.perf_counter()
         secs["static"] += t1 - t0
         secs["dynamic"] += t2 - t1

@@ -20,7 +20,7 @@ from records cimport *
 
 import gc
 
-from threatseer.native import actions
+from threatseer.native import actions, clock
 
 cdef extern from *:
     """

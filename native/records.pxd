@@ -99,6 +99,8 @@ cdef extern from "records.h":
         uint32_t auid
         uint32_t pidns
         uint32_t mntns
+        uint32_t sid
+        uint32_t tty
         char comm[1]
         char memcg[1]
 

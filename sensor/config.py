@@ -145,6 +145,9 @@ class SensorConfig:
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
     resend_after_s: float = 5.0
+    # host:port of a Prometheus /metrics endpoint (e.g. 127.0.0.1:9109); empty: off. The
+    # counters are those of the health events, refreshed once a second.
+    metrics_listen: str = ""
     # debug, info, warning, error.
     log_level: str = "info"
 
@@ -172,3 +175,7 @@ class SensorConfig:
             raise ValueError("resend_after_s: must be positive")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")
+        if self.metrics_listen:
+            host, sep, port = self.metrics_listen.rpartition(":")
+            if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError("metrics_listen: must be host:port, e.g. 127.0.0.1:9109")

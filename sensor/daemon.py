@@ -33,6 +33,7 @@ log = logging.getLogger("threatseer.sensor")
 
 TRIM_INTERVAL_S = 10.0
 TRIM_AFTER_EVENTS = 10_000
+METRICS_INTERVAL_S = 1.0
 
 
 class HeapTrimmer:
@@ -93,6 +94,7 @@ class Sensor:
         self.trimmer = HeapTrimmer()
         self.probe: Any = None
         self.events_in = 0
+        self.metrics: Any = None  # sensor/metrics.py MetricsServer, when metrics_listen is set
 
     # ---- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -142,6 +144,9 @@ class Sensor:
         latency = cfg.batch_latency_ms / 1000.0
         next_health = time.monotonic() + cfg.health_interval_s
         self._emit(self.health.report(self.counters()))  # a first health event at start
+        next_metrics = time.monotonic() + METRICS_INTERVAL_S
+        if self.metrics is not None:
+            self.metrics.update(self.counters())
         # Wait on the ring's wakeup fd, not in poll(): poll() returns at once whenever any
         # record is pending, so at a low rate the loop spun for one or two records at a time
         # (~1,000 turns/s at 1,000 events/s). The kernel signals the fd once wakeup_bytes are
@@ -183,6 +188,9 @@ class Sensor:
                 batch = []
             elif self.sink.pending:
                 self.sink.flush()
+            if self.metrics is not None and now >= next_metrics:
+                next_metrics = now + METRICS_INTERVAL_S
+                self.metrics.update(self.counters())
             if now >= next_health:
                 next_health = now + cfg.health_interval_s
                 self.procs.expire()
@@ -277,6 +285,16 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     sensor = Sensor(config, None, config_path)
+    if config.metrics_listen:
+        from threatseer.common import __version__
+        from threatseer.sensor.metrics import start_metrics
+
+        def no_metrics(why: str) -> None:
+            click.echo(f"threatseer sensor: {why}", err=True)
+            sys.exit(2)
+
+        sensor.metrics = start_metrics(config.metrics_listen, {
+            "sensor_id": sensor.sensor_id, "version": __version__}, no_metrics)
     identity = sensor.enricher.identity
     if to_stdout:
         sensor.sink = StdoutSink(identity)
@@ -301,4 +319,6 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     finally:
         sensor.close()
         sink.close()
+        if sensor.metrics is not None:
+            sensor.metrics.stop()
         log.info("sensor stopped: %s", sensor.counters())

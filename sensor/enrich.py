@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from threatseer.common import __version__, ecs
+from threatseer.sensor import hostinfo
 from threatseer.sensor.containers import ContainerCgroups, ContainerDirectory, container_id
 from threatseer.sensor.hashing import ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable
@@ -30,8 +31,10 @@ class Enricher:
     def __init__(
         self, sensor_id: str, host_name: str, host_id: str, *, proctable: ProcessTable,
         hashes: ExecutableHashes | None = None, containers: ContainerDirectory | None = None,
-        users: UserNames | None = None,
+        users: UserNames | None = None, host: dict[str, Any] | None = None,
     ) -> None:
+        """``host``: the host.* details (architecture, addresses, OS); read from this host
+        when None."""
         self.procs = proctable
         self.hashes = hashes or ExecutableHashes()
         self.containers = containers or ContainerDirectory()
@@ -43,6 +46,7 @@ class Enricher:
             "agent.id": sensor_id,
             "agent.version": __version__,
             "ecs.version": ecs.ECS_VERSION,
+            **(hostinfo.host_details() if host is None else host),
         }
         # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid.
         self._id_prefix = f"{sensor_id}-{time.time_ns():x}-"
@@ -83,7 +87,7 @@ class Enricher:
                 self._exec(ev, pid)
             elif action == ecs.FORK:
                 proc = procs.on_fork(pid, ev.get("process.parent.pid", 0),
-                                     ev.get("threatseer.process.start_ns"))
+                                     ev.get("process.start"))
                 ev["process.entity_id"] = proc.entity_id
                 self._describe_parent(ev, proc.ppid)
                 if proc.executable:
@@ -101,6 +105,10 @@ class Enricher:
                 name = user_names[uid] if uid in user_names else user_name(uid)
                 if name is not None:
                     ev["user.name"] = name
+                if action == ecs.EXEC and pid:
+                    proc = procs.get(pid)
+                    if proc is not None:
+                        proc.uid = uid
             memcg = ev.get("threatseer.cgroup.memory", "")
             cid = container_ids.get(memcg)
             if cid is None:
@@ -124,7 +132,7 @@ class Enricher:
         executable = ev.get("process.executable", "")
         proc = self.procs.on_exec(pid, ev.get("process.parent.pid", 0),
                                   ev.get("process.name", ""), executable, args,
-                                  ev.get("threatseer.process.start_ns"))
+                                  ev.get("process.start"))
         ev["process.entity_id"] = proc.entity_id
         ev["process.command_line"] = " ".join(args)
         self._describe_parent(ev, proc.ppid)
@@ -164,9 +172,15 @@ class Enricher:
         ev["process.parent.entity_id"] = parent.entity_id
         if parent.executable:
             ev["process.parent.executable"] = parent.executable
-        if with_args and parent.args:
-            ev["process.parent.args"] = parent.args
-            ev["process.parent.command_line"] = " ".join(parent.args)
+        if with_args:
+            if parent.args:
+                ev["process.parent.args"] = parent.args
+                ev["process.parent.command_line"] = " ".join(parent.args)
+            if parent.uid:
+                ev["process.parent.user.id"] = parent.uid
+                name = self.users.name(parent.uid)
+                if name is not None:
+                    ev["process.parent.user.name"] = name
         ev["threatseer.ancestors"] = self.procs.ancestors(ppid)
 
     def _container(self, ev: Event, cid: str) -> Event | None:

@@ -14,6 +14,7 @@ import os
 import time
 from collections import OrderedDict
 
+from threatseer.native.clock import boot_ns
 from threatseer.sensor.digest import blake2b
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -22,9 +23,15 @@ MAX_ANCESTORS = 4
 GRAVEYARD_S = 2.0
 
 
+def start_ticks(start: str | None) -> int | None:
+    """Clock ticks since boot of a ``process.start``, as /proc/<pid>/stat counts them."""
+    ns = boot_ns(start) if start else None
+    return ns // NS_PER_TICK if ns is not None and ns >= 0 else None
+
+
 class Proc:
     __slots__ = ("pid", "ppid", "name", "executable", "args", "start_ticks", "entity_id",
-                 "generation", "context", "context_key")
+                 "generation", "context", "context_key", "uid")
 
     def __init__(
         self, pid: int, ppid: int, name: str, executable: str, args: list[str], start_ticks: int,
@@ -37,6 +44,9 @@ class Proc:
         self.args = args
         self.start_ticks = start_ticks
         self.entity_id = entity_id
+        # Real uid (ECS keyword) at the last exec or from /proc, for children's
+        # process.parent.user.*; "" when unknown.
+        self.uid = ""
         # Bumped on every exec, so cached descriptions of this process (and of its children,
         # which name it as their parent) know when they are stale.
         self.generation = 0
@@ -103,8 +113,17 @@ class ProcessTable:
             args = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]] if raw else []
         except OSError:
             args = []
-        return Proc(pid, ppid, name, executable, args, start_ticks,
+        proc = Proc(pid, ppid, name, executable, args, start_ticks,
                     self.entity_id(pid, start_ticks))
+        try:
+            with open(f"{base}/status", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Uid:"):
+                        proc.uid = line.split()[1].decode()
+                        break
+        except (OSError, IndexError):
+            pass
+        return proc
 
     # ---- lookups ----------------------------------------------------------------------
     def get(self, pid: int) -> Proc | None:
@@ -135,12 +154,14 @@ class ProcessTable:
         return names
 
     # ---- updates from kernel events ---------------------------------------------------
-    def on_fork(self, pid: int, ppid: int, start_ns: int | None) -> Proc:
+    def on_fork(self, pid: int, ppid: int, start: str | None) -> Proc:
+        """A new process; ``start`` is its ``process.start`` (the decoder's)."""
         parent = self.get(ppid)
-        ticks = (start_ns // NS_PER_TICK) if start_ns else 0
+        ticks = start_ticks(start) or 0
         if parent is not None:
             proc = Proc(pid, ppid, parent.name, parent.executable, parent.args, ticks,
                         self.entity_id(pid, ticks))
+            proc.uid = parent.uid
         else:
             proc = Proc(pid, ppid, "", "", [], ticks, self.entity_id(pid, ticks))
         self.procs[pid] = proc
@@ -148,10 +169,10 @@ class ProcessTable:
 
     def on_exec(
         self, pid: int, ppid: int, name: str, executable: str, args: list[str],
-        start_ns: int | None,
+        start: str | None,
     ) -> Proc:
         proc = self.procs.get(pid)
-        ticks = (start_ns // NS_PER_TICK) if start_ns else (proc.start_ticks if proc else 0)
+        ticks = start_ticks(start) or (proc.start_ticks if proc else 0)
         if proc is None or proc.start_ticks != ticks:
             proc = Proc(pid, ppid, name, executable, args, ticks, self.entity_id(pid, ticks))
             self.procs[pid] = proc

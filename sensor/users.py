@@ -1,4 +1,7 @@
-"""uid -> user name, cached (the passwd database is read once per uid, not per event)."""
+"""uid -> user name, cached (the passwd database is read once per uid, not per event).
+
+Uids arrive as ECS has them: keyword strings ("0", "1000").
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,16 @@ import pwd
 
 class UserNames:
     def __init__(self) -> None:
-        self.known: dict[int, str | None] = {}  # read by the enricher's hot loop
+        self.known: dict[str, str | None] = {}  # read by the enricher's hot loop
 
-    def name(self, uid: int) -> str | None:
+    def name(self, uid: str) -> str | None:
         try:
             return self.known[uid]
         except KeyError:
             pass
         try:
-            name: str | None = pwd.getpwuid(uid).pw_name
-        except (KeyError, OverflowError, TypeError):
+            name: str | None = pwd.getpwuid(int(uid)).pw_name
+        except (KeyError, OverflowError, TypeError, ValueError):
             name = None
         if len(self.known) > 65536:
             self.known.clear()

@@ -9,12 +9,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import free_port
 
 # Distributions only the hub needs (the `hub` extra in pyproject.toml).
 HUB_ONLY = {"elasticsearch", "confluent-kafka", "redis", "pysigma", "pynacl", "pyahocorasick",
@@ -53,7 +58,10 @@ def test_hub_commands_name_the_extra_in_one_line(sensor_venv: Path, tmp_path: Pa
         assert proc.returncode != 0, args
         assert "pip install 'threatseer[hub]'" in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    # what a sensor host needs works: its own CURVE key pair
+    # what a sensor host needs works: the field listing, its own CURVE key pair
+    fields = subprocess.run([exe, "fields", "process.pid"], capture_output=True, text=True,
+                            timeout=60)
+    assert fields.returncode == 0 and "process.pid" in fields.stdout, fields.stderr
     proc = subprocess.run([exe, "keys", "gen", "--type", "curve", "-o", str(tmp_path / "c.key")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -64,8 +72,10 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
     if os.geteuid() != 0:
         pytest.skip("the sensor needs root for eBPF")
     config = tmp_path / "sensor.yaml"
+    listen = f"127.0.0.1:{free_port()}"
     config.write_text(yaml.safe_dump({"health_interval_s": 1.0, "batch_latency_ms": 20,
-                                      "state_dir": str(tmp_path / "state")}))
+                                      "state_dir": str(tmp_path / "state"),
+                                      "metrics_listen": listen}))
     proc = subprocess.Popen([str(sensor_venv / "bin/threatseer"), "sensor", "--stdout", "-c",
                              str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -83,6 +93,12 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
             if action == "exec" and marker in ev["process"]["args"]:
                 break
             assert time.monotonic() < deadline, "no exec event from the sensor-only install"
+        # /metrics without prometheus-client installed (sensor/metrics.py says why). Its
+        # stdout is drained meanwhile: a sensor blocked on a full pipe cannot stop.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        body = urllib.request.urlopen(f"http://{listen}/metrics", timeout=10).read().decode()
+        assert "\nthreatseer_sensor_events_read_total " in body
+        assert "# TYPE process_resident_memory_bytes gauge" in body
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -91,3 +107,13 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read()[-2000:] if proc.stderr else ""
+
+
+def test_the_wheel_carries_the_bpf_object_and_the_default_bundle(wheelhouse: Path) -> None:
+    """What an installed threatseer needs beside its code: the BPF object the sensor loads and
+    the default rule bundle the demo and the hub start from."""
+    (wheel,) = wheelhouse.glob("threatseer-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "threatseer/native/threatseer.bpf.o" in names
+    assert "threatseer/hub/rules/default_bundle/manifest.yaml" in names
+    assert any(n.startswith("threatseer/hub/rules/default_bundle/sigma/") for n in names)

@@ -29,12 +29,11 @@ cpdef bint is_write(object flags):
     return False
 
 
-# File changes that write a file's content: scored with the entry's write score, on the path
-# written (file.target_path for a rename or link onto it).
-WRITTEN = frozenset(("create", "write-open", "truncate", "log-truncate"))
-MOVED_ONTO = frozenset(("rename", "link"))
+# File changes that write a file's content, scored with the entry's write score on file.path:
+# created, opened for writing, truncated, or renamed or linked onto (file.path is then the
+# new name).
+WRITTEN = frozenset(("create", "write-open", "truncate", "log-truncate", "rename", "link"))
 cdef frozenset _WRITTEN = WRITTEN
-cdef frozenset _MOVED_ONTO = MOVED_ONTO
 
 
 cdef void _add_file_indicators(object engine, dict ev, object path, list hits,
@@ -84,9 +83,9 @@ def scan(object engine, list events):
                         hits = engine.files_matching(path)
                     if hits:
                         _add_file_indicators(engine, ev, path, hits, False)
-            elif action in _WRITTEN or action in _MOVED_ONTO:
+            elif action in _WRITTEN:
                 if check_files:
-                    path = ev.get("file.target_path" if action in _MOVED_ONTO else "file.path")
+                    path = ev.get("file.path")
                     if type(path) is str:
                         hits = path_cache.get(path)
                         if hits is None:

@@ -10,6 +10,7 @@ INTERFACE CONTRACT (used by the hub; keep it stable):
         .start()                      start workers
         .emit(event: dict) -> None    route one scored flat event (never blocks unless the
                                       output's overflow policy is "block")
+        .emit_all(events) -> None     the same for a slice of events
         .close(timeout: float = 10)   flush queues and stop workers
         .status() -> list[dict]       per output: name, type, connected, queue_depth, sent,
                                       failed, dropped (plus retries, spilled, spill_depth,

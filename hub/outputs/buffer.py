@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -26,6 +27,10 @@ class EventBuffer:
         self.dropped = 0
         self.spilled = 0
         self._q: deque[dict[str, Any]] = deque()
+        self._t: deque[float] = deque()  # when each queued event came (monotonic)
+        # When the events of the last batch came (empty for a batch from the spill file,
+        # whose arrival is not kept): the worker's delivery latency.
+        self.batch_times: list[float] = []
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -37,7 +42,10 @@ class EventBuffer:
         """Events waiting: in memory plus in the spill file."""
         return len(self._q) + (self.spill.pending if self.spill else 0)
 
-    def put(self, event: dict[str, Any]) -> None:
+    def put(self, event: dict[str, Any], now: float | None = None) -> None:
+        """Queue ``event``, which came at ``now`` (monotonic; default: now)."""
+        if now is None:
+            now = time.monotonic()
         with self._lock:
             if self._closed:
                 self.dropped += 1
@@ -59,8 +67,10 @@ class EventBuffer:
                         return
                 else:
                     self._q.popleft()
+                    self._t.popleft()
                     self.dropped += 1
             self._q.append(event)
+            self._t.append(now)
             self._not_empty.notify()
 
     def get_batch(self, n: int, timeout: float) -> list[dict[str, Any]]:
@@ -71,8 +81,10 @@ class EventBuffer:
             if self._q:
                 take = min(n, len(self._q))
                 batch = [self._q.popleft() for _ in range(take)]
+                self.batch_times = [self._t.popleft() for _ in range(take)]
                 self._not_full.notify_all()
                 return batch
+            self.batch_times = []
             if self.spill is not None and self.spill.pending:
                 self._batch_from_spill = True
                 return self.spill.read(n)
@@ -114,6 +126,7 @@ class EventBuffer:
         with self._lock:
             leftover = list(self._q)
             self._q.clear()
+            self._t.clear()
             self._save_or_drop(leftover)
 
     def _save_or_drop(self, events: list[dict[str, Any]]) -> None:

@@ -13,38 +13,75 @@ from typing import Any
 
 from threatseer.common.configfile import ConfigError, from_dict
 
-TYPES = ("elasticsearch", "kafka", "logstash", "redis", "file", "stdout")
+TYPES = ("elasticsearch", "kafka", "logstash", "redis", "file", "stdout", "webhook", "syslog")
 OVERFLOW_POLICIES = ("block", "drop-oldest", "spill")
+
+
+DATASET_OR_NAMESPACE_BAD = set(' "*\\<|,>/?#:-')
 
 
 @dataclass
 class ElasticsearchOptions:
     # Nodes to send to (the client round-robins and fails over between them).
     hosts: list[str] = field(default_factory=lambda: ["http://127.0.0.1:9200"])
-    # Data stream name (index_mode data_stream) or index prefix (daily: <index>-YYYY.MM.DD).
-    index: str = "threatseer-events"
-    # data_stream or daily.
+    # data_stream (Elastic's naming, logs-<dataset>-<namespace>, which Discover and the
+    # Security app's logs-* index patterns find) or daily (<index>-YYYY.MM.DD).
     index_mode: str = "data_stream"
+    # Data stream dataset and namespace (e.g. one namespace per environment: prod, staging).
+    dataset: str = "threatseer.events"
+    namespace: str = "default"
+    # An explicit data stream name or (daily) index prefix; empty: logs-<dataset>-<namespace>,
+    # or threatseer-events for daily indices.
+    index: str = ""
     # Install the index template with ECS mappings when the output connects.
     setup_template: bool = True
+    # ILM policy the template names (index.lifecycle.name); `threatseer es-setup` installs it.
+    # Empty: none.
+    ilm_policy: str = "threatseer-events"
+    # Ingest pipeline every document goes through (bulk ?pipeline=); empty: none.
+    pipeline: str = ""
+    # gzip request bodies (as Beats' compression_level does): a fraction of the bytes on the
+    # wire for some CPU.
+    compression: bool = True
     username: str = ""
     password: str = ""
     api_key: str = ""
     # CA bundle for https hosts; empty uses the system store.
     ca_certs: str = ""
     verify_certs: bool = True
+    # Client certificate and key (PEM) for clusters that require TLS client authentication.
+    client_cert: str = ""
+    client_key: str = ""
     request_timeout_s: float = 10.0
     # Where documents Elasticsearch refuses (4xx other than 409/429) are written as JSON lines;
     # empty: <spill_dir>/<name>.dead-letter.jsonl.
     dead_letter_path: str = ""
+
+    @property
+    def target(self) -> str:
+        """The data stream, or the daily indices' prefix, documents go to."""
+        if self.index:
+            return self.index
+        if self.index_mode == "data_stream":
+            return f"logs-{self.dataset}-{self.namespace}"
+        return "threatseer-events"
 
     def validate(self) -> None:
         if not self.hosts:
             raise ValueError("hosts: at least one host is needed")
         if self.index_mode not in ("data_stream", "daily"):
             raise ValueError("index_mode: must be data_stream or daily")
-        if not self.index or self.index != self.index.lower() or any(c in self.index for c in ' "*\\<|,>/?'):
-            raise ValueError("index: must be a non-empty lower-case Elasticsearch index name")
+        for key in ("dataset", "namespace"):
+            value = getattr(self, key)
+            if (not value or value != value.lower() or len(value) > 100
+                    or DATASET_OR_NAMESPACE_BAD & set(value)):
+                raise ValueError(f"{key}: lower case, at most 100 characters, without '-' "
+                                 "or any of \\/*?\"<>|,#: and spaces")
+        if self.index and (self.index != self.index.lower()
+                           or any(c in self.index for c in ' "*\\<|,>/?')):
+            raise ValueError("index: must be a lower-case Elasticsearch index name")
+        if self.client_key and not self.client_cert:
+            raise ValueError("client_cert: needed with client_key")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s: must be positive")
 
@@ -148,6 +185,144 @@ class StdoutOptions:
             raise ValueError("format: must be json or text")
 
 
+WEBHOOK_FORMATS = ("generic", "slack", "mattermost", "teams", "custom")
+
+
+@dataclass
+class WebhookOptions:
+    # The receiver: http:// or https:// URL (a Slack or Mattermost incoming webhook, a Teams
+    # workflow's URL, or any service that takes JSON). It often holds a secret token: it is
+    # never logged (errors name the scheme, host and port only).
+    url: str = ""
+    # The body: generic (the nested ECS event), slack, mattermost, teams (their message
+    # formats), or custom (the `template` below).
+    format: str = "generic"
+    # With format custom: the JSON body, any structure; strings take {field.name} and
+    # {@summary} {@title} {@rules} {@outputs} {@score} {@color} {@event} (docs/outputs.md).
+    template: Any = None
+    # One request per event (false), or one JSON array of bodies per batch (true; for
+    # receivers that take batches).
+    batch: bool = False
+    # Extra request headers, e.g. {Authorization: "Bearer ..."}.
+    headers: dict[str, str] = field(default_factory=dict)
+    # POST or PUT.
+    method: str = "POST"
+    timeout_s: float = 10.0
+    # CA bundle for https; empty uses the system store.
+    ca_certs: str = ""
+    verify_certs: bool = True
+    # Client certificate and key (mutual TLS), optional.
+    certfile: str = ""
+    keyfile: str = ""
+
+    def validate(self) -> None:
+        from urllib.parse import urlsplit
+
+        from .template import PRESETS, BodyTemplate, TemplateError
+
+        url = urlsplit(self.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("url: must be an http:// or https:// URL")
+        if self.format not in WEBHOOK_FORMATS:
+            raise ValueError(f"format: must be one of {', '.join(WEBHOOK_FORMATS)}")
+        if (self.format == "custom") != (self.template is not None):
+            raise ValueError("template: give one with format custom (and only then)")
+        try:
+            BodyTemplate(self.template if self.format == "custom" else PRESETS[self.format])
+        except TemplateError as exc:
+            raise ValueError(f"template: {exc}") from None
+        if self.method not in ("POST", "PUT"):
+            raise ValueError("method: must be POST or PUT")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s: must be positive")
+        if self.keyfile and not self.certfile:
+            raise ValueError("certfile: needed with keyfile")
+
+
+# RFC 5424 facility names and codes; severities by name.
+SYSLOG_FACILITIES = {
+    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+    "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13,
+    "console": 14, "solaris-cron": 15, **{f"local{i}": 16 + i for i in range(8)},
+}
+SYSLOG_SEVERITIES = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warning": 4, "notice": 5,
+                     "info": 6, "debug": 7}
+
+
+@dataclass
+class SyslogOptions:
+    host: str = "127.0.0.1"
+    # 0: 514 for udp and tcp, 6514 for tls.
+    port: int = 0
+    # udp (RFC 5426: at most once), tcp (RFC 6587) or tls (RFC 5425).
+    protocol: str = "udp"
+    # tcp/tls framing: octet-counting (RFC 5425, "LEN MSG") or non-transparent (each message
+    # ends with a line feed; its own line feeds become spaces).
+    framing: str = "octet-counting"
+    # Facility name (local0 ... local7, daemon, auth, security, ...).
+    facility: str = "local0"
+    # Severity of alerts and of the other events (emerg ... debug).
+    alert_severity: str = "warning"
+    event_severity: str = "notice"
+    # APP-NAME of every message.
+    app_name: str = "threatseer"
+    # HOSTNAME: event (the host the event happened on, host.name) or hub (this hub's name).
+    hostname: str = "event"
+    # MSG: json (the nested ECS document) or text (one readable line).
+    format: str = "json"
+    # SD-ID of a structured-data element with score, kind, action, id and rules; it must be
+    # NAME@<your IANA private enterprise number>. Empty: no structured data.
+    sd_id: str = ""
+    # Messages longer than this are cut (UDP datagrams should stay under the path MTU; many
+    # receivers take 8 KiB).
+    max_message_bytes: int = 8192
+    timeout_s: float = 10.0
+    # tls: CA bundle (empty: the system store), verification, client certificate and key.
+    ca_certs: str = ""
+    verify_certs: bool = True
+    certfile: str = ""
+    keyfile: str = ""
+
+    def validate(self) -> None:
+        if not self.host:
+            raise ValueError("host: must not be empty")
+        if not 0 <= self.port < 65536:
+            raise ValueError("port: must be 1-65535 (or 0 for the protocol's default)")
+        if self.protocol not in ("udp", "tcp", "tls"):
+            raise ValueError("protocol: must be udp, tcp or tls")
+        if self.framing not in ("octet-counting", "non-transparent"):
+            raise ValueError("framing: must be octet-counting or non-transparent")
+        if self.facility not in SYSLOG_FACILITIES:
+            raise ValueError(f"facility: unknown (known: {', '.join(SYSLOG_FACILITIES)})")
+        for key in ("alert_severity", "event_severity"):
+            if getattr(self, key) not in SYSLOG_SEVERITIES:
+                raise ValueError(f"{key}: must be one of {', '.join(SYSLOG_SEVERITIES)}")
+        if self.hostname not in ("event", "hub"):
+            raise ValueError("hostname: must be event or hub")
+        if self.format not in ("json", "text"):
+            raise ValueError("format: must be json or text")
+        if not _printable(self.app_name, 48):
+            raise ValueError("app_name: 1-48 printable ASCII characters, no spaces")
+        if self.sd_id and ("@" not in self.sd_id or not _printable(self.sd_id, 32)
+                           or any(c in self.sd_id for c in '="]')):
+            raise ValueError("sd_id: NAME@NUMBER (your IANA private enterprise number), at "
+                             "most 32 characters")
+        if self.max_message_bytes < 480:
+            raise ValueError("max_message_bytes: must be at least 480 (RFC 5424)")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s: must be positive")
+        if self.keyfile and not self.certfile:
+            raise ValueError("certfile: needed with keyfile")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (6514 if self.protocol == "tls" else 514)
+
+
+def _printable(text: str, limit: int) -> bool:
+    return 0 < len(text) <= limit and all(33 <= ord(c) <= 126 for c in text)
+
+
 OPTIONS: dict[str, type] = {
     "elasticsearch": ElasticsearchOptions,
     "kafka": KafkaOptions,
@@ -155,12 +330,14 @@ OPTIONS: dict[str, type] = {
     "redis": RedisOptions,
     "file": FileOptions,
     "stdout": StdoutOptions,
+    "webhook": WebhookOptions,
+    "syslog": SyslogOptions,
 }
 
 
 @dataclass
 class OutputConfig:
-    # elasticsearch, kafka, logstash, redis, file, stdout
+    # elasticsearch, kafka, logstash, redis, file, stdout, webhook, syslog
     type: str = "stdout"
     # Name in metrics and status; defaults to the type.
     name: str = ""

@@ -12,6 +12,8 @@ from typing import Any
 
 from threatseer.common import ecs
 
+from .config import ElasticsearchOptions
+
 # threatseer.indicators: one object per engine finding (hub/indicators.py Indicator.as_dict).
 INDICATOR_PROPERTIES: dict[str, Any] = {
     "engine": {"type": "keyword"},
@@ -25,11 +27,6 @@ INDICATOR_PROPERTIES: dict[str, Any] = {
 }
 # Families of fields (``name.*`` in the schema): their members are mapped dynamically.
 _FAMILY = {"type": "object"}
-
-
-def field_type(name: str) -> str:
-    field = ecs.FIELDS.get(name)
-    return field.type if field is not None else "keyword"
 
 
 def properties() -> dict[str, Any]:
@@ -52,14 +49,42 @@ def properties() -> dict[str, Any]:
     return props
 
 
-def template_body(index: str, data_stream: bool, shards: int = 1,
+def data_stream_fields(opts: ElasticsearchOptions) -> dict[str, str]:
+    """The fields every document of the output's data stream carries (flat), as Elastic's
+    data stream naming scheme has them; none for daily indices or an explicit name."""
+    if opts.index_mode != "data_stream" or opts.index:
+        return {}
+    return {"data_stream.type": "logs", "data_stream.dataset": opts.dataset,
+            "data_stream.namespace": opts.namespace, "event.dataset": opts.dataset}
+
+
+def template_name(opts: ElasticsearchOptions) -> str:
+    """One template per dataset (it serves every namespace), or per explicit index."""
+    return f"logs-{opts.dataset}" if data_stream_fields(opts) else opts.target
+
+
+def template_body(opts: ElasticsearchOptions, shards: int = 1,
                   replicas: int | None = None) -> dict[str, Any]:
-    """Arguments of ``indices.put_index_template`` for the index/data stream ``index``."""
+    """Arguments of ``indices.put_index_template`` for the output's data stream or indices."""
+    data_stream = opts.index_mode == "data_stream"
+    stream = data_stream_fields(opts)
+    if stream:
+        pattern = f"logs-{opts.dataset}-*"
+    else:
+        pattern = opts.target if data_stream else f"{opts.target}-*"
     settings: dict[str, Any] = {"number_of_shards": shards}
     if replicas is not None:
         settings["number_of_replicas"] = replicas
+    if opts.ilm_policy:
+        settings["index.lifecycle.name"] = opts.ilm_policy
+    props = properties()
+    if stream:  # constant per dataset; the namespace is constant per data stream
+        ds = props["data_stream"]["properties"]
+        ds["type"]["value"] = "logs"
+        ds["dataset"]["value"] = opts.dataset
     body: dict[str, Any] = {
-        "index_patterns": [index if data_stream else f"{index}-*"],
+        "index_patterns": [pattern],
+        # above the built-in logs-*-* template (100), so this one's mappings apply
         "priority": 200,
         "template": {
             "settings": settings,
@@ -71,7 +96,7 @@ def template_body(index: str, data_stream: bool, shards: int = 1,
                         "mapping": {"type": "keyword", "ignore_above": 1024},
                     }},
                 ],
-                "properties": properties(),
+                "properties": props,
             },
         },
         "_meta": {"managed_by": "threatseer", "ecs_version": ecs.ECS_VERSION},
@@ -81,9 +106,28 @@ def template_body(index: str, data_stream: bool, shards: int = 1,
     return body
 
 
-def install(client: Any, index: str, data_stream: bool, shards: int = 1,
+def install(client: Any, opts: ElasticsearchOptions, shards: int = 1,
             replicas: int | None = None) -> str:
     """Put the template (idempotent: same name, replaced); return its name."""
-    client.indices.put_index_template(name=index, **template_body(index, data_stream, shards,
-                                                                  replicas))
-    return index
+    name = template_name(opts)
+    client.indices.put_index_template(name=name, **template_body(opts, shards, replicas))
+    return name
+
+
+def ilm_policy_body(retention_days: int = 30, rollover_max_age: str = "1d",
+                    rollover_max_size: str = "50gb") -> dict[str, Any]:
+    """An ILM policy as Elastic's own logs policy shapes it: roll the data stream's write
+    index over daily or at ``rollover_max_size`` per primary shard, delete indices
+    ``retention_days`` after their rollover."""
+    return {
+        "phases": {
+            "hot": {"actions": {"rollover": {"max_age": rollover_max_age,
+                                             "max_primary_shard_size": rollover_max_size}}},
+            "delete": {"min_age": f"{retention_days}d", "actions": {"delete": {}}},
+        },
+        "_meta": {"managed_by": "threatseer"},
+    }
+
+
+def install_ilm_policy(client: Any, name: str, policy: dict[str, Any]) -> None:
+    client.ilm.put_lifecycle(name=name, policy=policy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -50,16 +51,24 @@ class Outputs:
         for worker in self._workers:
             worker.start()
         if self._registry is not None:
-            self._collector = OutputsCollector(self.status)
+            self._collector = OutputsCollector(self.status, self.latencies)
             self._registry.register(self._collector)
         self._started = True
 
     def emit(self, event: dict[str, Any]) -> None:
         """Route one scored flat event; gives it an ``event.id`` if it has none."""
-        self._ids.ensure(event)
-        for worker in self._workers:
-            if routed(worker.cfg, event):
-                worker.buffer.put(event)
+        self.emit_all((event,))
+
+    def emit_all(self, events: Iterable[dict[str, Any]]) -> None:
+        """:meth:`emit` each of ``events`` (a slice the pipeline scored together: one clock
+        reading stamps them all for the delivery latency)."""
+        now = time.monotonic()
+        ensure, workers = self._ids.ensure, self._workers
+        for event in events:
+            ensure(event)
+            for worker in workers:
+                if routed(worker.cfg, event):
+                    worker.buffer.put(event, now)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what is queued within ``timeout`` seconds in total, then stop."""
@@ -71,6 +80,10 @@ class Outputs:
         if self._collector is not None:
             self._registry.unregister(self._collector)
             self._collector = None
+
+    def latencies(self) -> list[tuple[str, str, Any]]:
+        """Per output: (name, type, delivery latency histogram snapshot)."""
+        return [(w.cfg.label, w.cfg.type, w.latency.snapshot()) for w in self._workers]
 
     def status(self) -> list[dict[str, Any]]:
         """Per output: name, type, connected, queue_depth, sent, failed, dropped (and more)."""

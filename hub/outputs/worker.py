@@ -11,6 +11,7 @@ from typing import Any
 
 from .buffer import EventBuffer
 from .config import OutputConfig
+from .metrics import LatencyHistogram
 from .sinks.base import Sink
 
 log = logging.getLogger("threatseer.hub.outputs")
@@ -29,6 +30,8 @@ class OutputWorker:
         self.retries = 0
         self.last_error = ""
         self.in_flight = 0  # events taken from the buffer, not yet delivered or refused
+        # Seconds from emit to delivered (or refused for good), per event from memory.
+        self.latency = LatencyHistogram()
         self._abort = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"output-{cfg.label}", daemon=True)
 
@@ -98,6 +101,7 @@ class OutputWorker:
         self.in_flight = len(batch)
         attempt = 0
         while pending:
+            wait_at_least = 0.0
             try:
                 if not self.connected:
                     self.sink.connect()
@@ -115,18 +119,23 @@ class OutputWorker:
                     if result.reconnect:
                         self.connected = False
                         self.sink.disconnect()
+                    wait_at_least = result.retry_after
             except Exception as exc:  # any sink failure: reconnect and retry
                 self._failed_attempt(exc)
             if not pending:
                 break
             delay = min(self.cfg.retry_max_s, FIRST_DELAY_S * 2**attempt)
+            delay *= random.uniform(0.8, 1.2)
+            delay = max(delay, min(wait_at_least, self.cfg.retry_max_s))  # Retry-After
             attempt = min(attempt + 1, 30)
-            if self._abort.wait(delay * random.uniform(0.8, 1.2)):
+            if self._abort.wait(delay):
                 self.buffer.give_back(pending)
                 self.in_flight = 0
                 return
         self.buffer.commit()
         self.in_flight = 0
+        if self.buffer.batch_times:
+            self.latency.observe_since(self.buffer.batch_times, time.monotonic())
 
     def _failed_attempt(self, exc: Exception) -> None:
         self.retries += 1

@@ -1,4 +1,5 @@
-"""The hub's authenticated admin endpoint for bundles (publish, list, rollback) and its client.
+"""The hub's authenticated admin endpoint for bundles (publish, list, rollback, unstack) and
+its client.
 
 Transport: a ZeroMQ REP socket. A request is ``[header, signature, payload]``: ``header`` is
 canonical JSON ``{"op", "args", "ts", "nonce", "key", "payload_sha256"}`` and ``signature``
@@ -6,6 +7,10 @@ an ed25519 signature of ``threatseer-admin-v1:`` + header by an admin key. The s
 accepts a change only from a configured admin key, within ``MAX_SKEW`` seconds of its clock,
 with a nonce it has not seen (replay protection); ``list`` needs no key. Replies are JSON
 ``{"ok": bool, "error": str, ...}``. A refused bundle leaves the previous one active.
+
+Local layers (hub/rules/local_layer.py) go through the same operations: ``publish`` stacks a
+local layer on the active base, ``rollback`` with ``{"layer": "local"}`` activates an earlier
+one, ``unstack`` runs the base alone.
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from threatseer.hub.rules.archive import MAX_ARCHIVE_BYTES
-from threatseer.hub.rules.model import Bundle
+from threatseer.hub.rules.model import BASE, LOCAL, Bundle
 from threatseer.hub.rules.signing import b64, load_verify_key
 from threatseer.hub.rules.store import BundleStore, StoreError
 
 log = logging.getLogger(__name__)
 ADMIN_CONTEXT = b"threatseer-admin-v1:"
 MAX_SKEW = 60.0
-AUTHENTICATED_OPS = {"publish", "rollback"}
+AUTHENTICATED_OPS = {"publish", "rollback", "unstack"}
 
 
 class AdminError(RuntimeError):
@@ -44,9 +49,12 @@ def _canonical(doc: dict[str, Any]) -> bytes:
 
 
 def _summary(bundle: Bundle) -> dict[str, Any]:
+    local = bundle.local
     return {"name": bundle.manifest.name, "version": bundle.manifest.version,
             "digest": bundle.digest, "rules": len(bundle.ruleset),
-            "unsupported": len(bundle.unsupported)}
+            "unsupported": len(bundle.unsupported),
+            "local": {"name": local.manifest.name, "version": local.manifest.version,
+                      "digest": local.digest} if local is not None else None}
 
 
 class AdminServer(threading.Thread):
@@ -66,7 +74,10 @@ class AdminServer(threading.Thread):
         self.admin_keys = {b64(bytes(k)): k for k in (
             k if isinstance(k, VerifyKey) else load_verify_key(k) for k in admin_keys)}
         self.on_activate = on_activate
-        self._ctx = context or zmq.Context.instance()
+        # A context of its own unless given one: terminating it when the thread ends waits for
+        # the socket's close, so the endpoint is free again once stop() returns.
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
         self._stopping = threading.Event()
         self._ready = threading.Event()
         # nonce -> time accepted; kept on disk so a restart does not reopen the replay window
@@ -114,6 +125,7 @@ class AdminServer(threading.Thread):
             self.bind_error = exc
             self._ready.set()
             sock.close()
+            self._release()
             return
         self._ready.set()
         poller = zmq.Poller()
@@ -133,6 +145,11 @@ class AdminServer(threading.Thread):
                 sock.send(_canonical(reply))
         finally:
             sock.close()
+            self._release()
+
+    def _release(self) -> None:
+        if self._own_ctx:
+            self._ctx.term()
 
     # ---- requests ---------------------------------------------------------------
 
@@ -179,12 +196,16 @@ class AdminServer(threading.Thread):
         try:
             if op == "list":
                 return {"ok": True, "installed": self.store.installed(),
-                        "active": self.store.active_version()}
+                        "active": self.store.active_version(),
+                        "active_local": self.store.active_local_version()}
             if op == "publish":
                 bundle = self.store.publish(payload)
             elif op == "rollback":
                 version = args.get("version")
-                bundle = self.store.rollback(str(version) if version else None)
+                layer = LOCAL if args.get("layer") == LOCAL else BASE
+                bundle = self.store.rollback(str(version) if version else None, layer)
+            elif op == "unstack":
+                bundle = self.store.unstack()
             else:
                 return {"ok": False, "error": f"unknown operation {op!r}"}
         except StoreError as exc:
@@ -244,5 +265,11 @@ class AdminClient:
     def list(self) -> dict[str, Any]:
         return self.request("list")
 
-    def rollback(self, version: str | None = None) -> dict[str, Any]:
-        return self.request("rollback", {"version": version} if version else {})
+    def rollback(self, version: str | None = None, local: bool = False) -> dict[str, Any]:
+        args: dict[str, Any] = {"version": version} if version else {}
+        if local:
+            args["layer"] = LOCAL
+        return self.request("rollback", args)
+
+    def unstack(self) -> dict[str, Any]:
+        return self.request("unstack")

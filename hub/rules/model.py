@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 from threatseer.hub.indicators import Indicator
 
+BASE, LOCAL = "base", "local"
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -18,6 +20,20 @@ class Manifest:
     version: str
     description: str = ""
     min_threatseer: str = "0.1.0"
+    # "base": a bundle on its own; "local": a layer of overrides stacked on a base bundle
+    # (as Falco's falco_rules.local.yaml), compiled together with it.
+    layer: str = BASE
+    # A local layer's expected base bundle name ("" = any base).
+    base: str = ""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """The local layer of a stacked bundle: what it is and where it came from."""
+
+    manifest: Manifest
+    digest: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,4 +106,16 @@ class Bundle:
     source: str = ""  # where it was loaded from
     # Rules that could not be loaded, each "file: rule: reason" (never dropped silently).
     unsupported: list[str] = field(default_factory=list)
+    # A stack's tests are the local layer's (the base's ran against the base when it was
+    # installed); a base bundle's are its own.
     tests: list[RuleTest] = field(default_factory=list)
+    # The local layer compiled into this bundle, or None. ``manifest`` and ``digest`` stay
+    # the base's.
+    local: Layer | None = None
+
+    def describe(self) -> str:
+        """``name version`` of the base, ``+ local name version`` when stacked."""
+        text = f"{self.manifest.name} {self.manifest.version}"
+        if self.local is not None:
+            text += f" + local {self.local.manifest.name} {self.local.manifest.version}"
+        return text

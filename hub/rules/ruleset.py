@@ -84,6 +84,9 @@ class CompiledRule:
     output: str = ""
     source: str = ""  # file:line
     extra: dict[str, Any] = field(default_factory=dict)
+    # What an alert names the rule by (hub/alerts.py: rule.id, uuid, reference, author,
+    # license); kept off the indicators, which every match copies.
+    meta: dict[str, Any] = field(default_factory=dict)
     predicate: Predicate = field(init=False, repr=False)
     # The predicate without the top-level event.action tests, which the index already
     # guarantees for every bucket the rule is filed in.
@@ -172,10 +175,19 @@ def strip_action_tests(node: Node) -> Node:
 KeySpec = tuple[str, Any, bool]  # (kind "eq"|"base"|"sub", field or fallback names, nocase)
 
 
+def _element_of_list(f: Field) -> bool:
+    """``process.args[1]``: what its element holds, the list holds; the index looks lists up
+    item by item (and searches their joined text), so the list's entries serve."""
+    return f.index is not None and f.name in LIST_FIELDS and not f.fallbacks
+
+
 def literal_key(node: Node) -> tuple[KeySpec, frozenset[Any]] | None:
     """A field literal every match of ``node`` must carry, as (spec, values)."""
     if isinstance(node, Cmp):
         f = node.field
+        if _element_of_list(f):
+            node = Cmp(Field(f.name), node.op, node.values, node.nocase)
+            f = node.field
         if f.index is not None or f.fallbacks or f.name in ("event.action", "event.category"):
             return None
         if node.op == "=":
@@ -211,6 +223,8 @@ def required_substrings(node: Node) -> tuple[str, frozenset[str]] | None:
     one of the needles (from contains/startswith/endswith literals)."""
     if isinstance(node, Cmp):
         f = node.field
+        if _element_of_list(f):
+            f = Field(f.name)
         if (f.index is not None or f.fallbacks or node.op not in _SUBSTRING_OPS
                 or not node.values or not all(isinstance(v, str) and v for v in node.values)):
             return None
@@ -251,6 +265,9 @@ _LIST_PENALTY = 6
 
 def _cmp_requirement(node: Cmp) -> Requirement | None:
     f = node.field
+    if _element_of_list(f):
+        node = Cmp(Field(f.name), node.op, node.values, node.nocase)
+        f = node.field
     if f.index is not None:
         return None
     plain = Cmp(Field(f.name), node.op, node.values, node.nocase) if f.fallbacks else node
@@ -398,6 +415,10 @@ class IndexedRuleSet:
         for i, rule in enumerate(self.rules):
             rule.order = i
         self.by_name = {r.name: r for r in self.rules}
+        for r in self.rules:  # a sequence's alerts name the sequence, not a step
+            seq = getattr(r, "sequence", None)
+            if seq is not None:
+                self.by_name.setdefault(seq.name, r)
         groups: dict[Node, _Group] = {}
         analysed = []
         for r in self.rules:

@@ -1,11 +1,15 @@
 """Sigma rules (parsed by pySigma) translated into the query AST, so they share the
 evaluator and the index with the bundle's own rules.
 
-Supported: Linux logsources process_creation, file_event and network_connection; the fields
-in :data:`FIELDS`; the value types pySigma produces for the modifiers those rules use
-(contains, startswith, endswith, all, re, cidr, windash, base64, base64offset, exists, cased,
-lt/gt...). Strings match case-insensitively, as Sigma specifies, unless ``|cased``. Anything
-else raises :class:`SigmaUnsupported` with the reason, which the bundle loader reports in
+A rule first goes through a pySigma processing pipeline
+(:mod:`threatseer.hub.rules.sigma_pipeline`, plus the bundle's own pipelines), which maps its
+log source to the events that answer it and its fields to ECS; what is translated here names
+ECS fields only. Supported: the log sources and fields that pipeline maps (Linux
+process_creation, process_termination, file_event, file_delete, network_connection, auditd);
+the value types pySigma produces for the modifiers those rules use (contains, startswith,
+endswith, all, re, cidr, windash, base64, base64offset, exists, cased, lt/gt...). Strings match
+case-insensitively, as Sigma specifies, unless ``|cased``. Anything else raises
+:class:`SigmaUnsupported` with the reason, which the bundle loader reports in
 ``Bundle.unsupported``: a rule is never dropped silently.
 """
 
@@ -21,7 +25,8 @@ from sigma.conditions import (
     ConditionOR,
     ConditionValueExpression,
 )
-from sigma.exceptions import SigmaError
+from sigma.exceptions import SigmaError, SigmaTransformationError
+from sigma.processing.pipeline import ProcessingPipeline
 from sigma.rule import SigmaRule
 from sigma.types import (
     CompareOperators,
@@ -39,70 +44,92 @@ from sigma.types import (
     SpecialChars,
 )
 
+from threatseer.common import ecs
 from threatseer.hub.rules.query.ast import Cmp, Field, Node, Not, conj, disj
 from threatseer.hub.rules.query.compiler import compile_condition
 from threatseer.hub.rules.query.errors import QueryError
 from threatseer.hub.rules.ruleset import CompiledRule
+from threatseer.hub.rules.sigma_pipeline import KEYWORD_FIELD, LOGSOURCE_PREFIX, default_pipeline
 
 
 class SigmaUnsupported(ValueError):
     """A Sigma rule this hub cannot evaluate; ``str()`` is the reason."""
 
 
-# Sigma field -> ECS field(s): the first present is used.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "Image": ("process.executable",),
-    "CommandLine": ("process.command_line",),
-    "ParentImage": ("process.parent.executable",),
-    "ParentCommandLine": ("process.parent.command_line",),
-    "User": ("user.name",),
-    "CurrentDirectory": ("process.working_directory",),
-    "ProcessId": ("process.pid",),
-    "ParentProcessId": ("process.parent.pid",),
-    "LogonId": ("user.audit.id",),
-    "TargetFilename": ("file.path",),
-    "DestinationIp": ("destination.ip",),
-    "DestinationPort": ("destination.port",),
-    "DestinationHostname": ("destination.domain", "dns.question.name"),
-    "SourceIp": ("source.ip",),
-    "SourcePort": ("source.port",),
-    "Protocol": ("network.transport",),
-    "sha256": ("process.hash.sha256",),
-}
-
 LEVEL_SCORES = {"informational": 5, "low": 15, "medium": 30, "high": 60, "critical": 90}
 
-_WRITE_INTENT = ("write", "create", "truncate")
-
-
-def _logsource(rule: SigmaRule, uses_hostname: bool) -> Node:
-    ls = rule.logsource
-    if ls.product not in (None, "linux"):
-        raise SigmaUnsupported(f"logsource product {ls.product!r} is not linux")
-    if ls.service is not None:
-        raise SigmaUnsupported(f"logsource service {ls.service!r} is not supported")
-    action = Field("event.action")
-    if ls.category == "process_creation":
-        return Cmp(action, "=", ("exec",))
-    if ls.category == "file_event":
-        return conj(Cmp(action, "=", ("open",)),
-                    Cmp(Field("threatseer.open.flags"), "=", _WRITE_INTENT))
-    if ls.category == "network_connection":
-        # A host name is only known from DNS queries unless something resolved it.
-        actions = ("connect", "accept", "dns-query") if uses_hostname else ("connect", "accept")
-        return Cmp(action, "=", actions)
-    raise SigmaUnsupported(f"logsource category {ls.category!r} is not supported")
+_INDEXED = re.compile(r"([\w.@]+)\[(\d{1,2})\]\Z")
 
 
 def _field(name: str) -> Field:
-    ecs = FIELDS.get(name)
-    if ecs is None:
+    """The ECS field a (pipeline-mapped) rule names; ``name[N]`` is the Nth list element."""
+    indexed = _INDEXED.match(name)
+    base, index = (indexed.group(1), int(indexed.group(2))) if indexed else (name, None)
+    if ecs.field(base) is None and not base.startswith("threatseer."):
         raise SigmaUnsupported(f"field {name!r} has no ECS mapping")
-    return Field(ecs[0], None, ecs[1:])
+    return Field(base, index)
+
+
+def _python_regex(pattern: str) -> str:
+    """``pattern`` with inline global flags after its start (``ab(?i)c``, which PCRE applies to
+    the rest of the enclosing group and Python refuses) turned into scoped groups
+    (``ab(?i:c)``), each alternative of that group wrapped alike."""
+    out: list[str] = []
+    stack: list[str] = [""]  # per open group: the flags switched on inside it so far
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            # a ']' right after '[' or '[^' is literal
+            if pattern[i + 1:i + 2] == "^":
+                out.append("^")
+                i += 1
+            if pattern[i + 1:i + 2] == "]":
+                out.append("]")
+                i += 1
+            i += 1
+            continue
+        flags = _INLINE_FLAGS.match(pattern, i)
+        if flags is not None and (i > 0 or len(stack) > 1):
+            out.append(f"(?{flags.group(1)}:")
+            stack[-1] += "\0" + flags.group(1)
+            i = flags.end()
+            continue
+        if c == "(":
+            stack.append("")
+        elif c == ")" or c == "|":
+            opened = stack[-1].split("\0")[1:]
+            out.append(")" * len(opened))
+            if c == "|":
+                out.append("|")
+                out.extend(f"(?{f}:" for f in opened)
+                i += 1
+                continue
+            if len(stack) > 1:
+                stack.pop()
+        out.append(c)
+        i += 1
+    out.append(")" * len(stack[-1].split("\0")[1:]))
+    return "".join(out)
+
+
+_INLINE_FLAGS = re.compile(r"\(\?([aiLmsux]+(?:-[imsx]+)?|-[imsx]+)\)")
 
 
 def _string(field: Field, value: SigmaString) -> Node:
-    nocase = not isinstance(value, SigmaCasedString)
+    # event.action values are the pipeline's own, exact: the rule index files the rule by them
+    nocase = not isinstance(value, SigmaCasedString) and field.name != "event.action"
     parts = list(value.s)
     if any(not isinstance(p, str | SpecialChars) for p in parts):
         raise SigmaUnsupported("placeholders (expand modifier) are not supported")
@@ -125,6 +152,22 @@ def _string(field: Field, value: SigmaString) -> Node:
     pattern = "".join(
         re.escape(p) if isinstance(p, str) else (".*" if p is star else ".") for p in parts)
     return Cmp(field, "regex", (f"\\A(?:{pattern})\\Z",), nocase)
+
+
+def _keyword(field_name: str | None, value: Any) -> Node:
+    """A keyword (field-less) value: a substring of ``field_name``'s text."""
+    if field_name is None:
+        raise SigmaUnsupported("keyword (field-less) detection is not supported for this "
+                               "log source")
+    if isinstance(value, SigmaExpansion):
+        return disj(*(_keyword(field_name, v) for v in value.values))
+    if isinstance(value, SigmaNumber):
+        value = SigmaString(str(value.number))
+    if isinstance(value, SigmaString):
+        return _string(Field(field_name), SigmaString("*") + value + SigmaString("*"))
+    if isinstance(value, SigmaRegularExpression):
+        return _value(field_name, value)
+    raise SigmaUnsupported(f"keyword value type {type(value).__name__} is not supported")
 
 
 def _value(field_name: str | None, value: Any) -> Node:
@@ -155,7 +198,7 @@ def _value(field_name: str | None, value: Any) -> Node:
         return node if value.exists else Not(node)
     if isinstance(value, SigmaRegularExpression):
         nocase = SigmaRegularExpressionFlag.IGNORECASE in value.flags
-        pattern = value.regexp.to_plain()
+        pattern = _python_regex(value.regexp.to_plain())
         if SigmaRegularExpressionFlag.MULTILINE in value.flags:
             pattern = "(?m)" + pattern
         return Cmp(field, "regex", (pattern,), nocase)
@@ -183,39 +226,69 @@ def _merge_or(items: list[Node]) -> Node:
     return disj(*cmps, *rest)
 
 
-def _condition(node: Any) -> Node:
+def _condition(node: Any, keyword_field: str | None) -> Node:
     if isinstance(node, ConditionAND):
-        return conj(*(_condition(a) for a in node.args))
+        return conj(*(_condition(a, keyword_field) for a in node.args))
     if isinstance(node, ConditionOR):
-        return _merge_or([_condition(a) for a in node.args])
+        return _merge_or([_condition(a, keyword_field) for a in node.args])
     if isinstance(node, ConditionNOT):
-        return Not(_condition(node.args[0]))
+        return Not(_condition(node.args[0], keyword_field))
     if isinstance(node, ConditionFieldEqualsValueExpression):
         return _value(node.field, node.value)
     if isinstance(node, ConditionValueExpression):
-        return _value(None, node.value)
+        return _keyword(keyword_field, node.value)
     raise SigmaUnsupported(f"condition element {type(node).__name__} is not supported")
 
 
-def _uses(node: Any, field_name: str) -> bool:
-    if isinstance(node, ConditionFieldEqualsValueExpression):
-        return node.field == field_name
-    return any(_uses(a, field_name) for a in getattr(node, "args", ()) or ())
+_DEFAULT_PIPELINE: list[ProcessingPipeline] = []
 
 
-def compile_sigma(text: str, source: str) -> CompiledRule:
-    """Parse one Sigma rule (YAML text) into a compiled rule, or raise SigmaUnsupported."""
+def _meta(rule: SigmaRule) -> dict[str, Any]:
+    """The rule's identity for alerts' ``rule.*`` (hub/alerts.py)."""
+    meta: dict[str, Any] = {"id": str(rule.id) if rule.id else rule.title}
+    if rule.id:
+        meta["uuid"] = str(rule.id)
+    if rule.references:
+        meta["reference"] = [str(r) for r in rule.references]
+    if rule.author:
+        meta["author"] = [a.strip() for a in str(rule.author).split(",") if a.strip()]
+    license_ = getattr(rule, "license", None) or (rule.custom_attributes or {}).get("license")
+    if license_:
+        meta["license"] = str(license_)
+    return meta
+
+
+def compile_sigma(text: str, source: str,
+                  pipeline: ProcessingPipeline | None = None) -> CompiledRule:
+    """Parse one Sigma rule (YAML text), map it with ``pipeline`` (the default pipeline when
+    None; see sigma_pipeline.pipeline_for) and compile it, or raise SigmaUnsupported."""
+    if pipeline is None:
+        if not _DEFAULT_PIPELINE:
+            _DEFAULT_PIPELINE.append(default_pipeline())
+        pipeline = _DEFAULT_PIPELINE[0]
     try:
         rule = SigmaRule.from_yaml(text)
+        product = rule.logsource.product
+        if product not in (None, "linux"):
+            raise SigmaUnsupported(f"logsource product {product!r} is not linux")
+        pipeline.apply(rule)
         parsed = [c.parsed for c in rule.detection.parsed_condition]
+    except SigmaTransformationError as exc:  # the pipeline's own reasons
+        raise SigmaUnsupported(str(exc).split("\n")[0]) from None
     except SigmaError as exc:
         raise SigmaUnsupported(f"pySigma: {exc}") from None
+    except SigmaUnsupported:
+        raise
     except Exception as exc:  # pySigma raises plain errors on some malformed input
         raise SigmaUnsupported(f"pySigma: {type(exc).__name__}: {exc}") from None
+    if not any(i.startswith(LOGSOURCE_PREFIX) for i in pipeline.applied_ids):
+        ls = rule.logsource
+        what = f"service {ls.service!r}" if ls.service else f"category {ls.category!r}"
+        raise SigmaUnsupported(f"logsource {what} is not supported")
     if getattr(rule.detection, "timeframe", None):
         raise SigmaUnsupported("timeframe (aggregation) rules are not supported")
-    uses_hostname = any(_uses(p, "DestinationHostname") for p in parsed)
-    condition = conj(_logsource(rule, uses_hostname), disj(*(_condition(p) for p in parsed)))
+    keyword_field = pipeline.state.get(KEYWORD_FIELD)
+    condition = disj(*(_condition(p, keyword_field) for p in parsed))
     level = rule.level.name.lower() if rule.level else "medium"
     try:
         compile_condition(condition)  # surface bad regexes as "unsupported", with the reason
@@ -230,6 +303,7 @@ def compile_sigma(text: str, source: str) -> CompiledRule:
             source=source,
             extra={"sigma_id": str(rule.id) if rule.id else "", "level": level,
                    "file": source},
+            meta=_meta(rule),
         )
     except QueryError as exc:
         raise SigmaUnsupported(str(exc)) from None

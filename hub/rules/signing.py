@@ -45,14 +45,14 @@ def _decode(text: str, what: str, source: str) -> bytes:
 
 
 def load_signing_key(path: str | Path) -> SigningKey:
-    return SigningKey(_decode(Path(path).read_text(), "secret key", str(path)))
+    return SigningKey(_decode(Path(path).read_text(errors="replace"), "secret key", str(path)))
 
 
 def load_verify_key(path_or_text: str | Path) -> VerifyKey:
     """A public key from a file path or from its base64 text."""
     p = Path(path_or_text)
     if isinstance(path_or_text, Path) or p.is_file():
-        return VerifyKey(_decode(p.read_text(), "public key", str(p)))
+        return VerifyKey(_decode(p.read_text(errors="replace"), "public key", str(p)))
     return VerifyKey(_decode(str(path_or_text), "public key", "key"))
 
 

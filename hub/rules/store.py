@@ -1,11 +1,15 @@
-"""Installed bundle versions on disk, which one is active, install/activate/rollback.
+"""Installed bundle versions on disk, which are active, install/activate/rollback.
 
-Layout under ``state_dir``: ``bundles/<version>.tar.gz`` (archives exactly as published,
-signature included) and ``state.json`` (active version and the activation history used by
-rollback), written atomically so the active bundle survives hub restarts and crashes.
+Layout under ``state_dir``: ``bundles/<version>.tar.gz`` (base bundles, archives exactly as
+published, signature included), ``local/<version>.tar.gz`` (local layers, stacked on the
+active base: hub/rules/local_layer.py) and ``state.json`` (the active base and local layer and
+their activation histories, used by rollback), written atomically so the active stack
+survives hub restarts and crashes.
 
 A bundle is verified (when trusted keys are configured), compiled and its embedded tests run
-BEFORE it is accepted: a bad bundle raises and changes nothing.
+BEFORE it is accepted: a bad bundle raises and changes nothing. The stack is checked too: a
+new base must take the active local layer, a local layer must compile on the active base
+(the base's tests run against the base, the layer's against the stack).
 """
 
 from __future__ import annotations
@@ -24,19 +28,22 @@ from nacl.signing import VerifyKey
 
 from threatseer.hub.rules.archive import (
     ArchiveError,
+    Files,
     build_archive,
     content_digest,
     read_archive,
     read_dir,
 )
-from threatseer.hub.rules.bundle import load_files
-from threatseer.hub.rules.model import Bundle
+from threatseer.hub.rules.bundle import is_local_layer, load_files, load_stack
+from threatseer.hub.rules.model import BASE, LOCAL, Bundle
 from threatseer.hub.rules.signing import SignatureError, load_verify_key, verify_files
 from threatseer.hub.rules.testing import run_tests
 from threatseer.hub.rules.yamlfile import BundleError
 
 log = logging.getLogger(__name__)
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}\Z")
+# state.json keys of each layer: (active version, history)
+_STATE_KEYS = {BASE: ("active", "history"), LOCAL: ("local", "local_history")}
 
 
 class StoreError(ValueError):
@@ -62,7 +69,9 @@ class BundleStore:
     ) -> None:
         self.dir = Path(state_dir)
         self.bundles_dir = self.dir / "bundles"
+        self.local_dir = self.dir / "local"
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
+        self.local_dir.mkdir(parents=True, exist_ok=True)
         self.trusted = [k if isinstance(k, VerifyKey) else load_verify_key(k)
                         for k in trusted_keys]
         self._lock = threading.RLock()
@@ -81,15 +90,15 @@ class BundleStore:
     def _save_state(self, state: dict[str, Any]) -> None:
         _atomic_write(self.dir / "state.json", json.dumps(state, indent=1).encode())
 
-    def _path(self, version: str) -> Path:
+    def _path(self, version: str, layer: str = BASE) -> Path:
         if not _VERSION.match(version):
             raise StoreError(f"invalid bundle version {version!r}")
-        return self.bundles_dir / f"{version}.tar.gz"
+        return (self.local_dir if layer == LOCAL else self.bundles_dir) / f"{version}.tar.gz"
 
     # ---- loading --------------------------------------------------------------------
 
-    def compile(self, data: bytes, source: str = "<published>") -> Bundle:
-        """Verify, compile and test an archive without installing it."""
+    def _verified(self, data: bytes) -> Files:
+        """The files of an archive whose signature a trusted key made (when keys are set)."""
         try:
             files, signature = read_archive(data)
         except ArchiveError as exc:
@@ -99,6 +108,19 @@ class BundleStore:
                 verify_files(files, signature, self.trusted)
             except SignatureError as exc:
                 raise StoreError(f"refused: {exc}") from None
+        return files
+
+    def _files(self, version: str, layer: str) -> Files:
+        try:
+            data = self._path(version, layer).read_bytes()
+        except OSError:
+            what = "local layer" if layer == LOCAL else "version"
+            raise StoreError(f"{what} {version!r} is not installed") from None
+        return self._verified(data)
+
+    @staticmethod
+    def _base(files: Files, source: str) -> Bundle:
+        """A base bundle compiled and its tests run."""
         try:
             bundle = load_files(files, source)
         except BundleError as exc:
@@ -108,46 +130,87 @@ class BundleStore:
             raise StoreError("bundle tests failed:\n" + "\n".join(failures))
         return bundle
 
-    def _load_version(self, version: str) -> Bundle:
-        path = self._path(version)
+    @staticmethod
+    def _stack(base: Files, base_source: str, local: Files, local_source: str) -> Bundle:
+        """A base with a local layer on it compiled, and the layer's tests run."""
         try:
-            data = path.read_bytes()
-        except OSError:
-            raise StoreError(f"version {version!r} is not installed") from None
-        return self.compile(data, f"{version}")
+            bundle = load_stack(base, base_source, local, local_source)
+        except BundleError as exc:
+            raise StoreError(f"local layer does not compile on {base_source}:\n{exc}") from None
+        _, failures = run_tests(bundle)
+        if failures:
+            raise StoreError("local layer tests failed:\n" + "\n".join(failures))
+        return bundle
+
+    def _compose(self, base_version: str, local_version: str | None) -> Bundle:
+        base = self._files(base_version, BASE)
+        if local_version is None:
+            return self._base(base, base_version)
+        return self._stack(base, base_version, self._files(local_version, LOCAL),
+                           f"local {local_version}")
+
+    def compile(self, data: bytes, source: str = "<published>") -> Bundle:
+        """Verify, compile and test an archive without installing it; return the bundle as
+        the hub would run it: a local layer on the active base, or a base with the active
+        local layer on it."""
+        files = self._verified(data)
+        if is_local_layer(files):
+            base = self.active_version()
+            if base is None:
+                raise StoreError("a local layer needs an active base bundle: publish one first")
+            return self._stack(self._files(base, BASE), base, files, source)
+        bundle = self._base(files, source)
+        local = self.active_local_version()
+        if local is None:
+            return bundle
+        try:
+            return self._stack(files, source, self._files(local, LOCAL), f"local {local}")
+        except StoreError as exc:
+            raise StoreError(f"the active local layer {local} does not apply to this bundle "
+                             f"(publish a local layer that does, or `rules unstack` first): "
+                             f"{exc}") from None
 
     # ---- operations -----------------------------------------------------------------
 
     def installed(self) -> list[dict[str, Any]]:
-        active = self._state().get("active")
+        """Every installed version: base bundles, then local layers, each marked active or
+        not."""
+        state = self._state()
         out = []
-        for p in sorted(self.bundles_dir.glob("*.tar.gz")):
-            version = p.name.removesuffix(".tar.gz")
-            try:
-                files, signature = read_archive(p.read_bytes())
-                digest = content_digest(files)
-            except (ArchiveError, OSError):
-                digest, signature = "unreadable", None
-            out.append({"version": version, "digest": digest, "signed": signature is not None,
-                        "active": version == active})
+        for layer, directory in ((BASE, self.bundles_dir), (LOCAL, self.local_dir)):
+            active = state.get(_STATE_KEYS[layer][0])
+            for p in sorted(directory.glob("*.tar.gz")):
+                version = p.name.removesuffix(".tar.gz")
+                try:
+                    files, signature = read_archive(p.read_bytes())
+                    digest = content_digest(files)
+                except (ArchiveError, OSError):
+                    digest, signature = "unreadable", None
+                out.append({"version": version, "layer": layer, "digest": digest,
+                            "signed": signature is not None, "active": version == active})
         return out
 
     def install(self, data: bytes) -> Bundle:
-        """Check and store an archive (not activated). Same version + same content is a no-op."""
+        """Check and store an archive (not activated). Same version + same content is a no-op.
+        Returns the bundle as it would run (see :meth:`compile`)."""
         with self._lock:
             bundle = self.compile(data)
-            version = bundle.manifest.version
-            path = self._path(version)
+            layer = LOCAL if is_local_layer(read_archive(data)[0]) else BASE
+            own = bundle.local if layer == LOCAL and bundle.local else None
+            version = own.manifest.version if own else bundle.manifest.version
+            digest = own.digest if own else bundle.digest
+            path = self._path(version, layer)
             if path.exists():
                 try:
                     old_digest = content_digest(read_archive(path.read_bytes())[0])
                 except (ArchiveError, OSError):
                     old_digest = ""
-                if old_digest != bundle.digest:
+                if old_digest != digest:
                     raise StoreError(f"version {version} is already installed with other "
                                      "content: bump the manifest version")
             _atomic_write(path, data)
-            bundle.source = str(path)
+            if own is None:
+                bundle.source = str(path)
             return bundle
 
     def install_path(self, path: str | Path) -> Bundle:
@@ -156,52 +219,105 @@ class BundleStore:
         data = build_archive(read_dir(p)) if p.is_dir() else p.read_bytes()
         return self.install(data)
 
+    def _activated(self, layer: str, version: str | None, bundle: Bundle,
+                   push: bool = True) -> Bundle:
+        state = self._state()
+        key, hkey = _STATE_KEYS[layer]
+        history = [v for v in state.get(hkey, []) if isinstance(v, str)]
+        if push and version is not None and (not history or history[-1] != version):
+            history.append(version)
+        state[key], state[hkey] = version, history[-50:]
+        self._save_state(state)
+        self._active = bundle
+        return bundle
+
     def activate(self, version: str, _push: bool = True) -> Bundle:
+        """Make ``version`` the active base (with the active local layer on it)."""
         with self._lock:
-            bundle = self._load_version(version)
-            state = self._state()
-            history = [v for v in state.get("history", []) if isinstance(v, str)]
-            if _push and (not history or history[-1] != version):
-                history.append(version)
-            self._save_state({"active": version, "history": history[-50:]})
-            self._active = bundle
-            return bundle
+            local = self.active_local_version()
+            try:
+                bundle = self._compose(version, local)
+            except StoreError as exc:
+                if local is None or "is not installed" in str(exc):
+                    raise
+                raise StoreError(f"the active local layer {local} does not apply to version "
+                                 f"{version} (`rules unstack` first): {exc}") from None
+            return self._activated(BASE, version, bundle, _push)
+
+    def activate_local(self, version: str, _push: bool = True) -> Bundle:
+        """Stack the installed local layer ``version`` on the active base."""
+        with self._lock:
+            base = self.active_version()
+            if base is None:
+                raise StoreError("a local layer needs an active base bundle: publish one first")
+            return self._activated(LOCAL, version, self._compose(base, version), _push)
+
+    def unstack(self) -> Bundle:
+        """Run the active base alone (the local layer stays installed for a rollback)."""
+        with self._lock:
+            base = self.active_version()
+            if base is None:
+                raise StoreError("no active bundle")
+            if self.active_local_version() is None:
+                raise StoreError("no local layer is active")
+            return self._activated(LOCAL, None, self._compose(base, None), push=False)
 
     def publish(self, data: bytes) -> Bundle:
-        """Install and activate in one step (what the admin endpoint does)."""
+        """Install and activate in one step (what the admin endpoint does); a local layer is
+        stacked on the active base."""
         with self._lock:
             bundle = self.install(data)
+            if bundle.local is not None and is_local_layer(read_archive(data)[0]):
+                return self.activate_local(bundle.local.manifest.version)
             return self.activate(bundle.manifest.version)
 
-    def rollback(self, version: str | None = None) -> Bundle:
-        """Activate ``version``, or the one active before the current one."""
+    def rollback(self, version: str | None = None, layer: str = BASE) -> Bundle:
+        """Activate ``version`` of ``layer``, or the one active before the current one."""
+        activate = self.activate_local if layer == LOCAL else self.activate
         with self._lock:
             if version is not None:
-                return self.activate(version)
+                return activate(version)
+            key, hkey = _STATE_KEYS[layer]
             state = self._state()
-            history = [v for v in state.get("history", []) if isinstance(v, str)]
-            current = state.get("active")
+            history = [v for v in state.get(hkey, []) if isinstance(v, str)]
+            current = state.get(key)
             while history and history[-1] == current:
                 history.pop()
             while history:
                 candidate = history[-1]
-                if self._path(candidate).exists():
-                    self._save_state({"active": current, "history": history})
-                    return self.activate(candidate, _push=False)
+                if self._path(candidate, layer).exists():
+                    bundle = activate(candidate, _push=False)
+                    state = self._state()
+                    state[hkey] = history
+                    self._save_state(state)
+                    return bundle
                 history.pop()
-            raise StoreError("no earlier version to roll back to")
+            what = "local layer" if layer == LOCAL else "version"
+            raise StoreError(f"no earlier {what} to roll back to")
 
     def active(self) -> Bundle | None:
-        """The active bundle (loaded from disk after a restart), or None."""
+        """The active bundle (loaded from disk after a restart), or None. When the active
+        local layer cannot be loaded the base runs alone (and ``last_error`` says why)."""
         with self._lock:
             if self._active is not None:
                 return self._active
-            version = self._state().get("active")
-            if not isinstance(version, str):
+            version = self.active_version()
+            if version is None:
                 return None
+            local = self.active_local_version()
             try:
-                self._active = self._load_version(version)
+                self._active = self._compose(version, local)
             except StoreError as exc:
+                if local is not None:
+                    self.last_error = f"active local layer {local} cannot be loaded, running " \
+                                      f"{version} alone: {exc}"
+                    log.error("%s", self.last_error)
+                    try:
+                        self._active = self._compose(version, None)
+                    except StoreError:
+                        pass
+                    else:
+                        return self._active
                 self.last_error = f"active bundle {version} cannot be loaded: {exc}"
                 log.error("%s", self.last_error)
                 return None
@@ -209,4 +325,8 @@ class BundleStore:
 
     def active_version(self) -> str | None:
         version = self._state().get("active")
+        return version if isinstance(version, str) else None
+
+    def active_local_version(self) -> str | None:
+        version = self._state().get("local")
         return version if isinstance(version, str) else None

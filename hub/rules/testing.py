@@ -6,14 +6,22 @@ reach fails its tests.
 
 from __future__ import annotations
 
-from threatseer.hub.rules.model import Bundle
+from dataclasses import dataclass
+
+from threatseer.hub.rules.model import Bundle, RuleTest
 from threatseer.hub.rules.ruleset import IndexedRuleSet
 
 
-def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
-    """(number of tests run, failure messages)."""
+@dataclass(frozen=True)
+class TestFailure:
+    test: RuleTest
+    message: str  # "file:line: rule 'x' did not match: {event}"
+
+
+def check(bundle: Bundle) -> tuple[int, list[TestFailure]]:
+    """(number of tests run, the failed ones)."""
     ruleset = bundle.ruleset
-    failures: list[str] = []
+    failures: list[TestFailure] = []
     try:
         for test in bundle.tests:
             if test.events:  # a sequence: its events in order, from a clean state
@@ -28,8 +36,15 @@ def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
             if (test.rule in fired) != test.expect_match:
                 what = "did not match" if test.expect_match else "matched but must not"
                 shown = list(test.events) if test.events else test.event
-                failures.append(f"{test.source}: rule {test.rule!r} {what}: {shown}")
+                failures.append(TestFailure(test, f"{test.source}: rule {test.rule!r} {what}: "
+                                                  f"{shown}"))
     finally:
         if isinstance(ruleset, IndexedRuleSet):
             ruleset.reset_sequences()  # the tested bundle starts live with no partial match
     return len(bundle.tests), failures
+
+
+def run_tests(bundle: Bundle) -> tuple[int, list[str]]:
+    """(number of tests run, failure messages)."""
+    count, failures = check(bundle)
+    return count, [f.message for f in failures]

@@ -35,6 +35,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> LineDict:
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# A bare `=` is YAML 1.1's "value" key; in rule files it is the comparison (Falco's
+# `comps: [=, in]`), so it reads as the string "=".
+_Loader.add_constructor("tag:yaml.org,2002:value",
+                        lambda loader, node: loader.construct_scalar(node))
 
 
 def load_yaml(text: bytes | str, source: str) -> Any:

@@ -187,6 +187,18 @@ static __always_inline void fill_task(struct tsr_hdr *h, struct task_struct *t)
 	k->pidns = BPF_CORE_READ(pns, ns.inum);
 	k->mntns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
 	k->cgroup_id = BPF_CORE_READ(cs, dfl_cgrp, kn, id);
+	struct signal_struct *sig = BPF_CORE_READ(t, signal);
+	struct pid *sp = NULL;
+	bpf_core_read(&sp, sizeof(sp), &sig->pids[PIDTYPE_SID]);
+	k->sid = BPF_CORE_READ(sp, numbers[0].nr);
+	struct tty_struct *tty = BPF_CORE_READ(sig, tty);
+	k->tty = 0;
+	if (tty) {
+		struct tty_driver *drv = BPF_CORE_READ(tty, driver);
+		__u32 major = BPF_CORE_READ(drv, major);
+		__u32 minor = BPF_CORE_READ(drv, minor_start) + BPF_CORE_READ(tty, index);
+		k->tty = major << 20 | (minor & 0xfffff);
+	}
 	BPF_CORE_READ_STR_INTO(&k->comm, t, comm);
 	k->memcg[0] = 0;
 	if (memid >= 0 && memid < 16) {

@@ -10,6 +10,18 @@ cdef dict _CATS = {a: (c, t) for a, (c, t) in actions.CATEGORIES.items()}
 cdef enum:
     EVENT_FIELDS = 40  # fields an enriched event may reach without a resize
 
+# ECS types user and group ids as keyword: strings, made once per id value.
+cdef dict _ID_STRINGS = {}
+
+
+cdef str _id(uint32_t value):
+    s = _ID_STRINGS.get(value)
+    if s is None:
+        if len(_ID_STRINGS) > 4096:
+            _ID_STRINGS.clear()
+        s = _ID_STRINGS[value] = str(value)
+    return <str>s
+
 
 cdef inline str _cstr(const char *p, size_t cap):
     """Decode a NUL-terminated kernel string of capacity cap."""
@@ -25,6 +37,9 @@ cdef class Decoder:
     reader before each drain."""
 
     cdef long long offset_ns
+    # process.start is reckoned from one boot time for the sensor's life (native/clock.py).
+    cdef long long boot_wall_ns
+    cdef dict starts           # task start (boot ns) -> process.start
     # The acting task's fields as Python objects, kept from the previous record: a stream of
     # records from one task (the usual case) reuses them instead of allocating ten ints and
     # decoding two strings per record.
@@ -33,8 +48,14 @@ cdef class Decoder:
     cdef object t_pid, t_tid, t_ppid, t_uid, t_gid, t_euid, t_auid, t_cgroup, t_pidns
     cdef object t_mntns, t_start, t_comm, t_memcg
 
+    def __cinit__(self):
+        self.boot_wall_ns = clock.BOOT_WALL_NS
+        self.starts = {}
+
     cdef dict common(self, const tsr_hdr *h, str action):
         cdef char ts[40]
+        cdef char start[40]
+        cdef int sn
         cdef int n = ts_iso8601(<unsigned long long>(<long long>h.task.ts_ns + self.offset_ns), ts)
         cdef const tsr_task *t = &h.task
         cat, typ = _CATS[action]
@@ -43,9 +64,18 @@ cdef class Decoder:
             self.last_task = t[0]
             self.have_last_task = True
             self.t_pid, self.t_tid, self.t_ppid = t.pid, t.tid, t.ppid
-            self.t_uid, self.t_gid, self.t_euid, self.t_auid = t.uid, t.gid, t.euid, t.auid
+            self.t_uid, self.t_gid, self.t_euid = _id(t.uid), _id(t.gid), _id(t.euid)
+            self.t_auid = _id(t.auid)
             self.t_cgroup, self.t_pidns, self.t_mntns = t.cgroup_id, t.pidns, t.mntns
-            self.t_start = t.start_ns
+            # per process, not per task switch: formatting another second here would also
+            # evict the @timestamp formatter's cached second
+            self.t_start = self.starts.get(t.start_ns)
+            if self.t_start is None:
+                sn = ts_iso8601(<unsigned long long>(<long long>t.start_ns + self.boot_wall_ns),
+                                start)
+                if len(self.starts) > 4096:
+                    self.starts.clear()
+                self.t_start = self.starts[t.start_ns] = start[:sn].decode("ascii")
             self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
             self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
         cdef dict d = _PyDict_NewPresized(EVENT_FIELDS)
@@ -63,12 +93,12 @@ cdef class Decoder:
         d["user.id"] = self.t_uid
         d["group.id"] = self.t_gid
         d["user.effective.id"] = self.t_euid
-        d["user.audit.id"] = self.t_auid
+        d["threatseer.user.audit.id"] = self.t_auid
         d["threatseer.cgroup.id"] = self.t_cgroup
         d["threatseer.cgroup.memory"] = self.t_memcg
         d["threatseer.ns.pid"] = self.t_pidns
         d["threatseer.ns.mnt"] = self.t_mntns
-        d["threatseer.process.start_ns"] = self.t_start
+        d["process.start"] = self.t_start
         return d
 
 

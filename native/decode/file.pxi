@@ -68,9 +68,14 @@ cdef dict decode_fchange(Decoder dec, const tsr_fchange *fc):
         action = actions.LOG_TRUNCATE
     cdef dict d = dec.common(&fc.h, action)
     path = _str_at(fc.data, fc.path_len)
-    d["file.path"] = path
-    if fc.path2_len:
+    if not fc.path2_len:
+        d["file.path"] = path
+    elif op == TSR_OP_SYMLINK:   # ECS: file.target_path is what a symlink points to
+        d["file.path"] = path
         d["file.target_path"] = _str_at(fc.data + fc.path_len, fc.path2_len)
+    else:                        # rename, link: the file is the new name (as Elastic Endpoint)
+        d["file.path"] = _str_at(fc.data + fc.path_len, fc.path2_len)
+        d["threatseer.file.source_path"] = path
     d["event.outcome"] = _SUCCESS if fc.result >= 0 else _FAILURE
     d["threatseer.file.result"] = fc.result
     if fc.h.flags & TSR_F_PATH_TRUNC:
@@ -85,7 +90,7 @@ cdef dict decode_fchange(Decoder dec, const tsr_fchange *fc):
     if op == TSR_OP_PROC_MEM or op == TSR_OP_PROC_MEM_READ:
         parts = path.split("/")
         if len(parts) > 2 and parts[2].isdigit():
-            d["process.target.pid"] = int(parts[2])
+            d["threatseer.target.pid"] = int(parts[2])
     elif op == TSR_OP_CHOWN:
         if fc.uid != 0xFFFFFFFF:
             d["file.uid"] = str(fc.uid)

@@ -50,7 +50,7 @@ cdef dict decode_net(Decoder dec, const tsr_net *n):
         d["network.direction"] = "ingress"
     elif kind == TSR_LISTEN:
         d = dec.common(&n.h, actions.LISTEN)
-        d["network.direction"] = "listening"
+        d["network.direction"] = "ingress"   # ECS has no "listening": what it awaits
     else:
         d = dec.common(&n.h, actions.DNS_QUERY)
         d["network.protocol"] = "dns"

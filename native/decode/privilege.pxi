@@ -1,10 +1,16 @@
 # Included by _bpf.pyx: privilege gains (set*id, capset) and process/kernel tricks (ptrace,
 # memfd, module and BPF loads, mounts, namespaces).
 
+# The ids before a change (uid euid suid fsuid gid egid sgid fsgid): ECS has no place for a
+# process's previous credentials beyond user.id/user.effective.id/group.id.
 cdef tuple _CRED_BEFORE = tuple(["threatseer.cred.before." + tsr_cred_ids[i].decode()
                                  for i in range(TSR_CRED_IDS)])
-cdef tuple _CRED_AFTER = tuple(["threatseer.cred.after." + tsr_cred_ids[i].decode()
-                                for i in range(TSR_CRED_IDS)])
+# The ids after it, in ECS's process.* user and group fields where ECS has one (the fs ids
+# have none).
+cdef tuple _CRED_AFTER = (
+    "process.real_user.id", "process.user.id", "process.saved_user.id",
+    "threatseer.cred.fsuid", "process.real_group.id", "process.group.id",
+    "process.saved_group.id", "threatseer.cred.fsgid")
 CAPABILITIES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
     "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
@@ -56,14 +62,14 @@ cdef dict decode_cred(Decoder dec, const tsr_cred *r):
     cdef dict d = dec.common(&r.h, action)
     d["threatseer.syscall"] = tsr_cred_syscalls[op].decode()
     d["event.outcome"] = _SUCCESS if r.result >= 0 else _FAILURE
-    d["user.id"] = r.before[0]
-    d["user.changes.id"] = r.after[0]
-    d["user.effective.id"] = r.after[1]
-    d["group.id"] = r.before[4]
-    d["user.changes.group.id"] = r.after[4]
+    d["user.id"] = _id(r.before[0])            # who acted: the ids before the change
+    d["user.effective.id"] = _id(r.before[1])
+    d["group.id"] = _id(r.before[4])
+    d["user.changes.id"] = _id(r.after[0])     # what the real ids became
+    d["user.changes.group.id"] = _id(r.after[4])
     for i in range(TSR_CRED_IDS):
-        d[_CRED_BEFORE[i]] = r.before[i]
-        d[_CRED_AFTER[i]] = r.after[i]
+        d[_CRED_BEFORE[i]] = _id(r.before[i])
+        d[_CRED_AFTER[i]] = _id(r.after[i])
     added = (r.cap_eff[1] & ~r.cap_eff[0]) | (r.cap_perm[1] & ~r.cap_perm[0])
     d["threatseer.capabilities.added"] = _cap_names(added)
     d["process.thread.capabilities.effective"] = _cap_names(r.cap_eff[1])
@@ -81,10 +87,10 @@ cdef dict decode_sys(Decoder dec, const tsr_sys *r):
     if op == TSR_OP_PTRACE:
         d = dec.common(&r.h, actions.PTRACE)
         d["threatseer.ptrace.request"] = _PTRACE_REQUESTS.get(r.arg[0], str(r.arg[0]))
-        d["process.target.pid"] = <int32_t>r.arg[1]
+        d["threatseer.target.pid"] = <int32_t>r.arg[1]
     elif op == TSR_OP_VM_WRITE:
         d = dec.common(&r.h, actions.PROCESS_VM_WRITE)
-        d["process.target.pid"] = <int32_t>r.arg[0]
+        d["threatseer.target.pid"] = <int32_t>r.arg[0]
         if r.result >= 0:
             d["threatseer.vm_write.bytes"] = r.result
     elif op == TSR_OP_VM_READ:

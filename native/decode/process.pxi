@@ -49,6 +49,10 @@ cdef dict decode_exec(Decoder dec, const tsr_exec *e):
         i = j + 1
     d["process.args"] = args
     d["process.args_count"] = e.argc
+    d["process.session_leader.pid"] = e.h.task.sid
+    if e.h.task.tty:
+        d["process.tty.char_device.major"] = e.h.task.tty >> 20
+        d["process.tty.char_device.minor"] = e.h.task.tty & 0xfffff
     d["threatseer.args_truncated"] = bool(e.h.flags & TSR_F_ARGS_TRUNC) or e.argc > len(args)
     if e.env_len:
         d["process.env_vars"] = [v.decode("utf-8", "replace")

@@ -142,6 +142,8 @@ struct tsr_task {
 	__u32 auid;         /* loginuid */
 	__u32 pidns;
 	__u32 mntns;
+	__u32 sid;          /* session leader's tgid */
+	__u32 tty;          /* controlling terminal: major << 20 | minor; 0: none */
 	__u32 _pad;
 	char comm[TSR_COMM_LEN];
 	char memcg[TSR_MEMCG_LEN];

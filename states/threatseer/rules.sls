@@ -1,6 +1,7 @@
-{#- The pinned rule bundle on a hub: fetched from the master, verified, activated, and the
-    hub restarted (config mode) or published to it (admin mode). Every fetched version stays
-    in ${bundles_dir}, so a rollback (pin the previous version, apply) needs no download. #}
+{#- The pinned rule bundle on a hub, and the site's local rules layer stacked on it: fetched
+    from the master, verified, activated, and the hub restarted (config mode) or published to
+    it (admin mode). Every fetched version stays in ${bundles_dir}, so a rollback (pin the
+    previous version, apply) needs no download. #}
 {%- set tplroot = tpldir.split('/')[0] %}
 {%- from tplroot ~ "/map.jinja" import ts, subst with context %}
 {%- set p = ts.paths %}
@@ -43,6 +44,32 @@ threatseer-rules-verified:
       - file: threatseer-hub-signing-key
       - sls: {{ tplroot }}.package.hub
 
+{#- The local layer: pinned like the bundle, or none (an active one is taken off). #}
+{%- set l = r.local %}
+{%- set lbundle = p.bundles_dir ~ '/' ~ l.name ~ '-' ~ l.version ~ r.suffix %}
+{%- set lnames = {'bundle': lbundle, 'name': l.name, 'version': l.version,
+                  'admin_key': p.admin_key,
+                  'key_file': p.local_signing_key if l.signing_public_key else p.signing_key} %}
+{%- if l.version %}
+threatseer-rules-local-bundle:
+  file.managed:
+    - name: {{ lbundle }}
+    - source: {{ r.source }}/{{ l.name ~ '-' ~ l.version ~ r.suffix }}
+    - mode: '0644'
+    - require:
+      - file: threatseer-rules-dir
+
+threatseer-rules-local-verified:
+  cmd.run:
+    - name: {{ ((subst(r.verify_cmd, lnames)|load_json) ~ ' && sha256sum ' ~ lbundle ~ ' > '
+               ~ lbundle ~ '.verified')|yaml_dquote }}
+    - unless: sha256sum --status -c {{ lbundle }}.verified
+    - require:
+      - file: threatseer-rules-local-bundle
+      - file: threatseer-hub-signing-key
+      - sls: {{ tplroot }}.package.hub
+{%- endif %}
+
 {%- if r.activate == 'admin' %}
 {%- set activate = subst(r.activate_cmd, names)|load_json %}
 {%- set active = subst(r.active_cmd, names)|load_json %}
@@ -53,6 +80,24 @@ threatseer-rules-active:
     - require:
       - cmd: threatseer-rules-verified
       - {{ 'service' if ts.service.manager in ('systemd', 'sysv') else 'cmd' }}: threatseer-hub-service
+{%- if l.version %}
+
+threatseer-rules-local-active:
+  cmd.run:
+    - name: {{ (subst(l.activate_cmd, lnames)|load_json)|yaml_dquote }}
+    - unless: {{ (active ~ ' | grep -q -- ' ~ ('^\\* local ' ~ l.version ~ ' ')|quote)|yaml_dquote }}
+    - require:
+      - cmd: threatseer-rules-local-verified
+      - cmd: threatseer-rules-active
+{%- else %}
+
+threatseer-rules-local-off:
+  cmd.run:
+    - name: {{ (subst(l.unstack_cmd, lnames)|load_json)|yaml_dquote }}
+    - onlyif: {{ (active ~ ' | grep -q -- ' ~ ('^\\* local ')|quote)|yaml_dquote }}
+    - require:
+      - cmd: threatseer-rules-active
+{%- endif %}
 {%- else %}
 threatseer-rules-active:
   file.symlink:
@@ -62,20 +107,37 @@ threatseer-rules-active:
     - require:
       - cmd: threatseer-rules-verified
 
-{#- The hub loads the linked bundle at start: restart it when the link moves. #}
+{#- hub.yaml's local_bundle names this link while a layer is pinned. #}
+threatseer-rules-local-link:
+{%- if l.version %}
+  file.symlink:
+    - name: {{ p.bundles_dir }}/active-local{{ r.suffix }}
+    - target: {{ lbundle }}
+    - force: True
+    - require:
+      - cmd: threatseer-rules-local-verified
+{%- else %}
+  file.absent:
+    - name: {{ p.bundles_dir }}/active-local{{ r.suffix }}
+{%- endif %}
+
+{#- The hub loads the linked bundles at start: restart it when a link moves. #}
 extend:
 {%- if ts.service.manager in ('systemd', 'sysv') %}
   threatseer-hub-service:
     service.running:
       - watch:
         - file: threatseer-rules-active
+        - file: threatseer-rules-local-link
 {%- else %}
   threatseer-hub-restart:
     cmd.run:
       - onchanges:
         - file: threatseer-rules-active
+        - file: threatseer-rules-local-link
       - require:
         - file: threatseer-rules-active
+        - file: threatseer-rules-local-link
 {%- endif %}
 {%- endif %}
 {%- endif %}

@@ -80,8 +80,8 @@ def test_sensitive_files_score_reads_and_writes_apart() -> None:
         open_event("/etc/shadow", ["read"]),
         open_event("/etc/shadow", ["write", "truncate"]),
         {**open_event("/etc/shadow", ["write", "truncate"]), "event.action": "truncate"},
-        {**open_event("/etc/nshadow", ["write"]), "event.action": "rename",
-         "file.target_path": "/etc/shadow"},
+        {**open_event("/etc/shadow", ["write"]), "event.action": "rename",
+         "threatseer.file.source_path": "/etc/nshadow"},
         open_event("/home/bob/.ssh/id_rsa", ["read"]),
         open_event("/etc/hostname", ["read"]),
     ])

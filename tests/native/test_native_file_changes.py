@@ -42,7 +42,7 @@ def test_setuid_chmod_is_reported_anywhere_but_plain_chmod_is_not(probe, events,
     assert ev["threatseer.file.setuid"] is True and ev["threatseer.file.setgid"] is False
     assert ev["event.category"] == ["file"] and ev["event.type"] == ["change"]
     assert ev["event.outcome"] == "success" and ev["threatseer.file.result"] == 0
-    assert ev["user.id"] == os.getuid()
+    assert ev["user.id"] == str(os.getuid())
     assert probe.counters()["change_filtered"] > before   # the 0644 chmod, dropped in-kernel
 
     fd = os.open(target, os.O_RDONLY)
@@ -63,11 +63,12 @@ def test_rename_link_symlink_unlink_under_a_watched_prefix(events, watched):
     for p in (b, c, s):
         os.unlink(p)
 
-    (ev,) = events.wait(change("rename", a))
-    assert ev["file.target_path"] == str(b)
+    # rename, link: file.path is the new name, the old one (the existing file) beside it
+    (ev,) = events.wait(change("rename", b))
+    assert ev["threatseer.file.source_path"] == str(a) and "file.target_path" not in ev
     assert ev["event.type"] == ["change"] and ev["event.outcome"] == "success"
-    (ev,) = events.wait(change("link", b))
-    assert ev["file.target_path"] == str(c) and ev["event.type"] == ["creation"]
+    (ev,) = events.wait(change("link", c))
+    assert ev["threatseer.file.source_path"] == str(b) and ev["event.type"] == ["creation"]
     (ev,) = events.wait(change("symlink", s))
     assert ev["file.target_path"] == "/etc/passwd" and ev["event.type"] == ["creation"]
     for p in (b, c, s):
@@ -93,8 +94,8 @@ def test_relative_paths_are_joined_to_the_cwd_and_dirfd(events, watched):
         os.unlink("new", dir_fd=dfd)
     finally:
         os.close(dfd)
-    (ev,) = events.wait(change("rename", watched / "rel-dir" / "old"))
-    assert ev["file.target_path"] == str(watched / "rel-dir" / "new")
+    (ev,) = events.wait(change("rename", watched / "rel-dir" / "new"))
+    assert ev["threatseer.file.source_path"] == str(watched / "rel-dir" / "old")
     assert events.wait(change("unlink", watched / "rel-dir" / "new"))
 
     os.rmdir(watched / "rel-dir")

@@ -46,7 +46,7 @@ def test_container_cgroup_created_used_destroyed(events, container_cgroup):
                           and e["threatseer.cgroup.memory"] == name)
     assert made["threatseer.cgroup.path"] == f"/{name}"
     assert made["threatseer.cgroup.hierarchy"] == memory_hierarchy()
-    assert made["event.category"] == ["host"] and made["event.type"] == ["creation"]
+    assert made["event.category"] == ["host"] and made["event.type"] == ["change"]
     assert made["process.pid"] == os.getpid()
 
     proc = subprocess.run(["/bin/sh", "-c", f"echo $$ > {path}/cgroup.procs && exec /bin/true"],
@@ -61,7 +61,7 @@ def test_container_cgroup_created_used_destroyed(events, container_cgroup):
     (gone,) = events.wait(lambda e: e["event.action"] == "container-destroyed"
                           and e["threatseer.cgroup.memory"] == name)
     assert gone["threatseer.cgroup.path"] == f"/{name}"
-    assert gone["event.type"] == ["deletion"]
+    assert gone["event.type"] == ["end"]
 
 
 def test_other_hierarchies_are_ignored(events):

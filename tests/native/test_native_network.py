@@ -32,7 +32,7 @@ def test_listen_connect_accept(events, family, host, ntype):
 
     (lst,) = events.wait(lambda e: mine("listen")(e) and e["destination.port"] == sport)
     assert lst["destination.ip"] == host
-    assert lst["network.direction"] == "listening"
+    assert lst["network.direction"] == "ingress"
     assert lst["network.transport"] == "tcp" and lst["network.type"] == ntype
     assert "source.ip" not in lst
 

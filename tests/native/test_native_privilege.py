@@ -75,10 +75,10 @@ def test_real_uid_1000_with_euid_0_regaining_uid_0(events, probe):
     assert len(evs) == 1, evs          # the setresuid gained nothing: not reported
     ev = evs[0]
     assert ev["threatseer.syscall"] == "setuid"
-    assert ev["user.id"] == 1000 and ev["user.changes.id"] == 0
-    assert ev["user.effective.id"] == 0
-    assert ev["threatseer.cred.before.uid"] == 1000 and ev["threatseer.cred.before.euid"] == 0
-    assert ev["threatseer.cred.after.uid"] == 0 and ev["threatseer.cred.after.suid"] == 0
+    assert ev["user.id"] == "1000" and ev["user.changes.id"] == "0"
+    assert ev["user.effective.id"] == "0" and ev["process.user.id"] == "0"
+    assert ev["threatseer.cred.before.uid"] == "1000" and ev["threatseer.cred.before.euid"] == "0"
+    assert ev["process.real_user.id"] == "0" and ev["process.saved_user.id"] == "0"
     assert ev["threatseer.capabilities.added"] == []
     assert ev["event.category"] == ["iam", "process"] and ev["event.type"] == ["change"]
     assert ev["event.outcome"] == "success"
@@ -95,9 +95,9 @@ def test_saved_uid_0_restoring_euid_0_gains_capabilities(events):
     pid = in_child(child)
     (ev,) = events.wait(by(pid, "setuid"))
     assert ev["threatseer.syscall"] == "setresuid"
-    assert ev["user.id"] == 65534 and ev["user.changes.id"] == 65534
-    assert ev["threatseer.cred.before.euid"] == 65534
-    assert ev["threatseer.cred.after.euid"] == 0 and ev["user.effective.id"] == 0
+    assert ev["user.id"] == "65534" and ev["user.changes.id"] == "65534"
+    assert ev["threatseer.cred.before.euid"] == "65534" and ev["user.effective.id"] == "65534"
+    assert ev["process.user.id"] == "0" and ev["process.saved_user.id"] == "0"
     assert ev["threatseer.capabilities.added"] == cap_names(permitted)
     assert ev["process.thread.capabilities.effective"] == cap_names(permitted)
 
@@ -116,7 +116,7 @@ def test_capset_raising_effective_capabilities(events):
     assert ev["process.thread.capabilities.effective"] == ["CAP_NET_RAW"]
     assert ev["process.thread.capabilities.permitted"] == cap_names(permitted)
     assert ev["threatseer.syscall"] == "capset"
-    assert ev["user.id"] == 0 and ev["user.changes.id"] == 0
+    assert ev["user.id"] == "0" and ev["user.changes.id"] == "0"
 
 
 def test_gid_transition_and_dropping_privileges_unreported(events):
@@ -129,8 +129,9 @@ def test_gid_transition_and_dropping_privileges_unreported(events):
     pid = in_child(child)
     (ev,) = events.wait(by(pid, "setgid"))
     assert ev["threatseer.syscall"] == "setgid"
-    assert ev["group.id"] == 1000 and ev["user.changes.group.id"] == 0
-    assert ev["threatseer.cred.before.gid"] == 1000 and ev["threatseer.cred.after.egid"] == 0
+    assert ev["group.id"] == "1000" and ev["user.changes.group.id"] == "0"
+    assert ev["threatseer.cred.before.gid"] == "1000" and ev["process.group.id"] == "0"
+    assert ev["process.real_group.id"] == "0" and ev["process.saved_group.id"] == "0"
     events.wait(by(pid, "exit"))
     assert [e for e in events.events if e["process.pid"] == pid
             and e["event.action"] in ("setuid", "setgid", "capset")] == [ev]

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from threatseer.native import Probe
+from threatseer.sensor.proctable import start_ticks
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action",
           "process.pid", "process.thread.id", "process.name", "process.parent.pid", "user.id",
-          "group.id", "user.effective.id", "user.audit.id", "threatseer.cgroup.id",
+          "group.id", "user.effective.id", "threatseer.user.audit.id", "threatseer.cgroup.id",
           "threatseer.cgroup.memory", "threatseer.ns.pid", "threatseer.ns.mnt",
-          "threatseer.process.start_ns")
+          "process.start")
 
 
 def own_memcg() -> str:
@@ -45,14 +46,15 @@ def test_exec_fork_exit_of_a_command(events):
     assert ex["process.name"] == "echo"
     assert ex["process.parent.pid"] == os.getpid()
     assert ex["process.thread.id"] == pid
-    assert ex["user.id"] == os.getuid() and ex["user.effective.id"] == os.geteuid()
-    assert ex["group.id"] == os.getgid()
+    assert ex["user.id"] == str(os.getuid()) and ex["user.effective.id"] == str(os.geteuid())
+    assert ex["group.id"] == str(os.getgid())
     assert ex["event.kind"] == "event"
     assert ex["event.category"] == ["process"] and ex["event.type"] == ["start"]
     assert ex["threatseer.ns.pid"] == os.stat("/proc/self/ns/pid").st_ino
     assert ex["threatseer.ns.mnt"] == os.stat("/proc/self/ns/mnt").st_ino
     assert ex["threatseer.cgroup.memory"] == own_memcg()
-    assert ex["threatseer.process.start_ns"] > 0
+    assert ISO.match(ex["process.start"])
+    assert ex["process.session_leader.pid"] == os.getsid(0)
     for key in COMMON:
         assert key in ex, key
     assert ISO.match(ex["@timestamp"])
@@ -68,7 +70,23 @@ def test_exec_fork_exit_of_a_command(events):
     assert "threatseer.exit_signal" not in end
     assert end["event.type"] == ["end"]
     assert end["process.name"] == "echo"
-    assert end["threatseer.process.start_ns"] == ex["threatseer.process.start_ns"]
+    assert end["process.start"] == ex["process.start"]
+
+
+def test_process_start_is_the_date_proc_counts_in_ticks(events):
+    """process.start is a date; the sensor turns it back into /proc's clock ticks exactly
+    (its process ids are made from them, for processes seen at start and seen exec'ing)."""
+    proc = subprocess.Popen(["/bin/sleep", "5"])
+    try:
+        (ex,) = events.wait(lambda e: e["event.action"] == "exec" and e["process.pid"] == proc.pid)
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    finally:
+        proc.kill()
+        proc.wait()
+    started = datetime.strptime(ex["process.start"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs(started.timestamp() - time.time()) < 30
+    assert start_ticks(ex["process.start"]) == ticks
 
 
 def test_exit_status_and_killing_signal(events):

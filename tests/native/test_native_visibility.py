@@ -76,7 +76,7 @@ def test_reads_of_another_process_memory_are_seen_and_own_reads_are_not(events, 
     pid = int(proc.stdout)
     (read,) = events.wait(lambda e: e["event.action"] == "proc-mem-read"
                           and e["process.pid"] == pid)
-    assert read["process.target.pid"] == victim.pid
+    assert read["threatseer.target.pid"] == victim.pid
     assert read["file.path"] == f"/proc/{victim.pid}/mem"
     assert read["threatseer.open.flags"] == ["read"] and read["event.category"] == ["process"]
     events.settle()
@@ -99,7 +99,7 @@ print(os.getpid())
     pid = int(_child(code).stdout)
     (read,) = events.wait(lambda e: e["event.action"] == "process-vm-read"
                           and e["process.pid"] == pid)
-    assert read["process.target.pid"] == victim.pid
+    assert read["threatseer.target.pid"] == victim.pid
 
 
 @pytest.mark.skipif(not has_tracepoint(TRACEPOINT_PROGRAMS["ts_tcp_sendmsg"]),

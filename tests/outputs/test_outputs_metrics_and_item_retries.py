@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,7 +74,10 @@ class FlakyBulk(BaseHTTPRequestHandler):
         self._reply({"version": {"number": "8.15.0"}, "tagline": "You Know, for Search"})
 
     def do_POST(self) -> None:
-        lines = self.rfile.read(int(self.headers["Content-Length"])).splitlines()
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Content-Encoding") == "gzip":  # the sink compresses by default
+            body = gzip.decompress(body)
+        lines = body.splitlines()
         ids = [json.loads(x)["create"]["_id"] for x in lines[0::2]]
         if FlakyBulk.max_docs and len(ids) > FlakyBulk.max_docs:
             FlakyBulk.calls.append(ids)

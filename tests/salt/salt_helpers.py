@@ -48,6 +48,43 @@ def build_bundle(work: Path, version: str, key: Path | None, out_dir: Path,
     return out
 
 
+LOCAL_RULE = """\
+rules:
+  - rule: site_marker_{version}
+    description: the local layer's own rule
+    condition: event.action = exec and process.name = site-marker
+    score: 1
+    tests:
+      match: [{{event.action: exec, process.name: site-marker}}]
+"""
+
+
+def build_local_layer(work: Path, version: str, key: Path | None, out_dir: Path,
+                      name: str = "local", base: str = "default") -> Path:
+    """Build ``<out_dir>/<name>-<version>.tar.gz``: a local layer (one rule of its own) for
+    the base bundle ``base``, signed with ``key``."""
+    src = work / f"local-{version}"
+    (src / "rules").mkdir(parents=True, exist_ok=True)
+    (src / "manifest.yaml").write_text(yaml.safe_dump(
+        {"name": name, "version": version, "layer": "local", "base": base}))
+    (src / "rules" / "site.yaml").write_text(LOCAL_RULE.format(version=version.replace(".", "_")))
+    out = out_dir / f"{name}-{version}.tar.gz"
+    subprocess.run([THREATSEER, "rules", "build", str(src), "-o", str(out), "--base",
+                    str(build_base_dir(work, base))], check=True, capture_output=True)
+    if key is not None:
+        subprocess.run([THREATSEER, "rules", "sign", str(out), "-k", str(key)], check=True,
+                       capture_output=True)
+    return out
+
+
+def build_base_dir(work: Path, name: str) -> Path:
+    """An empty base bundle directory named ``name`` (what build_bundle archives)."""
+    src = work / f"base-{name}"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "manifest.yaml").write_text(yaml.safe_dump({"name": name, "version": "0"}))
+    return src
+
+
 def make_file_root(base: Path, wheelhouse: Path) -> Path:
     """A second file root holding salt://threatseer/files (the wheels) and .../bundles."""
     root = base / "fileroot"

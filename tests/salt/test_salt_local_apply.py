@@ -2,7 +2,8 @@
 
 The module shares one minion (its own config dir, root_dir and test root); the tests run in
 file order: sensor (before and after the hub key exists), idempotence, a new wheelhouse, a
-failing state, hub + rules (admin and config activation), clean.
+failing state, hub + rules (admin and config activation, each with a local rules layer),
+clean.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 from salt_helpers import (
+    THREATSEER,
     LocalMinion,
     build_bundle,
+    build_local_layer,
     exited,
     hub_status,
     local_minion,
@@ -164,6 +167,35 @@ def test_hub_and_rules_states_run_the_hub_with_the_pinned_bundle(minion: LocalMi
     assert rc == 0 and state_changes(ret) == []
 
 
+def test_a_local_layer_stacks_on_the_pinned_bundle_through_the_admin_endpoint(
+        minion: LocalMinion, signing_key: Path) -> None:
+    build_local_layer(minion.base / "work", "1", signing_key, minion.bundles)
+    pinned = {"threatseer": {"rules": {"local": {"version": "1"}}}}
+    rc, ret, err = minion.apply("threatseer.rules", pinned)
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
+    assert state_changes(ret) == ["threatseer-rules-local-active",
+                                  "threatseer-rules-local-bundle",
+                                  "threatseer-rules-local-verified"]
+    status = wait_for(lambda: (s := hub_status(minion.root)) and (s["bundle"].get("local") or {}
+                                                                  ).get("version") == "1" and s,
+                      30, "the hub to run the local layer on bundle 1.0.0")
+    assert status["bundle"]["version"] == "1.0.0" and status["bundle"]["rules"] == 1
+    assert status["bundle"]["local"]["name"] == "local"
+    listing = subprocess.run(
+        [THREATSEER, "rules", "list", "--hub", minion.data["threatseer"]["rules"]
+         ["admin_endpoint"]], capture_output=True, text=True, timeout=60)
+    assert "* 1.0.0 " in listing.stdout and "* local 1 " in listing.stdout, listing.stdout
+    rc, ret, _ = minion.apply("threatseer.rules", pinned)
+    assert rc == 0 and state_changes(ret) == []
+    # Unpinned: the layer comes off (and stays installed), once.
+    rc, ret, _ = minion.apply("threatseer.rules")
+    assert rc == 0 and state_changes(ret) == ["threatseer-rules-local-off"], state_failures(ret)
+    wait_for(lambda: (s := hub_status(minion.root)) and s["bundle"].get("local") is None
+             and s["bundle"]["rules"] == 0, 30, "the hub to run bundle 1.0.0 alone")
+    rc, ret, _ = minion.apply("threatseer.rules")
+    assert rc == 0 and state_changes(ret) == []
+
+
 def test_config_activation_links_the_bundle_and_restarts_the_hub(
         minion: LocalMinion, signing_key: Path) -> None:
     pid = minion.pid("threatseer-hub")
@@ -188,6 +220,33 @@ def test_config_activation_links_the_bundle_and_restarts_the_hub(
     assert state_changes(ret) == ["threatseer-hub-restart", "threatseer-rules-active"]
     wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
              and s["bundle"]["version"] == "1.0.0", 30, "the restarted hub on bundle 1.0.0")
+
+
+def test_config_activation_stacks_the_local_layer_at_start(minion: LocalMinion) -> None:
+    pid = minion.pid("threatseer-hub")
+    mode = {"threatseer": {"rules": {"activate": "config", "version": "1.0.0",
+                                     "local": {"version": "1"}}}}
+    rc, ret, err = minion.apply("threatseer.rules", mode)
+    assert rc == 0 and not state_failures(ret), state_failures(ret) or err[-2000:]
+    link = minion.root / "var/lib/threatseer/rules/active-local.tar.gz"
+    assert link.resolve() == minion.root / "var/lib/threatseer/rules/local-1.tar.gz"
+    hub_cfg = yaml.safe_load((minion.root / "etc/threatseer/hub.yaml").read_text())
+    assert hub_cfg["local_bundle"] == str(link)
+    wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
+             and (s["bundle"].get("local") or {}).get("version") == "1", 30,
+             "the restarted hub on bundle 1.0.0 + local 1")
+    rc, ret, _ = minion.apply("threatseer.rules", mode)
+    assert rc == 0 and state_changes(ret) == []
+    # Unpinned: the link goes, hub.yaml loses local_bundle, the hub restarts without it.
+    pid = minion.pid("threatseer-hub")
+    del mode["threatseer"]["rules"]["local"]
+    rc, ret, _ = minion.apply("threatseer.hub,threatseer.rules", mode)
+    assert rc == 0 and not state_failures(ret), state_failures(ret)
+    assert not link.is_symlink()
+    assert "local_bundle" not in yaml.safe_load(
+        (minion.root / "etc/threatseer/hub.yaml").read_text())
+    wait_for(lambda: (s := hub_status(minion.root)) and s["pid"] != pid
+             and s["bundle"].get("local") is None, 30, "the restarted hub without the layer")
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")

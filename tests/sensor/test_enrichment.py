@@ -32,7 +32,7 @@ def exec_event(pid: int, ppid: int, exe: str, args: list[str], memcg: str = "") 
         "@timestamp": "2026-01-01T00:00:00.000000Z", "event.kind": "event",
         "event.category": category, "event.type": types, "event.action": ecs.EXEC,
         "process.pid": pid, "process.parent.pid": ppid, "process.name": exe.rsplit("/")[-1],
-        "process.executable": exe, "process.args": args, "user.id": 0,
+        "process.executable": exe, "process.args": args, "user.id": "0",
         "threatseer.cgroup.memory": memcg,
     }
 
@@ -75,7 +75,7 @@ def test_fork_exec_exit_keep_the_table_current():
     enricher = make_enricher()
     parent = os.getpid()
     fork = {"event.action": ecs.FORK, "process.pid": 999_999, "process.parent.pid": parent,
-            "threatseer.process.start_ns": 123_000_000_000}
+            "process.start": "2026-01-01T00:00:00.123456Z"}
     ex = exec_event(999_999, parent, "/usr/bin/id", ["id", "-u"])
     grandchild = exec_event(999_998, 999_999, "/usr/bin/true", ["true"])
     exit_ = {"event.action": ecs.EXIT, "process.pid": 999_999}
@@ -87,6 +87,9 @@ def test_fork_exec_exit_keep_the_table_current():
     assert out[3]["process.parent.executable"] == "/usr/bin/id"
     assert out[3]["threatseer.ancestors"][:2] == ["id", os.path.basename(
         os.path.realpath(sys.executable))]
+    # the parent's user, from its exec (ECS keyword: a string)
+    assert out[3]["process.parent.user.id"] == "0"
+    assert out[3]["process.parent.user.name"] == "root"
 
 
 def test_hashes_are_cached_and_capped(tmp_path):

@@ -12,7 +12,8 @@ from threatseer.sensor.proctable import GRAVEYARD_S, ProcessTable
 
 def test_exited_process_named_until_it_expires(tmp_path) -> None:
     table = ProcessTable("host", proc_root=str(tmp_path))  # an empty /proc: nothing to re-read
-    table.on_exec(4242, 1, "worker", "/usr/bin/worker", ["worker", "-v"], 5_000_000_000)
+    table.on_exec(4242, 1, "worker", "/usr/bin/worker", ["worker", "-v"],
+                  "2026-01-01T00:00:05.000000Z")
     table.on_exit(4242)
     assert 4242 not in table.procs
     assert table.get(4242).executable == "/usr/bin/worker"  # a late event still names it
@@ -26,7 +27,7 @@ def test_exited_process_named_until_it_expires(tmp_path) -> None:
 def test_graveyard_bounded_by_count(tmp_path) -> None:
     table = ProcessTable("host", proc_root=str(tmp_path), graveyard=3)
     for pid in range(100, 110):
-        table.on_fork(pid, 1, 1_000_000_000)
+        table.on_fork(pid, 1, "2026-01-01T00:00:01.000000Z")
         table.on_exit(pid)
     assert table.exited == 3
     assert [table.get(p) is not None for p in (106, 107, 108, 109)] == [False, True, True, True]

@@ -12,7 +12,7 @@ import pytest
 from threatseer.common import wire
 
 EVENTS = [
-    {"event.action": "exec", "process.pid": 7, "process.args": ["a", "b"], "user.id": 0,
+    {"event.action": "exec", "process.pid": 7, "process.args": ["a", "b"], "user.id": "0",
      "threatseer.open.flags": [], "x.float": 1.5, "x.none": None, "x.bool": True,
      "x.big": (1 << 64) - 1, "x.neg": -(1 << 63), "x.bin": b"\x00\xff", "x.map": {"k": [1]}},
     {"event.action": "exit", "process.pid": 8, "x.text": "ü" * 300},

@@ -15,6 +15,8 @@ MODULES = {
     "redis": "redis_sink:RedisSink",
     "file": "file_sink:FileSink",
     "stdout": "stdout_sink:StdoutSink",
+    "webhook": "webhook_sink:WebhookSink",
+    "syslog": "syslog_sink:SyslogSink",
 }
 
 

@@ -16,6 +16,8 @@ class SendResult:
     error: str = ""
     # The connection is suspect: disconnect and connect again before the retry.
     reconnect: bool = False
+    # The server asked to wait this long before the retry (HTTP Retry-After), in seconds.
+    retry_after: float = 0.0
 
 
 class Sink:

@@ -6,8 +6,12 @@ count as delivered. Per item: 429 and 5xx are resent with backoff; any other ref
 mapping conflict, a bad document) goes to a dead-letter file with the reason and counts as
 failed, so one bad event does not block the stream.
 
-Index names: a data stream named ``index`` (index_mode data_stream), or ``<index>-YYYY.MM.DD``
-from the event's @timestamp (index_mode daily).
+Index names: a data stream named as Elastic's naming scheme has it,
+``logs-<dataset>-<namespace>`` (``logs-threatseer.events-default``: Discover's and the Security
+app's ``logs-*`` patterns find it), each document carrying its ``data_stream.*`` and
+``event.dataset``; or ``<index>-YYYY.MM.DD`` from the event's @timestamp (index_mode daily).
+Requests are gzip-compressed unless ``compression: false``; an ingest ``pipeline`` is named on
+every bulk request when set.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ def client_for(opts: ElasticsearchOptions) -> Elasticsearch:
         kwargs["ca_certs"] = opts.ca_certs
     if not opts.verify_certs:
         kwargs["verify_certs"] = False
+    if opts.client_cert:
+        kwargs["client_cert"] = opts.client_cert
+        if opts.client_key:
+            kwargs["client_key"] = opts.client_key
+    if opts.compression:
+        kwargs["http_compress"] = True
     return Elasticsearch(opts.hosts, **kwargs)
 
 
@@ -46,6 +56,9 @@ class ElasticsearchSink(Sink):
     def __init__(self, cfg: OutputConfig, opts: ElasticsearchOptions) -> None:
         self.opts = opts
         self.data_stream = opts.index_mode == "data_stream"
+        self.target = opts.target
+        self.stream_fields = es_template.data_stream_fields(opts)
+        self.bulk_args: dict[str, Any] = {"pipeline": opts.pipeline} if opts.pipeline else {}
         self.dead_letter = Path(opts.dead_letter_path or
                                 Path(cfg.spill_dir) / f"{cfg.label}.dead-letter.jsonl")
         self.duplicates = 0
@@ -57,16 +70,16 @@ class ElasticsearchSink(Sink):
             self._client = client_for(self.opts)
         self._client.info()
         if not self._template_done:
-            es_template.install(self._client, self.opts.index, self.data_stream)
+            es_template.install(self._client, self.opts)
             self._template_done = True
 
     def _index_for(self, event: dict[str, Any]) -> str:
         if self.data_stream:
-            return self.opts.index
+            return self.target
         ts = event.get("@timestamp")
         day = ts[:10] if isinstance(ts, str) and len(ts) >= 10 and ts[4] == "-" else \
             time.strftime("%Y-%m-%d", time.gmtime())
-        return f"{self.opts.index}-{day.replace('-', '.')}"
+        return f"{self.target}-{day.replace('-', '.')}"
 
     def send(self, events: list[dict[str, Any]]) -> SendResult:
         try:
@@ -89,11 +102,12 @@ class ElasticsearchSink(Sink):
         # Serialised here (values JSON cannot hold become strings), so one odd value cannot
         # make the client's serialiser fail the batch over and over.
         ops: list[str] = []
+        stream = self.stream_fields
         for event in events:
             ops.append(json.dumps({"create": {"_index": self._index_for(event),
                                               "_id": str(event.get("event.id", ""))}}))
-            ops.append(to_json(event))
-        resp = self._client.bulk(operations=ops)
+            ops.append(to_json({**event, **stream} if stream else event))
+        resp = self._client.bulk(operations=ops, **self.bulk_args)
         result = SendResult()
         if not resp.get("errors"):
             result.sent = len(events)
