@@ -95,7 +95,7 @@ cdef dict decode_sys(Decoder dec, const tsr_sys *r):
             d["threatseer.vm_write.bytes"] = r.result
     elif op == TSR_OP_VM_READ:
         d = dec.common(&r.h, actions.PROCESS_VM_READ)
-        d["process.target.pid"] = <int32_t>r.arg[0]
+        d["threatseer.target.pid"] = <int32_t>r.arg[0]
         if r.result >= 0:
             d["threatseer.vm_read.bytes"] = r.result
     elif op == TSR_OP_MEMFD:
