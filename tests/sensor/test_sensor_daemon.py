@@ -153,7 +153,7 @@ def test_container_identity_from_the_unified_cgroup_hierarchy(start_sensor):
             _rmdir(path)
     gone = sensor.wait_for(lambda e: action("container-destroyed")(e)
                            and e.get("container", {}).get("id") == after)
-    assert gone["event"]["type"] == ["deletion"]
+    assert gone["event"]["action"] == "container-destroyed"
     # one event per container, even where a runtime makes cgroups in two hierarchies
     assert len([e for e in sensor.events if action("container-created")(e)
                 and e.get("container", {}).get("id") == after]) == 1
