@@ -13,6 +13,9 @@ under test, and counts, from the scored events of each run:
 events again offline through the hub's pipeline with another bundle (no kernel needed: for
 iterating on rules; sequences see the events in the sensor's order).
 
+``--benign-rounds N`` runs the benign corpus N times (more events, and an alert that happens
+only sometimes has more chances to show).
+
 Run as root:  .venv/bin/python bench/detection_bench.py [--only ID ...] [--bundle DIR]
 Last line:    attack_alerted_pct=... benign_alerts_per_10k=... (key=value)
 """
@@ -48,10 +51,12 @@ def run_live(args: argparse.Namespace, attacks: list, benign: list) -> dict[str,
     pipe = DetectionPipeline(pipeline_workdir(), bundle=Path(args.bundle))
     print(f"hub and sensor up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     try:
-        for item in [*attacks, *benign]:
+        runs = [(item, "") for item in attacks] + [
+            (item, f"#{r}" if r else "") for r in range(args.benign_rounds) for item in benign]
+        for item, round_tag in runs:
             t0 = time.monotonic()
             outcome = pipe.run(item.script, item.infra, item.timeout)
-            results[item.id] = outcome.events
+            results.setdefault(item.id, []).extend(outcome.events)
             if args.verbose:
                 print(f"{item.id}: {time.monotonic() - t0:.2f} s, {len(outcome.events)} events,"
                       f" {len(outcome.alerts)} alerts, rc={outcome.run.returncode}",
@@ -60,7 +65,7 @@ def run_live(args: argparse.Namespace, attacks: list, benign: list) -> dict[str,
                     print("   " + outcome.run.output.strip()[-600:].replace("\n", "\n   "),
                           file=sys.stderr)
             if args.save:
-                save(Path(args.save), item.id, outcome.events)
+                save(Path(args.save), item.id + round_tag, outcome.events)
     finally:
         pipe.close()
     return results
@@ -178,6 +183,8 @@ def main() -> None:
     parser.add_argument("--benign-only", action="store_true")
     parser.add_argument("--save", help="directory to keep each run's scored events in")
     parser.add_argument("--rescore", help="score the events saved in this directory again")
+    parser.add_argument("--benign-rounds", type=int, default=1, metavar="N",
+                        help="run the benign corpus N times")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args()
     attacks = [] if args.benign_only else corpus.attacks()

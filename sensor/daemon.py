@@ -109,9 +109,7 @@ class Sensor:
             watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
         )
-        # After attaching: a container created meanwhile is both scanned and reported.
-        found = self.enricher.cgroups.scan()
-        log.debug("%d running containers found in the cgroup v2 hierarchy", found)
+
 
     def close(self) -> None:
         if self.probe is not None:

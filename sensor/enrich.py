@@ -115,8 +115,11 @@ class Enricher:
                 cid = container_ids[memcg] = container_id(memcg)
                 if len(container_ids) > 4096:
                     container_ids.clear()
-            if not cid and v2_containers:
-                cid = v2_containers.get(ev.get("threatseer.cgroup.id"), "")
+            if not cid:
+                cgid = ev.get("threatseer.cgroup.id")
+                cid = v2_containers.get(cgid)
+                if cid is None:
+                    cid = self.cgroups.get(cgid)
             stamp(ev)
             out.append(ev)
             if cid:

@@ -78,7 +78,7 @@ BENIGN = [
     _exec("pytest -q tests"),
     _exec("python3 -m pytest tests/rules"),
     _exec("/tmp/pytest-of-root/pytest-1/test0/a.out", "python3", ("python3", "pytest", "bash")),
-    _exec("chmod +x /tmp/pytest-of-root/x.sh", "python3", ("python3", "pytest")),
+    _exec("chmod +x /tmp/pytest-of-root/x.sh", "pytest", ("pytest", "bash")),
     _exec("gcc -O2 -c x.c", "make", ("make", "bash")),
     _exec("cat /etc/passwd"), _exec("id"), _exec("uname -a"), _exec("hostname"),
     _exec("git status"), _exec("ssh host uptime"), _exec("systemctl restart nginx"),

@@ -153,19 +153,41 @@ def test_health_reports_loss_explicitly():
     assert second[0]["threatseer.health.kernel_lost_delta"] == 7
 
 
-def test_v2_cgroup_ids_map_to_containers_and_sub_cgroups_inherit(tmp_path):
-    from threatseer.sensor.containers import ContainerCgroups, container_id_in_path
+def test_v2_cgroup_ids_resolve_to_containers_and_sub_cgroups_inherit():
+    """An id never seen in a cgroup event (a container older than the sensor, or whose
+    creation record was lost) is opened by its kernfs handle and remembered."""
+    import os
+    import uuid
+
+    import pytest
+
+    from threatseer.sensor.containers import (
+        ContainerCgroups,
+        cgroup2_mount,
+        container_id_in_path,
+    )
 
     cid = "d" * 64
     assert container_id_in_path(f"/system.slice/docker-{cid}.scope") == cid
     assert container_id_in_path(f"/kubepods.slice/p.slice/cri-containerd-{cid}.scope/init") == cid
     assert container_id_in_path("/user.slice/session-3.scope") == ""
-    (tmp_path / "system.slice" / f"docker-{cid}.scope" / "init.scope").mkdir(parents=True)
-    (tmp_path / "user.slice").mkdir()
+    root = cgroup2_mount()
+    if os.geteuid() != 0 or not root:
+        pytest.skip("needs root and a cgroup2 hierarchy")
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    top = os.path.join(root, f"threatseer-test-{cid[:8]}")
+    inner = os.path.join(top, f"docker-{cid}.scope", "init.scope")
+    os.makedirs(inner)
     cg = ContainerCgroups()
-    assert cg.scan(str(tmp_path)) == 2  # the container's cgroup and its sub-cgroup
-    ino = (tmp_path / "system.slice" / f"docker-{cid}.scope" / "init.scope").stat().st_ino
-    assert cg.get(ino) == cid and cg.get((tmp_path / "user.slice").stat().st_ino) == ""
+    try:
+        assert cg.get(os.stat(inner).st_ino) == cid
+        assert cg.get(os.stat(top).st_ino) == ""
+        assert cg.path_of(os.stat(inner).st_ino) == inner
+        assert cg.get(2**63) == "" and cg.resolve_errors == 1  # no such cgroup
+    finally:
+        cg.close()
+        for d in (inner, os.path.dirname(inner), top):
+            os.rmdir(d)
 
 
 def test_a_container_in_two_hierarchies_is_created_and_destroyed_once():
