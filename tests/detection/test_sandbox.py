@@ -21,7 +21,7 @@ def test_a_run_is_isolated_and_leaves_nothing_behind(tmp_path) -> None:
     run = Sandbox().run(f"""
         echo x > /etc/{marker}; echo x > /usr/local/bin/{marker}; echo x > /tmp/{marker}
         useradd -M {marker[:30]} 2>/dev/null
-        (sleep 300 &)
+        (sleep 299.{os.getpid()} &)
         ip -o link | awk '{{print "LINK" $2}}'
         ip route get 1.1.1.1 2>&1 | head -1
         cat /proc/self/cgroup | grep '^0::'
@@ -41,7 +41,8 @@ def test_a_run_is_isolated_and_leaves_nothing_behind(tmp_path) -> None:
     assert run.work_cgroup not in cgroups and run.infra_cgroup not in cgroups
     tag = run.output.split("0::/threatseer-corpus-")[1].split()[0]
     assert not (RUN_ROOT / tag).exists()
-    assert not any("sleep 300" in _cmdline(pid) for pid in os.listdir("/proc") if pid.isdigit())
+    assert not any(f"sleep 299.{os.getpid()}" in _cmdline(pid)
+                   for pid in os.listdir("/proc") if pid.isdigit())
 
 
 def test_a_hanging_script_is_killed_at_its_timeout() -> None:
