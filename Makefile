@@ -8,6 +8,7 @@ DETECTION_CORPUS_PACKAGES := make curl wget gnupg openssl zip sqlite3 xxd lsof g
 	libcap2-bin e2fsprogs python3-pip python3-setuptools python3-wheel
 APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config \
 	redis-server rsyslog rsyslog-gnutls python3-venv python3-dev gcc git procps iproute2 \
+	chromium chromium-driver openssl \
 	$(DETECTION_CORPUS_PACKAGES)
 
 .PHONY: setup system-packages venv build demo test lint bench clean

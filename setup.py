@@ -160,7 +160,8 @@ def packages() -> list[str]:
 setup(
     packages=packages(),
     package_dir=PACKAGE_DIRS,
-    package_data={"threatseer.native": ["threatseer.bpf.o", "*.pxd", "include/*.h"]},
+    package_data={"threatseer.native": ["threatseer.bpf.o", "*.pxd", "include/*.h"],
+                  "threatseer.hub.console": ["static/*"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildNative, "build_py": BuildPy},
     zip_safe=False,

@@ -199,8 +199,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_hub(tmp: str, bundle: str | None,
-              profiles: bool = True) -> tuple[subprocess.Popen[str], str, str]:
+def start_hub(tmp: str, bundle: str | None, profiles: bool = True,
+              extra: dict[str, Any] | None = None) -> tuple[subprocess.Popen[str], str, str]:
+    """A ``threatseer hub`` process on free ports; ``extra`` adds config sections (the
+    console bench turns the console on)."""
     ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     cfg = {"ingest": {"endpoint": ingest, "rcv_hwm": 1000},
            "publish": {"endpoint": pub, "snd_hwm": 0},
@@ -210,6 +212,7 @@ def start_hub(tmp: str, bundle: str | None,
            "state_dir": os.path.join(tmp, "state"), "log_level": "warning"}
     if bundle:
         cfg["bundle"] = bundle
+    cfg.update(extra or {})
     path = os.path.join(tmp, "hub.yaml")
     Path(path).write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([THREATSEER, "hub", "-c", path], stderr=subprocess.PIPE, text=True)

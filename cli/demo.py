@@ -319,8 +319,8 @@ def demo_command(workdir: str | None, bundle_src: str | None, once: bool, as_jso
         if once:
             sys.exit(0 if ok else 1)
         demo.say("from here on, lines marked 'live' are real activity on this machine, scored "
-                 "by the untuned default bundle; to quiet a rule for your fleet, add an "
-                 "exception or override (rules/README.md, 'Tuning'). Ctrl-C stops.")
+                 "by the untuned default bundle; to quiet a rule for your fleet, stack a local "
+                 "rules layer with exceptions (docs/rules-local.md). Ctrl-C stops.")
         demo.say(f"the same stream: threatseer tap --endpoint {demo.pub} --server-key "
                  f"{demo.hub_public} --key {demo.tap_secret}")
         while not interrupted.wait(0.5):

@@ -26,6 +26,7 @@ COMMANDS = {
     "keys": "threatseer.cli.keys:keys_group",
     "fields": "threatseer.cli.fields:fields_command",
     "status": "threatseer.hub.cli:status_command",
+    "console": "threatseer.hub.console.cli:console_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
     "demo": "threatseer.cli.demo:demo_command",
 }
@@ -43,6 +44,7 @@ HELP = {
     "keys": "Generate key pairs (bundle signing, CURVE transport).",
     "fields": "List every event field with its type and description.",
     "status": "Show a hub's state: sensors, outputs, bundle.",
+    "console": "Serve the web console: live alerts, process trees, fleet health.",
     "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
 }

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from threatseer.common import wire
+from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
 
 
@@ -133,6 +134,8 @@ class HubConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    # The web console served by the hub (docs/operations.md, "Console"); off by default.
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Rule bundle (directory or archive) installed and activated at every start; leave it
     # empty to start on the bundle last published through the admin endpoint.
     bundle: str = ""

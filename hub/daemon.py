@@ -3,7 +3,8 @@
 One pipeline thread does the whole per-batch path (receive, decode, score, publish): on one
 core, handing batches between Python threads would cost more than it saves. Side jobs
 (Prometheus HTTP, the bundle admin server) run in their own threads and touch the pipeline only
-through :meth:`Hub.activate`, a single attribute store.
+through :meth:`Hub.activate`, a single attribute store; the web console, which reads every
+published event, runs in a child process (:mod:`threatseer.hub.console.child`).
 
 Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
@@ -130,6 +131,7 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._http: Any = None
         self._admin: Any = None
+        self.console: Any = None
         self.store: Any = None
         if bundle is None:
             bundle, self.store = load_start_bundle(cfg)
@@ -145,9 +147,11 @@ class Hub:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
                                  cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
             self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+            # The console reads what the PUB socket sends, so it needs the publisher even
+            # when no outside subscriber may connect (publish.endpoint empty).
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
                                         secure=self._secure_pub)
-                              if cfg.publish.endpoint else None)
+                              if cfg.publish.endpoint or cfg.console.listen else None)
         except BaseException:
             self.transport.close()
             raise
@@ -167,6 +171,7 @@ class Hub:
         if self.cfg.metrics.listen:
             self._http = self.metrics.serve(self.cfg.metrics.listen)
         self._start_admin()
+        self._start_console()
         self._thread = threading.Thread(target=self._loop, name="hub-pipeline", daemon=True)
         self._thread.start()
         # status file and gauges off the pipeline thread: a fleet's status is a big JSON
@@ -191,6 +196,8 @@ class Hub:
                 self._admin.stop()
             except Exception as exc:
                 log.warning("admin server stop: %s", exc)
+        if self.console is not None:  # after the pipeline: it sees the last events too
+            self.console.stop()
         if self._http is not None:
             self._http.shutdown()
         self.transport.close()
@@ -245,6 +252,36 @@ class Hub:
         except Exception as exc:
             log.error("admin server on %s failed: %s", admin.endpoint, exc)
             self._admin = None
+
+    def _start_console(self) -> None:
+        """The web console (``console.listen``): a process of its own (so its work does not
+        share this interpreter with the pipeline thread), handed every message the PUB
+        socket sends (:meth:`Publisher.add_tap`). Like the admin server, a console that
+        cannot start is logged, not fatal."""
+        cfg = self.cfg
+        if not cfg.console.listen or self.publisher is None:
+            return
+        try:
+            from threatseer.hub.console.child import ConsoleProcess
+        except ImportError as exc:
+            log.error("console unavailable (%s): pip install 'threatseer[hub]'", exc)
+            return
+        console = ConsoleProcess(cfg.console, cfg.state_dir,
+                                 cfg.profile_db() if cfg.profiles.enabled else None,
+                                 cfg.log_level)
+        try:
+            console.start()
+        except Exception as exc:
+            log.error("console on %s failed: %s", cfg.console.listen, exc)
+            console.stop()
+            return
+        tap = self.ctx.socket(zmq.PAIR)
+        tap.setsockopt(zmq.SNDHWM, cfg.publish.snd_hwm)
+        tap.setsockopt(zmq.LINGER, 1000)  # at a stop, what is queued still reaches it
+        tap.connect(console.endpoint)
+        self.publisher.add_tap(tap)
+        self.console = console
+        log.info("console: %s (process %s)", console.url, console.pid)
 
     def _loop(self) -> None:
         if self.publisher is not None:
@@ -425,6 +462,8 @@ class Hub:
 
     def _periodic(self, now: float) -> None:
         m = self.metrics
+        if self.console is not None and not self._stop.is_set():
+            self.console.watch()  # started again if it died
         if self.pipeline.profile is not None:
             m.profiles.set(len(self.pipeline.profile.profiles))
         outputs = []
@@ -467,6 +506,10 @@ class Hub:
                 "dynamic": self.pipeline.rules.dynamic.errors,
                 "profile": (self.pipeline.profile.errors
                             if self.pipeline.profile is not None else 0)},
+            "console": ({"url": self.console.url, "pid": self.console.pid,
+                         "restarts": self.console.restarts,
+                         "dropped": self.publisher.tap_dropped}
+                        if self.console is not None and self.publisher is not None else None),
             "admin": ({"endpoint": self.cfg.admin.endpoint, **self._admin.counters}
                       if self._admin is not None else None),
         }

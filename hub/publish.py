@@ -48,7 +48,12 @@ class Publisher:
         self.snd_hwm = snd_hwm
         self.secure = secure  # makes the socket a CURVE server (hub.transport), before bind
         self.sock = self._open(endpoint)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT) if endpoint else ""
+        # Private readers of the same messages (the hub's console process), each on a PAIR
+        # socket: no subscription to propagate (a PUB drops what it sends before one
+        # arrives), not affected by a rebind. Sent without blocking; the excess is counted.
+        self.taps: list[zmq.Socket] = []
+        self.tap_dropped = 0
         self.rebinds = 0
         # Anything msgspec cannot encode (a rule's odd extra_info) goes out as its text.
         self._pack = msgspec.msgpack.Encoder(enc_hook=str).encode
@@ -64,7 +69,8 @@ class Publisher:
         if self.secure is not None:
             self.secure(sock)
         try:
-            sock.bind(endpoint)
+            if endpoint:  # none: only in-process taps read this hub's stream
+                sock.bind(endpoint)
         except zmq.ZMQError:
             sock.close(linger=0)
             raise
@@ -109,7 +115,7 @@ class Publisher:
     def flush(self) -> None:
         """Send what :meth:`add` packed: one message per topic, its arrays joined."""
         pending, self._pending = self._pending, {}
-        send = self.sock.send_multipart
+        send, taps = self.sock.send_multipart, self.taps
         for topic, parts in pending.items():
             if len(parts) == 1:
                 body = parts[0][1]
@@ -118,6 +124,16 @@ class Publisher:
                 body = b"".join([array_header(n), *(  # one copy: header joined too
                     memoryview(packed)[len(array_header(count)):] for count, packed in parts)])
             send((topic, body))
+            for tap in taps:
+                try:
+                    tap.send_multipart((topic, body), zmq.NOBLOCK)
+                except zmq.Again:  # the reader is behind by its whole queue
+                    self.tap_dropped += 1
+
+    def add_tap(self, sock: zmq.Socket) -> None:
+        """Send every message to ``sock`` too (a PAIR socket connected to a private reader);
+        called before the pipeline thread uses the publisher."""
+        self.taps.append(sock)
 
     def _pack_each(self, group: list[dict[str, Any]]) -> tuple[int, bytes]:
         packed = []
@@ -130,3 +146,5 @@ class Publisher:
 
     def close(self) -> None:
         self.sock.close()
+        for tap in self.taps:
+            tap.close()  # with the linger it was given: what is queued still goes

@@ -117,3 +117,6 @@ def test_the_wheel_carries_the_bpf_object_and_the_default_bundle(wheelhouse: Pat
     assert "threatseer/native/threatseer.bpf.o" in names
     assert "threatseer/hub/rules/default_bundle/manifest.yaml" in names
     assert any(n.startswith("threatseer/hub/rules/default_bundle/sigma/") for n in names)
+    # the console's page: served from the package, nothing fetched or built at run time
+    for name in ("index.html", "app.js", "app.css", "favicon.svg"):
+        assert f"threatseer/hub/console/static/{name}" in names

@@ -327,6 +327,23 @@ class BundleStore:
         version = self._state().get("active")
         return version if isinstance(version, str) else None
 
+    def history(self) -> dict[str, Any]:
+        """The active version, the versions activated before it (oldest first, as rollback
+        walks them) and the installed versions with their install times: from the state
+        file and the archive names only, so a status page can ask often."""
+        state = self._state()
+        history = [v for v in state.get("history", []) if isinstance(v, str)]
+        installed = []
+        for p in sorted(self.bundles_dir.glob("*.tar.gz")):
+            try:
+                installed.append({"version": p.name.removesuffix(".tar.gz"),
+                                  "installed_at": p.stat().st_mtime})
+            except OSError:
+                continue
+        active, local = state.get("active"), state.get("local")
+        return {"active": active if isinstance(active, str) else None, "history": history,
+                "local": local if isinstance(local, str) else None, "installed": installed}
+
     def active_local_version(self) -> str | None:
         version = self._state().get("local")
         return version if isinstance(version, str) else None
