@@ -29,6 +29,10 @@ COMMANDS = {
     "console": "threatseer.hub.console.cli:console_command",
     "es-setup": "threatseer.hub.outputs.cli:es_setup_command",
     "demo": "threatseer.cli.demo:demo_command",
+    "gateway": "threatseer.hub.cluster.cli:gateway_command",
+    "scorer": "threatseer.hub.cluster.cli:scorer_command",
+    "output-worker": "threatseer.hub.cluster.cli:output_worker_command",
+    "cluster": "threatseer.hub.cluster.cli:cluster_group",
 }
 # A sensor host installs the base package; every other command needs the ``hub`` extra.
 BASE_COMMANDS = {"sensor", "keys", "fields"}
@@ -47,6 +51,10 @@ HELP = {
     "console": "Serve the web console: live alerts, process trees, fleet health.",
     "es-setup": "Install the Elasticsearch ILM policy and index template (ECS mappings).",
     "demo": "Run a hub and a local sensor here and show an attack being caught.",
+    "gateway": "Cluster: take sensors' batches and store them in Kafka.",
+    "scorer": "Cluster: score batches from Kafka exactly once.",
+    "output-worker": "Cluster: send the scored events to the outputs.",
+    "cluster": "Cluster: status of every member, announce bundles, create topics.",
 }
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from threatseer.common import wire
+from threatseer.hub.cluster.config import ClusterConfig
 from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
 
@@ -160,6 +161,9 @@ class HubConfig:
     plaintext: bool = False
     # Where scored events go besides the PUB socket (default: nowhere else).
     outputs: list[OutputConfig] = field(default_factory=list)
+    # The hub as a cluster on Kafka (gateway, scorer, output-worker; docs/cluster.md).
+    # `threatseer hub` ignores it.
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     # debug, info, warning, error.
     log_level: str = "info"
 

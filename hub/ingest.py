@@ -118,21 +118,26 @@ def _sensor_of(frames: list[Any]) -> str:
 
 
 class Ingest:
-    def __init__(self, ctx: zmq.Context, cfg: IngestConfig, metrics: HubMetrics,
+    def __init__(self, ctx: zmq.Context | None, cfg: IngestConfig, metrics: HubMetrics,
                  transport: Any = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.transport = transport
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
-        self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        if transport is not None:
-            from threatseer.hub.transport import INGEST
+        # No context: no socket. A cluster scorer gets its batches from Kafka and uses only
+        # the checks, counters and decoding below (docs/cluster.md).
+        self.sock: Any = None
+        self.endpoint = ""
+        if ctx is not None:
+            self.sock = ctx.socket(zmq.ROUTER)
+            self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
+            self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            if transport is not None:
+                from threatseer.hub.transport import INGEST
 
-            transport.secure(self.sock, INGEST)
-        self.sock.bind(cfg.endpoint)
-        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+                transport.secure(self.sock, INGEST)
+            self.sock.bind(cfg.endpoint)
+            self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
@@ -289,4 +294,5 @@ class Ingest:
         return events
 
     def close(self) -> None:
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()

@@ -98,6 +98,10 @@ DEFAULT_WATCHED_PATHS = [
 class SensorConfig:
     # Where batches go: the hub's ingest (ZeroMQ ROUTER) endpoint.
     hub: str = "tcp://127.0.0.1:5555"
+    # More ingest endpoints (the gateways of a hub cluster, docs/cluster.md), tried in turn
+    # after `hub`: without ack progress for resend_after_s the sensor moves to the next one
+    # and resends everything unacknowledged there (the cluster drops what it already has).
+    failover: list[str] = field(default_factory=list)
     # Stable sensor id; empty means derive it from /etc/machine-id.
     sensor_id: str = ""
     # Path prefixes whose opens are reported; '*' matches one path component.
@@ -171,6 +175,10 @@ class SensorConfig:
             raise ValueError("spool_max_mib: must be at least 1")
         if self.ack_window < 1:
             raise ValueError("ack_window: must be at least 1")
+        for i, endpoint in enumerate(self.failover):
+            if "://" not in endpoint:
+                raise ValueError(f"failover[{i}]: must be a ZeroMQ endpoint like "
+                                 "tcp://gateway2:5555")
         if self.resend_after_s <= 0:
             raise ValueError("resend_after_s: must be positive")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -8,10 +8,18 @@ batch is durably scored; acknowledged batches leave the spool. No acknowledgemen
 unacknowledged, oldest first; the hub drops what it already has. A slow or absent hub only
 fills the spool; at its bound the oldest batches go and are counted (``dropped_events``, in the
 next health event). See docs/transport.md.
+
+Failover: given several endpoints (the gateways of a hub cluster, docs/cluster.md), the sensor
+sends to one at a time; when a go-back is due (no ack progress for ``resend_after_s`` with
+something pending) it moves to the next endpoint and resends everything unacknowledged there.
+One endpoint at a time, not all at once: a sensor's batches then enter the cluster in order
+through one gateway, and a resend's copies of what the old gateway had already passed on are
+dropped by the scorers by (sensor, epoch, seq).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -67,10 +75,11 @@ class HubSink:
     """DEALER of wire batches to a hub, spooled until acknowledged (see the module doc).
 
     ``curve`` is ``(secret key, server public key)`` in Z85, or None for plaintext.
+    ``endpoint`` is one endpoint or a list to fail over along (see the module doc).
     """
 
     def __init__(
-        self, endpoint: str, sensor_id: str, host: str, *, spool: Spool,
+        self, endpoint: str | list[str], sensor_id: str, host: str, *, spool: Spool,
         identity: dict[str, Any] | None = None, curve: tuple[bytes, bytes] | None = None,
         window: int = 64, resend_after_s: float = 5.0, hwm: int = 1000,
         context: zmq.Context | None = None,
@@ -97,11 +106,13 @@ class HubSink:
             zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
             | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
             | zmq.EVENT_DISCONNECTED)
-        self.endpoint = endpoint
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoint = self.endpoints[0]
+        self.failovers = 0
         self.connected = False
         self.auth_failures = 0
         self._last_failure = 0
-        sock.connect(endpoint)
+        sock.connect(self.endpoint)
         self.acked = spool.first_seq - 1
         self.next_send = spool.first_seq
         self._progress_at = time.monotonic()
@@ -183,7 +194,11 @@ class HubSink:
             self.acked = spool.first_seq - 1
         if self.next_send < spool.first_seq:
             self.next_send = spool.first_seq
-        if self.next_send > self.acked + 1 and now - self._progress_at >= self.resend_after_s:
+        stalled = now - self._progress_at >= self.resend_after_s
+        if stalled and len(self.endpoints) > 1 and spool.count and (
+                self.next_send > self.acked + 1 or not self.connected):
+            self._fail_over()
+        if self.next_send > self.acked + 1 and stalled:
             # No ack progress: the hub restarted or the connection lost batches. Go back.
             self.next_send = max(self.acked + 1, spool.first_seq)
             self._progress_at = now
@@ -211,6 +226,19 @@ class HubSink:
         if timeout_s and spool.count:
             self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
             self._read_acks()
+
+    def _fail_over(self) -> None:
+        """Move to the next endpoint; the caller's go-back resends the unacknowledged."""
+        old = self.endpoint
+        self.endpoint = self.endpoints[(self.endpoints.index(old) + 1) % len(self.endpoints)]
+        with contextlib.suppress(zmq.ZMQError):  # never connected: nothing to undo
+            self.sock.disconnect(old)
+        self.sock.connect(self.endpoint)
+        self.connected = False
+        self.failovers += 1
+        self._progress_at = time.monotonic()  # the next endpoint gets its resend_after_s
+        log.warning("no acknowledgement from %s for %.1f s: failing over to %s", old,
+                    self.resend_after_s, self.endpoint)
 
     def drain(self, timeout_s: float) -> bool:
         """Keep sending and reading acks until the spool is empty or ``timeout_s`` passed."""
@@ -261,5 +289,6 @@ def hub_sink_from_config(cfg: Any, sensor_id: str, host: str,
     if spool.count:
         log.info("spool: resuming %d unacknowledged batches (%d events)", spool.count,
                  spool.events)
-    return HubSink(cfg.hub, sensor_id, host, spool=spool, identity=identity, curve=curve,
+    return HubSink([cfg.hub, *cfg.failover], sensor_id, host, spool=spool, identity=identity,
+                   curve=curve,
                    window=cfg.ack_window, resend_after_s=cfg.resend_after_s, hwm=cfg.send_hwm)

@@ -14,6 +14,7 @@ transaction every ``flush_interval_s`` (see :meth:`ProfileEngine.maybe_flush`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from threatseer.hub.config import ProfileConfig
@@ -47,6 +48,10 @@ class ProfileEngine:
         self._writer = ProfileWriter(store, cfg.flush_interval_s) if background else None
         self._dirty: dict[str, Profile] = {}
         self._new_items: list[tuple[str, str, float]] = []
+        self._merged_items: list[tuple[str, str, float]] = []  # from other replicas
+        # Called with the behaviour this engine learned in each process() call (a cluster
+        # scorer publishes it to the other replicas: hub/cluster/replication.py).
+        self.on_learn: Callable[[list[tuple[str, str, float]]], None] | None = None
         self._last_flush = 0.0
         self.errors = 0
         self._normal = Indicator(
@@ -59,9 +64,41 @@ class ProfileEngine:
     def process(self, events: list[dict[str, Any]], now: float) -> None:
         """Profile and score ``events`` (the loop is native: ``native/_profile.pyx``)."""
         cfg = self.cfg
+        before = len(self._new_items)
         self.errors += observe(events, self.profiles, self._dirty, self._new_items, now,
                                cfg.learn_seconds, cfg.learn_min_events, self._normal,
                                self._abnormal)
+        if self.on_learn is not None and len(self._new_items) > before:
+            self.on_learn(self._new_items[before:])
+
+    def changed(self) -> dict[str, Profile]:
+        """The profiles touched since the last flush (subject -> profile)."""
+        return self._dirty
+
+    def merge(self, subject: str, first_seen: float, learned_at: float | None,
+              items: list[tuple[str, float]]) -> Profile:
+        """Union in what another replica knows of ``subject``: behaviour ``(item, first
+        seen)`` is added, the learning window's start is the earliest, a subject learned
+        anywhere is learned here. Grow-only and idempotent, so replicas merge in any order
+        and a replayed observation changes nothing."""
+        prof = self.profiles.get(subject)
+        if prof is None:
+            prof = self.profiles[subject] = Profile(subject, subject_kind(subject), first_seen)
+        changed = False
+        if first_seen < prof.first_seen:
+            prof.first_seen, changed = first_seen, True
+        if learned_at is not None and (not prof.learned or prof.learned_at is None
+                                       or learned_at < prof.learned_at):
+            prof.learned, prof.learned_at, changed = True, learned_at, True
+        known = prof.items
+        for item, ts in items:
+            if item not in known:
+                known.add(item)
+                self._merged_items.append((subject, item, ts))
+                changed = True
+        if changed:
+            self._dirty[subject] = prof
+        return prof
 
     def maybe_flush(self, now: float) -> None:
         if now - self._last_flush >= self.cfg.flush_interval_s:
@@ -78,10 +115,11 @@ class ProfileEngine:
             else:
                 for cmd in self.store.commands_after(self._last_command):
                     self._apply_command(cmd)
-            snap = Snapshot({s: p.row() for s, p in self._dirty.items()}, self._new_items,
-                            self._last_command)
+            snap = Snapshot({s: p.row() for s, p in self._dirty.items()},
+                            self._new_items + self._merged_items, self._last_command)
             self._dirty = {}
             self._new_items = []
+            self._merged_items = []
             if writer is not None:
                 writer.submit(snap)
             else:

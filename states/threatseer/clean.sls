@@ -1,8 +1,9 @@
-{#- Undo the formula: stop and remove both services, then every file, directory, key and
+{#- Undo the formula: stop and remove the services (sensor, hub, hub cluster roles), then every file, directory, key and
     mine entry it created (and the hub user). System packages stay unless
     `clean_pkgs` is true: other software on the host links against libbpf/libelf too. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import ts with context %}
+{%- from tplroot ~ "/map.jinja" import ts, cluster_roles with context %}
+{%- from tplroot ~ "/macros.jinja" import service_absent with context %}
 {%- set p = ts.paths %}
 {%- set mgr = ts.service.manager %}
 
@@ -55,6 +56,10 @@ threatseer-clean-{{ role }}-mine:
 {%- endif %}
 {%- endfor %}
 
+{%- for daemon in cluster_roles %}
+{{ service_absent('hub', daemon) }}
+{%- endfor %}
+
 threatseer-clean-dirs:
   file.absent:
     - names:
@@ -66,6 +71,9 @@ threatseer-clean-dirs:
     - require:
       - file: threatseer-clean-sensor-files
       - file: threatseer-clean-hub-files
+{%- for daemon in cluster_roles %}
+      - file: threatseer-{{ daemon }}-absent
+{%- endfor %}
 
 {%- if ts.hub.manage_user %}
 threatseer-clean-hub-user:

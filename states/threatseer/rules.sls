@@ -3,7 +3,7 @@
     it (admin mode). Every fetched version stays in ${bundles_dir}, so a rollback (pin the
     previous version, apply) needs no download. #}
 {%- set tplroot = tpldir.split('/')[0] %}
-{%- from tplroot ~ "/map.jinja" import ts, subst with context %}
+{%- from tplroot ~ "/map.jinja" import ts, subst, hub_roles with context %}
 {%- set p = ts.paths %}
 {%- set r = ts.rules %}
 include:
@@ -70,7 +70,27 @@ threatseer-rules-local-verified:
       - sls: {{ tplroot }}.package.hub
 {%- endif %}
 
-{%- if r.activate == 'admin' %}
+{%- if 'hub' not in hub_roles %}
+{#- A hub cluster: the bundle is announced on the cluster's bundles topic, once per content
+    (the stamp holds the checksum announced); every scorer verifies it against its trusted
+    signing key, compiles and tests it, then activates it (docs/cluster.md). #}
+threatseer-rules-active:
+  cmd.run:
+    - name: {{ (p.threatseer ~ ' cluster publish-bundle -c ' ~ p.config_dir ~ '/hub.yaml '
+                ~ bundle ~ ' && sha256sum ' ~ bundle ~ ' > ' ~ bundle ~ '.announced')|yaml_dquote }}
+    - unless: sha256sum --status -c {{ bundle }}.announced
+    - require:
+      - cmd: threatseer-rules-verified
+      - file: threatseer-hub-config
+{%-   if l.version %}
+
+threatseer-rules-local-not-in-a-cluster:
+  test.fail_without_changes:
+    - comment: >-
+        pillar threatseer:rules:local:version: the scorers of a hub cluster take one announced
+        bundle, not a local layer stacked on it (docs/cluster.md); leave it empty there
+{%-   endif %}
+{%- elif r.activate == 'admin' %}
 {%- set activate = subst(r.activate_cmd, names)|load_json %}
 {%- set active = subst(r.active_cmd, names)|load_json %}
 threatseer-rules-active:

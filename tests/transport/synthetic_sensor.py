@@ -6,7 +6,7 @@ says where the stream resumes (nothing generated twice, nothing skipped). It sen
 events at about ``--rate`` events/s, then waits until the hub acknowledged everything and
 exits 0 (exit 3 when ``--drain-timeout`` passes first). Progress lines go to stdout.
 
-Usage: python synthetic_sensor.py ENDPOINT SENSOR_ID STATE_DIR --total N [--batch B]
+Usage: python synthetic_sensor.py ENDPOINT[,ENDPOINT...] SENSOR_ID STATE_DIR --total N [--batch B]
        [--rate R] [--secret FILE --server-key FILE] [--spool-mib M] [--resend S]
 """
 
@@ -24,7 +24,15 @@ from threatseer.sensor.ship import HubSink
 from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 
-def event(sensor_id: str, i: int) -> dict:
+def event(sensor_id: str, i: int, alert_every: int = 0) -> dict:
+    if alert_every and i % alert_every == 0:  # cat /etc/shadow: an alert in the default bundle
+        cat, typ = ecs.CATEGORIES["open"]
+        return {"@timestamp": "2026-11-28T03:00:00.000000Z", "event.kind": "event",
+                "event.category": cat, "event.type": typ, "event.action": "open",
+                "event.id": f"{sensor_id}:{i}", "process.pid": 1000 + i % 30000,
+                "process.executable": "/usr/bin/cat", "process.name": "cat",
+                "process.args": ["cat", "/etc/shadow"], "file.path": "/etc/shadow",
+                "threatseer.open.flags": ["read"]}
     cat, typ = ecs.CATEGORIES["exec"]
     return {"@timestamp": "2026-11-28T03:00:00.000000Z", "event.kind": "event",
             "event.category": cat, "event.type": typ, "event.action": "exec",
@@ -46,12 +54,14 @@ def main() -> int:
     ap.add_argument("--spool-mib", type=float, default=256)
     ap.add_argument("--resend", type=float, default=1.0)
     ap.add_argument("--drain-timeout", type=float, default=120)
+    ap.add_argument("--alert-every", type=int, default=0,
+                    help="every Nth event reads /etc/shadow (0: none)")
     a = ap.parse_args()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     curve = (read_key(a.secret), read_key(a.server_key)) if a.secret else None
     spool = Spool(os.path.join(a.state_dir, SPOOL_FILE), int(a.spool_mib * (1 << 20)))
-    sink = HubSink(a.endpoint, a.sensor_id, "synthetic-host", spool=spool,
+    sink = HubSink(a.endpoint.split(","), a.sensor_id, "synthetic-host", spool=spool,
                    identity={"host.name": "synthetic-host", "agent.id": a.sensor_id},
                    curve=curve, resend_after_s=a.resend)
     i = (spool.next_seq - 1) * a.batch
@@ -61,7 +71,7 @@ def main() -> int:
     start_i = i
     while i < a.total and not stop:
         n = min(a.batch, a.total - i)
-        sink.send([event(a.sensor_id, k) for k in range(i, i + n)])
+        sink.send([event(a.sensor_id, k, a.alert_every) for k in range(i, i + n)])
         i += n
         ahead = (i - start_i) / a.rate - (time.monotonic() - t0)
         while ahead > 0 and not stop:
@@ -73,7 +83,7 @@ def main() -> int:
         sink.flush(0.05)
     done = not sink.pending
     print(f"done={done} acked_events={sink.sent_events} resends={sink.resends} "
-          f"dropped={sink.dropped_events}", flush=True)
+          f"failovers={sink.failovers} dropped={sink.dropped_events}", flush=True)
     sink.close(0)
     return 0 if done else 3
 
