@@ -64,6 +64,8 @@ cdef extern from "records.h":
         TSR_F_STDOUT_SOCK
         TSR_F_IO_URING
         TSR_F_STDIN_FILE
+        TSR_F_STDOUT_FILE
+        TSR_F_STDOUT_TMP
         TSR_C_MAX
         TSR_F_ARGS_TRUNC
         TSR_F_PATH_USER

@@ -28,6 +28,46 @@ static __always_inline bool fd_is_regular_file(int fd)
 	return f && (BPF_CORE_READ(f, f_inode, i_mode) & TSR_S_IFMT) == TSR_S_IFREG;
 }
 
+/* Is f directly in a directory named "tmp" or "shm" (/tmp, /var/tmp, /dev/shm)? That is
+ * where a survey's loot file goes. When the directory is the root of its own mount (a tmpfs
+ * on /tmp), the name is the mount point's (below any mounts stacked on it). */
+static __always_inline bool file_in_tmp_dir(struct file *f)
+{
+	struct dentry *parent = BPF_CORE_READ(f, f_path.dentry, d_parent);
+	const unsigned char *name;
+	char buf[4] = {};
+
+	if (!parent)
+		return false;
+	if (parent == BPF_CORE_READ(parent, d_parent)) {
+		struct mount *mnt = container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
+		struct dentry *mp = BPF_CORE_READ(mnt, mnt_mountpoint);
+
+		/* mounts stacked on one directory: each is mounted on the root of the one below */
+#pragma unroll
+		for (int i = 0; i < 4; i++) {
+			struct mount *up;
+
+			if (!mp || mp != BPF_CORE_READ(mp, d_parent))
+				break;
+			up = BPF_CORE_READ(mnt, mnt_parent);
+			if (!up || up == mnt)
+				break;
+			mnt = up;
+			mp = BPF_CORE_READ(mnt, mnt_mountpoint);
+		}
+		if (!mp)
+			return false;
+		name = BPF_CORE_READ(mp, d_name.name);
+	} else {
+		name = BPF_CORE_READ(parent, d_name.name);
+	}
+	if (!name || bpf_probe_read_kernel(buf, sizeof(buf), name))
+		return false;
+	return buf[3] == 0 && ((buf[0] == 't' && buf[1] == 'm' && buf[2] == 'p') ||
+			       (buf[0] == 's' && buf[1] == 'h' && buf[2] == 'm'));
+}
+
 struct env_ctx {
 	struct scratch *s;
 	unsigned long ptr;  /* next environment string (user memory of the new image) */
@@ -152,6 +192,11 @@ int BPF_PROG(tsr_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 		e->h.flags |= TSR_F_STDIN_FILE;
 	if (fd_is_inet_socket(1))
 		e->h.flags |= TSR_F_STDOUT_SOCK;
+	else if (fd_is_regular_file(1)) {
+		e->h.flags |= TSR_F_STDOUT_FILE;
+		if (file_in_tmp_dir(file_from_fd(1)))
+			e->h.flags |= TSR_F_STDOUT_TMP;
+	}
 	emit(s, offsetof(struct tsr_exec, data) + path_len + args_len + env.out);
 	return 0;
 }

@@ -2,8 +2,9 @@
 
 cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
     """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir; a network
-    socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin:
-    stdin-file."""
+    socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin or stdout:
+    stdin-file, stdout-file; stdout a file directly in /tmp, /var/tmp or /dev/shm:
+    stdout-tmp."""
     cdef list out = []
     cdef uint32_t i, last = 0
     if hflags & TSR_F_EXE_MEMFD:
@@ -16,6 +17,10 @@ cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
         out.append("stdout-socket")
     if hflags & TSR_F_STDIN_FILE:
         out.append("stdin-file")
+    if hflags & TSR_F_STDOUT_FILE:
+        out.append("stdout-file")
+    if hflags & TSR_F_STDOUT_TMP:
+        out.append("stdout-tmp")
     if (n >= 5 and memcmp(path, b"/tmp/", 5) == 0) or (n >= 9 and memcmp(path, b"/var/tmp/", 9) == 0):
         out.append("tmp")
     elif n >= 9 and memcmp(path, b"/dev/shm/", 9) == 0:

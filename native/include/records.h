@@ -111,6 +111,8 @@ enum tsr_counter {
 #define TSR_F_STDOUT_SOCK 0x40 /* exec: stdout is an IPv4/IPv6 socket */
 #define TSR_F_IO_URING 0x80    /* open: submitted through io_uring (result not known) */
 #define TSR_F_STDIN_FILE 0x100 /* exec: stdin is a regular file (`nc host port < file`) */
+#define TSR_F_STDOUT_FILE 0x200 /* exec: stdout is a regular file */
+#define TSR_F_STDOUT_TMP 0x400 /* exec: ... in a directory named tmp or shm (`ps > /tmp/loot`) */
 
 /* Config map (array, one entry) written by userspace. */
 #define TSR_NO_HIERARCHY 0xffffffffu

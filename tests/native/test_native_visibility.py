@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -183,12 +184,20 @@ def test_socket_and_file_stdio_are_exec_flags(events, tmp_path):
         f = tmp_path / "in.txt"
         f.write_text("x")
         with open(f) as fh:
-            subprocess.run(["/bin/true", tag, "file"], stdin=fh)
+            subprocess.run(["/bin/true", tag, "file"], stdin=fh, stdout=subprocess.DEVNULL)
+        with open(tmp_path / "out.txt", "w") as fh:
+            subprocess.run(["/bin/true", tag, "outfile"], stdin=subprocess.DEVNULL, stdout=fh)
+        # /tmp, and /dev/shm: the root of a tmpfs of its own (named after its mount point)
+        for where, name in (("/tmp", "tmpfile"), ("/dev/shm", "shmfile")):
+            with tempfile.NamedTemporaryFile("w", dir=where, prefix=f"ts-{tag}-") as loot:
+                subprocess.run(["/bin/true", tag, name], stdin=subprocess.DEVNULL, stdout=loot)
     finally:
         for s in (a, b, srv, tcp, peer):
             s.close()
     found = {e["process.args"][2]: e["threatseer.exec.flags"] for e in events.wait(
-        lambda e: e["event.action"] == "exec" and e["process.args"][1:2] == [tag], count=3)}
-    assert found == {"tcp": ["stdin-socket", "stdout-socket"], "unix": [], "file": ["stdin-file"]}
+        lambda e: e["event.action"] == "exec" and e["process.args"][1:2] == [tag], count=6)}
+    assert found == {"tcp": ["stdin-socket", "stdout-socket"], "unix": [], "file": ["stdin-file"],
+                     "outfile": ["stdout-file"], "tmpfile": ["stdout-file", "stdout-tmp"],
+                     "shmfile": ["stdout-file", "stdout-tmp"]}
 
 
