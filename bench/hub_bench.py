@@ -185,12 +185,15 @@ def paced_sender(endpoint: str, events: list[dict[str, Any]], rate: int, seconds
 def build_bundle(tmp: str) -> str:
     bundle = os.path.join(tmp, "bundle")
     shutil.copytree(ROOT / "rules" / "default", bundle)
-    os.makedirs(os.path.join(bundle, "sigma"), exist_ok=True)
+    # The default bundle vendors part of the same tree under sigma/linux: copying over it
+    # keeps one copy of each rule (the loader refuses a Sigma id defined twice).
     n = 0
     for f in glob.glob(str(SIGMA / "**" / "*.yml"), recursive=True):
-        shutil.copy(f, os.path.join(bundle, "sigma", os.path.basename(f)))
+        dest = os.path.join(bundle, "sigma", "linux", os.path.relpath(f, SIGMA))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy(f, dest)
         n += 1
-    print(f"bundle: rules/default + {n} SigmaHQ Linux rules")
+    print(f"bundle: rules/default + SigmaHQ's {n} Linux rules (one copy each)")
     return bundle
 
 

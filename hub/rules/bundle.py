@@ -514,16 +514,27 @@ class _Loader:
                 except ValueError as exc:
                     self.error(rel, 1, str(exc).split(": ", 1)[1])
         pipeline = pipeline_for(user_pipelines)
+        # A rule loaded twice (a copy under another path, or a local layer re-adding a base
+        # rule) would add its score twice and alert on half the evidence: one per Sigma id.
+        seen: dict[str, str] = {}
         for rel in sorted(self.files):
             if (not rel.startswith(("sigma/", LOCAL_PREFIX + "sigma/"))
                     or rel.startswith((PIPELINES_DIR, LOCAL_PREFIX + PIPELINES_DIR))
                     or not rel.endswith((".yml", ".yaml"))):
                 continue
             try:
-                out.append(compile_sigma(self.files[rel].decode("utf-8", "replace"),
-                                         self.where(rel), pipeline))
+                rule = compile_sigma(self.files[rel].decode("utf-8", "replace"),
+                                     self.where(rel), pipeline)
             except SigmaUnsupported as exc:
                 self.unsupported.append(f"{self.where(rel)}: {exc}")
+                continue
+            key = rule.extra.get("sigma_id") or rule.name
+            if key in seen:
+                self.error(rel, 1, f"Sigma rule {key} defined twice (first at {seen[key]}); "
+                           "to change a base rule, override it in the local layer")
+                continue
+            seen[key] = self.where(rel)
+            out.append(rule)
         return out
 
     def sigma(self, rules: list[CompiledRule] | None = None

@@ -66,6 +66,18 @@ def test_static_data(tmp_path: Path) -> None:
     assert "203.0.113.0/24" in s.iocs.networks and "evil.example" in s.iocs.domains
 
 
+# One Sigma rule in two files would add its score twice: the loader refuses the second.
+SIGMA_RULE = """\
+title: Shadow read
+id: 5f8f6c4a-0000-4000-8000-000000000001
+logsource: {product: linux, category: process_creation}
+detection:
+  sel: {Image|endswith: /cat, CommandLine|contains: /etc/shadow}
+  condition: sel
+level: high
+"""
+
+
 @pytest.mark.parametrize(
     ("files", "expected"),
     [
@@ -92,6 +104,8 @@ def test_static_data(tmp_path: Path) -> None:
         ({"rules/a.yaml": "rules:\n  - rule: x\n    condition: a = 1\n    exceptions:\n"
                           "      - {fields: [a, b], values: [[1]]}\n"},
          "rules/a.yaml:5: rule 'x': exception '': [1] has 1 values for 2 fields"),
+        ({"sigma/a.yml": SIGMA_RULE, "sigma/copy/a.yml": SIGMA_RULE},
+         "sigma/copy/a.yml:1: Sigma rule 5f8f6c4a-0000-4000-8000-000000000001 defined twice"),
     ],
 )
 def test_errors_name_file_line_and_rule(tmp_path: Path, files: dict, expected: str) -> None:
