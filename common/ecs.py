@@ -305,7 +305,7 @@ FIELDS: dict[str, Field] = _table(
     ("threatseer.exec.flags", "keyword[]", "exec: memfd (fileless), deleted, tmp (/tmp, "
      "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.'), stdin-socket, "
      "stdout-socket (stdin/stdout is an IPv4/IPv6 socket), stdin-file, stdout-file (stdin/stdout "
-     "is a regular file), stdout-tmp (stdout is a file directly in /tmp, /var/tmp or /dev/shm)."),
+     "is a regular file), stdout-tmp (stdout is a named file directly in /tmp, /var/tmp or /dev/shm)."),
     ("threatseer.loss.events", "long", "Events known to be lost."),
     ("threatseer.loss.reason", "keyword", "Why they were lost."),
     ("threatseer.loss.batches", "long", "Batches known to be lost (a gap in a sensor's sequence)."),
