@@ -110,6 +110,7 @@ class Sensor:
             self_tgid=os.getpid(),
         )
 
+
     def close(self) -> None:
         if self.probe is not None:
             self.probe.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from threatseer.common import __version__, ecs
 from threatseer.sensor import hostinfo
-from threatseer.sensor.containers import ContainerDirectory, container_id
+from threatseer.sensor.containers import ContainerCgroups, ContainerDirectory, container_id
 from threatseer.sensor.hashing import ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
@@ -54,6 +54,11 @@ class Enricher:
         self._seq = itertools.count(1)
         self._running_containers: set[str] = set()
         self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""
+        self.cgroups = ContainerCgroups()  # v2 cgroup id -> container id
+        # Containers created and not yet destroyed: a runtime that makes a container's
+        # cgroup in both the v1 memory and the v2 hierarchy is one container-created event.
+        self._live_containers: set[str] = set()
+        self._gone: dict[str, None] = {}  # recently destroyed (ordered: oldest first)
         self.not_containers = 0
 
     def stamp(self, event: Event) -> None:
@@ -70,6 +75,7 @@ class Enricher:
         procs = self.procs
         user_names, user_name = self.users.known, self.users.name
         container_ids = self._container_ids
+        v2_containers = self.cgroups.by_id
         stamp = self.stamp
         for ev in events:
             action = ev.get("event.action")
@@ -110,6 +116,11 @@ class Enricher:
                 cid = container_ids[memcg] = container_id(memcg)
                 if len(container_ids) > 4096:
                     container_ids.clear()
+            if not cid:
+                cgid = ev.get("threatseer.cgroup.id")
+                cid = v2_containers.get(cgid)
+                if cid is None:
+                    cid = self.cgroups.get(cgid)
             stamp(ev)
             out.append(ev)
             if cid:
@@ -201,11 +212,35 @@ class Enricher:
         return started
 
     def _container_lifecycle(self, ev: Event, action: str) -> bool:
-        cid = container_id(ev.get("threatseer.cgroup.path", "")) or container_id(
-            ev.get("threatseer.cgroup.memory", ""))
-        if cid:
-            ev["container.id"] = cid
-        if action == ecs.CONTAINER_DESTROYED and cid:
+        """Whether a cgroup mkdir/rmdir is a container's creation or removal (and the first
+        report of it: a runtime may make its cgroups in two hierarchies)."""
+        path = ev.get("threatseer.cgroup.path", "")
+        if ev.get("threatseer.cgroup.hierarchy") == 0:  # the unified (v2) hierarchy
+            cgroup_id = ev.get("threatseer.cgroup.id", 0)
+            if action == ecs.CONTAINER_CREATED:
+                cid = self.cgroups.created(cgroup_id, path)
+            else:
+                cid = self.cgroups.get(cgroup_id)
+                self.cgroups.removed(cgroup_id)
+            if cid and cid != container_id(path):
+                return False  # a sub-cgroup of a container, not the container itself
+        else:
+            cid = container_id(path) or container_id(ev.get("threatseer.cgroup.memory", ""))
+        if not cid:
+            return False
+        ev["container.id"] = cid
+        if action == ecs.CONTAINER_CREATED:
+            if cid in self._live_containers:
+                return False
+            self._live_containers.add(cid)
+            self._gone.pop(cid, None)
+        else:
+            if cid in self._gone:
+                return False
+            self._gone[cid] = None
+            if len(self._gone) > 1024:
+                del self._gone[next(iter(self._gone))]
+            self._live_containers.discard(cid)
             self._running_containers.discard(cid)
             self.containers.forget(cid)
-        return bool(cid)
+        return True

