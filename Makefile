@@ -1,9 +1,15 @@
 # The two commands a newcomer needs: `make setup` once, then `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# What the detection corpus (tests/detection/corpus) runs: the tools attackers use and the
+# ones fleets use every day.
+DETECTION_CORPUS_PACKAGES := make curl wget gnupg openssl zip sqlite3 xxd lsof gdb \
+	netcat-openbsd socat dnsutils logrotate rsync iptables sudo iputils-ping net-tools \
+	libcap2-bin e2fsprogs python3-pip python3-setuptools python3-wheel
 APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config \
 	redis-server rsyslog rsyslog-gnutls python3-venv python3-dev gcc git procps iproute2 \
-	chromium chromium-driver openssl
+	chromium chromium-driver openssl \
+	$(DETECTION_CORPUS_PACKAGES)
 
 .PHONY: setup system-packages venv build demo test lint bench clean
 

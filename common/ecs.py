@@ -46,7 +46,9 @@ from threatseer.native.actions import (
     MODULE_LOAD,
     MOUNT,
     OPEN,
+    PROC_MEM_READ,
     PROC_MEM_WRITE,
+    PROCESS_VM_READ,
     PROCESS_VM_WRITE,
     PTRACE,
     RENAME_PROCESS,
@@ -116,7 +118,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     CAPSET: ("process.pid", "threatseer.capabilities.added"),
     PTRACE: ("process.pid", "threatseer.target.pid", "threatseer.ptrace.request"),
     PROCESS_VM_WRITE: ("process.pid", "threatseer.target.pid"),
+    PROCESS_VM_READ: ("process.pid", "threatseer.target.pid"),
     PROC_MEM_WRITE: ("process.pid", "file.path"),
+    PROC_MEM_READ: ("process.pid", "file.path", "threatseer.target.pid"),
     MEMFD_CREATE: ("process.pid", "file.name"),
     MODULE_LOAD: ("process.pid", "threatseer.syscall"),
     BPF_LOAD: ("process.pid", "threatseer.bpf.prog_type"),
@@ -149,8 +153,9 @@ FIELDS: dict[str, Field] = _table(
      "listen, dns-query, container-created/started/destroyed, sensor-health, sensor-loss; "
      "file changes: create, write-open, unlink, rmdir, rename, link, symlink, mkdir, chmod, "
      "chown, utimes, setxattr, truncate, log-truncate; privilege: setuid, setgid, capset; "
-     "tricks: ptrace, process-vm-write, proc-mem-write, memfd-create, module-load, bpf-load, "
-     "rename-process, mount, unshare, setns; response: kill."),
+     "tricks: ptrace, process-vm-write, process-vm-read, proc-mem-write, proc-mem-read, "
+     "memfd-create, module-load, bpf-load, rename-process, mount, unshare, setns; response: "
+     "kill."),
     ("event.outcome", "keyword", "success or failure (opens, connects); kill: success (killed), "
      "failure (refused or gone: event.reason says why) or unknown (dry run)."),
     ("event.reason", "keyword", "kill: why the process was or was not killed."),
@@ -164,6 +169,9 @@ FIELDS: dict[str, Field] = _table(
     ("process.args", "keyword[]", "argv as a list."),
     ("process.args_count", "long", "Number of arguments (before truncation)."),
     ("process.command_line", "wildcard", "argv joined with spaces."),
+    ("process.env_vars", "keyword[]", "exec: the dynamic loader's injection variables found in "
+     "the new environment (LD_PRELOAD=..., LD_AUDIT=...); nothing else of the environment is "
+     "read."),
     ("process.entity_id", "keyword", "Stable id of the process: hash of host id, pid and start "
      "time."),
     ("process.exit_code", "long", "Exit status; 128+signal when killed by a signal."),
@@ -195,12 +203,13 @@ FIELDS: dict[str, Field] = _table(
     ("source.port", "long", "Source port."),
     ("destination.ip", "ip", "Destination address."),
     ("destination.port", "long", "Destination port."),
-    ("network.transport", "keyword", "tcp or udp."),
+    ("network.transport", "keyword", "tcp or udp (DNS queries: udp, or tcp for DNS over TCP)."),
     ("network.type", "keyword", "ipv4 or ipv6."),
     ("network.direction", "keyword", "egress (connect, DNS query) or ingress (accept, listen)."),
     ("network.protocol", "keyword", "dns for DNS queries."),
     ("dns.question.name", "keyword", "Queried name."),
-    ("container.id", "keyword", "Container id (from the v1 memory cgroup name)."),
+    ("container.id", "keyword", "Container id (from the name of the v1 memory cgroup or of the "
+     "unified v2 cgroup)."),
     ("container.name", "keyword", "Container name from the runtime's files."),
     ("container.image.name", "keyword", "Container image from the runtime's files."),
     ("container.runtime", "keyword", "docker, containerd, podman when known."),
@@ -225,7 +234,8 @@ FIELDS: dict[str, Field] = _table(
     ("threatseer.exit_signal", "long", "Signal that killed the process, if any."),
     ("threatseer.open.flags", "keyword[]", "Open intent: read, write, create, truncate."),
     ("threatseer.open.result", "long", "fd, or -errno on failure."),
-    ("threatseer.cgroup.id", "unsigned_long", "cgroup v2 id of the process."),
+    ("threatseer.cgroup.id", "unsigned_long", "cgroup v2 id of the process (container-created/"
+     "destroyed: of the cgroup made or removed)."),
     ("threatseer.cgroup.memory", "keyword", "Name of the process's v1 memory cgroup."),
     ("threatseer.cgroup.path", "keyword", "container-created/destroyed: path of the cgroup "
      "directory in its hierarchy."),
@@ -237,8 +247,8 @@ FIELDS: dict[str, Field] = _table(
      "change_filtered, priv_filtered, ...)."),
     ("process.title", "keyword", "rename-process: the name the process gave itself (prctl "
      "PR_SET_NAME); process.name is then the name before."),
-    ("threatseer.target.pid", "long", "ptrace, process-vm-write, proc-mem-write: the process "
-     "acted upon (ECS has no target process)."),
+    ("threatseer.target.pid", "long", "ptrace, process-vm-write/read, proc-mem-write/read: the "
+     "process acted upon (ECS has no target process)."),
     ("process.thread.capabilities.effective", "keyword[]", "setuid/setgid/capset: effective "
      "capabilities after."),
     ("process.thread.capabilities.permitted", "keyword[]", "setuid/setgid/capset: permitted "
@@ -279,11 +289,12 @@ FIELDS: dict[str, Field] = _table(
     ("threatseer.xattr.capabilities.effective", "boolean", "setxattr: the file capability "
      "effective bit."),
     ("threatseer.syscall", "keyword", "The syscall behind the event when several map to one "
-     "action."),
+     "action; io_uring for opens submitted through io_uring (seen at submission: no result)."),
     ("threatseer.capabilities.added", "keyword[]", "Capabilities (effective or permitted) gained."),
     ("threatseer.ptrace.request", "keyword", "attach, seize, poketext, pokedata, pokeuser, "
      "setregs, ..."),
     ("threatseer.vm_write.bytes", "long", "process-vm-write: bytes written."),
+    ("threatseer.vm_read.bytes", "long", "process-vm-read: bytes read."),
     ("threatseer.memfd.flags", "keyword[]", "memfd-create flags: cloexec, allow-sealing, "
      "hugetlb, ..."),
     ("threatseer.module.args", "keyword", "module-load: module parameters."),
@@ -300,7 +311,9 @@ FIELDS: dict[str, Field] = _table(
     ("threatseer.result", "long", "Syscall result of a privilege/trick event: 0, fd, bytes or "
      "-errno."),
     ("threatseer.exec.flags", "keyword[]", "exec: memfd (fileless), deleted, tmp (/tmp, "
-     "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.')."),
+     "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.'), stdin-socket, "
+     "stdout-socket (stdin/stdout is an IPv4/IPv6 socket), stdin-file, stdout-file (stdin/stdout "
+     "is a regular file), stdout-tmp (stdout is a named file directly in /tmp, /var/tmp or /dev/shm)."),
     ("threatseer.enforce.verdict", "keyword", "exec: what in-kernel enforcement did before the "
      "program's first instruction: killed, dry-run, protected, limited, failed."),
     ("threatseer.enforce.rule_id", "long", "exec: the enforcement rule's number in the policy."),
@@ -328,6 +341,8 @@ FIELDS: dict[str, Field] = _table(
      "rule, type, description, score, tags, extra_info."),
     ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
      "came in."),
+    ("threatseer.truncated_fields", "keyword[]", "Hub: fields cut at ingest because they were "
+     "longer than the hub takes (strings: ingest.max_field_chars; lists: ingest.max_list_items)."),
     ("data_stream.type", "constant_keyword", "Elasticsearch output (data streams): 'logs'."),
     ("data_stream.dataset", "constant_keyword", "Elasticsearch output: the dataset, "
      "'threatseer.events' unless configured."),
@@ -362,6 +377,16 @@ FIELDS: dict[str, Field] = _table(
     ("threat.technique.subtechnique.id", "keyword[]", "Alerts: sub-techniques (T1003.008, ...)."),
     ("threat.technique.subtechnique.reference", "keyword[]", "Alerts: their ATT&CK pages."),
 )
+
+# Fields the hub sets on every event after its schema check, whatever a sensor sent in them:
+# the sensor id the hub authenticated, what the scores decided, the indicators.
+HUB_FIELDS = frozenset(("agent.id", "event.kind", "event.risk_score", "threatseer.action",
+                        "threatseer.indicators", "threatseer.batch.seq"))
+# Fields only the hub and its outputs write (on alerts, in Elasticsearch): removed from what a
+# sensor sends, so no event carries a rule, a threat or a message the hub did not give it.
+HUB_ONLY = ("rule.", "threat.", "message", "data_stream.", "event.dataset")
+# event.kind of what is not an alert: ECS 'metric' for health events, else 'event'.
+EVENT_KINDS = {SENSOR_HEALTH: "metric"}
 
 
 _FAMILIES = tuple((name[:-1], f) for name, f in FIELDS.items() if name.endswith("*"))

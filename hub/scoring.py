@@ -79,9 +79,10 @@ class Pipeline:
         # event.risk_score = the indicators' sum; below toss_below: dropped (never a kill
         # report nor an exec the sensor's kernel acted on: what a sensor did is always
         # told); from alert_at on: threatseer.action and event.kind "alert"; else action
-        # "log" (in C).
+        # "log" and the kind of the action ("metric" for health, else "event"): the hub owns
+        # event.kind (in C).
         tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted,
-                                ecs.KILL, ENFORCE_VERDICT)
+                                ecs.EVENT_KINDS, "event", ecs.KILL, ENFORCE_VERDICT)
         if alerted:  # rule.*, threat.*, message: on alerts only (hub/alerts.py)
             manifest = rules.bundle.manifest
             for ev in result.emitted:

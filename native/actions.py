@@ -43,6 +43,8 @@ CAPSET = "capset"
 PTRACE = "ptrace"
 PROCESS_VM_WRITE = "process-vm-write"
 PROC_MEM_WRITE = "proc-mem-write"
+PROCESS_VM_READ = "process-vm-read"
+PROC_MEM_READ = "proc-mem-read"
 MEMFD_CREATE = "memfd-create"
 MODULE_LOAD = "module-load"
 BPF_LOAD = "bpf-load"
@@ -87,6 +89,8 @@ CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
     PTRACE: (["process"], ["access"]),
     PROCESS_VM_WRITE: (["process"], ["change"]),
     PROC_MEM_WRITE: (["process"], ["change"]),
+    PROCESS_VM_READ: (["process"], ["access"]),
+    PROC_MEM_READ: (["process"], ["access"]),
     MEMFD_CREATE: (["file"], ["creation"]),  # "process" allows no "creation"
     MODULE_LOAD: (["driver"], ["start"]),
     BPF_LOAD: (["driver"], ["start"]),

@@ -54,6 +54,13 @@ TAIL_CALL_TARGETS = ("ts_change_exit", "ts_sys_exit")
 # signal). They run on EVERY syscall (a tight openat loop ran at half speed), so they are
 # loaded only with Probe(module_fallback=True) and only when the tracepoints are missing.
 MODULE_FALLBACK = ("ts_raw_enter_module", "ts_raw_exit_module")
+# Programs not loaded by default (SEC("?tp_btf/...")): each is enabled where the kernel has
+# its tracepoint (io_uring opens since 5.19's io_uring_submit_req(req), DNS over TCP since
+# 6.4's tcp_sendmsg_locked); without them the rest works as before.
+TRACEPOINT_PROGRAMS = {
+    "ts_io_uring_submit": "io_uring/io_uring_submit_req",
+    "ts_tcp_sendmsg": "tcp/tcp_sendmsg_locked",
+}
 # Under these, a truncation (O_TRUNC open, truncate to 0) is "log-truncate".
 DEFAULT_LOG_PATHS = ("/var/log/",)
 # In-kernel exec enforcement (bpf/enforce.bpf.c): loaded only when asked for and where the
@@ -124,8 +131,12 @@ def ring_bytes(kib: int) -> int:
 
 def has_syscall_tracepoint(name: str) -> bool:
     """Whether tracefs has the sys_enter tracepoint of syscall name."""
-    return any(os.path.isdir(os.path.join(p, "events/syscalls", f"sys_enter_{name}"))
-               for p in TRACEFS)
+    return has_tracepoint(f"syscalls/sys_enter_{name}")
+
+
+def has_tracepoint(name: str) -> bool:
+    """Whether tracefs has tracepoint ``group/event``."""
+    return any(os.path.isdir(os.path.join(p, "events", name)) for p in TRACEFS)
 
 
 def compile_prefixes(prefixes: Iterable[str], what: str = "sensitive path",
@@ -226,10 +237,25 @@ class Probe:
                              else max(0, min(int(wakeup_bytes), size // 2)))
         enable = (MODULE_FALLBACK if module_fallback and not has_syscall_tracepoint("finit_module")
                   else ())
-        args = (path.encode(), size, OPTIONAL_PROGRAMS + MODULE_FALLBACK, TAIL_CALL_TARGETS)
+        extra = tuple(p for p, tp in TRACEPOINT_PROGRAMS.items() if has_tracepoint(tp))
+        optional = OPTIONAL_PROGRAMS + MODULE_FALLBACK + tuple(TRACEPOINT_PROGRAMS)
+        args = (path.encode(), size, optional, TAIL_CALL_TARGETS)
+
+        def load(programs: tuple[str, ...], first: tuple[str, ...] = ()) -> BpfProbe:
+            try:
+                return BpfProbe(*args, programs + extra, first)
+            except ProbeError as exc:
+                if not extra:
+                    raise
+                # A kernel whose structures differ from what those programs read: run
+                # without.
+                log.warning("loading without %s (%s)", ", ".join(extra),
+                            str(exc).splitlines()[0])
+                return BpfProbe(*args, programs, first)
+
         if enforce:
             try:
-                self._bpf = BpfProbe(*args, (*enable, ENFORCE_PROGRAM), (ENFORCE_PROGRAM,))
+                self._bpf = load((*enable, ENFORCE_PROGRAM), (ENFORCE_PROGRAM,))
                 self.enforce_refused = ""
             except ProbeError as exc:
                 # e.g. a kernel that refuses bpf_send_signal here: the rest works without it
@@ -238,7 +264,7 @@ class Probe:
                             "execs are killed through the hub instead",
                             self.enforce_refused)
         if self._bpf is None:
-            self._bpf = BpfProbe(*args, enable)
+            self._bpf = load(tuple(enable))
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0

@@ -33,6 +33,7 @@ cdef extern from "records.h":
         TSR_OP_UTIMES
         TSR_OP_SETXATTR
         TSR_OP_TRUNCATE
+        TSR_OP_PROC_MEM_READ
         TSR_OP_SETUID
         TSR_OP_SETREUID
         TSR_OP_SETRESUID
@@ -53,11 +54,18 @@ cdef extern from "records.h":
         TSR_OP_MOVE_MOUNT
         TSR_OP_UNSHARE
         TSR_OP_SETNS
+        TSR_OP_VM_READ
         TSR_W_WATCHED
         TSR_W_LOG
         TSR_W_SETID
         TSR_F_EXE_DELETED
         TSR_F_EXE_MEMFD
+        TSR_F_STDIN_SOCK
+        TSR_F_STDOUT_SOCK
+        TSR_F_IO_URING
+        TSR_F_STDIN_FILE
+        TSR_F_STDOUT_FILE
+        TSR_F_STDOUT_TMP
         TSR_C_MAX
         TSR_F_ARGS_TRUNC
         TSR_F_PATH_USER
@@ -120,6 +128,7 @@ cdef extern from "records.h":
         uint32_t argc
         uint32_t path_len
         uint32_t args_len
+        uint32_t env_len
         uint16_t verdict
         uint16_t rule
         char data[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from threatseer.common import wire
 from threatseer.common.protect import check_protected_list
 
 DEFAULT_SENSITIVE_PATHS = [
@@ -26,8 +27,33 @@ DEFAULT_SENSITIVE_PATHS = [
     "/etc/systemd/system/",
     "/root/.ssh/",
     "/root/.bash_history",
+    "/root/.zsh_history",
     "/home/*/.ssh/",
     "/home/*/.bash_history",
+    "/home/*/.zsh_history",
+    # credential stores of cloud, cluster, registry, git and mail clients, GnuPG, browsers
+    "/root/.aws/",
+    "/home/*/.aws/",
+    "/root/.kube/",
+    "/home/*/.kube/",
+    "/root/.docker/config.json",
+    "/home/*/.docker/config.json",
+    "/root/.git-credentials",
+    "/home/*/.git-credentials",
+    "/root/.netrc",
+    "/home/*/.netrc",
+    "/root/.gnupg/",
+    "/home/*/.gnupg/",
+    "/root/.mozilla/",
+    "/home/*/.mozilla/",
+    "/root/.config/google-chrome/",
+    "/home/*/.config/google-chrome/",
+    "/root/.config/chromium/",
+    "/home/*/.config/chromium/",
+    "/etc/kubernetes/",
+    "/run/secrets/",
+    "/etc/security/pwquality",
+    "/etc/security/opasswd",
     "/proc/kcore",
     "/dev/mem",
 ]
@@ -40,14 +66,26 @@ DEFAULT_WATCHED_PATHS = [
     "/home/*/.ssh/",
     "/home/*/.bashrc",
     "/home/*/.bash_profile",
+    "/home/*/.bash_login",
     "/home/*/.bash_logout",
+    "/home/*/.bash_history",
     "/home/*/.profile",
     "/home/*/.zshrc",
+    "/home/*/.zprofile",
+    "/home/*/.zshenv",
     "/home/*/.config/autostart/",
     "/home/*/.config/systemd/",
+    "/home/*/.local/lib/",
     "/var/spool/cron/",
+    "/var/www/",
     "/lib/systemd/system/",
     "/usr/lib/systemd/system/",
+    "/usr/lib/systemd/user/",
+    "/usr/lib/udev/rules.d/",
+    # Python's startup hooks (.pth, sitecustomize, usercustomize) live in site directories
+    "/usr/lib/*/dist-packages/",
+    "/usr/lib/*/site-packages/",
+    "/usr/local/lib/",
     "/usr/bin/",
     "/usr/sbin/",
     "/usr/local/bin/",
@@ -114,6 +152,9 @@ class SensorConfig:
     # Unacknowledged batches wait in <state_dir>/spool.db, at most this many MiB of event
     # data; beyond it the oldest are dropped and counted as lost (health events).
     spool_max_mib: int = 256
+    # When the disk refuses the spool's writes (full), batches wait in memory instead, at
+    # most this many MiB (beyond it the oldest are dropped and counted as lost).
+    spool_memory_mib: int = 16
     # Batches sent and not yet acknowledged by the hub, at most.
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
@@ -140,6 +181,9 @@ class SensorConfig:
     log_level: str = "info"
 
     def validate(self) -> None:
+        if self.sensor_id and not wire.SENSOR_ID.match(self.sensor_id):
+            raise ValueError("sensor_id: letters, digits and ._@+- only (no ':' or '/'), "
+                             "starting with a letter or digit, at most 128 characters")
         if self.batch_size < 1:
             raise ValueError("batch_size: must be at least 1")
         if self.batch_latency_ms < 1:
@@ -160,6 +204,8 @@ class SensorConfig:
                     raise ValueError(f"{key}[{i}]: longer than 200 bytes")
         if self.spool_max_mib < 1:
             raise ValueError("spool_max_mib: must be at least 1")
+        if self.spool_memory_mib < 1:
+            raise ValueError("spool_memory_mib: must be at least 1")
         if self.ack_window < 1:
             raise ValueError("ack_window: must be at least 1")
         for i, endpoint in enumerate(self.failover):

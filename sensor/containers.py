@@ -1,9 +1,14 @@
 """Container identity: the id from the cgroup name, name and image from the runtime's files.
 
-On this kind of host (cgroup v1/v2 hybrid) every process sits in the v2 root, and a container's
-id shows in the name of its v1 memory cgroup: ``<id>``, ``docker-<id>.scope``,
-``cri-containerd-<id>.scope``, ``libpod-<id>.scope``, ``crio-<id>.scope``. Names and images are
-read from the files docker, containerd and podman keep on disk, once per container.
+A container's id shows in the name of its cgroup: ``<id>``, ``docker-<id>.scope``,
+``cri-containerd-<id>.scope``, ``libpod-<id>.scope``, ``crio-<id>.scope``. Every event carries
+two cgroup facts from the kernel: the name of the process's v1 memory cgroup (on v1/v2 hybrid
+hosts, where runtimes often place containers only in the v1 controllers) and the id of its
+unified (v2) cgroup (``threatseer.cgroup.id``). On v2-only hosts -- most current distributions
+-- there is no v1 memory cgroup: :class:`ContainerCgroups` knows which v2 cgroup ids are
+containers, from the kernel's cgroup mkdir/rmdir events and, for an id never seen before, by
+opening the cgroup from its id. Names and images are read from the files docker, containerd and podman keep on
+disk, once per container.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ID_RE = re.compile(r"(?:^|[-_/])([0-9a-f]{64})(?:\.scope)?$")
+# A container's id in any component of a cgroup path (the deepest wins): processes of a
+# container may sit in sub-cgroups of its own (systemd inside a container, nested runtimes).
+PATH_ID_RE = re.compile(r"(?:^|[-_/])([0-9a-f]{64})(?:\.scope)?(?=/|$)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,122 @@ def container_id(memcg_name: str) -> str:
         return ""
     m = ID_RE.search(memcg_name)
     return m.group(1) if m else ""
+
+
+def container_id_in_path(path: str) -> str:
+    """The 64-hex container id of the deepest container cgroup in ``path``, or ''."""
+    found = PATH_ID_RE.findall(path) if path else ()
+    return found[-1] if found else ""
+
+
+def cgroup2_mount(mounts: str = "/proc/self/mounts") -> str:
+    """Where the unified (v2) hierarchy is mounted ('' when it is not)."""
+    try:
+        with open(mounts) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return parts[1]
+    except OSError:
+        pass
+    return ""
+
+
+_FILEID_KERNFS = 0xFE
+_handle_api: tuple[Any, Any] | None = None
+
+
+def _open_by_handle_at() -> tuple[Any, Any]:
+    """(libc's open_by_handle_at, a function making a pointer to the ``struct file_handle`` of
+    a kernfs node from its id: the 64-bit id is the handle). ctypes is imported on first use: most sensors never need it, and it
+    costs RSS."""
+    global _handle_api
+    if _handle_api is None:
+        import ctypes
+
+        class FileHandle(ctypes.Structure):
+            _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                        ("id", ctypes.c_uint64)]
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        _handle_api = (libc.open_by_handle_at, lambda cgroup_id: ctypes.byref(
+            FileHandle(8, _FILEID_KERNFS, cgroup_id)))
+    return _handle_api
+
+
+class ContainerCgroups:
+    """Which unified (v2) cgroup ids belong to which container.
+
+    A cgroup's id is its kernfs node id, so ``open_by_handle_at`` on the cgroup2 mount opens
+    it and /proc/self/fd tells its path (what systemd and bpftool do): an id never seen before
+    is resolved once and remembered, container or not, so processes in containers that
+    existed before the sensor, or whose cgroup-creation record was lost, are still known.
+    :meth:`created` and :meth:`removed` follow the kernel's cgroup events. At most
+    :attr:`MAX` ids are remembered (then the memory starts afresh).
+    """
+
+    MAX = 65536
+
+    def __init__(self, mount: str | None = None) -> None:
+        self.by_id: dict[int, str] = {}
+        self.mount = cgroup2_mount() if mount is None else mount
+        self._mount_fd: int | None = None
+        self.resolve_errors = 0
+
+    def get(self, cgroup_id: object) -> str:
+        cid = self.by_id.get(cgroup_id)  # type: ignore[call-overload]
+        if cid is None:
+            cid = self._resolve(cgroup_id)
+        return cid
+
+    def _resolve(self, cgroup_id: object) -> str:
+        if type(cgroup_id) is not int or cgroup_id <= 1 or not self.mount:
+            return ""
+        path = self.path_of(cgroup_id)
+        cid = container_id_in_path(path) if path else ""
+        self._remember(cgroup_id, cid)
+        return cid
+
+    def path_of(self, cgroup_id: int) -> str:
+        """The cgroup's directory, from its id ('' when it cannot be opened)."""
+        try:
+            if self._mount_fd is None:
+                self._mount_fd = os.open(self.mount, os.O_RDONLY | os.O_DIRECTORY)
+            open_by_handle_at, handle_of = _open_by_handle_at()
+            fd = open_by_handle_at(self._mount_fd, handle_of(cgroup_id),
+                                   os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            self.resolve_errors += 1
+            return ""
+        if fd < 0:  # gone already, or no CAP_DAC_READ_SEARCH
+            self.resolve_errors += 1
+            return ""
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return ""
+        finally:
+            os.close(fd)
+
+    def _remember(self, cgroup_id: int, cid: str) -> None:
+        if len(self.by_id) >= self.MAX:
+            self.by_id.clear()
+        self.by_id[cgroup_id] = cid
+
+    def created(self, cgroup_id: int, path: str) -> str:
+        """Note a new cgroup at ``path`` (relative to the hierarchy's root); its container
+        id, or ''."""
+        cid = container_id_in_path(path)
+        self._remember(cgroup_id, cid)
+        return cid
+
+    def removed(self, cgroup_id: int) -> None:
+        self.by_id.pop(cgroup_id, None)
+
+    def close(self) -> None:
+        if self._mount_fd is not None:
+            os.close(self._mount_fd)
+            self._mount_fd = None
 
 
 class ContainerDirectory:

@@ -203,6 +203,7 @@ class Sensor:
         if self.config.allow_kill and not self.config.enforce_in_kernel:
             self.probe.enforce_refused = "enforce_in_kernel is false"  # logged with the policy
 
+
     def close(self) -> None:
         self.enricher.hashes.close()
         if self.probe is not None:
@@ -411,6 +412,7 @@ class Sensor:
             "events_sent": self.sink.sent_events,
             "send_dropped": self.sink.dropped_events,
             "send_pending": self.sink.pending,
+            "spool_disk_errors": getattr(getattr(self.sink, "spool", None), "disk_errors", 0),
             "processes": len(self.procs.procs),
             "not_container_cgroups": self.enricher.not_containers,
             # executables hashed on the worker thread (their exec waited), and let go without
@@ -462,7 +464,8 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
                    print_config: bool) -> None:
     """Capture process, file, network and container events with eBPF.
 
-    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) and a kernel with BTF.
+    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) and a kernel with BTF; once
+    attached it keeps only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the config.
     """
     config = configfile.load(config_path, SensorConfig) if config_path else SensorConfig()
@@ -471,7 +474,8 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     if print_config:
         import yaml
 
-        click.echo(yaml.safe_dump(configfile.to_dict(config), sort_keys=False))
+        click.echo(yaml.safe_dump(configfile.redacted(configfile.to_dict(config)),
+                                  sort_keys=False))
         return
     logging.basicConfig(
         level=config.log_level.upper(), stream=sys.stderr,
@@ -505,6 +509,9 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     except Exception as exc:  # ProbeError and friends: one clear line, not a traceback
         click.echo(f"threatseer sensor: cannot start the eBPF probe: {exc}", err=True)
         sys.exit(1)
+    from threatseer.sensor.privileges import drop_after_attach
+
+    drop_after_attach()  # attached: CAP_BPF and friends are no longer needed
     log.info("sensor %s running, sending to %s", sensor.sensor_id,
              "stdout" if to_stdout else config.hub)
     try:

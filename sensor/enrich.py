@@ -16,7 +16,7 @@ from typing import Any
 
 from threatseer.common import __version__, ecs, wire
 from threatseer.sensor import hostinfo
-from threatseer.sensor.containers import ContainerDirectory, container_id
+from threatseer.sensor.containers import ContainerCgroups, ContainerDirectory, container_id
 from threatseer.sensor.hashing import PENDING, ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
@@ -50,14 +50,20 @@ class Enricher:
             "ecs.version": ecs.ECS_VERSION,
             **(hostinfo.host_details() if host is None else host),
         }
-        # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid.
-        self._id_prefix = f"{sensor_id}-{time.time_ns():x}-"
+        # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid;
+        # "<sensor id>:" is the namespace the hub keeps it in (see hub/_batch.pyx prepare()).
+        self._id_prefix = f"{sensor_id}:{time.time_ns():x}-"
         self._seq = itertools.count(1)
         self._next_seq: Callable[[], int] = self._seq.__next__
         self._kernel_stamped = False  # the reader stamps kernel events (attach)
         self.contexts: Any = None  # the reader's encoding contexts (attach)
         self._running_containers: set[str] = set()
         self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""
+        self.cgroups = ContainerCgroups()  # v2 cgroup id -> container id
+        # Containers created and not yet destroyed: a runtime that makes a container's
+        # cgroup in both the v1 memory and the v2 hierarchy is one container-created event.
+        self._live_containers: set[str] = set()
+        self._gone: dict[str, None] = {}  # recently destroyed (ordered: oldest first)
         self.not_containers = 0
         # The kill event of an exec the kernel's enforcement acted on (sensor/response.py).
         self.on_verdict: Callable[[Event], Event | None] | None = None
@@ -91,6 +97,7 @@ class Enricher:
         procs = self.procs
         user_names, user_name = self.users.known, self.users.name
         container_ids = self._container_ids
+        v2_containers = self.cgroups.by_id
         stamp = self.stamp
         kernel_stamped = self._kernel_stamped
         # opens of known processes that took the dict path: pid -> (uid, memory cgroup)
@@ -146,6 +153,14 @@ class Enricher:
                 cid = container_ids[memcg] = container_id(memcg)
                 if len(container_ids) > 4096:
                     container_ids.clear()
+            if not cid:
+                cgid = ev.get("threatseer.cgroup.id")
+                cid = v2_containers.get(cgid)
+                if cid is None:
+                    cid = self.cgroups.get(cgid)
+            if cid and encodable:
+                # a container's process (cgroup v1 or v2): its opens keep the dict path
+                encodable.pop(pid, None)
             if not kernel_stamped:
                 stamp(ev)
             if derived is not None:
@@ -270,11 +285,35 @@ class Enricher:
         return started
 
     def _container_lifecycle(self, ev: Event, action: str) -> bool:
-        cid = container_id(ev.get("threatseer.cgroup.path", "")) or container_id(
-            ev.get("threatseer.cgroup.memory", ""))
-        if cid:
-            ev["container.id"] = cid
-        if action == ecs.CONTAINER_DESTROYED and cid:
+        """Whether a cgroup mkdir/rmdir is a container's creation or removal (and the first
+        report of it: a runtime may make its cgroups in two hierarchies)."""
+        path = ev.get("threatseer.cgroup.path", "")
+        if ev.get("threatseer.cgroup.hierarchy") == 0:  # the unified (v2) hierarchy
+            cgroup_id = ev.get("threatseer.cgroup.id", 0)
+            if action == ecs.CONTAINER_CREATED:
+                cid = self.cgroups.created(cgroup_id, path)
+            else:
+                cid = self.cgroups.get(cgroup_id)
+                self.cgroups.removed(cgroup_id)
+            if cid and cid != container_id(path):
+                return False  # a sub-cgroup of a container, not the container itself
+        else:
+            cid = container_id(path) or container_id(ev.get("threatseer.cgroup.memory", ""))
+        if not cid:
+            return False
+        ev["container.id"] = cid
+        if action == ecs.CONTAINER_CREATED:
+            if cid in self._live_containers:
+                return False
+            self._live_containers.add(cid)
+            self._gone.pop(cid, None)
+        else:
+            if cid in self._gone:
+                return False
+            self._gone[cid] = None
+            if len(self._gone) > 1024:
+                del self._gone[next(iter(self._gone))]
+            self._live_containers.discard(cid)
             self._running_containers.discard(cid)
             self.containers.forget(cid)
-        return bool(cid)
+        return True

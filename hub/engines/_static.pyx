@@ -29,9 +29,16 @@ cpdef bint is_write(object flags):
     return False
 
 
-cdef void _add_file_indicators(object engine, dict ev, object path, list hits) except *:
+# File changes that write a file's content, scored with the entry's write score on file.path:
+# created, opened for writing, truncated, or renamed or linked onto (file.path is then the
+# new name).
+WRITTEN = frozenset(("create", "write-open", "truncate", "log-truncate", "rename", "link"))
+cdef frozenset _WRITTEN = WRITTEN
+
+
+cdef void _add_file_indicators(object engine, dict ev, object path, list hits,
+                               bint write) except *:
     """One indicator per sensitive-file entry matching ``path``, read or write."""
-    cdef bint write = is_write(ev.get("threatseer.open.flags"))
     cdef str access = "write" if write else "read"
     cdef dict ind
     cdef list out = ev["threatseer.indicators"]
@@ -44,7 +51,7 @@ cdef void _add_file_indicators(object engine, dict ev, object path, list hits) e
 
 def scan(object engine, list events):
     """Add the static indicators of ``events`` (risky process, executable SHA-256, sensitive
-    file, IP and DNS IOCs). Returns the number of events skipped because a field had an odd
+    file read by an open or written by a file change, IP and DNS IOCs). Returns the number of events skipped because a field had an odd
     type (one bad event never costs the batch)."""
     cdef dict ev
     cdef dict risky = engine.risky, sha256 = engine.sha256, domains = engine.domains
@@ -67,13 +74,24 @@ def scan(object engine, list events):
                     if digest and digest in sha256:
                         engine._sha256_indicator(ev, digest)
             elif action == "open":
-                if check_files:
+                # a write-intent open is scored on the file change that follows it (the
+                # sensor reports one under its watched paths), not twice
+                if check_files and not is_write(ev.get("threatseer.open.flags")):
                     path = ev["file.path"]
                     hits = path_cache.get(path)
                     if hits is None:
                         hits = engine.files_matching(path)
                     if hits:
-                        _add_file_indicators(engine, ev, path, hits)
+                        _add_file_indicators(engine, ev, path, hits, False)
+            elif action in _WRITTEN:
+                if check_files:
+                    path = ev.get("file.path")
+                    if type(path) is str:
+                        hits = path_cache.get(path)
+                        if hits is None:
+                            hits = engine.files_matching(path)
+                        if hits:
+                            _add_file_indicators(engine, ev, path, hits, True)
             elif action == "connect" or action == "accept":
                 if check_ips:
                     ip = ev["destination.ip" if action == "connect" else "source.ip"]

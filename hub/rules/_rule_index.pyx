@@ -146,14 +146,19 @@ cpdef list matching(dict buckets, object default, dict ev):
 
 def add_indicators(dict buckets, object default, list events, object failed):
     """Extend each event's ``threatseer.indicators`` with the indicators of the rules it
-    :func:`matching` finds. An event whose rules raise gets none of them and is passed to
-    ``failed`` (one bad rule never stops the scoring)."""
+    :func:`matching` finds (a sequence's step gives one only when the event completes the
+    sequence). An event whose rules raise is passed to ``failed`` (one bad rule never stops
+    the scoring)."""
     cdef dict ev
-    cdef list hits
+    cdef list hits, out
     for ev in events:
         try:
             hits = matching(buckets, default, ev)
             if hits:
-                ev["threatseer.indicators"].extend([r.indicator_dict(ev) for r in hits])
+                out = ev["threatseer.indicators"]
+                for r in hits:
+                    ind = r.indicator_dict(ev)
+                    if ind is not None:  # a sequence step that did not complete its sequence
+                        out.append(ind)
         except Exception as exc:  # a rule bug: the engine counts it, scoring goes on
             failed(exc)

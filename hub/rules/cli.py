@@ -131,8 +131,16 @@ def validate_cmd(path: str, base: str | None, as_json: bool) -> None:
 
     A local layer (layer: local in its manifest) is compiled on its base.
     """
+    from threatseer.hub.rules.query.compiler import BACKTRACKING_MAX_CHARS, backtracking_patterns
+
     loaded = _load(path, base, as_json)
     bundle = loaded.bundle
+    for rule in getattr(bundle.ruleset, "rules", []):
+        for pattern in backtracking_patterns(rule.condition):
+            click.echo(f"warning: {rule.source or rule.name}: rule {rule.name}: regex "
+                       f"{pattern!r} needs backtracking (look-around or a backreference): "
+                       f"RE2 cannot run it, so Python's re does, on the first "
+                       f"{BACKTRACKING_MAX_CHARS} characters of a value only", err=True)
     if as_json:
         _emit_json({"ok": True, "path": path, **_describe(loaded), "errors": []}, ok=True)
         return
@@ -143,6 +151,12 @@ def validate_cmd(path: str, base: str | None, as_json: bool) -> None:
     click.echo(f"ok: {own.manifest.name} {own.manifest.version}{on}: "
                f"{len(bundle.ruleset)} rules, {len(bundle.unsupported)} unsupported, "
                f"{_describe(loaded)['tests']} tests, digest {own.digest}")
+
+
+def _rule_name(rule: object) -> str:
+    """The name a rule is tested under: a sequence's steps are the sequence's."""
+    seq = getattr(rule, "sequence", None)
+    return seq.name if seq is not None else rule.name  # type: ignore[attr-defined]
 
 
 @rules_group.command("test")
@@ -166,10 +180,10 @@ def test_cmd(path: str, base: str | None, as_json: bool) -> None:
         failures += [(layer, f) for f in failed]
     tested = {t.rule for _, b in runs for t in b.tests}  # type: ignore[union-attr]
     own_rules = [r for r in getattr(loaded.bundle.ruleset, "rules", [])
-                 if r.engine == "dynamic" and r.name not in tested]
+                 if r.engine == "dynamic" and _rule_name(r) not in tested]
     if loaded.base:  # a layer answers for the rules it defines, not the base's
         own_rules = [r for r in own_rules if r.source.startswith(path.rstrip("/") + "/")]
-    untested = [r.name for r in own_rules]
+    untested = list(dict.fromkeys(_rule_name(r) for r in own_rules))
     if as_json:
         _emit_json({
             "ok": not failures, "path": path, "total": count, "passed": count - len(failures),
@@ -182,6 +196,7 @@ def test_cmd(path: str, base: str | None, as_json: bool) -> None:
         return
     for _, failure in failures:
         click.echo(f"FAIL {failure.message}", err=True)
+
     if untested:
         click.echo(f"warning: {len(untested)} rules have no tests: {', '.join(untested)}",
                    err=True)

@@ -109,12 +109,14 @@ class EmptyRuleSet:
 
 @dataclass(frozen=True)
 class RuleTest:
-    """One embedded test: ``event`` must (``expect_match``) or must not fire ``rule``."""
+    """One embedded test: ``event`` must (``expect_match``) or must not fire ``rule``; for a
+    sequence rule, ``events`` in that order must (or must not) complete it."""
 
     rule: str  # rule name (Sigma rules: title or id)
     event: dict[str, Any]
     expect_match: bool
     source: str = ""  # file:line of the event
+    events: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass

@@ -416,6 +416,10 @@ class IndexedRuleSet:
         for i, rule in enumerate(self.rules):
             rule.order = i
         self.by_name = {r.name: r for r in self.rules}
+        for r in self.rules:  # a sequence's alerts name the sequence, not a step
+            seq = getattr(r, "sequence", None)
+            if seq is not None:
+                self.by_name.setdefault(seq.name, r)
         groups: dict[Node, _Group] = {}
         analysed = []
         for r in self.rules:
@@ -452,7 +456,8 @@ class IndexedRuleSet:
         return _native.matching(self._buckets, self._default, event)
 
     def match(self, event: dict[str, Any]) -> list[Indicator]:
-        return [r.indicator(event) for r in self.matching_rules(event)]
+        found = [r.indicator(event) for r in self.matching_rules(event)]
+        return [i for i in found if i is not None]
 
     def add_indicators(self, events: list[dict[str, Any]],
                        failed: Callable[[Exception], None]) -> None:
@@ -464,7 +469,19 @@ class IndexedRuleSet:
 
     def match_dicts(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         """``[i.as_dict() for i in match(event)]`` without the Indicator objects."""
-        return [r.indicator_dict(event) for r in self.matching_rules(event)]
+        found = [r.indicator_dict(event) for r in self.matching_rules(event)]
+        return [i for i in found if i is not None]
+
+    @property
+    def sequences(self) -> list[Any]:
+        """The sequence rules whose steps are in this set (hub.rules.sequence)."""
+        out = {id(s): s for r in self.rules if (s := getattr(r, "sequence", None)) is not None}
+        return list(out.values())
+
+    def reset_sequences(self) -> None:
+        """Forget every partial sequence (after a bundle's tests ran through it)."""
+        for seq in self.sequences:
+            seq.reset()
 
     def match_brute(self, event: dict[str, Any]) -> list[CompiledRule]:
         """Every rule whose condition holds, without the index (for tests)."""

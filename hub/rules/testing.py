@@ -22,15 +22,25 @@ def check(bundle: Bundle) -> tuple[int, list[TestFailure]]:
     """(number of tests run, the failed ones)."""
     ruleset = bundle.ruleset
     failures: list[TestFailure] = []
-    for test in bundle.tests:
+    try:
+        for test in bundle.tests:
+            if test.events:  # a sequence: its events in order, from a clean state
+                if isinstance(ruleset, IndexedRuleSet):
+                    ruleset.reset_sequences()
+                fired = {i["rule"] for ev in test.events for i in ruleset.match_dicts(ev)} \
+                    if isinstance(ruleset, IndexedRuleSet) else set()
+            elif isinstance(ruleset, IndexedRuleSet):
+                fired = {r.name for r in ruleset.matching_rules(test.event)}
+            else:
+                fired = {i.rule for i in ruleset.match(test.event)}
+            if (test.rule in fired) != test.expect_match:
+                what = "did not match" if test.expect_match else "matched but must not"
+                shown = list(test.events) if test.events else test.event
+                failures.append(TestFailure(test, f"{test.source}: rule {test.rule!r} {what}: "
+                                                  f"{shown}"))
+    finally:
         if isinstance(ruleset, IndexedRuleSet):
-            fired = {r.name for r in ruleset.matching_rules(test.event)}
-        else:
-            fired = {i.rule for i in ruleset.match(test.event)}
-        if (test.rule in fired) != test.expect_match:
-            what = "did not match" if test.expect_match else "matched but must not"
-            failures.append(TestFailure(test, f"{test.source}: rule {test.rule!r} {what}: "
-                                              f"{test.event}"))
+            ruleset.reset_sequences()  # the tested bundle starts live with no partial match
     return len(bundle.tests), failures
 
 

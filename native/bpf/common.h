@@ -19,6 +19,7 @@
 #define TSR_AF_INET6 10
 #define TSR_S_IFMT 00170000
 #define TSR_S_IFSOCK 0140000
+#define TSR_S_IFREG 0100000
 #define TSR_IPPROTO_TCP 6
 #define TSR_IPPROTO_UDP 17
 
@@ -391,21 +392,19 @@ static __always_inline struct sock *sock_from_fd(int fd)
 
 #define TSR_AT_FDCWD -100
 
-/* Write the absolute form of user path upath, relative to dirfd (TSR_AT_FDCWD: the cwd),
- * into dst (room for 2 * TSR_PATH_MAX); an empty or NULL upath means dirfd's own file (the
- * f* calls, AT_EMPTY_PATH). Joined textually, not normalised ("..", symlinks). Returns the
- * length including the NUL (<= TSR_PATH_MAX, 1 when nothing is known); sets *trunc. */
-static __always_inline __u32 path_at(struct scratch *s, char *dst, int dirfd, __u64 upath,
-				     bool *trunc)
+/* Write the absolute form of the path in s->ubuf (n bytes with its NUL, as returned by a
+ * bpf_probe_read_*_str into it; n <= 1: none), relative to dirfd (TSR_AT_FDCWD: the cwd), into
+ * dst (room for 2 * TSR_PATH_MAX); an empty path means dirfd's own file (the f* calls,
+ * AT_EMPTY_PATH). Joined textually, not normalised ("..", symlinks). Returns the length
+ * including the NUL (<= TSR_PATH_MAX, 1 when nothing is known); sets *trunc. */
+static __always_inline __u32 path_join(struct scratch *s, char *dst, int dirfd, long n,
+				       bool *trunc)
 {
 	struct dentry *dentry = NULL;
 	struct vfsmount *mnt = NULL;
-	long n = 0;
 	__u32 len, at, off;
 
 	dst[0] = 0;
-	if (upath)
-		n = bpf_probe_read_user_str(s->ubuf, TSR_PATH_MAX, (const void *)upath);
 	if (n > TSR_PATH_MAX)
 		n = TSR_PATH_MAX;
 	if (n > 1 && s->ubuf[0] == '/') {
@@ -449,6 +448,17 @@ static __always_inline __u32 path_at(struct scratch *s, char *dst, int dirfd, __
 		count(TSR_C_PATH_TRUNC);
 	}
 	return len;
+}
+
+/* path_join of the user path upath (see there). */
+static __always_inline __u32 path_at(struct scratch *s, char *dst, int dirfd, __u64 upath,
+				     bool *trunc)
+{
+	long n = 0;
+
+	if (upath)
+		n = bpf_probe_read_user_str(s->ubuf, TSR_PATH_MAX, (const void *)upath);
+	return path_join(s, dst, dirfd, n, trunc);
 }
 
 /* Save a syscall's arguments for its exit (not for the sensor itself). */

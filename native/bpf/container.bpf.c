@@ -1,5 +1,7 @@
-/* Container lifecycle: cgroup mkdir/rmdir in the v1 memory hierarchy (the hierarchy id
- * comes from userspace's config), reported as container created/destroyed. */
+/* Container lifecycle: cgroup mkdir/rmdir in the unified (v2) hierarchy and, on v1/v2
+ * hybrid hosts, in the v1 memory hierarchy (its id comes from userspace's config), reported
+ * as container created/destroyed; userspace keeps those whose name is a container's and
+ * learns which v2 cgroup id is which container. */
 #include "common.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -10,7 +12,8 @@ static __always_inline int cgroup_event(struct trace_event_raw_cgroup *ctx, __u1
 	struct scratch *s;
 	struct tsr_cgroup *c;
 
-	if (!cfg || cfg->memcg_hierarchy == TSR_NO_HIERARCHY || ctx->root != cfg->memcg_hierarchy)
+	/* hierarchy 0 is the unified (v2) one */
+	if (!cfg || (ctx->root != 0 && ctx->root != cfg->memcg_hierarchy))
 		return 0;
 	if (is_self(current_tgid()))
 		return 0;

@@ -1,5 +1,7 @@
 /* Sensitive file opens (open, openat, openat2, creat), filtered IN THE KERNEL by the prefix
- * trie; successful write-intent opens of watched files are file changes (TSR_FCHANGE) too.
+ * trie; successful write-intent opens of watched files are file changes (TSR_FCHANGE) too,
+ * and so are opens of another process's /proc/PID/mem. Opens submitted through io_uring
+ * (IORING_OP_OPENAT/OPENAT2) are seen at submission, through the same prefix filter.
  *
  * Entry saves the filename pointer and flags per thread; exit resolves the path from the
  * opened file (so relative paths and dirfds give absolute paths) or, on failure, reads the
@@ -53,10 +55,9 @@ int ts_enter_openat2(struct trace_event_raw_sys_enter *ctx)
 	return save_open((const char *)ctx->args[1], flags);
 }
 
-/* Does the NUL-terminated path of path_len bytes in s->ubuf look like /proc/.../mem? */
-static __always_inline bool is_proc_mem(struct scratch *s, __u32 path_len)
+/* Does the NUL-terminated path of path_len bytes at p look like /proc/.../mem? */
+static __always_inline bool is_proc_mem(const char *p, __u32 path_len)
 {
-	const char *p = s->ubuf;
 	__u32 e = (path_len - 5) & (TSR_PATH_MAX - 1);
 
 	if (path_len < 12)
@@ -66,11 +67,29 @@ static __always_inline bool is_proc_mem(struct scratch *s, __u32 path_len)
 	       p[(e + 2) & (TSR_PATH_MAX - 1)] == 'e' && p[(e + 3) & (TSR_PATH_MAX - 1)] == 'm';
 }
 
-/* A successful write-intent open: a file change when the file is watched (created, opened
- * for writing, or truncated), or a write-open of /proc/PID/mem anywhere. The path (in
- * s->rec.open.path) is moved to s->ubuf first: the change record shares the scratch. */
+/* The pid in a /proc/PID/... path (0 when the component is not a number). */
+static __always_inline __u32 proc_pid(const char *p)
+{
+	__u32 pid = 0;
+
+#pragma unroll
+	for (int i = 6; i < 16; i++) {
+		char c = p[i];
+		if (c == '/')
+			return pid;
+		if (c < '0' || c > '9')
+			return 0;
+		pid = pid * 10 + (c - '0');
+	}
+	return 0;
+}
+
+/* A successful open that is a file change: created, opened for writing or truncated under a
+ * watched prefix; /proc/PID/mem opened for writing anywhere; /proc/PID/mem of ANOTHER
+ * process opened for reading (memory dumping). The path (in s->rec.open.path) is moved to
+ * s->ubuf first: the change record shares the scratch. */
 static __always_inline void open_change(struct scratch *s, __u32 path_len, __u32 flags,
-					long ret, struct file *f)
+					long ret, struct file *f, bool write)
 {
 	struct tsr_fchange *fc = &s->rec.fc;
 	__u8 klass;
@@ -80,9 +99,16 @@ static __always_inline void open_change(struct scratch *s, __u32 path_len, __u32
 	if (path_len > TSR_PATH_MAX)
 		path_len = TSR_PATH_MAX;
 	bpf_probe_read_kernel(s->ubuf, path_len, s->rec.open.path);
-	if (is_proc_mem(s, path_len)) {
-		op = TSR_OP_PROC_MEM;
+	if (is_proc_mem(s->ubuf, path_len)) {
+		if (!write) {
+			__u32 pid = proc_pid(s->ubuf);
+			if (!pid || pid == current_tgid())
+				return;
+		}
+		op = write ? TSR_OP_PROC_MEM : TSR_OP_PROC_MEM_READ;
 		klass = 0;
+	} else if (!write) {
+		return;
 	} else {
 		klass = match_prefix(s, s->ubuf, path_len, 1);
 		if (!klass) {
@@ -148,8 +174,8 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	bool write = ret >= 0 && ((flags & TSR_O_ACCMODE) || (flags & (TSR_O_CREAT | TSR_O_TRUNC)));
 	if (!match_prefix(s, o->path, path_len, 0)) {
 		count(TSR_C_FILTERED);
-		if (write)
-			open_change(s, path_len, flags, ret, file_from_fd(ret));
+		if (write || (ret >= 0 && is_proc_mem(o->path, path_len & (TSR_PATH_MAX - 1))))
+			open_change(s, path_len, flags, ret, file_from_fd(ret), write);
 		return 0;
 	}
 	fill_task(&o->h, (struct task_struct *)bpf_get_current_task());
@@ -160,8 +186,8 @@ static __always_inline int open_exit(struct trace_event_raw_sys_exit *ctx)
 	o->flags = flags;
 	o->path_len = path_len;
 	emit(s, offsetof(struct tsr_open, path) + (path_len & (2 * TSR_PATH_MAX - 1)));
-	if (write)
-		open_change(s, path_len, flags, ret, file_from_fd(ret));
+	if (write || (ret >= 0 && is_proc_mem(o->path, path_len & (TSR_PATH_MAX - 1))))
+		open_change(s, path_len, flags, ret, file_from_fd(ret), write);
 	return 0;
 }
 
@@ -188,4 +214,47 @@ SEC("tp/syscalls/sys_exit_openat2")
 int ts_exit_openat2(struct trace_event_raw_sys_exit *ctx)
 {
 	return open_exit(ctx);
+}
+
+/* ---- io_uring ------------------------------------------------------------------------- */
+
+#define TSR_IORING_OP_OPENAT 18
+#define TSR_IORING_OP_OPENAT2 28
+
+/* An open submitted through io_uring: no open(2) tracepoint sees it. The request is
+ * prepared at this point (its filename copied into the kernel), but not yet executed, so
+ * the result is unknown. Loaded only where the tracepoint exists ('?', see probe.py). */
+SEC("?tp_btf/io_uring_submit_req")
+int BPF_PROG(ts_io_uring_submit, struct io_kiocb *req)
+{
+	__u8 opcode = BPF_CORE_READ(req, opcode);
+	struct io_open *op = (struct io_open *)req;   /* the request's command data */
+	struct scratch *s;
+	struct tsr_open *o;
+	bool trunc = false;
+	__u32 path_len;
+	long n;
+
+	if (opcode != TSR_IORING_OP_OPENAT && opcode != TSR_IORING_OP_OPENAT2)
+		return 0;
+	if (is_self(current_tgid()))
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	o = &s->rec.open;
+	n = bpf_probe_read_kernel_str(s->ubuf, TSR_PATH_MAX, BPF_CORE_READ(op, filename, name));
+	path_len = path_join(s, o->path, BPF_CORE_READ(op, dfd), n, &trunc);
+	if (!match_prefix(s, o->path, path_len, 0)) {
+		count(TSR_C_FILTERED);
+		return 0;
+	}
+	fill_task(&o->h, (struct task_struct *)bpf_get_current_task());
+	o->h.kind = TSR_OPEN;
+	o->h.flags |= TSR_F_IO_URING | (trunc ? TSR_F_PATH_TRUNC : 0);
+	o->result = 0;
+	o->flags = BPF_CORE_READ(op, how.flags);
+	o->path_len = path_len;
+	emit(s, offsetof(struct tsr_open, path) + (path_len & (2 * TSR_PATH_MAX - 1)));
+	return 0;
 }

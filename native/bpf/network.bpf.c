@@ -1,6 +1,7 @@
 /* Network: TCP connect (egress), accept (ingress) and listen, IPv4 and IPv6, from the
  * syscalls so the acting pid is right; UDP datagrams to port 53 (sendto, sendmsg,
- * sendmmsg, also on connected sockets) with their payload for DNS question decoding. */
+ * sendmmsg, also on connected sockets) with their payload for DNS question decoding, and
+ * DNS over TCP (the first segment of each send on a connection to port 53). */
 #include "common.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -279,4 +280,73 @@ int ts_enter_sendmmsg(struct trace_event_raw_sys_enter *ctx)
 {
 	/* the first message (glibc sends the A and AAAA questions together) */
 	return msg_send(ctx->args[0], (const struct user_msghdr *)ctx->args[1]);
+}
+
+/* ---- DNS over TCP ---------------------------------------------------------------------- */
+
+/* The user buffer a send starts with, skipping DNS-over-TCP's two-byte length prefix
+ * (sent as its own iovec by some resolvers, in front of the message by others). */
+static __always_inline const __u8 *tcp_dns_message(struct msghdr *msg, __u64 *len)
+{
+	__u8 type = BPF_CORE_READ(msg, msg_iter.iter_type);
+	struct iovec v = {};
+
+	if (type == bpf_core_enum_value(enum iter_type, ITER_UBUF)) {
+		v.iov_base = BPF_CORE_READ(msg, msg_iter.ubuf);
+		v.iov_len = BPF_CORE_READ(msg, msg_iter.count);
+	} else if (type == bpf_core_enum_value(enum iter_type, ITER_IOVEC)) {
+		const struct iovec *iov = BPF_CORE_READ(msg, msg_iter.__iov);
+		bpf_probe_read_kernel(&v, sizeof(v), iov);
+		if (v.iov_len == 2 && BPF_CORE_READ(msg, msg_iter.nr_segs) > 1) {
+			bpf_probe_read_kernel(&v, sizeof(v), iov + 1);
+			*len = v.iov_len;
+			return v.iov_base;
+		}
+	} else {
+		return NULL;
+	}
+	if (v.iov_len <= 2)
+		return NULL;
+	*len = v.iov_len - 2;
+	return (const __u8 *)v.iov_base + 2;
+}
+
+/* Each TCP send, as the socket layer takes it (process context, right pid). Only
+ * connections to port 53 at the start of a send are looked at: a cheap test for the rest.
+ * Loaded only where the tracepoint exists ('?', see probe.py). */
+SEC("?tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(ts_tcp_sendmsg, struct sock *sk, struct msghdr *msg, struct sk_buff *skb,
+	     int size_goal)
+{
+	struct scratch *s;
+	struct tsr_net *n;
+	const __u8 *buf;
+	__u64 len = 0;
+	__u16 dummy;
+
+	if (BPF_CORE_READ(sk, __sk_common.skc_dport) != bpf_htons(53))
+		return 0;
+	if (BPF_CORE_READ(msg, msg_iter.iov_offset) != 0 || is_self(current_tgid()))
+		return 0;
+	buf = tcp_dns_message(msg, &len);
+	if (!buf)
+		return 0;
+	s = get_scratch();
+	if (!s)
+		return 0;
+	n = net_record(s, TSR_DNS);
+	n->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	n->protocol = TSR_IPPROTO_TCP;
+	sock_addrs(sk, n->family, n->saddr, &n->sport, n->daddr, &dummy);
+	n->dport = 53;
+	if (len > TSR_DNS_MAX)
+		len = TSR_DNS_MAX;
+	ts_barrier(len);
+	if (len > TSR_DNS_MAX)
+		len = TSR_DNS_MAX;
+	if (bpf_probe_read_user(n->payload, len & 511, buf))
+		len = 0;
+	n->payload_len = len;
+	emit(s, offsetof(struct tsr_net, payload) + (len & 511));
+	return 0;
 }

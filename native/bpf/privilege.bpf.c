@@ -3,7 +3,8 @@
  * - set*uid/set*gid/capset: credentials read at entry and exit; reported only when the
  *   call GAINED something (a uid/gid of 0 that was not, or capabilities), else counted
  *   priv_filtered. Dropping privileges (what daemons do all day) costs no record.
- * - ptrace attach/seize/poke/setregs (not peeks), process_vm_writev, memfd_create,
+ * - ptrace attach/seize/poke/setregs (not peeks), process_vm_writev, process_vm_readv of
+ *   another process (memory scraping), memfd_create,
  *   init_module/finit_module, bpf(BPF_PROG_LOAD) by anyone but the sensor, prctl(PR_SET_NAME)
  *   of a process's main thread, mount/move_mount, unshare/setns of namespaces.
  * Exits of the "sys" kinds tail-call one handler, verified once (see filechange.bpf.c).
@@ -260,7 +261,7 @@ static __always_inline int sys_exit(long ret)
 	struct scratch *s;
 	__u32 size;
 
-	if (!take_call(&c) || c.op < TSR_OP_PTRACE || c.op > TSR_OP_SETNS)
+	if (!take_call(&c) || c.op < TSR_OP_PTRACE || c.op > TSR_OP_SYS_MAX)
 		return 0;
 	s = get_scratch();
 	if (!s)
@@ -330,6 +331,14 @@ ENTER(process_vm_writev)
 	return sys_enter(TSR_OP_VM_WRITE, 0, 0, 0, 0, ARG(0), ARG(2), ARG(4));
 }
 EXIT(process_vm_writev)
+
+ENTER(process_vm_readv)
+{
+	if ((__u32)ARG(0) == current_tgid())
+		return 0;   /* reading one's own memory is nothing */
+	return sys_enter(TSR_OP_VM_READ, 0, 0, 0, 0, ARG(0), ARG(2), ARG(4));
+}
+EXIT(process_vm_readv)
 
 ENTER(memfd_create) { return sys_enter(TSR_OP_MEMFD, 0, ARG(0), 0, 0, ARG(1), 0, 0); }
 EXIT(memfd_create)

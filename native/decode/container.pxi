@@ -1,4 +1,5 @@
-# Included by _bpf.pyx: cgroup directories created and removed in the v1 memory hierarchy.
+# Included by _bpf.pyx: cgroup directories created and removed in the unified (v2)
+# hierarchy and in the v1 memory hierarchy.
 
 cdef dict decode_cgroup(Decoder dec, const tsr_cgroup *c):
     cdef dict d = dec.common(
@@ -7,6 +8,7 @@ cdef dict decode_cgroup(Decoder dec, const tsr_cgroup *c):
     d["threatseer.cgroup.path"] = path
     d["threatseer.cgroup.memory"] = path[path.rfind("/") + 1:]  # no [-1]: wraparound off
     d["threatseer.cgroup.hierarchy"] = c.root
+    d["threatseer.cgroup.id"] = c.id  # the cgroup created or removed, not the actor's
     return d
 
 

@@ -4,6 +4,7 @@
 cdef dict _FILE_ACTIONS = {
     TSR_OP_CREATE: actions.FILE_CREATE, TSR_OP_WRITE_OPEN: actions.FILE_WRITE_OPEN,
     TSR_OP_TRUNC_OPEN: actions.FILE_TRUNCATE, TSR_OP_PROC_MEM: actions.PROC_MEM_WRITE,
+    TSR_OP_PROC_MEM_READ: actions.PROC_MEM_READ,
     TSR_OP_UNLINK: actions.FILE_UNLINK, TSR_OP_RMDIR: actions.FILE_RMDIR, TSR_OP_RENAME: actions.FILE_RENAME,
     TSR_OP_LINK: actions.FILE_LINK, TSR_OP_SYMLINK: actions.FILE_SYMLINK, TSR_OP_MKDIR: actions.FILE_MKDIR,
     TSR_OP_CHMOD: actions.FILE_CHMOD, TSR_OP_CHOWN: actions.FILE_CHOWN, TSR_OP_UTIMES: actions.FILE_UTIMES,
@@ -40,10 +41,17 @@ cdef list _open_flag_names(uint32_t f):
     return flags
 
 
+cdef str _IO_URING = "io_uring"
+
+
 cdef dict decode_open(Decoder dec, const tsr_open *o):
     cdef dict d = dec.common(&o.h, actions.OPEN)
     d["file.path"] = o.path[:strnlen(o.path, o.path_len)].decode("utf-8", "replace")
     d["threatseer.open.flags"] = _open_flags(o.flags)
+    if o.h.flags & TSR_F_IO_URING:  # seen at submission: the result is not known yet
+        d["threatseer.syscall"] = _IO_URING
+        d["event.outcome"] = _UNKNOWN
+        return d
     d["threatseer.open.result"] = o.result
     d["event.outcome"] = _SUCCESS if o.result >= 0 else _FAILURE
     return d
@@ -72,13 +80,14 @@ cdef dict decode_fchange(Decoder dec, const tsr_fchange *fc):
     d["threatseer.file.result"] = fc.result
     if fc.h.flags & TSR_F_PATH_TRUNC:
         d["threatseer.path_truncated"] = True
-    if op <= TSR_OP_PROC_MEM:       # opens: mode from the inode, the open's intent
+    cdef bint is_open = op <= TSR_OP_PROC_MEM or op == TSR_OP_PROC_MEM_READ
+    if is_open:       # opens: mode from the inode, the open's intent
         d["threatseer.open.flags"] = _open_flags(fc.flags)
-    if op <= TSR_OP_PROC_MEM or op == TSR_OP_CHMOD or op == TSR_OP_MKDIR:
+    if is_open or op == TSR_OP_CHMOD or op == TSR_OP_MKDIR:
         d["file.mode"] = _mode(fc.mode)
         d["threatseer.file.setuid"] = (fc.mode & 0o4000) != 0
         d["threatseer.file.setgid"] = (fc.mode & 0o2000) != 0
-    if op == TSR_OP_PROC_MEM:
+    if op == TSR_OP_PROC_MEM or op == TSR_OP_PROC_MEM_READ:
         parts = path.split("/")
         if len(parts) > 2 and parts[2].isdigit():
             d["threatseer.target.pid"] = int(parts[2])

@@ -63,7 +63,7 @@ cdef dict decode_net(Decoder dec, const tsr_net *n):
         d["source.port"] = n.sport
     d["destination.ip"] = _ip(n.family, n.daddr)
     d["destination.port"] = n.dport
-    d["network.transport"] = _UDP if kind == TSR_DNS else _TCP
+    d["network.transport"] = _UDP if n.protocol == 17 else _TCP
     d["network.type"] = _IPV6 if n.family == AF_INET6 else _IPV4
     return d
 

@@ -93,6 +93,11 @@ cdef dict decode_sys(Decoder dec, const tsr_sys *r):
         d["threatseer.target.pid"] = <int32_t>r.arg[0]
         if r.result >= 0:
             d["threatseer.vm_write.bytes"] = r.result
+    elif op == TSR_OP_VM_READ:
+        d = dec.common(&r.h, actions.PROCESS_VM_READ)
+        d["threatseer.target.pid"] = <int32_t>r.arg[0]
+        if r.result >= 0:
+            d["threatseer.vm_read.bytes"] = r.result
     elif op == TSR_OP_MEMFD:
         d = dec.common(&r.h, actions.MEMFD_CREATE)
         d["file.name"] = _str_at(s0, r.len[0])

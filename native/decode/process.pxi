@@ -6,13 +6,26 @@ cdef dict _VERDICTS = {TSR_V_KILLED: "killed", TSR_V_DRY_RUN: "dry-run",
                        TSR_V_FAILED: "failed"}
 
 cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
-    """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir."""
+    """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir; a network
+    socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin or stdout:
+    stdin-file, stdout-file; stdout a named file directly in /tmp, /var/tmp or /dev/shm:
+    stdout-tmp."""
     cdef list out = []
     cdef uint32_t i, last = 0
     if hflags & TSR_F_EXE_MEMFD:
         out.append("memfd")
     elif hflags & TSR_F_EXE_DELETED:
         out.append("deleted")
+    if hflags & TSR_F_STDIN_SOCK:
+        out.append("stdin-socket")
+    if hflags & TSR_F_STDOUT_SOCK:
+        out.append("stdout-socket")
+    if hflags & TSR_F_STDIN_FILE:
+        out.append("stdin-file")
+    if hflags & TSR_F_STDOUT_FILE:
+        out.append("stdout-file")
+    if hflags & TSR_F_STDOUT_TMP:
+        out.append("stdout-tmp")
     if (n >= 5 and memcmp(path, b"/tmp/", 5) == 0) or (n >= 9 and memcmp(path, b"/var/tmp/", 9) == 0):
         out.append("tmp")
     elif n >= 9 and memcmp(path, b"/dev/shm/", 9) == 0:
@@ -51,6 +64,9 @@ cdef dict decode_exec(Decoder dec, const tsr_exec *e):
         d["process.tty.char_device.major"] = e.h.task.tty >> 20
         d["process.tty.char_device.minor"] = e.h.task.tty & 0xfffff
     d["threatseer.args_truncated"] = bool(e.h.flags & TSR_F_ARGS_TRUNC) or e.argc > len(args)
+    if e.env_len:
+        d["process.env_vars"] = [v.decode("utf-8", "replace")
+                                 for v in a[alen:alen + e.env_len].split(b"\0") if v]
     if e.verdict != TSR_V_NONE:
         d["threatseer.enforce.verdict"] = _VERDICTS.get(e.verdict, "unknown")
         d["threatseer.enforce.rule_id"] = e.rule

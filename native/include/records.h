@@ -21,6 +21,8 @@
 #define TSR_PREFIX_MAX 256    /* bytes of a path the in-kernel prefix filter compares */
 #define TSR_DNS_MAX 272       /* DNS header (12) + longest name (255) + type/class */
 #define TSR_PATH_DEPTH 48     /* path components walked */
+#define TSR_ENV_MAX 512       /* exec: bytes of the loader variables kept (LD_PRELOAD=...) */
+#define TSR_ENV_VARS 64       /* exec: environment strings looked at */
 
 enum tsr_kind {
 	TSR_EXEC = 1,
@@ -55,6 +57,7 @@ enum tsr_op {
 	TSR_OP_UTIMES = 13,
 	TSR_OP_SETXATTR = 14,
 	TSR_OP_TRUNCATE = 15,
+	TSR_OP_PROC_MEM_READ = 16, /* /proc/PID/mem of another process opened for reading */
 	/* tsr_cred */
 	TSR_OP_SETUID = 20,
 	TSR_OP_SETREUID = 21,
@@ -77,6 +80,8 @@ enum tsr_op {
 	TSR_OP_MOVE_MOUNT = 48,  /* str0 target, str2 fstype, arg0 flags */
 	TSR_OP_UNSHARE = 49,     /* arg0 CLONE_* flags */
 	TSR_OP_SETNS = 50,       /* arg0 nstype, arg1 inode of the fd's file, str0 its path */
+	TSR_OP_VM_READ = 51,     /* arg0 target pid, arg1 local iovecs, arg2 remote iovecs */
+	TSR_OP_SYS_MAX = 51,
 };
 
 /* Values of the watched-prefix trie (tsr_fchange.klass is the match's value, plus SETID). */
@@ -102,6 +107,12 @@ enum tsr_counter {
 #define TSR_F_PATH_TRUNC 0x4   /* path truncated */
 #define TSR_F_EXE_DELETED 0x8  /* exec: the executable has no links left (deleted) */
 #define TSR_F_EXE_MEMFD 0x10   /* exec: the executable is a memfd (fileless) */
+#define TSR_F_STDIN_SOCK 0x20  /* exec: stdin is an IPv4/IPv6 socket */
+#define TSR_F_STDOUT_SOCK 0x40 /* exec: stdout is an IPv4/IPv6 socket */
+#define TSR_F_IO_URING 0x80    /* open: submitted through io_uring (result not known) */
+#define TSR_F_STDIN_FILE 0x100 /* exec: stdin is a regular file (`nc host port < file`) */
+#define TSR_F_STDOUT_FILE 0x200 /* exec: stdout is a regular file */
+#define TSR_F_STDOUT_TMP 0x400 /* exec: ... in a directory named tmp or shm (`ps > /tmp/loot`) */
 
 /* Config map (array, one entry) written by userspace. */
 #define TSR_NO_HIERARCHY 0xffffffffu
@@ -181,11 +192,15 @@ struct tsr_hdr {
 	struct tsr_task task;
 };
 
+/* data: path (path_len bytes), argv (args_len bytes, NUL-separated), then the dynamic
+ * loader's injection variables found in the environment (env_len bytes, NUL-separated
+ * "LD_PRELOAD=..." / "LD_AUDIT=..." strings). */
 struct tsr_exec {
 	struct tsr_hdr h;
 	__u32 argc;         /* bprm->argc: arguments before truncation */
 	__u32 path_len;     /* bytes of path in data, including its NUL */
 	__u32 args_len;     /* bytes of NUL-separated argv after the path */
+	__u32 env_len;      /* bytes of NUL-separated loader variables after argv */
 	__u16 verdict;      /* enum tsr_verdict: what in-kernel enforcement did to this exec */
 	__u16 rule;         /* the enforcement rule that matched (1-based), 0 = none */
 	char data[2 * TSR_PATH_MAX + TSR_ARGS_MAX];  /* verifier-provable bounds; only used bytes are sent */
@@ -210,7 +225,8 @@ struct tsr_open {
 	char path[TSR_PATH_MAX];
 };
 
-/* connect, accept, listen, dns: addresses in network byte order, ports in host order. */
+/* connect, accept, listen, dns: addresses in network byte order, ports in host order. A DNS
+ * payload is the DNS message itself (over TCP without its two-byte length prefix). */
 struct tsr_net {
 	struct tsr_hdr h;
 	__s32 result;       /* connect: 0 or -errno */

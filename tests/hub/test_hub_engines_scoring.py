@@ -74,15 +74,23 @@ def test_static_risky_process_and_dynamic_rule_add_up_to_an_alert() -> None:
 
 
 def test_sensitive_files_score_reads_and_writes_apart() -> None:
-    read, write, glob, other = score([
+    """Reads score on opens; writes on the file change the sensor reports with them (one
+    indicator per write, not one on the open and one on the change)."""
+    read, write_open, write, moved, glob, other = score([
         open_event("/etc/shadow", ["read"]),
         open_event("/etc/shadow", ["write", "truncate"]),
+        {**open_event("/etc/shadow", ["write", "truncate"]), "event.action": "truncate"},
+        {**open_event("/etc/shadow", ["write"]), "event.action": "rename",
+         "threatseer.file.source_path": "/etc/nshadow"},
         open_event("/home/bob/.ssh/id_rsa", ["read"]),
         open_event("/etc/hostname", ["read"]),
     ])
     assert read["event.risk_score"] == 10 and read["event.kind"] == "event"
+    assert write_open["event.risk_score"] == 0
     assert write["event.risk_score"] == 60 and write["event.kind"] == "alert"
     assert write["threatseer.indicators"][0]["extra_info"]["access"] == "write"
+    assert moved["event.risk_score"] == 60
+    assert moved["threatseer.indicators"][0]["extra_info"]["path"] == "/etc/shadow"
     assert glob["event.risk_score"] == 5 and rules(glob) == ["/home/*/.ssh/*"]
     assert other["event.risk_score"] == 0 and rules(other) == []
 
@@ -109,7 +117,8 @@ def test_iocs_hash_ip_cidr_ipv6_and_domain_suffix() -> None:
 def test_actions_toss_log_alert_by_threshold() -> None:
     pipe = Pipeline(ActionConfig(toss_below=5, alert_at=50), bundle())
     res = pipe.score([open_event("/etc/hostname"), open_event("/etc/shadow"),
-                      open_event("/etc/shadow", ["write"])], "s", 1)
+                      {**open_event("/etc/shadow", ["write"]), "event.action": "write-open"}],
+                     "s", 1)
     assert (res.tossed, res.logged, res.alerted) == (1, 1, 1)
     assert [e["threatseer.action"] for e in res.emitted] == ["log", "alert"]
 

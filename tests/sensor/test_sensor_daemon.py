@@ -107,6 +107,60 @@ def test_container_lifecycle_from_memory_cgroups(start_sensor):
                     and e.get("container", {}).get("id") == cid)
 
 
+def _cgroup2_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+def _rmdir(path: str) -> None:
+    deadline = time.monotonic() + 5
+    while os.path.isdir(path) and time.monotonic() < deadline:
+        try:
+            os.rmdir(path)
+        except OSError:
+            time.sleep(0.1)
+
+
+def test_container_identity_from_the_unified_cgroup_hierarchy(start_sensor):
+    """As on v2-only hosts: a container is a cgroup named after it in the unified hierarchy,
+    learned from the kernel's cgroup events (created after start) or from the scan at start
+    (created before), and the processes in it carry its id."""
+    root = _cgroup2_root()
+    if root is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    before = uuid.uuid4().hex + uuid.uuid4().hex
+    after = uuid.uuid4().hex + uuid.uuid4().hex
+    paths = [f"{root}/docker-{before}.scope", f"{root}/docker-{after}.scope"]
+    os.mkdir(paths[0])
+    try:
+        sensor = start_sensor()
+        os.mkdir(paths[1])
+        created = sensor.wait_for(lambda e: action("container-created")(e)
+                                  and e.get("container", {}).get("id") == after)
+        assert created["threatseer"]["cgroup"]["hierarchy"] == 0
+        for cid, path in ((before, paths[0]), (after, paths[1])):
+            subprocess.run(["sh", "-c", f"echo $$ > {path}/cgroup.procs && exec /bin/true {cid}"],
+                           check=True)
+            ex = sensor.wait_for(lambda e, cid=cid: action("exec")(e)
+                                 and e["process"]["args"] == ["/bin/true", cid])
+            assert ex["container"]["id"] == cid
+            sensor.wait_for(lambda e, cid=cid: action("container-started")(e)
+                            and e["container"]["id"] == cid)
+    finally:
+        for path in paths:
+            _rmdir(path)
+    gone = sensor.wait_for(lambda e: action("container-destroyed")(e)
+                           and e.get("container", {}).get("id") == after)
+    assert gone["event"]["action"] == "container-destroyed"
+    # one event per container, even where a runtime makes cgroups in two hierarchies
+    assert len([e for e in sensor.events if action("container-created")(e)
+                and e.get("container", {}).get("id") == after]) == 1
+
+
 def test_batches_reach_a_hub_socket_in_order(threatseer_cmd, tmp_path, port):
     if os.geteuid() != 0:
         pytest.skip("the sensor needs root for eBPF")

@@ -62,6 +62,30 @@ class Const:
 Node = Cmp | And | Or | Not | Const
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a :class:`Sequence`: events matching ``condition``, joined to the other
+    steps on ``by`` (the sequence's own ``by`` when empty), ``runs`` times (with ``distinct``:
+    that many different values of that field)."""
+
+    condition: Node
+    by: tuple[Field, ...] = ()
+    runs: int = 1
+    distinct: Field | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    """``sequence by F within T [step] [step] ...``: the steps' events in that order, sharing
+    the values of their join fields, the last within ``within`` seconds of the first.
+    ``sample by F within T [step] ...`` (``ordered`` false): the same in any order."""
+
+    by: tuple[Field, ...]
+    within: float
+    steps: tuple[Step, ...]
+    ordered: bool = True
+
+
 def conj(*items: Node) -> Node:
     """``And`` of ``items``, flattened; a single item stands for itself."""
     flat: list[Node] = []

@@ -12,6 +12,18 @@ Grammar (``not`` binds tighter than ``and``, which binds tighter than ``or``)::
 
 A bare word naming a list stands for its values (after ``in`` it must name one).
 
+A rule's whole condition may instead be a sequence (EQL's ``sequence``, or ``sample`` for the
+same steps in any order; evaluated by the hub with bounded state, see
+``threatseer.hub.rules.sequence``)::
+
+    sequence := ("sequence" | "sample") ["by" FIELD ("," FIELD)*] "within" DURATION step step*
+    step     := "[" expr "]" ["by" FIELD ("," FIELD)*]
+                ["with" "runs" "=" N ["," "distinct" "=" FIELD]]
+    DURATION := a number with a unit: 500ms, 30s, 5m, 1h
+
+A sequence of one step with ``runs`` counts repetitions (``[outbound] with runs=20,
+distinct=destination.port``).
+
 Ancestry: ``process.ancestors`` is ``threatseer.ancestors`` (nearest first) and
 ``process.ancestors[N]`` one of them; ``process.parent.*`` are plain fields.
 """
@@ -19,10 +31,21 @@ Ancestry: ``process.ancestors`` is ``threatseer.ancestors`` (nearest first) and
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from collections.abc import Sequence as Sequence_
 from typing import Any
 
-from threatseer.hub.rules.query.ast import Cmp, Const, Field, Node, Not, conj, disj
+from threatseer.hub.rules.query.ast import (
+    Cmp,
+    Const,
+    Field,
+    Node,
+    Not,
+    Sequence,
+    Step,
+    conj,
+    disj,
+)
 from threatseer.hub.rules.query.errors import QueryError
 from threatseer.hub.rules.query.lexer import Token, tokenize
 
@@ -39,6 +62,11 @@ WORD_OPS: dict[str, tuple[str, bool]] = {
 ALIASES = {"process.ancestors": "threatseer.ancestors"}
 _INDEXED = re.compile(r"([A-Za-z_@][\w.@-]*)\[(\d+)\]\Z")
 _FIELD = re.compile(r"[A-Za-z_@][\w.@-]*\Z")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)\Z")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_WITHIN_S = 3600.0  # state is kept this long at most
+MAX_STEPS = 16
+MAX_RUNS = 1000
 
 MacroResolver = Callable[[str], "Node | None"]
 
@@ -56,7 +84,7 @@ def parse_field(text: str, column: int | None = None) -> Field:
 
 class _Parser:
     def __init__(
-        self, text: str, macros: MacroResolver, lists: Mapping[str, Sequence[Any]]
+        self, text: str, macros: MacroResolver, lists: Mapping[str, Sequence_[Any]]
     ) -> None:
         self.tokens = tokenize(text)
         self.pos = 0
@@ -187,18 +215,191 @@ class _Parser:
                          tok.column)
 
 
+def _split_steps(text: str) -> tuple[str, list[tuple[str, str, int]]]:
+    """``(header, [(step body, text after it, column), ...])`` of a sequence's text: a step
+    is a top-level ``[...]`` not right after a word character (that is a field index, as
+    ``process.ancestors[0]``); brackets inside quotes or nested ones do not count."""
+    header_end = None
+    steps: list[tuple[str, str, int]] = []
+    i, n, depth, start = 0, len(text), 0, -1
+    last_end = 0
+    quote = ""
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "[":
+            if depth == 0 and (i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_.@-")):
+                if header_end is None:
+                    header_end = i
+                elif steps:
+                    body, _, col = steps[-1]
+                    steps[-1] = (body, text[last_end:i], col)
+                start = i
+                depth = 1
+            elif depth:
+                depth += 1
+        elif c == "]" and depth:
+            depth -= 1
+            if depth == 0:
+                steps.append((text[start + 1:i], "", start + 2))
+                last_end = i + 1
+        i += 1
+    if quote or depth:
+        raise QueryError("unbalanced [ ] or quotes in the sequence")
+    if steps:
+        body, _, col = steps[-1]
+        steps[-1] = (body, text[last_end:], col)
+    return text[:header_end] if header_end is not None else text, steps
+
+
+class _Words:
+    """A small token reader for a sequence's header and the text after each step."""
+
+    def __init__(self, text: str, column: int = 0) -> None:
+        self.tokens = tokenize(text)
+        self.pos = 0
+        self.column = column
+
+    def peek(self) -> Token:
+        return self.tokens[self.pos]
+
+    def next(self) -> Token:
+        tok = self.tokens[self.pos]
+        self.pos = min(self.pos + 1, len(self.tokens) - 1)
+        return tok
+
+    def is_word(self, word: str) -> bool:
+        tok = self.peek()
+        return tok.kind == "word" and tok.text.lower() == word
+
+    def error(self, message: str, tok: Token | None = None) -> QueryError:
+        return QueryError(message, (tok.column + self.column) if tok else None)
+
+    def fields(self) -> tuple[Field, ...]:
+        out = []
+        while True:
+            tok = self.next()
+            if tok.kind != "word":
+                raise self.error(f"expected a field, found {tok.text or 'end'!r}", tok)
+            out.append(parse_field(tok.text, tok.column))
+            if not (self.peek().kind == "punct" and self.peek().text == ","):
+                return tuple(out)
+            self.next()
+
+    def setting(self, name: str) -> Token:
+        tok = self.next()
+        if tok.kind != "word" or tok.text.lower() != name:
+            raise self.error(f"expected {name}=, found {tok.text or 'end'!r}", tok)
+        eq = self.next()
+        if eq.kind != "op" or eq.value != "=":
+            raise self.error(f"expected '=' after {name}", eq)
+        return self.next()
+
+    def end(self, what: str) -> None:
+        tok = self.peek()
+        if tok.kind != "end":
+            raise self.error(f"unexpected {tok.text!r} {what}", tok)
+
+
+def _sequence(text: str, macros: MacroResolver, lists: Mapping[str, Sequence_[Any]]
+              ) -> Sequence:
+    header, parts = _split_steps(text)
+    head = _Words(header)
+    ordered = head.next().text.lower() == "sequence"  # or "sample": any order
+    by: tuple[Field, ...] = ()
+    if head.is_word("by"):
+        head.next()
+        by = head.fields()
+    if not head.is_word("within"):
+        raise head.error("a sequence needs 'within DURATION' (e.g. within 60s)", head.peek())
+    head.next()
+    tok = head.next()
+    m = _DURATION.match(tok.text) if tok.kind in ("word", "number") else None
+    if m is None:
+        raise head.error("expected a duration like 500ms, 30s, 5m, 1h; found "
+                         f"{tok.text or 'end'!r}", tok)
+    within = float(m.group(1)) * _UNITS[m.group(2)]
+    if not 0 < within <= MAX_WITHIN_S:
+        raise head.error(f"within must be more than 0 and at most {MAX_WITHIN_S:.0f}s", tok)
+    head.end("before the first [step]")
+    if not parts:
+        raise QueryError("a sequence needs at least one [step]")
+    if len(parts) > MAX_STEPS:
+        raise QueryError(f"a sequence has at most {MAX_STEPS} steps")
+    steps = []
+    for body, after, column in parts:
+        try:
+            condition = _Parser(body, macros, lists).parse()
+        except QueryError as exc:
+            col = exc.column + column - 1 if exc.column else None
+            raise QueryError(f"in step {len(steps) + 1}: {exc.message}", col) from None
+        steps.append(_step(condition, _Words(after, column + len(body)), by))
+    if len(steps) == 1 and steps[0].runs == 1:
+        raise QueryError("a sequence of one step needs 'with runs=N' (N > 1)")
+    return Sequence(by, within, tuple(steps), ordered)
+
+
+def _step(condition: Node, rest: _Words, default_by: tuple[Field, ...]) -> Step:
+    by = default_by
+    if rest.is_word("by"):
+        rest.next()
+        by = rest.fields()
+        if default_by and len(by) != len(default_by):
+            raise rest.error(f"a step joins on {len(by)} fields, the sequence on "
+                             f"{len(default_by)}")
+    if not by:
+        raise rest.error("each step needs join fields: 'sequence by F' or '[...] by F'")
+    runs, distinct = 1, None
+    if rest.is_word("with"):
+        rest.next()
+        tok = rest.setting("runs")
+        if tok.kind != "number" or not isinstance(tok.value, int) or not (
+                2 <= tok.value <= MAX_RUNS):
+            raise rest.error(f"runs must be a whole number from 2 to {MAX_RUNS}", tok)
+        runs = tok.value
+        if rest.peek().kind == "punct" and rest.peek().text == ",":
+            rest.next()
+            tok = rest.setting("distinct")
+            if tok.kind != "word":
+                raise rest.error("distinct= needs a field", tok)
+            distinct = parse_field(tok.text, tok.column)
+    rest.end("after a step")
+    return Step(condition, by, runs, distinct)
+
+
+def parse_rule_condition(
+    text: str,
+    macros: Mapping[str, Node] | MacroResolver | None = None,
+    lists: Mapping[str, Sequence_[Any]] | None = None,
+) -> Node | Sequence:
+    """A rule's condition: an expression, or a ``sequence`` of them."""
+    if isinstance(text, str) and text.strip().split(None, 1)[0:1] and \
+            text.strip().split(None, 1)[0].lower() in ("sequence", "sample"):
+        return _sequence(text.strip(), _resolver(macros), lists or {})
+    return parse(text, macros, lists)
+
+
+def _resolver(macros: Mapping[str, Node] | MacroResolver | None) -> MacroResolver:
+    if macros is None:
+        return lambda name: None
+    if callable(macros):
+        return macros
+    return macros.get
+
+
 def parse(
     text: str,
     macros: Mapping[str, Node] | MacroResolver | None = None,
-    lists: Mapping[str, Sequence[Any]] | None = None,
+    lists: Mapping[str, Sequence_[Any]] | None = None,
 ) -> Node:
     """Parse ``text``; macros are AST nodes (or a resolver), lists are value sequences."""
-    if macros is None:
-        resolver: MacroResolver = lambda name: None  # noqa: E731
-    elif callable(macros):
-        resolver = macros
-    else:
-        resolver = macros.get
     if not isinstance(text, str) or not text.strip():
         raise QueryError("empty condition")
-    return _Parser(text, resolver, lists or {}).parse()
+    return _Parser(text, _resolver(macros), lists or {}).parse()
