@@ -128,8 +128,10 @@ int main(int argc, char **argv)
 			fprintf(stderr, "prefix %s: %s\n", argv[i], strerror(errno));
 		cfg.wild_mask |= wild_bit(argv[i]);
 	}
-	__u32 zero = 0;
+	__u32 zero = 0, hold = TSR_READER_HOLD;
 	bpf_map_update_elem(map_fd(obj, "ts_config"), &zero, &cfg, 0);
+	/* the cheapest consumer: woken only at wakeup_bytes, else by its poll timeout */
+	bpf_map_update_elem(map_fd(obj, "ts_reader"), &zero, &hold, 0);
 
 	struct bpf_program *prog;
 	bpf_object__for_each_program(prog, obj) {

@@ -35,6 +35,8 @@ import yaml
 import zmq
 
 from threatseer.common import wire
+from threatseer.hub.acks import DelayedAcks
+from threatseer.hub.config import IngestConfig
 from threatseer.native.probe import bpf_object_path
 from threatseer.sensor.config import SensorConfig
 
@@ -106,7 +108,7 @@ _count_events = msgspec.msgpack.Decoder(list[CountedEvent]).decode
 
 class Counter:
     """A ROUTER socket that counts the sensor's events (what a hub would receive) and acks
-    each batch as a hub does (docs/transport.md). Only the current load generator's events
+    its batches as a hub does (docs/transport.md, hub/acks.py). Only the current load generator's events
     (its opens; its forks and the execs and exits of its children) count.
 
     It reads three fields of each event, not all of them: on 2 cores the counter competes
@@ -116,6 +118,7 @@ class Counter:
     def __init__(self, port: int) -> None:
         self.sock = zmq.Context.instance().socket(zmq.ROUTER)
         self.sock.bind(f"tcp://127.0.0.1:{port}")
+        self.acks = DelayedAcks(IngestConfig.ack_delay_ms / 1000.0)  # as the hub acks
         self.lock = threading.Lock()
         self.by_action: dict[str, int] = {}
         self.last_event = 0.0
@@ -130,11 +133,21 @@ class Counter:
 
     def run(self) -> None:
         while not self.stopped:
-            if not self.sock.poll(100):
+            due = self.acks.next_due()
+            wait = 100 if due is None else max(0, min(100, int((due - time.monotonic()) * 1000) + 1))
+            if not self.sock.poll(wait):
+                for (peer, _), epoch, seq in self.acks.due(time.monotonic()):
+                    self.sock.send_multipart([peer, wire.encode_ack(epoch, seq)])
                 continue
             frames = self.sock.recv_multipart(copy=False)
             batch, raws = wire.decode_raw(frames[1:])
-            self.sock.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
+            now = time.monotonic()
+            for (peer, _), epoch, seq in self.acks.due(now):
+                self.sock.send_multipart([peer, wire.encode_ack(epoch, seq)])
+            outstanding = batch.seq - batch.base + 1 if batch.base else 0
+            if self.acks.add((frames[0].bytes, ""), batch.epoch, batch.seq, outstanding,
+                             now) is not None:
+                self.sock.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
             events = _count_events(wire.array_header(len(raws)) + b"".join(raws))
             with self.lock:
                 load = False

@@ -83,6 +83,9 @@ def _table(*rows: tuple[str, str, str]) -> dict[str, Field]:
 CONTAINER_STARTED = "container-started"
 SENSOR_HEALTH = "sensor-health"
 SENSOR_LOSS = "sensor-loss"
+# A response: the sensor killed (or, dry run, would have killed) a process, on the hub's
+# command or at exec in the kernel (threatseer.response.source).
+KILL = "kill"
 
 # Every event carries these.
 COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action")
@@ -102,6 +105,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     CONTAINER_DESTROYED: ("container.id",),
     SENSOR_HEALTH: (),
     SENSOR_LOSS: ("threatseer.loss.events",),
+    KILL: ("process.pid", "event.outcome", "threatseer.response.source"),
     **{a: ("process.pid", "file.path") for a in (
         FILE_CREATE, FILE_WRITE_OPEN, FILE_UNLINK, FILE_RMDIR, FILE_MKDIR, FILE_CHOWN,
         FILE_UTIMES, FILE_SETXATTR, FILE_TRUNCATE, LOG_TRUNCATE)},
@@ -132,6 +136,7 @@ CATEGORIES: dict[str, tuple[list[str], list[str]]] = {
     CONTAINER_STARTED: (["host"], ["start"]),
     SENSOR_HEALTH: (["host"], ["info"]),
     SENSOR_LOSS: (["host"], ["info"]),  # ECS allows "error" only for database and web
+    KILL: (["process"], ["end"]),
 }
 
 # Every field an event may carry, with its Elasticsearch/ECS type (``[]``: a list of them) and
@@ -149,8 +154,11 @@ FIELDS: dict[str, Field] = _table(
      "file changes: create, write-open, unlink, rmdir, rename, link, symlink, mkdir, chmod, "
      "chown, utimes, setxattr, truncate, log-truncate; privilege: setuid, setgid, capset; "
      "tricks: ptrace, process-vm-write, process-vm-read, proc-mem-write, proc-mem-read, "
-     "memfd-create, module-load, bpf-load, rename-process, mount, unshare, setns."),
-    ("event.outcome", "keyword", "success or failure (opens, connects)."),
+     "memfd-create, module-load, bpf-load, rename-process, mount, unshare, setns; response: "
+     "kill."),
+    ("event.outcome", "keyword", "success or failure (opens, connects); kill: success (killed), "
+     "failure (refused or gone: event.reason says why) or unknown (dry run)."),
+    ("event.reason", "keyword", "kill: why the process was or was not killed."),
     ("event.id", "keyword", "Unique id: sensor id, boot-local sequence; the key for "
      "de-duplication."),
     ("event.sequence", "long", "Per-sensor event counter."),
@@ -306,6 +314,22 @@ FIELDS: dict[str, Field] = _table(
      "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.'), stdin-socket, "
      "stdout-socket (stdin/stdout is an IPv4/IPv6 socket), stdin-file, stdout-file (stdin/stdout "
      "is a regular file), stdout-tmp (stdout is a named file directly in /tmp, /var/tmp or /dev/shm)."),
+    ("threatseer.enforce.verdict", "keyword", "exec: what in-kernel enforcement did before the "
+     "program's first instruction: killed, dry-run, protected, limited, failed."),
+    ("threatseer.enforce.rule_id", "long", "exec: the enforcement rule's number in the policy."),
+    ("threatseer.enforce.rule", "keyword", "exec: the enforcement rule that matched."),
+    ("threatseer.response.source", "keyword", "kill: hub (a rule's action: kill, on the hub's "
+     "command) or kernel (in-kernel enforcement at exec)."),
+    ("threatseer.response.id", "keyword", "kill and the alert behind it: the hub's command id."),
+    ("threatseer.response.event_id", "keyword", "kill: event.id of the alert that asked for it."),
+    ("threatseer.response.rule", "keyword", "kill, and an alert with a response: the rule whose "
+     "action is kill."),
+    ("threatseer.response.dry_run", "boolean", "kill: a dry run (nothing was killed)."),
+    ("threatseer.response.action", "keyword", "Hub, on an alert: the response a rule asked for "
+     "(kill)."),
+    ("threatseer.response.status", "keyword", "Hub, on an alert: what became of the response: "
+     "sent, dry-run, refused (threatseer.response.reason says why)."),
+    ("threatseer.response.reason", "keyword", "Hub, on an alert: why a response was refused."),
     ("threatseer.loss.events", "long", "Events known to be lost."),
     ("threatseer.loss.reason", "keyword", "Why they were lost."),
     ("threatseer.loss.batches", "long", "Batches known to be lost (a gap in a sensor's sequence)."),

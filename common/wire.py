@@ -27,6 +27,12 @@ without a spool; every gap is then final). The hub answers on the same connectio
 *ack* frame, ``{"v": VERSION, "e": epoch, "ack": seq}``: every batch up to ``seq`` of that
 epoch is durably scored and may leave the sender's spool.
 
+The hub may also send *commands* on that connection, msgpack maps with a ``"cmd"`` key
+(:class:`KillCommand`: kill one process, checked by the sensor against its identity;
+:class:`ExecPolicy`: the exec denylist its kernel enforces), decoded with
+:func:`decode_reply` beside acks. The sensor checks every field's type and range as it
+would any input.
+
 Fields that are the same for every event of a sensor (``host.name``, ``agent.id``, ...)
 travel once per batch in ``c`` and are given back to each event by :func:`decode`; an event's
 own value wins. The header is small and decoded first, so a hub rejects a batch of an unknown version or an
@@ -92,7 +98,10 @@ class Batch:
 
 
 def _plain(obj: Any) -> Any:
-    """Subclasses of the basic types (msgpack-python packed them; msgspec wants the base)."""
+    """Runs of encoded events (copied as they are) and subclasses of the basic types
+    (msgpack-python packed them; msgspec wants the base)."""
+    if type(obj) is Encoded:
+        return msgspec.Raw(obj.data)
     for base in (str, int, float, bytes, list, tuple, dict):
         if isinstance(obj, base):
             return base(obj)
@@ -123,10 +132,55 @@ def encode(batch: Batch, compress: bool = False) -> list[bytes]:
     return [encode_header(batch, compressed=compress), body]
 
 
-def encode_body(events: list[dict[str, Any]], compress: bool = False) -> bytes:
-    """The body frame alone (a spool keeps bodies; headers are made at each (re)send)."""
-    body = _pack(events)
+def encode_body(events: list[Any], compress: bool = False) -> bytes:
+    """The body frame alone (a spool keeps bodies; headers are made at each (re)send).
+    An item is a flat dict, or :class:`Encoded` events (msgpack maps one after the other, as
+    the sensor's reader writes them: native/encode/), copied into the body as they are."""
+    n = event_count(events)
+    if n == len(events):
+        body = _pack(events)
+    elif all(type(item) is Encoded for item in events):  # a flood of one process's opens
+        body = b"".join([array_header(n), *[item.data for item in events]])
+    else:  # msgspec counted each run as one item: the array header says how many events
+        packed = _pack(events)
+        body = b"".join((array_header(n),
+                         memoryview(packed)[len(array_header(len(events))):]))
     return lz4.frame.compress(body) if compress else body
+
+
+class Encoded:
+    """``count`` events already encoded: their msgpack maps, one after the other."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"Encoded({self.count} events, {len(self.data)} bytes)"
+
+
+def event_count(items: list[Any]) -> int:
+    """Events in a list of events and :class:`Encoded` runs."""
+    n = len(items)
+    for item in items:
+        if type(item) is Encoded:
+            n += item.count - 1
+    return n
+
+
+def decode_encoded(item: Encoded) -> list[dict[str, Any]]:
+    """The events of a run (tests and tools; the hub decodes whole bodies)."""
+    return _decode_body(array_header(item.count) + item.data)
+
+
+def encode_fields(fields: dict[str, Any]) -> tuple[bytes, int]:
+    """The msgpack of ``fields``' key/value pairs without the map header, and how many
+    there are: the part of an event the sensor's reader appends to events it encodes."""
+    packed = _pack(fields)
+    n = len(fields)
+    return packed[1 if n < 16 else 3 if n < 1 << 16 else 5:], n
 
 
 def is_compressed(body: bytes) -> bool:
@@ -142,7 +196,7 @@ def encode_header(batch: Batch, count: int | None = None, compressed: bool = Fal
         "v": VERSION,
         "sid": batch.sensor_id,
         "seq": batch.seq,
-        "n": len(batch.events) if count is None else count,
+        "n": event_count(batch.events) if count is None else count,
         "t": batch.sent_ns,
         "host": batch.host,
     }
@@ -170,12 +224,89 @@ def decode_ack(frame: bytes) -> tuple[int, int]:
         ack = _decode_map(frame)
     except _UNDECODABLE as exc:
         raise WireError(BAD_HEADER, f"undecodable ack ({type(exc).__name__})") from None
+    return _ack_of(ack)
+
+
+def _ack_of(ack: dict[str, Any]) -> tuple[int, int]:
     if not isinstance(ack, dict) or ack.get("v") != VERSION:
         raise WireError(BAD_VERSION, "ack of an unsupported version")
     epoch, seq = ack.get("e"), ack.get("ack")
     if not isinstance(epoch, int) or not isinstance(seq, int) or epoch < 0 or seq < 0:
         raise WireError(BAD_HEADER, "ack without epoch and sequence number")
     return epoch, seq
+
+
+# ---- hub -> sensor commands ------------------------------------------------------------
+
+MAX_COMMAND_BYTES = 256 * 1024
+_Name = Annotated[str, msgspec.Meta(max_length=512)]
+_Path = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class KillCommand(msgspec.Struct, frozen=True, tag="kill", tag_field="cmd"):
+    """Kill one process, if it still is the one the event named (``entity_id``: pid and
+    start time), unless the sensor finds it protected; ``dry_run``: only report."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    pid: Annotated[int, msgspec.Meta(ge=2, lt=1 << 22)]  # pid_max is at most 2^22
+    entity_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    event_id: _Name = ""  # the alert's event.id
+    rule: _Name = ""
+    dry_run: bool = False
+    executable: Annotated[str, msgspec.Meta(max_length=4096)] = ""
+    v: int = VERSION
+
+
+class ExecRule(msgspec.Struct, frozen=True):
+    """Execs the kernel denies: of a file under one of ``prefixes`` whose kind is one of
+    ``kinds`` ("any", "memfd", "deleted")."""
+
+    id: Annotated[int, msgspec.Meta(ge=1, le=0xFFFF)]
+    rule: _Name
+    prefixes: Annotated[tuple[_Path, ...], msgspec.Meta(min_length=1, max_length=64)]
+    kinds: Annotated[tuple[Annotated[str, msgspec.Meta(pattern="^(any|memfd|deleted)$")], ...],
+                     msgspec.Meta(min_length=1, max_length=3)]
+    dry_run: bool = False
+
+
+class ExecPolicy(msgspec.Struct, frozen=True, tag="exec-policy", tag_field="cmd"):
+    """The whole exec denylist (an empty one turns enforcement off), the process names it
+    never kills and its rate limit."""
+
+    version: Annotated[str, msgspec.Meta(max_length=128)]
+    rules: Annotated[tuple[ExecRule, ...], msgspec.Meta(max_length=200)] = ()
+    protected: Annotated[tuple[Annotated[str, msgspec.Meta(max_length=256)], ...],
+                         msgspec.Meta(max_length=256)] = ()
+    max_kills_per_minute: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    v: int = VERSION
+
+
+Command = KillCommand | ExecPolicy
+
+
+def encode_command(cmd: Command) -> bytes:
+    """A command frame for the sensor (sent on the same connection as acks)."""
+    return msgspec.msgpack.encode(cmd)
+
+
+def decode_reply(frame: bytes) -> tuple[int, int] | Command:
+    """What the hub sent on a sensor's connection: ``(epoch, seq)`` of an ack, or a
+    command; :class:`WireError` for anything else (a bad field names itself)."""
+    if len(frame) > MAX_COMMAND_BYTES:
+        raise WireError(TOO_LARGE, f"reply of {len(frame)} bytes")
+    try:
+        reply = _decode_map(frame)
+    except _UNDECODABLE as exc:
+        raise WireError(BAD_HEADER, f"undecodable reply ({type(exc).__name__})") from None
+    if "cmd" not in reply:
+        return _ack_of(reply)
+    try:
+        cmd = msgspec.convert(reply, Command)
+    except _UNDECODABLE as exc:
+        raise WireError(BAD_HEADER, f"bad command ({exc})") from None
+    if cmd.v != VERSION:
+        raise WireError(BAD_VERSION, f"command of an unsupported version {cmd.v!r}")
+    return cmd
 
 
 def decode_header(frames: list[bytes]) -> dict[str, Any]:

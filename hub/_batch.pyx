@@ -278,12 +278,13 @@ def prepare(list events, str sensor_id, object seq):
 
 
 def tally(list events, object toss_below, object alert_at, str log, str alert,
-          list emitted, dict kinds, str event):
+          list emitted, dict kinds, str event, str keep=None, str keep_field=None):
     """Sum each event's indicator scores into ``event.risk_score``; append the events scoring
-    at least ``toss_below`` to ``emitted``, with ``threatseer.action`` and ``event.kind``
-    ``alert`` from ``alert_at`` on, else action ``log`` and the kind ``kinds`` gives the
-    event's action (``event`` for the others): the hub owns event.kind, whatever the sensor
-    said. Returns (tossed, alerted)."""
+    at least ``toss_below`` (and, whatever their score, those whose ``event.action`` is
+    ``keep`` or that carry ``keep_field``) to ``emitted``, with ``threatseer.action`` and
+    ``event.kind`` ``alert`` from ``alert_at`` on, else action ``log`` and the kind ``kinds``
+    gives the event's action (``event`` for the others): the hub owns event.kind, whatever
+    the sensor said. Returns (tossed, alerted)."""
     cdef dict ev
     cdef Py_ssize_t tossed = 0, alerted = 0
     for ev in events:
@@ -291,7 +292,8 @@ def tally(list events, object toss_below, object alert_at, str log, str alert,
         for ind in <list?>ev["threatseer.indicators"]:
             score += ind["score"]
         ev["event.risk_score"] = score
-        if score < toss_below:
+        if score < toss_below and (keep is None or ev.get("event.action") != keep) and (
+                keep_field is None or keep_field not in ev):
             tossed += 1
             continue
         if score >= alert_at:

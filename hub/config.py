@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from threatseer.common import configfile, wire
+from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES, check_protected_list
 from threatseer.hub.cluster.config import ClusterConfig
 from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
@@ -53,6 +54,10 @@ class IngestConfig:
     # Batches whose scoring failed are appended (header, body, error) to
     # <state_dir>/failed-batches.msgpack, rotated at this size (one older file is kept).
     failed_batches_max_mib: int = 64
+    # At most one acknowledgement per sensor connection per this many ms: the first after a
+    # quiet spell goes at once, later ones cover every batch scored meanwhile (each ack
+    # wakes the sensor; acks are cumulative). 0: one per pipeline cycle.
+    ack_delay_ms: int = 100
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -63,6 +68,8 @@ class IngestConfig:
             raise ValueError("rcv_hwm: must be at least 1")
         if self.max_batches_per_cycle < 1:
             raise ValueError("max_batches_per_cycle: must be at least 1")
+        if not 0 <= self.ack_delay_ms <= 5000:
+            raise ValueError("ack_delay_ms: must be between 0 and 5000")
         if self.max_cycle_ms <= 0:
             raise ValueError("max_cycle_ms: must be positive")
         if self.ledger_synchronous not in ("normal", "full"):
@@ -104,6 +111,34 @@ class ActionConfig:
     def validate(self) -> None:
         if self.alert_at < self.toss_below:
             raise ValueError("alert_at: must not be below toss_below")
+
+
+@dataclass
+class ResponseConfig:
+    # Rules whose `action: kill` is carried out, by the name their indicator carries (a
+    # query rule's name, a Sigma rule's title, risky_process:NAME, a sensitive-file glob,
+    # sha256:HASH, an enforce.yaml exec rule's name), each "kill" or "dry-run" (the sensor
+    # checks everything and reports what it would have killed). A rule with action kill
+    # that is not here only alerts; the decision is logged. Empty: nothing is ever killed.
+    kill_rules: dict[str, str] = field(default_factory=dict)
+    # Every kill a dry run, whatever kill_rules says.
+    dry_run: bool = False
+    # Kills asked of one sensor (host) per minute at most; past it alerts say "refused: rate
+    # limit". The kernel's exec enforcement on each sensor has the same limit.
+    max_kills_per_minute: int = 10
+    # Process names or executable paths never killed (sent to the sensors too, which add
+    # their own protected_processes). pid 1, kernel threads, the sensor and the hub are never
+    # killed in any case.
+    protected_processes: list[str] = field(
+        default_factory=lambda: list(DEFAULT_PROTECTED_PROCESSES))
+
+    def validate(self) -> None:
+        for rule, mode in self.kill_rules.items():
+            if mode not in ("kill", "dry-run"):
+                raise ValueError(f"kill_rules: {rule!r}: must be kill or dry-run, not {mode!r}")
+        if not 0 <= self.max_kills_per_minute <= 100_000:
+            raise ValueError("max_kills_per_minute: must be between 0 and 100000")
+        check_protected_list(self.protected_processes, "protected_processes")
 
 
 @dataclass
@@ -166,6 +201,7 @@ class HubConfig:
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    response: ResponseConfig = field(default_factory=ResponseConfig)
     # The web console served by the hub (docs/operations.md, "Console"); off by default.
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Rule bundle (directory or archive) installed and activated at every start; leave it

@@ -8,7 +8,8 @@ published event, runs in a child process (:mod:`threatseer.hub.console.child`).
 
 Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (in order per
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
-only after that commit acknowledged to their sensors.
+only after that commit acknowledged to their sensors (at most one ack per
+``ingest.ack_delay_ms`` per sensor connection, see hub/acks.py).
 
 Reload (SIGHUP, :meth:`Hub.reload`): the allow-lists' paths, the outputs, the bundle, the
 actions and the log level change without a restart and without losing what is queued; the
@@ -34,6 +35,7 @@ from typing import Any
 
 import zmq
 
+from threatseer.hub.acks import DelayedAcks
 from threatseer.hub.config import HubConfig
 from threatseer.hub.deadletter import FailedBatches
 from threatseer.hub.engines.profile import ProfileEngine
@@ -43,6 +45,7 @@ from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.publish import Publisher
+from threatseer.hub.response import Responder
 from threatseer.hub.rules.model import Bundle
 from threatseer.hub.scoring import Pipeline
 from threatseer.hub.transport import PUBLISH, Transport
@@ -161,6 +164,10 @@ class Hub:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self.acks = DelayedAcks(cfg.ingest.ack_delay_ms / 1000.0)
+        self.responder = Responder(cfg.response, self._send_to_sensor,
+                                   helper_pids=self._helper_pids)
+        self.responder.activate(self.pipeline.rules.bundle)
         self._note_bundle()
         self.transport = Transport(cfg, self.ctx, self.metrics)
         try:
@@ -178,6 +185,7 @@ class Hub:
             self.transport.close()
             raise
         self._rebind_publisher = False
+        self._new_bundle: Bundle | None = None
         self._new_outputs: Outputs | None = None  # from reload(), swapped in by the pipeline
         if self.transport.auth is not None:
             self.transport.auth.on_revoke = self._on_revoke
@@ -238,6 +246,7 @@ class Hub:
     def activate(self, bundle: Bundle) -> None:
         """Hot swap of the rule bundle (called from the admin thread)."""
         self.pipeline.activate(bundle)
+        self._new_bundle = bundle  # the responder follows from the pipeline thread
         self._note_bundle()
         log.info("bundle activated: %s", self._bundle_name())
 
@@ -372,9 +381,13 @@ class Hub:
                 try:
                     if self._new_outputs is not None:
                         self._swap_outputs()
-                    got = self.ingest.take(100)
+                    got = self.ingest.take(self._wait_ms())
+                    if self._new_bundle is not None:
+                        bundle, self._new_bundle = self._new_bundle, None
+                        self.responder.activate(bundle)
                     if got:
                         self._process(got, time.monotonic())
+                    self._send_acks(time.monotonic())
                     self._report_losses()
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
@@ -390,11 +403,30 @@ class Hub:
                 if not got:
                     break
                 self._process(got, time.monotonic())
+            self._send_acks(time.monotonic(), everything=True)
             self._report_losses(force=True)
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
             self._shutdown()
+
+    def _wait_ms(self) -> int:
+        """How long the pipeline may wait for input: 100 ms, less when an ack is due."""
+        due = self.acks.next_due()
+        if due is None:
+            return 100
+        return max(0, min(100, int((due - time.monotonic()) * 1000 + 0.999)))
+
+    def _helper_pids(self) -> tuple[int | None, ...]:
+        """The hub's own child processes (never killed by a response)."""
+        return (self.console.pid,) if self.console is not None else ()
+
+    def _send_to_sensor(self, peer: bytes, frame: bytes) -> bool:
+        return self.ingest.send(peer, frame)
+
+    def _send_acks(self, now: float, everything: bool = False) -> None:
+        for (peer, _sid), epoch, seq in self.acks.due(now, everything):
+            self.ingest.ack(peer, epoch, seq)
 
     def _failed(self, what: str) -> None:
         self.failures += 1
@@ -424,7 +456,8 @@ class Hub:
         sensors = ingest.sensors
         tossed = logged = alerted = 0
         now = time.time()
-        acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
+        # (peer, sensor id) -> (epoch, batches the sensor had unacknowledged; 0: unknown)
+        acks: dict[tuple[bytes, str], tuple[int, int]] = {}
         stale: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (stale epoch, highest seq)
         cycle_s = self.cfg.ingest.max_cycle_ms / 1000
         start = time.monotonic()
@@ -439,7 +472,7 @@ class Hub:
                 old = stale.get((msg.peer, sid))
                 stale[(msg.peer, sid)] = (msg.epoch, max(msg.seq, old[1] if old else 0))
                 continue
-            acks[(msg.peer, sid)] = msg.epoch
+            acks[(msg.peer, sid)] = (msg.epoch, msg.seq - msg.base + 1 if msg.base else 0)
             if verdict.restarted:
                 log.info("sensor %s: new epoch %d (its spool is new)", sid, msg.epoch)
             if verdict.lost_batches:
@@ -451,6 +484,7 @@ class Hub:
             if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
                 continue
             assert verdict.kind == NEW
+            self.responder.on_batch(msg.peer)
             try:
                 counts = self._batch(msg, now)
             except Exception as exc:  # isolated: this batch alone is given up, see _fail
@@ -468,10 +502,13 @@ class Hub:
         except Exception:  # not durable: no acks, the sensors resend (scored again)
             self._failed("ledger commit")
             acks.clear()
-        for (peer, sid), epoch in acks.items():
+        mono = time.monotonic()
+        for (peer, sid), (epoch, outstanding) in acks.items():
             st = ledger.state.get(sid)
             if st is not None and st.epoch == epoch:
-                ingest.ack(peer, epoch, st.high)
+                now_ack = self.acks.add((peer, sid), epoch, st.high, outstanding, mono)
+                if now_ack is not None:
+                    ingest.ack(peer, *now_ack)
         for (peer, _sid), (epoch, seq) in stale.items():
             ingest.ack(peer, epoch, seq)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
@@ -512,7 +549,7 @@ class Hub:
         if rec is None or not rec.raws:  # refused (counted): resending will not help
             return counts
         for start in range(0, len(rec.raws), CHUNK_EVENTS):
-            self._chunk(rec, start, now, counts)
+            self._chunk(rec, start, now, counts, msg.peer)
         if self.publisher is not None:
             self.publisher.flush()
         emitted = counts[1]
@@ -554,7 +591,8 @@ class Hub:
             self._emit_synthetic(refused_event(sid, reason, batches, events), sid,
                                  time.time())
 
-    def _chunk(self, rec: Received, start: int, now: float, counts: list[int]) -> None:
+    def _chunk(self, rec: Received, start: int, now: float, counts: list[int],
+               peer: bytes = b"") -> None:
         """Decode, score and emit events ``start:start + CHUNK_EVENTS`` of ``rec``, adding to
         ``counts`` (scored, emitted, tossed, logged, alerted). Nothing of the slice outlives
         the call, so the next one reuses the memory while it is still in the CPU cache."""
@@ -574,6 +612,10 @@ class Hub:
             counts[4] += res.alerted
             if not res.emitted:
                 continue
+            try:  # before publishing: the alerts say what became of their response
+                self.responder.consider(res.emitted, rec.sensor_id, peer)
+            except Exception:
+                self._failed(f"response to batch {rec.seq} of {rec.sensor_id}")
             if publisher is not None:
                 publisher.add(res.emitted)  # sent by _process once the batch is through
             if outputs.configs:
@@ -681,6 +723,9 @@ class Hub:
                          if self.pipeline.profile is not None else None),
             "emitted": self.emitted,
             "failures": self.failures,
+            "response": {"kill_rules": len(self.responder.kill_rules),
+                         "exec_policy": self.responder.policy.version,
+                         **self.responder.counts},
             "engine_errors": {
                 "static": self.pipeline.rules.static.errors,
                 "dynamic": self.pipeline.rules.dynamic.errors,

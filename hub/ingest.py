@@ -33,7 +33,6 @@ In plaintext mode there is no key and the id is whatever the header says.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import deque
@@ -302,8 +301,16 @@ class Ingest:
     def ack(self, peer: bytes, epoch: int, seq: int) -> None:
         """Tell a sensor everything up to ``seq`` is durably scored (dropped when it is gone:
         it resends and is acknowledged then)."""
-        with contextlib.suppress(zmq.ZMQError):
-            self.sock.send_multipart((peer, wire.encode_ack(epoch, seq)), zmq.NOBLOCK)
+        self.send(peer, wire.encode_ack(epoch, seq))
+
+    def send(self, peer: bytes, frame: bytes) -> bool:
+        """One frame to a sensor's connection (acks, commands); False when it could not be
+        queued (ROUTER drops frames for a peer that is gone, silently)."""
+        try:
+            self.sock.send_multipart((peer, frame), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
     def _revoked(self, frame: Any) -> bool:
         """A message from a key that left the allow-list after its handshake (counted)."""

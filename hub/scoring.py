@@ -16,11 +16,13 @@ from threatseer.hub import alerts
 from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
 from threatseer.hub.engines.dynamic import DynamicEngine
+from threatseer.hub.engines.execrules import ExecRuleEngine
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.engines.static import StaticEngine
 from threatseer.hub.rules.model import Bundle, Manifest
 
 TOSS, LOG, ALERT = "toss", "log", "alert"
+ENFORCE_VERDICT = "threatseer.enforce.verdict"
 EMPTY_BUNDLE = Bundle(Manifest(name="none", version="0"))
 
 
@@ -30,6 +32,7 @@ class CompiledRules:
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.static = StaticEngine(bundle.static)
+        self.exec_rules = ExecRuleEngine(bundle.exec_rules)
         self.dynamic = DynamicEngine(bundle.ruleset)
         by_name = getattr(bundle.ruleset, "by_name", {})
         self.rule_meta = lambda name: (r.meta if (r := by_name.get(name)) else None)
@@ -64,6 +67,7 @@ class Pipeline:
         secs = self.engine_seconds
         t0 = time.perf_counter()
         rules.static.process(events, now)
+        rules.exec_rules.process(events)
         t1 = time.perf_counter()
         rules.dynamic.process(events, now)
         t2 = time.perf_counter()
@@ -72,11 +76,13 @@ class Pipeline:
         t3 = time.perf_counter()
         toss_below, alert_at = self.actions.toss_below, self.actions.alert_at
         result = BatchResult([])
-        # event.risk_score = the indicators' sum; below toss_below: dropped; from alert_at
-        # on: threatseer.action and event.kind "alert"; else action "log" and the kind of
-        # the action ("metric" for health, else "event"): the hub owns event.kind (in C).
+        # event.risk_score = the indicators' sum; below toss_below: dropped (never a kill
+        # report nor an exec the sensor's kernel acted on: what a sensor did is always
+        # told); from alert_at on: threatseer.action and event.kind "alert"; else action
+        # "log" and the kind of the action ("metric" for health, else "event"): the hub owns
+        # event.kind (in C).
         tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted,
-                                ecs.EVENT_KINDS, "event")
+                                ecs.EVENT_KINDS, "event", ecs.KILL, ENFORCE_VERDICT)
         if alerted:  # rule.*, threat.*, message: on alerts only (hub/alerts.py)
             manifest = rules.bundle.manifest
             for ev in result.emitted:

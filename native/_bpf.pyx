@@ -155,15 +155,20 @@ cdef enum:
 # filters take: from records.h, so that they cannot drift from the kernel side.
 COUNTER_NAMES = tuple([tsr_counter_names[i].decode() for i in range(TSR_C_MAX)])
 PREFIX_MAX = TSR_PREFIX_MAX
+COMM_MAX = TSR_COMM_LEN - 1
+KIND_ANY, KIND_MEMFD, KIND_DELETED = TSR_KIND_ANY, TSR_KIND_MEMFD, TSR_KIND_DELETED
 W_WATCHED = TSR_W_WATCHED
 W_LOG = TSR_W_LOG
 
+include "encode/writer.pxi"
+include "encode/context.pxi"
 include "decode/decoder.pxi"
 include "decode/process.pxi"
 include "decode/file.pxi"
 include "decode/network.pxi"
 include "decode/privilege.pxi"
 include "decode/container.pxi"
+include "encode/file.pxi"
 
 
 def mount_tracefs(str target):
@@ -191,12 +196,22 @@ cdef class BpfProbe:
     cdef int config_fd
     cdef int prefixes_fd
     cdef int watched_fd
+    cdef int reader_fd
+    cdef int ring_fd
+    cdef int enforce_fd
+    cdef int deny_fd
+    cdef int protected_fd
+    cdef uint32_t hold
     cdef int epfd
     cdef int ncpu
     cdef Decoder decoder
     cdef list batch
     cdef Py_ssize_t max_events
     cdef public unsigned long long decode_errors
+    cdef public list capture  # a list: every record's bytes are kept in it too (tests)
+    cdef list positions      # of the dicts in the last batch, when events are encoded too
+    cdef Py_ssize_t run_at   # where the run of encoded events being written goes
+    cdef Py_ssize_t n_events # events in the batch (a run holds several)
     cdef readonly list attached
 
     def __cinit__(self):
@@ -207,11 +222,13 @@ cdef class BpfProbe:
         self.batch = []
         self.decoder = Decoder()
 
-    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=()):
+    def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=(),
+                 first=()):
         """Open path, size the ring to ring_bytes (a power of two), load and attach all
         programs but those in skip (tail-call targets); those in optional may fail to
         attach (tracepoints this kernel lacks); those in enable are programs the object
-        does not load by default (SEC("?...")) that are wanted."""
+        does not load by default (SEC("?...")) that are wanted; those in first are attached
+        before the others (programs on one tracepoint run in the order they were attached)."""
         cdef bpf_program *prog = NULL
         cdef bpf_link *link
         cdef bpf_map *m
@@ -231,7 +248,14 @@ cdef class BpfProbe:
         self.config_fd = self._map_fd(b"ts_config")
         self.prefixes_fd = self._map_fd(b"ts_prefixes")
         self.watched_fd = self._map_fd(b"ts_watched")
+        self.reader_fd = self._map_fd(b"ts_reader")
+        self.ring_fd = self._map_fd(b"ts_events")
+        self.enforce_fd = self._map_fd(b"ts_enforce")
+        self.deny_fd = self._map_fd(b"ts_exec_deny")
+        self.protected_fd = self._map_fd(b"ts_protected")
+        self.hold = 0
         self.ncpu = check_rc(libbpf_num_possible_cpus(), "counting CPUs")
+        progs = []
         while True:
             prog = bpf_object__next_program(self.obj, prog)
             if prog == NULL:
@@ -239,6 +263,10 @@ cdef class BpfProbe:
             name = bpf_program__name(prog).decode()
             if name in skip or not bpf_program__autoload(prog):
                 continue
+            progs.append((name not in first, len(progs), <size_t>prog))
+        for _, _, addr in sorted(progs):
+            prog = <bpf_program *><size_t>addr
+            name = bpf_program__name(prog).decode()
             link = bpf_program__attach(prog)
             if link == NULL:
                 if name in optional:
@@ -299,6 +327,56 @@ cdef class BpfProbe:
         if rc < 0 and rc != -2:   # ENOENT: already gone
             check_rc(rc, f"removing prefix {prefix!r}")
 
+    def set_enforce(self, bint enabled, uint32_t max_kills, uint64_t window_ns):
+        """Turn in-kernel exec enforcement on or off; at most max_kills per window_ns."""
+        cdef uint32_t key = 0
+        cdef tsr_enforce_config cfg
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.enabled = 1 if enabled else 0
+        cfg.max_kills = max_kills
+        cfg.window_ns = window_ns
+        self._check_open()
+        check_rc(bpf_map_update_elem(self.enforce_fd, &key, &cfg, 0), "updating ts_enforce")
+
+    def deny_add(self, bytes prefix, uint8_t kill, uint8_t dry, rules):
+        """Deny execs under prefix: kill/dry are TSR_KIND_* bits, rules the rule id of each
+        kind (any, memfd, deleted)."""
+        cdef tsr_prefix_key k
+        cdef tsr_deny value
+        cdef int i
+        self._check_open()
+        self._prefix_key(prefix, &k)
+        memset(&value, 0, sizeof(value))
+        value.kill = kill
+        value.dry = dry
+        for i in range(TSR_KINDS):
+            value.rule[i] = rules[i]
+        check_rc(bpf_map_update_elem(self.deny_fd, &k, &value, 0), f"denying {prefix!r}")
+
+    def deny_delete(self, bytes prefix):
+        cdef tsr_prefix_key k
+        self._check_open()
+        self._prefix_key(prefix, &k)
+        rc = bpf_map_delete_elem(self.deny_fd, &k)
+        if rc < 0 and rc != -2:
+            check_rc(rc, f"removing denied prefix {prefix!r}")
+
+    def protect(self, bytes comm, bint on=True):
+        """Add (or remove) a process name in-kernel enforcement never kills."""
+        cdef char key[TSR_COMM_LEN]
+        cdef uint8_t one = 1
+        self._check_open()
+        if not 0 < len(comm) < TSR_COMM_LEN:
+            raise ValueError(f"a process name is 1..{TSR_COMM_LEN - 1} bytes: {comm!r}")
+        memset(key, 0, TSR_COMM_LEN)
+        memcpy(key, <const char *>comm, len(comm))
+        if on:
+            check_rc(bpf_map_update_elem(self.protected_fd, key, &one, 0), "protecting")
+        else:
+            rc = bpf_map_delete_elem(self.protected_fd, key)
+            if rc < 0 and rc != -2:
+                check_rc(rc, "unprotecting")
+
     def counters(self):
         """Kernel counters summed over CPUs, in COUNTER_NAMES order."""
         cdef uint64_t *vals
@@ -324,6 +402,67 @@ cdef class BpfProbe:
         self._check_open()
         return self.epfd
 
+    def set_identity(self, str id_prefix, unsigned long long next_seq):
+        """Stamp every event with event.sequence (from ``next_seq`` on, in kernel order) and
+        event.id (``id_prefix`` + the sequence)."""
+        self.decoder.id_prefix = id_prefix
+        self.decoder.id_prefix_b = id_prefix.encode()
+        self.decoder.seq = next_seq - 1 if next_seq else 0
+        self.decoder.stamping = True
+
+    def decode_record(self, bytes record, bint encode=True):
+        """One record (as ``capture`` kept it) through the decoder: what poll() would have
+        given for it (``encode=False``: always the dict)."""
+        wrap = self.decoder.wrap
+        if not encode:
+            self.decoder.wrap = None
+        try:
+            ev = self.decoder.decode(<const uint8_t *><const char *>record, len(record))
+            return self.decoder.take_run() if ev is ENCODED else ev
+        finally:
+            self.decoder.wrap = wrap
+
+    def polled(self):
+        """Events the last poll() returned (a run of encoded ones is one item of them)."""
+        return self.n_events
+
+    def dict_positions(self):
+        """Where the dicts are in what the last poll() returned (None: it is all dicts)."""
+        return self.positions
+
+    def next_sequence(self):
+        """The next event.sequence, for an event the caller makes itself."""
+        return self.decoder.next_seq()
+
+    def set_encoding(self, wrap):
+        """Encode sensitive opens of processes with a registered context straight to
+        msgpack; each run of consecutive ones is handed out as ``wrap(bytes, count)`` (the
+        maps one after the other); None: always dicts. Needs set_identity first."""
+        if wrap is not None and not self.decoder.stamping:
+            raise ValueError("set_identity first: encoded events carry their own ids")
+        self.decoder.wrap = wrap
+
+    @property
+    def contexts(self):
+        """The registered contexts (encode/context.pxi): register(), forget(), hits."""
+        return self.decoder.contexts
+
+    def ring_fileno(self):
+        """The ring buffer map's own fd (pollable: readable while records are pending; its
+        wakeups are the kernel's, see emit() in bpf/common.h)."""
+        self._check_open()
+        return self.ring_fd
+
+    def set_hold(self, bint hold):
+        """Tell the programs whether the reader holds a batch on its own timer (no wakeups
+        below wakeup_bytes) or waits for the next record. Written only on a change."""
+        cdef uint32_t key = 0
+        cdef uint32_t value = TSR_READER_HOLD if hold else 0
+        self._check_open()
+        if value != self.hold:
+            check_rc(bpf_map_update_elem(self.reader_fd, &key, &value, 0), "updating ts_reader")
+            self.hold = value
+
     def poll(self, int timeout_ms=100, Py_ssize_t max_events=4096):
         """Up to max_events decoded records; when none is ready, waits up to timeout_ms for
         a wakeup, then takes what is pending (batched wakeups may not have signalled)."""
@@ -331,19 +470,29 @@ cdef class BpfProbe:
         cdef epoll_event ev
         self._check_open()
         self.batch = []
+        self.positions = [] if self.decoder.wrap is not None else None
         self.max_events = max_events if max_events > 0 else 1
         self.decoder.offset_ns = ts_clock_offset_ns()
+        self.n_events = 0
         rc = self._consume()
         if rc == 0 and timeout_ms != 0:
             with nogil:
                 n = epoll_wait(self.epfd, &ev, 1, timeout_ms)
             self.decoder.offset_ns = ts_clock_offset_ns()
             rc = self._consume()
+        self._close_run()
         if rc < 0 and rc != STOP:
             check_rc(rc, "consuming the ring buffer")
         batch = self.batch
         self.batch = []
         return batch
+
+    cdef int _close_run(self) except -1:
+        """Put the run of encoded events in its place in the batch."""
+        run = self.decoder.take_run()
+        if run is not None:
+            self.batch[self.run_at] = run
+        return 0
 
     cdef int _consume(self):
         """One ring_buffer__consume, with the cyclic GC paused: the growing batch's dicts
@@ -413,9 +562,21 @@ cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
     """libbpf's per-record callback, in C: decode into the current batch."""
     cdef BpfProbe self = <BpfProbe>ctx
     try:
-        self.batch.append(self.decoder.decode(<const uint8_t *>data, size))
+        if self.capture is not None:
+            self.capture.append((<const char *>data)[:size])
+        ev = self.decoder.decode(<const uint8_t *>data, size)
+        if ev is ENCODED:
+            if self.decoder.run_events == 1:  # a new run: its place in the batch
+                self.run_at = len(self.batch)
+                self.batch.append(None)
+        else:
+            self._close_run()
+            if self.positions is not None:
+                self.positions.append(len(self.batch))
+            self.batch.append(ev)
+        self.n_events += 1
     except Exception:
         self.decode_errors += 1
-    if len(self.batch) >= self.max_events:
+    if self.n_events >= self.max_events:
         return STOP
     return 0

@@ -19,7 +19,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from threatseer.native._bpf import (
+    COMM_MAX,
     COUNTER_NAMES,
+    KIND_ANY,
+    KIND_DELETED,
+    KIND_MEMFD,
     PREFIX_MAX,
     W_LOG,
     W_WATCHED,
@@ -30,9 +34,8 @@ from threatseer.native.errors import ProbeError
 
 TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 log = logging.getLogger("threatseer.native")
-# Tracepoints some architectures lack (no open(2) on arm64; openat2 needs >= 5.6).
-# The kernel wakes the reader only once this much is pending (or the reader's poll timeout
-# expires): one wakeup per record would cost more CPU than decoding it.
+# Past this much pending the kernel always wakes the reader (see Probe's docstring for
+# below it): one wakeup per record would cost more CPU than decoding it.
 DEFAULT_WAKEUP_BYTES = 256 * 1024
 # Legacy syscalls arm64 lacks, newer ones older kernels lack, module syscalls of kernels
 # without CONFIG_MODULES.
@@ -60,6 +63,12 @@ TRACEPOINT_PROGRAMS = {
 }
 # Under these, a truncation (O_TRUNC open, truncate to 0) is "log-truncate".
 DEFAULT_LOG_PATHS = ("/var/log/",)
+# In-kernel exec enforcement (bpf/enforce.bpf.c): loaded only when asked for and where the
+# kernel lets a tp_btf program call bpf_send_signal; attached before the exec program, whose
+# record carries its verdict.
+ENFORCE_PROGRAM = "tsr_enforce_exec"
+# What an entry of the exec denylist covers (bits of its kill/dry-run kinds).
+EXEC_KINDS = {"any": KIND_ANY, "memfd": KIND_MEMFD, "deleted": KIND_DELETED}
 
 
 def bpf_object_path() -> str:
@@ -180,10 +189,11 @@ class Probe:
     Creating one opens, sizes, loads and attaches everything (root or CAP_BPF +
     CAP_PERFMON needed); :meth:`close` detaches and frees it all (also on ``with`` exit).
 
-    Wakeups are batched: the kernel signals :meth:`fileno` only once ``wakeup_bytes`` of
-    records are pending (default: 256 KiB or 1/8 of the ring), so call :meth:`poll` with a
-    timeout (or at least every so often): it picks up whatever is pending when the timeout
-    expires, which bounds the latency. ``wakeup_bytes=0`` wakes the reader per record.
+    Wakeups: the kernel signals :meth:`fileno` for the first record after the reader drained
+    the ring, and again once ``wakeup_bytes`` are pending (default: 256 KiB or 1/8 of the
+    ring); while the reader says it holds a batch (:meth:`set_hold`) only the latter, so call
+    :meth:`poll` on a timer then. ``wakeup_bytes=0`` leaves wakeups to the kernel (the first
+    record after a drain).
 
     ``watched_paths`` are the prefixes (same '*' rule as ``sensitive_paths``) under which file
     changes are reported; none by default (chmod setting setuid/setgid is reported
@@ -205,8 +215,13 @@ class Probe:
         watched_paths: Iterable[str] = (),
         log_paths: Iterable[str] = DEFAULT_LOG_PATHS,
         module_fallback: bool = False,
+        enforce: bool = False,
     ) -> None:
         self._bpf: BpfProbe | None = None
+        # Why in-kernel enforcement is off ("" when it is on; see set_exec_policy).
+        self.enforce_refused = "not requested"
+        self._denied: dict[bytes, tuple[int, int, tuple[int, int, int]]] = {}
+        self._protected: set[bytes] = set()
         ensure_tracefs()
         keys, mask = compile_prefixes(sensitive_paths)
         self.log_paths = list(log_paths)
@@ -224,15 +239,32 @@ class Probe:
                   else ())
         extra = tuple(p for p, tp in TRACEPOINT_PROGRAMS.items() if has_tracepoint(tp))
         optional = OPTIONAL_PROGRAMS + MODULE_FALLBACK + tuple(TRACEPOINT_PROGRAMS)
-        try:
-            self._bpf = BpfProbe(path.encode(), size, optional, TAIL_CALL_TARGETS,
-                                 enable + extra)
-        except ProbeError as exc:
-            if not extra:
-                raise
-            # A kernel whose structures differ from what those programs read: run without.
-            log.warning("loading without %s (%s)", ", ".join(extra), str(exc).splitlines()[0])
-            self._bpf = BpfProbe(path.encode(), size, optional, TAIL_CALL_TARGETS, enable)
+        args = (path.encode(), size, optional, TAIL_CALL_TARGETS)
+
+        def load(programs: tuple[str, ...], first: tuple[str, ...] = ()) -> BpfProbe:
+            try:
+                return BpfProbe(*args, programs + extra, first)
+            except ProbeError as exc:
+                if not extra:
+                    raise
+                # A kernel whose structures differ from what those programs read: run
+                # without.
+                log.warning("loading without %s (%s)", ", ".join(extra),
+                            str(exc).splitlines()[0])
+                return BpfProbe(*args, programs, first)
+
+        if enforce:
+            try:
+                self._bpf = load((*enable, ENFORCE_PROGRAM), (ENFORCE_PROGRAM,))
+                self.enforce_refused = ""
+            except ProbeError as exc:
+                # e.g. a kernel that refuses bpf_send_signal here: the rest works without it
+                self.enforce_refused = str(exc).splitlines()[0]
+                log.warning("in-kernel exec enforcement refused by this kernel (%s); denied "
+                            "execs are killed through the hub instead",
+                            self.enforce_refused)
+        if self._bpf is None:
+            self._bpf = load(tuple(enable))
         try:
             self._prefixes: set[bytes] = set()
             self._mask = 0
@@ -306,6 +338,44 @@ class Probe:
         keys, mask = compile_prefixes(prefixes)
         self._set_keys(keys, mask)
 
+    def set_exec_policy(self, entries: dict[str, tuple[int, int, tuple[int, int, int]]],
+                        protected: Iterable[str] = (), max_kills: int = 0,
+                        window_s: float = 60.0) -> None:
+        """Replace the in-kernel exec denylist: ``{path prefix: (kill kinds, dry-run kinds,
+        (rule id for any file, for a memfd, for a deleted file))}`` with KIND_* bits;
+        ``protected``: process names never killed; at most ``max_kills`` per ``window_s``
+        (0: no limit). An empty ``entries`` turns enforcement off. ProbeError when the
+        kernel refused the program (:attr:`enforce_refused` says why)."""
+        bpf = self._live()
+        if self.enforce_refused:
+            raise ProbeError(errno.EOPNOTSUPP, f"in-kernel enforcement is off: "
+                             f"{self.enforce_refused}")
+        keys = {}
+        for prefix, value in entries.items():
+            raw = prefix.encode()
+            if not prefix.startswith("/") or not 0 < len(raw) <= PREFIX_MAX:
+                raise ValueError(f"denied exec prefix must be an absolute path of at most "
+                                 f"{PREFIX_MAX} bytes: {prefix!r}")
+            keys[raw] = value
+        names = set()
+        for name in protected:
+            raw = name.encode()
+            if 0 < len(raw) <= COMM_MAX:  # longer names cannot be a comm: never matched
+                names.add(raw)
+        # off while the tables change, so no exec sees half a policy
+        bpf.set_enforce(False, 0, 0)
+        for key in self._denied.keys() - keys.keys():
+            bpf.deny_delete(key)
+        for key, (kill, dry, rules) in keys.items():
+            bpf.deny_add(key, kill, dry, rules)
+        for name in self._protected - names:
+            bpf.protect(name, False)
+        for name in names - self._protected:
+            bpf.protect(name, True)
+        self._denied, self._protected = keys, names
+        if keys:
+            bpf.set_enforce(True, max_kills, int(window_s * 1e9))
+
     def poll(self, timeout_ms: int = 100, max_events: int = 4096) -> list[dict[str, Any]]:
         """Up to max_events events as flat ECS dicts; when none is ready, waits up to
         timeout_ms for a wakeup, then returns what is pending (possibly nothing)."""
@@ -320,9 +390,59 @@ class Probe:
         out["decode_errors"] = bpf.decode_errors
         return out
 
+    def set_identity(self, id_prefix: str, next_seq: int = 1) -> None:
+        """Stamp every event in kernel order: event.sequence from ``next_seq`` on, event.id
+        ``id_prefix`` + it. :meth:`next_sequence` numbers the caller's own events."""
+        self._live().set_identity(id_prefix, next_seq)
+
+    def next_sequence(self) -> int:
+        return self._live().next_sequence()
+
+    def set_encoding(self, wrap: Any) -> None:
+        """Hand out sensitive opens of processes with a registered context (:attr:`contexts`)
+        encoded instead of as dicts, each run of consecutive ones as ``wrap(msgpack maps,
+        count)`` (None: dicts only)."""
+        self._live().set_encoding(wrap)
+
+    def polled(self) -> int:
+        """How many events the last :meth:`poll` returned: runs of encoded events (see
+        :meth:`set_encoding`) hold several."""
+        return self._live().polled()
+
+    def dict_positions(self) -> list[int] | None:
+        """The positions of the dicts in what the last :meth:`poll` returned, when some events
+        were encoded (None: all are dicts)."""
+        return self._live().dict_positions()
+
+    def capture_records(self, into: list[bytes] | None) -> None:
+        """Also keep every record's raw bytes in ``into`` (None: stop); for tests that run
+        one record through both the dict and the encoding path (:meth:`decode_record`)."""
+        self._live().capture = into
+
+    def decode_record(self, record: bytes, encode: bool = True) -> Any:
+        """What :meth:`poll` gives for one captured record (``encode=False``: the dict)."""
+        return self._live().decode_record(record, encode)
+
+    @property
+    def contexts(self) -> Any:
+        """Per-process fields to append to encoded events: ``register(pid, ppid, uid, memcg,
+        fields_msgpack, n)``, ``forget(pid)``; ``hits``/``misses`` counters."""
+        return self._live().contexts
+
+    def ring_fileno(self) -> int:
+        """The ring buffer's own fd, for a reader that waits with its own (edge-triggered)
+        epoll: readable while records are pending, signalled by the kernel's wakeups."""
+        return self._live().ring_fileno()
+
+    def set_hold(self, hold: bool) -> None:
+        """``True``: the reader holds a batch and will poll on its own timer, so records below
+        ``wakeup_bytes`` do not wake it; ``False`` (the start): the first record after the
+        ring was drained wakes it."""
+        self._live().set_hold(hold)
+
     def fileno(self) -> int:
-        """The ring buffer's epoll fd: readable once wakeup_bytes of records are pending
-        (use a timeout with it and call poll() anyway when it expires)."""
+        """The ring buffer's epoll fd (level-triggered: readable while records are pending,
+        once a wakeup came; use a timeout with it and call poll() anyway when it expires)."""
         return self._live().fileno()
 
     def close(self) -> None:

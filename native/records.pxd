@@ -75,6 +75,17 @@ cdef extern from "records.h":
         TSR_PREFIX_MAX
         TSR_ARGS_MAXCOUNT
         TSR_NO_HIERARCHY
+        TSR_READER_HOLD
+        TSR_KIND_ANY
+        TSR_KIND_MEMFD
+        TSR_KIND_DELETED
+        TSR_KINDS
+        TSR_V_NONE
+        TSR_V_KILLED
+        TSR_V_DRY_RUN
+        TSR_V_PROTECTED
+        TSR_V_LIMITED
+        TSR_V_FAILED
         TSR_CRED_IDS
 
     struct tsr_config:
@@ -118,7 +129,19 @@ cdef extern from "records.h":
         uint32_t path_len
         uint32_t args_len
         uint32_t env_len
+        uint16_t verdict
+        uint16_t rule
         char data[1]
+
+    struct tsr_deny:
+        uint8_t kill
+        uint8_t dry
+        uint16_t rule[3]
+
+    struct tsr_enforce_config:
+        uint32_t enabled
+        uint32_t max_kills
+        uint64_t window_ns
 
     struct tsr_exit:
         tsr_hdr h

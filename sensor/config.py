@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from threatseer.common import wire
+from threatseer.common.protect import check_protected_list
 
 DEFAULT_SENSITIVE_PATHS = [
     "/etc/shadow",
@@ -113,13 +114,16 @@ class SensorConfig:
     # truncating a file under /var/log/ is "log-truncate". Filtered in the kernel; edits
     # apply without reloading.
     watched_paths: list[str] = field(default_factory=lambda: list(DEFAULT_WATCHED_PATHS))
-    # Send a batch when it holds this many events ...
+    # Events per batch at most.
     batch_size: int = 512
-    # ... or when its oldest event is this old: what the sensor adds to an event's latency.
-    # Every batch costs the sensor ~0.4 ms of CPU (three thread wakeups in a VM, a spool
-    # write, an ack) whatever its size: at 1,000 events/s, 50 ms took ~2% of a core, 100 ms
-    # ~1.3%, 200 ms ~0.9%. Lower it where alerts must arrive sooner.
-    batch_latency_ms: int = 200
+    # The longest an event waits in the sensor. On a quiet host events go out ~2 ms after
+    # the kernel saw them; around 1,000 events/s batches are held up to this long (each costs
+    # ~0.3 ms of CPU whatever its size: at 50 ms the sensor took ~1.5% of a core at 1,000
+    # events/s, at 100 ms ~0.8%), at 10,000/s every 7 ms (sensor/pacing.py).
+    batch_latency_ms: int = 100
+    # The kernel wakes the sensor once this many KiB of records are pending (~1,000 open
+    # events), whatever the pacing says.
+    batch_wakeup_kib: int = 256
     # Seconds between sensor-health events (lost/filtered counters).
     health_interval_s: float = 30.0
     # BPF ring buffer size in KiB (a power of two, at least 4 KiB). Its pages count twice in
@@ -127,7 +131,8 @@ class SensorConfig:
     ring_buffer_kib: int = 4096
     # Executables larger than this are not hashed (process.hash.sha256 left out). Hashing is
     # CPython's built-in SHA-256 (~240 MB/s, no OpenSSL in the sensor: 3.5 MiB less RSS), on
-    # first sight of each file version, in the reader's loop: a 64 MiB file holds it ~0.3 s.
+    # first sight of each file version; files over 1 MiB on a thread of their own (their
+    # exec event, and what follows it, waits for the digest at most 2 s or 4,096 events).
     hash_max_bytes: int = 64 * 1024 * 1024
     # Where the sensor keeps state (spool, keys).
     state_dir: str = "/var/lib/threatseer/sensor"
@@ -154,6 +159,21 @@ class SensorConfig:
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
     resend_after_s: float = 5.0
+    # Carry out the hub's responses: kill commands (rules with action: kill that the hub's
+    # response.kill_rules allow) and the exec denylist, killed in the kernel before the
+    # program's first instruction. false refuses them all on this host (each refusal is
+    # reported); turning it on again takes a restart.
+    allow_kill: bool = True
+    # Hand the hub's exec denylist (enforce.yaml) to this host's kernel, which kills a denied
+    # exec before its first instruction. false (or a kernel that refuses the program): the
+    # hub kills denied execs when their events reach it, after the program has started.
+    enforce_in_kernel: bool = True
+    # Process names or executable paths never killed on this host, besides the built-in
+    # list (init, systemd, sshd, salt-minion, threatseer, container runtimes, ...).
+    protected_processes: list[str] = field(default_factory=list)
+    # Kill commands carried out per minute at most (the kernel's exec enforcement follows
+    # the hub's response.max_kills_per_minute).
+    max_kills_per_minute: int = 30
     # host:port of a Prometheus /metrics endpoint (e.g. 127.0.0.1:9109); empty: off. The
     # counters are those of the health events, refreshed once a second.
     metrics_listen: str = ""
@@ -168,6 +188,9 @@ class SensorConfig:
             raise ValueError("batch_size: must be at least 1")
         if self.batch_latency_ms < 1:
             raise ValueError("batch_latency_ms: must be at least 1")
+        if self.batch_wakeup_kib < 1:
+            raise ValueError("batch_wakeup_kib: must be at least 1 (at most half the ring "
+                             "is used)")
         if self.health_interval_s <= 0:
             raise ValueError("health_interval_s: must be positive")
         kib = self.ring_buffer_kib
@@ -191,6 +214,9 @@ class SensorConfig:
                                  "tcp://gateway2:5555")
         if self.resend_after_s <= 0:
             raise ValueError("resend_after_s: must be positive")
+        check_protected_list(self.protected_processes, "protected_processes")
+        if self.max_kills_per_minute < 0:
+            raise ValueError("max_kills_per_minute: must not be negative")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level: must be debug, info, warning or error")
         if self.metrics_listen:

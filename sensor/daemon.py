@@ -9,23 +9,28 @@ sensitive-path list to the kernel filter without reloading the programs.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import select
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
 import click
 
-from threatseer.common import configfile
+from threatseer.common import configfile, ecs, wire
+from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES
 from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
+from threatseer.sensor.pacing import SendPacer
 from threatseer.sensor.proctable import ProcessTable
+from threatseer.sensor.response import Responder
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
 
 log = logging.getLogger("threatseer.sensor")
@@ -34,6 +39,84 @@ log = logging.getLogger("threatseer.sensor")
 TRIM_INTERVAL_S = 10.0
 TRIM_AFTER_EVENTS = 10_000
 METRICS_INTERVAL_S = 1.0
+# Batches that may go without waiting after a quiet spell (sensor/pacing.py).
+SEND_BURST = 4
+# Below this many events a second the host is quiet enough to give a burst's heap back.
+QUIET_RATE = 500.0
+# The shortest interval between batches once the credits are spent (at low event rates).
+MIN_INTERVAL_S = 0.007
+# Held events that go at once when the kernel wakes the reader for wakeup_bytes pending
+# (fewer: the wakeup came from a record that raced the hold, not from a big batch).
+FORCED_MIN_EVENTS = 32
+# The longest wait without a timer: signals wake the loop through their wakeup fd anyway.
+WAIT_MAX_S = 60.0
+# Events held behind an exec whose executable is being hashed, at most (then it goes
+# without its digest: sensor/hashing.py): ~4 MiB of events, 40 ms of a flood.
+MAX_HELD_FOR_HASH = 4096
+
+
+class _Waiter:
+    """One epoll over what the loop waits for: the ring buffer (edge-triggered), the sink's
+    sockets and a signal wakeup pipe (Python retries an interrupted wait, so a SIGTERM would
+    otherwise wait for the timeout)."""
+
+    def __init__(self, probe: Any, sink: Any, hashes: Any = None) -> None:
+        self.probe = probe
+        self.ep = select.epoll()
+        self.ring = -1
+        ring_fileno = getattr(probe, "ring_fileno", None)
+        if ring_fileno is not None:
+            self.ring = ring_fileno()
+            self.ep.register(self.ring, select.EPOLLIN | select.EPOLLET)
+        self.sink_fds = set(sink.fds())
+        for fd in self.sink_fds:
+            self.ep.register(fd, select.EPOLLIN)
+        self.hashes = hashes
+        self.hash_fd = hashes.fileno() if hashes is not None else -1
+        if self.hash_fd >= 0:
+            self.ep.register(self.hash_fd, select.EPOLLIN)
+        self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.ep.register(self._rd, select.EPOLLIN)
+        self._old_wakeup = signal.set_wakeup_fd(self._wr, warn_on_full_buffer=False) \
+            if threading.current_thread() is threading.main_thread() else None
+        self.sink_ready = True  # serve the sink once at start
+        self._hold = None
+
+    def hold(self, hold: bool) -> bool:
+        """Tell the kernel whether we hold a batch; True when this ends a hold."""
+        if hold == self._hold:
+            return False
+        if self.ring >= 0:
+            self.probe.set_hold(hold)
+        ended = self._hold is True
+        self._hold = hold
+        return ended
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s; True when the ring buffer signalled."""
+        ring = self.ring < 0  # a probe without a ring fd: read it on a short timer
+        self.sink_ready = False
+        for fd, _ in self.ep.poll(min(timeout, 0.05) if ring else timeout):
+            if fd == self.ring:
+                ring = True
+            elif fd == self._rd:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._rd, 512)
+            elif fd == self.hash_fd:
+                self.hashes.ready()  # a digest is in: the held batch may go
+            else:
+                self.sink_ready = True
+        return ring
+
+    def close(self) -> None:
+        if self._old_wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+        if self.ring >= 0:
+            with contextlib.suppress(Exception):
+                self.probe.set_hold(False)
+        self.ep.close()
+        os.close(self._rd)
+        os.close(self._wr)
 
 
 class HeapTrimmer:
@@ -49,8 +132,8 @@ class HeapTrimmer:
         self.quiet_since = 0.0
 
     def burst_over(self, polled: int, quiet: bool) -> bool:
-        """Whether to trim now. ``quiet``: the poll did not fill up. A burst is over after a
-        second of those (its last batches acknowledged and freed by then)."""
+        """Whether to trim now. ``quiet``: the event rate is low. A burst is over after a
+        second of that (its last batches acknowledged and freed by then)."""
         self.events += polled
         if not quiet:
             self.quiet_since = 0.0
@@ -94,24 +177,35 @@ class Sensor:
         self.trimmer = HeapTrimmer()
         self.probe: Any = None
         self.events_in = 0
+        self.responder = Responder(
+            self.procs, allow_kill=config.allow_kill,
+            protected=[*DEFAULT_PROTECTED_PROCESSES, *config.protected_processes],
+            max_kills_per_minute=config.max_kills_per_minute)
+        self.enricher.on_verdict = self.responder.verdict_event
         self.metrics: Any = None  # sensor/metrics.py MetricsServer, when metrics_listen is set
 
     # ---- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
         if self._probe_factory is not None:
             self.probe = self._probe_factory(self.config)
+            self.responder.probe = self.probe
             return
         from threatseer.native import Probe
 
-        self.probe = Probe(
+        self.probe = self.responder.probe = Probe(
             ring_buffer_kib=self.config.ring_buffer_kib,
             sensitive_paths=self.config.sensitive_paths,
             watched_paths=self.config.watched_paths,
             self_tgid=os.getpid(),
+            wakeup_bytes=self.config.batch_wakeup_kib * 1024,
+            enforce=self.config.allow_kill and self.config.enforce_in_kernel,
         )
+        if self.config.allow_kill and not self.config.enforce_in_kernel:
+            self.probe.enforce_refused = "enforce_in_kernel is false"  # logged with the policy
 
 
     def close(self) -> None:
+        self.enricher.hashes.close()
         if self.probe is not None:
             self.probe.close()
             self.probe = None
@@ -129,7 +223,6 @@ class Sensor:
 
     # ---- main loop --------------------------------------------------------------------
     def run(self) -> None:
-        cfg = self.config
         seeded = self.procs.seed()
         log.info("sensor %s: %d processes seeded from /proc", self.sensor_id, seeded)
         # Events are short-lived, cycle-free dicts: keep the cyclic GC from rescanning them
@@ -137,55 +230,109 @@ class Sensor:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
-        batch: list[dict[str, Any]] = []
-        batch_started = 0.0
-        latency = cfg.batch_latency_ms / 1000.0
-        next_health = time.monotonic() + cfg.health_interval_s
+        if hasattr(self.probe, "set_identity"):
+            # the reader stamps kernel events and, for a hub, encodes known processes' opens
+            # itself (JSON on stdout needs dicts)
+            self.enricher.attach(self.probe, encode=not isinstance(self.sink, StdoutSink))
         self._emit(self.health.report(self.counters()))  # a first health event at start
-        next_metrics = time.monotonic() + METRICS_INTERVAL_S
+        waiter = _Waiter(self.probe, self.sink, self.enricher.hashes)
+        try:
+            self._loop(waiter)
+        finally:
+            waiter.close()
+        # Drain what the kernel already has, then flush.
+        batch: list[dict[str, Any]] = []
+        if self.probe is not None:
+            events = self.probe.poll(timeout_ms=0, max_events=1 << 20)
+            if events:
+                batch.extend(self.enricher.enrich(events))
+        if batch:
+            self._send(batch)
+        self._emit(self.health.report(self.counters()))
+
+    def _loop(self, waiter: _Waiter) -> None:
+        """Wait for the kernel, the hub or a timer; read, enrich; send when the pacer says
+        (sensor/pacing.py: ~2 ms after the kernel saw an event on a quiet host, coalesced
+        under load).
+
+        The ring buffer's fd is watched edge-triggered: the kernel wakes us for the first
+        record after we drained the ring, or once ``wakeup_bytes`` are pending. While a batch
+        is held, the programs are told so (``set_hold``) and wake us only for the latter: one
+        wakeup per batch under a steady stream, not one per record."""
+        cfg = self.config
+        probe, sink = self.probe, self.sink
+        now = time.monotonic()
+        pacer = SendPacer(MIN_INTERVAL_S, cfg.batch_latency_ms / 1000.0, SEND_BURST, now)
+        batch: list[dict[str, Any]] = []
+        first_at = 0.0  # when the held batch's first events were read
+        next_health = now + cfg.health_interval_s
+        next_metrics = now + METRICS_INTERVAL_S
         if self.metrics is not None:
             self.metrics.update(self.counters())
-        # Wait on the ring's wakeup fd, not in poll(): poll() returns at once whenever any
-        # record is pending, so at a low rate the loop spun for one or two records at a time
-        # (~1,000 turns/s at 1,000 events/s). The kernel signals the fd once wakeup_bytes are
-        # pending (so a fast stream still wakes us long before the ring fills), else the
-        # batch deadline ends the wait. After a poll that hit max_events, poll again at once.
-        fileno = getattr(self.probe, "fileno", None)
-        waiter = select.poll() if fileno is not None else None
-        if waiter is not None:
-            waiter.register(fileno(), select.POLLIN)
         max_events = cfg.batch_size
-        drained = True
+        dict_positions = getattr(probe, "dict_positions", lambda: None)
+        polled_count = getattr(probe, "polled", None) or (lambda: len(events))
+        held = 0  # events in batch
+        more = True  # records may be pending (at start, after a full poll)
+        held_for_hash = False
+        hashes = self.enricher.hashes
         while not self.stopping:
             now = time.monotonic()
-            # Records polled into an empty batch may have waited since this wait began (a
-            # lone record does not wake us): date the batch from here, or an event could
-            # wait two latencies (p99 400 ms at 200 ms).
-            polled_since = now
-            wait = latency if not batch else max(0.0, batch_started + latency - now)
-            # Never longer than the batch latency, so a stop signal is seen within it too.
-            wait = min(wait, max(0.0, next_health - now))
-            if waiter is None:
-                events = self.probe.poll(timeout_ms=int(wait * 1000), max_events=max_events)
+            if held_for_hash:
+                late = hashes.due_in(now)
+                hold, wake_at = True, now + (WAIT_MAX_S if late is None else late)
+            elif batch:
+                hold, wake_at = True, pacer.send_at(first_at, now)
+            elif not pacer.ready(now):
+                # no credit: records wait anyway; wake when one is back, then re-arm
+                hold, wake_at = True, pacer.next_credit_at(now)
             else:
-                if drained and wait > 0:
-                    waiter.poll(int(wait * 1000))
-                events = self.probe.poll(timeout_ms=0, max_events=max_events)
-            drained = len(events) < max_events
-            if self.trimmer.burst_over(len(events), quiet=len(events) < max_events // 2):
+                hold, wake_at = False, now + WAIT_MAX_S
+            due = sink.due_in(now)
+            if due is not None:
+                wake_at = min(wake_at, now + due)
+            if self.metrics is not None:
+                wake_at = min(wake_at, next_metrics)
+            timeout = 0.0 if more else max(0.0, min(wake_at, next_health) - now)
+            if waiter.hold(hold):
+                # Records that came while we held did not wake us, and the next ones will
+                # not either while those are pending: read them before sleeping.
+                timeout = 0.0
+            ring_woke = waiter.wait(timeout)
+            if waiter.sink_ready:
+                sink.service()
+                self._carry_out()
+            events = probe.poll(timeout_ms=0, max_events=max_events)
+            polled = polled_count() if events else 0  # runs of encoded events hold several
+            more = polled >= max_events
+            # quiet: the rate fell (small polls alone say nothing now: the pacing keeps
+            # them small at 10,000 events/s, and trimming then only stalls the loop while
+            # the heap is faulted back in)
+            if self.trimmer.burst_over(polled, quiet=pacer.rate < QUIET_RATE):
                 self.procs.expire()  # a quiet host has no exits to expire the graveyard
                 self.trimmer.trim()
-            if events:
-                self.events_in += len(events)
-                if not batch:
-                    batch_started = polled_since
-                batch.extend(self.enricher.enrich(events))
             now = time.monotonic()
-            if batch and (len(batch) >= cfg.batch_size or now - batch_started >= latency):
-                self._send(batch)
-                batch = []
-            elif self.sink.pending:
-                self.sink.flush()
+            if events:
+                self.events_in += polled
+                pacer.note(polled, now)
+                if not batch:
+                    first_at = now
+                batch.extend(self.enricher.enrich(events, dict_positions()))
+                held += polled
+            if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
+                          or (ring_woke and hold and held >= FORCED_MIN_EVENTS)
+                          or held_for_hash):
+                # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
+                n = self._sendable(batch, held, now)
+                if n:
+                    pacer.spend(now)
+                    self._send(batch[:n] if n < len(batch) else batch)
+                    batch = batch[n:]
+                    held = wire.event_count(batch)
+                # the rest waits for an executable's digest (sensor/hashing.py)
+                held_for_hash = bool(batch)
+                if held_for_hash:
+                    first_at = now
             if self.metrics is not None and now >= next_metrics:
                 next_metrics = now + METRICS_INTERVAL_S
                 self.metrics.update(self.counters())
@@ -197,30 +344,65 @@ class Sensor:
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
-                latency = cfg.batch_latency_ms / 1000.0
+                pacer.configure(cfg.batch_latency_ms / 1000.0)
                 # A shorter health interval applies now, not after the old one runs out.
                 next_health = min(next_health, time.monotonic() + cfg.health_interval_s)
-        # Drain what the kernel already has, then flush.
-        if self.probe is not None:
-            events = self.probe.poll(timeout_ms=0, max_events=1 << 20)
-            if events:
-                batch.extend(self.enricher.enrich(events))
+            # A send reads the hub's replies on its way, commands among them, and the sink's
+            # fd (ZeroMQ's ZMQ_FD, edge-triggered) then does not wake the wait for them.
+            self._carry_out()
         if batch:
             self._send(batch)
-        self._emit(self.health.report(self.counters()))
 
-    def _send(self, events: list[dict[str, Any]]) -> None:
+    def _sendable(self, batch: list[Any], held: int, now: float) -> int:
+        """How many items of ``batch`` (``held`` events) may go: all but an exec event waiting
+        for its executable's digest and what came after it."""
+        hashes = self.enricher.hashes
+        if not hashes.waiting:
+            return len(batch)
+        waiting = hashes.first_waiting(now, held, MAX_HELD_FOR_HASH)
+        if waiting is None:
+            return len(batch)
+        for i, ev in enumerate(batch):
+            if ev is waiting:
+                return i
+        return len(batch)  # not in this batch (sent when it was let go)
+
+    def _send(self, events: list[Any]) -> None:
+        """Send in batches of at most batch_size events (a run of encoded events counts for
+        its events and is never split)."""
         size = self.config.batch_size
-        for i in range(0, len(events), size):
-            self.sink.send(events[i : i + size])
+        chunk: list[Any] = []
+        n = 0
+        for item in events:
+            k = item.count if type(item) is wire.Encoded else 1
+            if chunk and n + k > size:
+                self.sink.send(chunk)
+                chunk, n = [], 0
+            chunk.append(item)
+            n += k
+        if chunk:
+            self.sink.send(chunk)
+
+    def _carry_out(self) -> None:
+        """Carry out the hub's commands the sink has read (their events may read more)."""
+        while True:
+            commands = self.sink.take_commands()
+            if not commands:
+                return
+            for cmd in commands:
+                self._emit(self.responder.handle(cmd))
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
+        """Send events the sensor made itself (health, loss, kill) at once."""
+        if not events:
+            return
         for ev in events:
             self.enricher.stamp(ev)
         self.sink.send(events)
-        for ev in events[1:]:
-            log.warning("loss: %s events (%s)", ev["threatseer.loss.events"],
-                        ev["threatseer.loss.reason"])
+        for ev in events:
+            if ev["event.action"] == ecs.SENSOR_LOSS:
+                log.warning("loss: %s events (%s)", ev["threatseer.loss.events"],
+                            ev["threatseer.loss.reason"])
 
     def counters(self) -> dict[str, int]:
         kernel = self.probe.counters() if self.probe is not None else {}
@@ -233,6 +415,12 @@ class Sensor:
             "spool_disk_errors": getattr(getattr(self.sink, "spool", None), "disk_errors", 0),
             "processes": len(self.procs.procs),
             "not_container_cgroups": self.enricher.not_containers,
+            # executables hashed on the worker thread (their exec waited), and let go without
+            # their digest
+            "hash_waits": self.enricher.hashes.waits,
+            "hash_late": self.enricher.hashes.late,
+            "encoded_events": getattr(getattr(self.probe, "contexts", None), "hits", 0),
+            "kills": self.responder.kills,
         })
         return out
 
@@ -255,6 +443,14 @@ class Sensor:
         self.config.health_interval_s = new.health_interval_s
         self.config.batch_size = new.batch_size
         self.config.batch_latency_ms = new.batch_latency_ms
+        if self.config.allow_kill and not new.allow_kill:
+            # off at once; turning it back on takes a restart (the program is loaded then)
+            self.responder.allow_kill = self.config.allow_kill = False
+            if self.probe is not None and not getattr(self.probe, "enforce_refused", "off"):
+                self.probe.set_exec_policy({})
+            log.info("allow_kill is now false: kill commands and the exec policy are refused")
+        if new.enforce_in_kernel != self.config.enforce_in_kernel:
+            log.warning("enforce_in_kernel: the change takes a restart of the sensor")
 
 
 @click.command("sensor")

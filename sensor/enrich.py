@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
-from threatseer.common import __version__, ecs
+from threatseer.common import __version__, ecs, wire
 from threatseer.sensor import hostinfo
 from threatseer.sensor.containers import ContainerCgroups, ContainerDirectory, container_id
-from threatseer.sensor.hashing import ExecutableHashes
+from threatseer.sensor.hashing import PENDING, ExecutableHashes
 from threatseer.sensor.proctable import Proc, ProcessTable
 from threatseer.sensor.users import UserNames
 
@@ -25,6 +26,7 @@ Event = dict[str, Any]
 # gets its process's cached context.
 _STATEFUL = frozenset((ecs.EXEC, ecs.FORK, ecs.EXIT, ecs.CONTAINER_CREATED,
                        ecs.CONTAINER_DESTROYED))
+_MEMCG = "threatseer.cgroup.memory"
 
 
 class Enricher:
@@ -52,6 +54,9 @@ class Enricher:
         # "<sensor id>:" is the namespace the hub keeps it in (see hub/_batch.pyx prepare()).
         self._id_prefix = f"{sensor_id}:{time.time_ns():x}-"
         self._seq = itertools.count(1)
+        self._next_seq: Callable[[], int] = self._seq.__next__
+        self._kernel_stamped = False  # the reader stamps kernel events (attach)
+        self.contexts: Any = None  # the reader's encoding contexts (attach)
         self._running_containers: set[str] = set()
         self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""
         self.cgroups = ContainerCgroups()  # v2 cgroup id -> container id
@@ -60,32 +65,63 @@ class Enricher:
         self._live_containers: set[str] = set()
         self._gone: dict[str, None] = {}  # recently destroyed (ordered: oldest first)
         self.not_containers = 0
+        # The kill event of an exec the kernel's enforcement acted on (sensor/response.py).
+        self.on_verdict: Callable[[Event], Event | None] | None = None
 
     def stamp(self, event: Event) -> None:
         """Give ``event`` a unique id (also synthetic events). The sensor's identity
         (:attr:`identity`) is added by the sink: once per batch on the wire."""
-        n = next(self._seq)
+        n = self._next_seq()
         event["event.sequence"] = n
         event["event.id"] = self._id_prefix + str(n)
 
-    def enrich(self, events: list[Event]) -> list[Event]:
-        """Enrich ``events`` in place, in kernel order; return it with any derived events
-        (container-started) inserted after the event that revealed them."""
-        out: list[Event] = []
+    def attach(self, probe: Any, encode: bool) -> None:
+        """Let the reader stamp kernel events itself (in kernel order, from this counter on)
+        and, with ``encode``, encode the sensitive opens of processes whose context is
+        registered straight to msgpack (native/encode/): after each batch, the processes
+        whose opens took the dict path get their context registered."""
+        probe.set_identity(self._id_prefix, next(self._seq))
+        self._next_seq = probe.next_sequence
+        self._kernel_stamped = True
+        if encode:
+            probe.set_encoding(wire.Encoded)
+            self.contexts = probe.contexts
+            self.procs.on_forget = self.contexts.forget
+
+    def enrich(self, events: list[Any], dicts: list[int] | None = None) -> list[Any]:
+        """Enrich ``events`` in place, in kernel order; return them with any derived events
+        (container-started, kill) inserted after the event that revealed them. Events the
+        reader encoded itself (:data:`threatseer.common.wire.Encoded`) are enriched already:
+        ``dicts``, the positions of the others (``Probe.dict_positions()``), spares a pass
+        over them."""
         procs = self.procs
         user_names, user_name = self.users.known, self.users.name
         container_ids = self._container_ids
         v2_containers = self.cgroups.by_id
         stamp = self.stamp
-        for ev in events:
+        kernel_stamped = self._kernel_stamped
+        # opens of known processes that took the dict path: pid -> (uid, memory cgroup)
+        encodable: dict[int, tuple[Any, Any]] | None = {} if self.contexts is not None \
+            else None
+        dropped: list[int] = []  # positions of events that are no events (not containers)
+        extra: dict[int, list[Event]] = {}  # position -> derived events that follow it
+        for i in range(len(events)) if dicts is None else dicts:
+            ev = events[i]
+            if type(ev) is not dict:  # encoded by the reader: enriched already
+                continue
             action = ev.get("event.action")
             pid = ev.get("process.pid", 0)
+            derived = None
             if action not in _STATEFUL:  # the bulk (opens, connects): only context to add
                 proc = procs.get(pid) if pid else None
                 if proc is not None:
                     ev.update(self._context(proc))
+                    if encodable is not None and action == ecs.OPEN:
+                        encodable[pid] = (ev.get("user.id"), ev.get(_MEMCG, ""))
             elif action == ecs.EXEC:
                 self._exec(ev, pid)
+                if "threatseer.enforce.verdict" in ev and self.on_verdict is not None:
+                    derived = ev  # the kill event follows the exec event, once it is stamped
             elif action == ecs.FORK:
                 proc = procs.on_fork(pid, ev.get("process.parent.pid", 0),
                                      ev.get("process.start"))
@@ -100,6 +136,7 @@ class Enricher:
                 procs.on_exit(pid)
             elif not self._container_lifecycle(ev, action):
                 self.not_containers += 1  # a cgroup that is no container: not an event
+                dropped.append(i)
                 continue
             uid = ev.get("user.id")
             if uid is not None:
@@ -110,7 +147,7 @@ class Enricher:
                     proc = procs.get(pid)
                     if proc is not None:
                         proc.uid = uid
-            memcg = ev.get("threatseer.cgroup.memory", "")
+            memcg = ev.get(_MEMCG, "")
             cid = container_ids.get(memcg)
             if cid is None:
                 cid = container_ids[memcg] = container_id(memcg)
@@ -121,14 +158,50 @@ class Enricher:
                 cid = v2_containers.get(cgid)
                 if cid is None:
                     cid = self.cgroups.get(cgid)
-            stamp(ev)
-            out.append(ev)
+            if cid and encodable:
+                # a container's process (cgroup v1 or v2): its opens keep the dict path
+                encodable.pop(pid, None)
+            if not kernel_stamped:
+                stamp(ev)
+            if derived is not None:
+                killed = self.on_verdict(ev)  # type: ignore[misc]
+                if killed is not None:
+                    stamp(killed)
+                    extra.setdefault(i, []).append(killed)
             if cid:
                 started = self._container(ev, cid)
                 if started is not None:
                     stamp(started)
-                    out.append(started)
+                    extra.setdefault(i, []).append(started)
+        if encodable:
+            self._register(encodable)
+        if not dropped and not extra:
+            return events
+        out: list[Any] = []
+        drop = set(dropped)
+        for i, ev in enumerate(events):
+            if i not in drop:
+                out.append(ev)
+            more = extra.get(i)
+            if more:
+                out.extend(more)
         return out
+
+    def _register(self, encodable: dict[int, tuple[Any, Any]]) -> None:
+        """Give the reader the fields this enrichment adds to the opens of these processes
+        (in containers: none, their fields may still change), as the table is now: every
+        record of this batch has passed both the reader and the table."""
+        live, contexts, container_ids = self.procs.procs, self.contexts, self._container_ids
+        for pid, (uid, memcg) in encodable.items():
+            proc = live.get(pid)
+            if proc is None or container_ids.get(memcg) or not isinstance(uid, str):
+                continue
+            fields = dict(self._context(proc))
+            name = self.users.name(uid)
+            if name is not None:
+                fields["user.name"] = name
+            tail, n = wire.encode_fields(fields)
+            contexts.register(pid, proc.ppid, uid, memcg, tail, n)
 
     # ---- per kind ---------------------------------------------------------------------
     def _exec(self, ev: Event, pid: int) -> None:
@@ -141,8 +214,8 @@ class Enricher:
         ev["process.command_line"] = " ".join(args)
         self._describe_parent(ev, proc.ppid)
         if executable:
-            digest = self.hashes.sha256(executable)
-            if digest:
+            digest = self.hashes.lookup(executable, ev)
+            if digest and digest is not PENDING:  # pending: the worker sets it
                 ev["process.hash.sha256"] = digest
 
     def _context(self, proc: Proc) -> dict[str, Any]:

@@ -8,21 +8,11 @@ import os
 import socket
 from pathlib import Path
 
+from threatseer.common.hostid import MACHINE_ID_FILES, machine_id
 from threatseer.sensor.digest import sha256
 
-MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
-
-
-def machine_id() -> str:
-    """The host's machine id, or '' when the host has none."""
-    for path in MACHINE_ID_FILES:
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value:
-            return value
-    return ""
+__all__ = ["MACHINE_ID_FILES", "addresses", "host_details", "host_name", "machine_id", "os_release",
+           "sensor_id"]
 
 
 def host_name() -> str:

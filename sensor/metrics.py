@@ -55,6 +55,15 @@ KNOWN: dict[str, tuple[str, str, str, tuple[tuple[str, str], ...]]] = {
                   "Processes in the sensor's process table.", ()),
     "not_container_cgroups": ("threatseer_sensor_non_container_cgroups", "gauge",
                               "cgroups seen that are not containers (cached).", ()),
+    "hash_waits": ("threatseer_sensor_hash_waits_total", "counter",
+                   "Exec events that waited for their executable's SHA-256 (worker thread).",
+                   ()),
+    "hash_late": ("threatseer_sensor_hash_late_total", "counter",
+                  "Exec events sent without their SHA-256: it was not ready in time.", ()),
+    "encoded_events": ("threatseer_sensor_events_encoded_total", "counter",
+                       "Events the reader encoded itself (no Python per event).", ()),
+    "kills": ("threatseer_sensor_kills_total", "counter",
+              "Processes killed on the hub's command.", ()),
 }
 
 Sample = tuple[str, str, str, tuple[tuple[str, str], ...], float]  # name, type, help, labels, v

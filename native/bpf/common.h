@@ -29,6 +29,15 @@ struct {
 	__uint(max_entries, 1 << 24);
 } ts_events SEC(".maps") __weak;
 
+/* The reader's wish about wakeups, written by userspace (one __u32): TSR_READER_HOLD while
+ * it holds a batch back on its own timer, so the records meanwhile need not wake it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ts_reader SEC(".maps") __weak;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TSR_C_MAX);
@@ -97,6 +106,20 @@ struct {
 	__type(key, __u64);
 	__type(value, struct inflight);
 } ts_inflight SEC(".maps") __weak;
+
+/* In-kernel enforcement's verdict on an exec (enforce.bpf.c), for the exec record that
+ * tsr_exec emits right after it in the same tracepoint (keyed by tgid). */
+struct verdict {
+	__u16 verdict;      /* enum tsr_verdict */
+	__u16 rule;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct verdict);
+} ts_verdicts SEC(".maps") __weak;
 
 struct scratch {
 	union {
@@ -222,10 +245,20 @@ static __always_inline void emit(struct scratch *s, __u32 size)
 	ts_barrier(size);
 	size &= 16383;
 	s->rec.hdr.size = size;
-	/* batch wakeups: a reader woken per record costs a syscall and a Python round trip */
-	if (cfg && cfg->wakeup_bytes)
-		flags = bpf_ringbuf_query(&ts_events, BPF_RB_AVAIL_DATA) + size >= cfg->wakeup_bytes
-			? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	/* Wakeups: a reader woken per record costs a syscall and a Python round trip. Past
+	 * wakeup_bytes pending, always wake it (a full batch is waiting). Below: not while it
+	 * holds a batch on its own timer; otherwise flags 0, with which the kernel wakes it
+	 * only for the first record after it drained the ring (an idle reader learns of an
+	 * event at once, a busy one is not woken again). */
+	if (cfg && cfg->wakeup_bytes) {
+		__u32 zero = 0;
+		__u32 *hold = bpf_map_lookup_elem(&ts_reader, &zero);
+
+		if (bpf_ringbuf_query(&ts_events, BPF_RB_AVAIL_DATA) + size >= cfg->wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+		else if (hold && *hold == TSR_READER_HOLD)
+			flags = BPF_RB_NO_WAKEUP;
+	}
 	if (bpf_ringbuf_output(&ts_events, &s->rec, size, flags))
 		count(TSR_C_LOST);
 	else

@@ -127,6 +127,18 @@ int BPF_PROG(tsr_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 	fill_task(&e->h, p);
 	e->h.kind = TSR_EXEC;
 	e->argc = BPF_CORE_READ(bprm, argc);
+	e->verdict = TSR_V_NONE;
+	e->rule = 0;
+	{
+		/* what enforce.bpf.c (attached before this program) decided for this exec */
+		__u32 tgid = BPF_CORE_READ(p, tgid);
+		struct verdict *v = bpf_map_lookup_elem(&ts_verdicts, &tgid);
+		if (v) {
+			e->verdict = v->verdict;
+			e->rule = v->rule;
+			bpf_map_delete_elem(&ts_verdicts, &tgid);
+		}
+	}
 
 	struct file *file = BPF_CORE_READ(bprm, file);
 	if (file) {

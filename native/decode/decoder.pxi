@@ -10,6 +10,9 @@ cdef dict _CATS = {a: (c, t) for a, (c, t) in actions.CATEGORIES.items()}
 cdef enum:
     EVENT_FIELDS = 40  # fields an enriched event may reach without a resize
 
+# decode() encoded the record into the current run (Decoder.take_run)
+cdef object ENCODED = object()
+
 # ECS types user and group ids as keyword: strings, made once per id value.
 cdef dict _ID_STRINGS = {}
 
@@ -47,18 +50,45 @@ cdef class Decoder:
     cdef bint have_last_task
     cdef object t_pid, t_tid, t_ppid, t_uid, t_gid, t_euid, t_auid, t_cgroup, t_pidns
     cdef object t_mntns, t_start, t_comm, t_memcg
+    # event.sequence and event.id, given here in kernel order once the sensor says who it is
+    # (set_identity); the sensor's own events take theirs from next_sequence().
+    cdef bint stamping
+    cdef unsigned long long seq
+    cdef str id_prefix
+    cdef bytes id_prefix_b
+    # Events of known processes encoded straight to msgpack (encode/*.pxi), when enabled.
+    cdef Contexts contexts
+    cdef object wrap           # what a run of encoded events is handed out as: wrap(bytes, n)
+    cdef Writer w              # the current run: consecutive encoded events' msgpack
+    cdef Py_ssize_t run_events
 
     def __cinit__(self):
         self.boot_wall_ns = clock.BOOT_WALL_NS
         self.starts = {}
+        self.contexts = Contexts()
+        self.w.p = NULL
+        self.w.n = self.w.cap = 0
 
-    cdef dict common(self, const tsr_hdr *h, str action):
-        cdef char ts[40]
+    def __dealloc__(self):
+        free(self.w.p)
+
+    cdef object take_run(self):
+        """The run of encoded events so far, handed out (None when empty)."""
+        if not self.run_events:
+            return None
+        run = self.wrap(PyBytes_FromStringAndSize(self.w.p, self.w.n), self.run_events)
+        self.w.n = 0
+        self.run_events = 0
+        return run
+
+    cdef inline object next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    cdef task(self, const tsr_task *t):
+        """Refresh the acting task's cached Python fields when the task changed."""
         cdef char start[40]
         cdef int sn
-        cdef int n = ts_iso8601(<unsigned long long>(<long long>h.task.ts_ns + self.offset_ns), ts)
-        cdef const tsr_task *t = &h.task
-        cat, typ = _CATS[action]
         if not self.have_last_task or memcmp(
                 &t.start_ns, &self.last_task.start_ns, sizeof(tsr_task) - sizeof(t.ts_ns)) != 0:
             self.last_task = t[0]
@@ -78,6 +108,12 @@ cdef class Decoder:
                 self.t_start = self.starts[t.start_ns] = start[:sn].decode("ascii")
             self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
             self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
+
+    cdef dict common(self, const tsr_hdr *h, str action):
+        cdef char ts[40]
+        cdef int n = ts_iso8601(<unsigned long long>(<long long>h.task.ts_ns + self.offset_ns), ts)
+        cat, typ = _CATS[action]
+        self.task(&h.task)
         cdef dict d = _PyDict_NewPresized(EVENT_FIELDS)
         d["@timestamp"] = ts[:n].decode("ascii")
         d["event.kind"] = _EVENT
@@ -99,22 +135,34 @@ cdef class Decoder:
         d["threatseer.ns.pid"] = self.t_pidns
         d["threatseer.ns.mnt"] = self.t_mntns
         d["process.start"] = self.t_start
+        if self.stamping:
+            seq = self.next_seq()
+            d["event.sequence"] = seq
+            d["event.id"] = self.id_prefix + str(seq)
         return d
 
 
-    cdef dict decode(self, const uint8_t *data, size_t size):
+    cdef object decode(self, const uint8_t *data, size_t size):
+        """A record as a flat ECS dict, or (known process, encoding on) as its msgpack."""
         cdef const tsr_hdr *h = <const tsr_hdr *>data
         cdef uint16_t kind = h.kind
         if size < sizeof(tsr_hdr) or h.size > size:
             raise ValueError("short record")
+        if kind == TSR_OPEN:
+            if self.wrap is not None and encode_open(self, <const tsr_open *>data):
+                return ENCODED
+            return decode_open(self, <const tsr_open *>data)
         if kind == TSR_EXEC:
+            # the process table changes here: encoded contexts of this process and its
+            # children are stale from this record on (encode/context.pxi)
+            self.contexts.bump(h.task.pid)
             return decode_exec(self, <const tsr_exec *>data)
         if kind == TSR_FORK:
+            self.contexts.bump(h.task.pid)
             return self.common(h, actions.FORK)
         if kind == TSR_EXIT:
+            self.contexts.bump(h.task.pid)
             return decode_exit(self, <const tsr_exit *>data)
-        if kind == TSR_OPEN:
-            return decode_open(self, <const tsr_open *>data)
         if kind == TSR_CONNECT or kind == TSR_ACCEPT or kind == TSR_LISTEN or kind == TSR_DNS:
             return decode_net(self, <const tsr_net *>data)
         if kind == TSR_CGROUP_MKDIR or kind == TSR_CGROUP_RMDIR:

@@ -1,5 +1,10 @@
 # Included by _bpf.pyx: exec, fork (the common fields only, in decoder.pxi) and exit.
 
+# What in-kernel enforcement did to an exec (records.h enum tsr_verdict).
+cdef dict _VERDICTS = {TSR_V_KILLED: "killed", TSR_V_DRY_RUN: "dry-run",
+                       TSR_V_PROTECTED: "protected", TSR_V_LIMITED: "limited",
+                       TSR_V_FAILED: "failed"}
+
 cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
     """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir; a network
     socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin or stdout:
@@ -62,6 +67,9 @@ cdef dict decode_exec(Decoder dec, const tsr_exec *e):
     if e.env_len:
         d["process.env_vars"] = [v.decode("utf-8", "replace")
                                  for v in a[alen:alen + e.env_len].split(b"\0") if v]
+    if e.verdict != TSR_V_NONE:
+        d["threatseer.enforce.verdict"] = _VERDICTS.get(e.verdict, "unknown")
+        d["threatseer.enforce.rule_id"] = e.rule
     return d
 
 

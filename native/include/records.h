@@ -120,9 +120,43 @@ struct tsr_config {
 	__u32 self_tgid;         /* sensor's own process: filtered in the kernel (0 = none) */
 	__u32 memcg_hierarchy;   /* v1 memory controller hierarchy id, TSR_NO_HIERARCHY = off */
 	__u32 wild_mask;         /* bit k: some prefix has '*' as path component k (1-based) */
-	__u32 wakeup_bytes;      /* 0: wake the reader per record; else only once this much is
-				  * pending (the reader then relies on its poll timeout) */
+	__u32 wakeup_bytes;      /* 0: the kernel's own wakeups; else wake the reader once this
+				  * much is pending, and below it as ts_reader says */
 	__u32 watch_wild_mask;   /* wild_mask of the watched-prefix trie */
+};
+
+/* Value of the ts_reader map: the reader holds a batch on its own timer (records below
+ * wakeup_bytes need not wake it); 0: wake it for the first record after it drained. */
+#define TSR_READER_HOLD 1
+
+/* In-kernel exec enforcement (bpf/enforce.bpf.c): which executables an entry of the
+ * ts_exec_deny trie (keyed by path prefix, as ts_prefixes) covers ... */
+#define TSR_KIND_ANY 0x1       /* any file */
+#define TSR_KIND_MEMFD 0x2     /* a memfd (fileless) */
+#define TSR_KIND_DELETED 0x4   /* a file with no links left */
+#define TSR_KINDS 3            /* tsr_deny.rule slots: any, memfd, deleted */
+
+struct tsr_deny {
+	__u8 kill;                 /* TSR_KIND_* bits that are killed */
+	__u8 dry;                  /* TSR_KIND_* bits only reported (dry run) */
+	__u16 rule[TSR_KINDS];     /* rule id (1-based) per kind */
+};
+
+/* ts_enforce (array, one entry), written by userspace. */
+struct tsr_enforce_config {
+	__u32 enabled;             /* 0: the program returns at once */
+	__u32 max_kills;           /* kills per window at most (then TSR_V_LIMITED), 0: none */
+	__u64 window_ns;
+};
+
+/* ... and what it did (tsr_exec.verdict). */
+enum tsr_verdict {
+	TSR_V_NONE = 0,
+	TSR_V_KILLED = 1,          /* SIGKILL sent before the first user instruction */
+	TSR_V_DRY_RUN = 2,         /* would have been killed (dry run) */
+	TSR_V_PROTECTED = 3,       /* matched, but the process name is protected */
+	TSR_V_LIMITED = 4,         /* matched, but max_kills was reached in this window */
+	TSR_V_FAILED = 5,          /* bpf_send_signal refused */
 };
 
 /* Key of the sensitive-prefix LPM trie: prefixlen in bits over data. */
@@ -167,6 +201,8 @@ struct tsr_exec {
 	__u32 path_len;     /* bytes of path in data, including its NUL */
 	__u32 args_len;     /* bytes of NUL-separated argv after the path */
 	__u32 env_len;      /* bytes of NUL-separated loader variables after argv */
+	__u16 verdict;      /* enum tsr_verdict: what in-kernel enforcement did to this exec */
+	__u16 rule;         /* the enforcement rule that matched (1-based), 0 = none */
 	char data[2 * TSR_PATH_MAX + TSR_ARGS_MAX];  /* verifier-provable bounds; only used bytes are sent */
 };
 

@@ -146,8 +146,10 @@ def test_close_leaves_no_programs_or_links():
         listed = json.loads(subprocess.run(["bpftool", "map", "list", "-j"],
                                            capture_output=True, text=True, check=True).stdout)
         assert sorted(m["name"] for m in listed if m["id"] in maps) == [
-            "ts_calls", "ts_change_tail", "ts_config", "ts_counters", "ts_events", "ts_inflight",
-            "ts_prefixes", "ts_scratch", "ts_sys_tail", "ts_watched"]
+            "ts_calls", "ts_change_tail", "ts_config", "ts_counters", "ts_enforce",
+            "ts_enforce_wind", "ts_events", "ts_exec_deny", "ts_inflight", "ts_prefixes",
+            "ts_protected", "ts_reader", "ts_scratch", "ts_sys_tail", "ts_verdicts",
+            "ts_watched"]
     finally:
         p.close()
     p.close()   # idempotent

@@ -65,7 +65,9 @@ class WireSensor:
         got = []
         if self.sock.poll(int(timeout_s * 1000)):
             while self.sock.poll(0):
-                got.append(wire.decode_ack(self.sock.recv_multipart()[-1]))
+                reply = wire.decode_reply(self.sock.recv_multipart()[-1])
+                if isinstance(reply, tuple):  # else a command (the hub's exec policy)
+                    got.append(reply)
         self.acks += got
         return got
 

@@ -78,3 +78,19 @@ def test_ledger_orders_deduplicates_and_reports_final_gaps(tmp_path) -> None:
     assert rows == [("s", 1, 1), ("s", 1, 5), ("s", 1, 6)]
     assert led.db.execute("SELECT first, batches FROM gaps").fetchall() == [(2, 3)]
     led.close()
+
+
+def test_runs_of_encoded_events_are_counted_and_decoded_as_events() -> None:
+    """The sensor's reader hands out consecutive encoded events as one wire.Encoded run: the
+    body still has one array item per event, in order, whatever the mix."""
+    import msgspec
+
+    a, b = msgspec.msgpack.encode({"n": 1}), msgspec.msgpack.encode({"n": 2})
+    for items, want in (
+        ([{"n": 0}, wire.Encoded(a + b, 2), {"n": 3}], [0, 1, 2, 3]),
+        ([wire.Encoded(a + b, 2), wire.Encoded(a, 1)], [1, 2, 1]),
+        ([wire.Encoded(a * 20, 20)], [1] * 20),
+    ):
+        assert wire.event_count(items) == len(want)
+        frames = wire.encode(wire.Batch("s", 1, items), compress=True)
+        assert [ev["n"] for ev in wire.decode(frames).events] == want
