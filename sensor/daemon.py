@@ -183,6 +183,7 @@ class Sensor:
             max_kills_per_minute=config.max_kills_per_minute)
         self.enricher.on_verdict = self.responder.verdict_event
         self.metrics: Any = None  # sensor/metrics.py MetricsServer, when metrics_listen is set
+        self.privileges_dropped = False  # set by main() once attached (sensor/privileges.py)
 
     # ---- lifecycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -449,6 +450,10 @@ class Sensor:
             if self.probe is not None and not getattr(self.probe, "enforce_refused", "off"):
                 self.probe.set_exec_policy({})
             log.info("allow_kill is now false: kill commands and the exec policy are refused")
+            if self.privileges_dropped:  # the daemon, not a sensor embedded in a test
+                from threatseer.sensor.privileges import KEEP, drop_after_attach
+
+                drop_after_attach(KEEP)
         if new.enforce_in_kernel != self.config.enforce_in_kernel:
             log.warning("enforce_in_kernel: the change takes a restart of the sensor")
 
@@ -509,9 +514,10 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     except Exception as exc:  # ProbeError and friends: one clear line, not a traceback
         click.echo(f"threatseer sensor: cannot start the eBPF probe: {exc}", err=True)
         sys.exit(1)
-    from threatseer.sensor.privileges import drop_after_attach
+    from threatseer.sensor.privileges import KEEP, KILL, drop_after_attach
 
-    drop_after_attach()  # attached: CAP_BPF and friends are no longer needed
+    # attached: CAP_BPF and friends are no longer needed
+    sensor.privileges_dropped = drop_after_attach(KEEP + KILL if config.allow_kill else KEEP)
     log.info("sensor %s running, sending to %s", sensor.sensor_id,
              "stdout" if to_stdout else config.hub)
     try:

@@ -7,12 +7,15 @@ capabilities when maps and programs are made, not on every operation on them). W
 sensor keeps is what it still does with other processes' files for its whole life:
 
 - CAP_SYS_PTRACE: ``/proc/<pid>/exe`` and friends of processes of other users;
-- CAP_DAC_READ_SEARCH: reading executables it cannot otherwise read, to hash them.
+- CAP_DAC_READ_SEARCH: reading executables it cannot otherwise read, to hash them;
+- CAP_KILL, while ``allow_kill`` is true: a kill command from the hub may target another
+  user's process (in-kernel enforcement signals from BPF and needs none). A reload that turns
+  ``allow_kill`` off gives it up (:data:`KILL`).
 
 :func:`drop_after_attach` sets no_new_privs (so no exec can give anything back), clears the
 ambient and inheritable sets and cuts the permitted and effective sets to those two; it also
 drops the rest of the bounding set when it may (CAP_SETPCAP; under the formula's unit the
-bounding set is already the five capabilities above). Why ctypes: two system calls
+bounding set is already the capabilities above). Why ctypes: two system calls
 (``capset``, ``prctl``), not worth a dependency (python-prctl needs libcap headers to build
 and is unmaintained).
 """
@@ -26,9 +29,10 @@ import os
 from pathlib import Path
 
 log = logging.getLogger("threatseer.sensor.privileges")
-CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_SETPCAP": 8, "CAP_SYS_PTRACE": 19,
+CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_KILL": 5, "CAP_SETPCAP": 8, "CAP_SYS_PTRACE": 19,
         "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 KEEP = ("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
+KILL = ("CAP_KILL",)
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38

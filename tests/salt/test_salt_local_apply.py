@@ -33,8 +33,8 @@ from salt_helpers import (
 
 pytestmark = pytest.mark.timeout(600)
 MINION = "ts-local"
-# CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF.
-SENSOR_CAPS = (1 << 2) | (1 << 19) | (1 << 24) | (1 << 38) | (1 << 39)
+# CAP_DAC_READ_SEARCH, CAP_KILL, CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF.
+SENSOR_CAPS = (1 << 2) | (1 << 5) | (1 << 19) | (1 << 24) | (1 << 38) | (1 << 39)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
 
     unit = (root / "etc/systemd/system/threatseer-sensor.service").read_text()
     for line in ("CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_SYS_RESOURCE CAP_SYS_PTRACE "
-                 "CAP_DAC_READ_SEARCH", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                 "CAP_DAC_READ_SEARCH CAP_KILL", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  f"ReadWritePaths={root}/var/lib/threatseer/sensor {root}/var/log/threatseer",
                  f"ExecStart={root}/opt/threatseer/venv/bin/threatseer sensor -c "
                  f"{root}/etc/threatseer/sensor.yaml"):
@@ -105,10 +105,11 @@ def test_sensor_state_installs_configures_and_starts_a_confined_sensor(
     assert fields["NoNewPrivs"].strip() == "1"
     log = root / "var/log/threatseer/threatseer-sensor.log"
     wait_for(lambda: "running" in log.read_text(), 20, "the sensor's start line")
-    # attached: CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are given up (docs/security.md)
+    # attached: CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are given up; CAP_KILL is kept for
+    # the hub's kill commands (allow_kill defaults to true; docs/security.md)
     status = Path(f"/proc/{minion.pid('threatseer-sensor')}/status").read_text()
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-    assert int(fields["CapEff"], 16) == (1 << 2) | (1 << 19), fields["CapEff"]
+    assert int(fields["CapEff"], 16) == (1 << 2) | (1 << 5) | (1 << 19), fields["CapEff"]
 
 
 def test_second_apply_reports_zero_changes(minion: LocalMinion) -> None:

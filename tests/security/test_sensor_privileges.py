@@ -1,10 +1,11 @@
 """Item 11: the sensor gives up what it no longer needs once its programs are attached.
 
 The real ``threatseer sensor`` (eBPF) run as root with every capability: after start it holds
-only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (and no_new_privs), and still does everything it
-does for the rest of its life on this kernel: it hashes an executable only root can read, run
-by another user (nobody); it applies a new path filter on SIGHUP (a map update without
-CAP_BPF); it stops cleanly, detaching its programs. The old sensor kept CAP_BPF, CAP_PERFMON,
+only CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH and, while it may carry out kill commands, CAP_KILL (and
+no_new_privs), and still does everything it does for the rest of its life on this kernel: it
+hashes an executable only root can read, run by another user (nobody); it applies a new path
+filter on SIGHUP (a map update without CAP_BPF), and a reload that turns allow_kill off gives
+up CAP_KILL; it stops cleanly, detaching its programs. The old sensor kept CAP_BPF, CAP_PERFMON,
 CAP_SYS_RESOURCE and the rest, as root, for its whole life.
 """
 
@@ -25,6 +26,7 @@ import yaml
 from transport_helpers import THREATSEER, Collector, HubProc, hub_cfg, wait_for
 
 KEPT = (1 << 2) | (1 << 19)  # CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE
+KILL = 1 << 5  # CAP_KILL, while allow_kill (the default)
 
 
 def _caps(pid: int) -> dict[str, str]:
@@ -65,9 +67,9 @@ def test_the_sensor_keeps_only_what_it_uses(tmp_path, procs) -> None:
                      60, "the sensor to attach and drop")
             assert sensor.poll() is None, log.read_text()
             caps = _caps(sensor.pid)
-            assert int(caps["CapEff"], 16) == KEPT, caps["CapEff"]
-            assert int(caps["CapPrm"], 16) == KEPT, caps["CapPrm"]
-            assert int(caps["CapBnd"], 16) == KEPT, caps["CapBnd"]
+            assert int(caps["CapEff"], 16) == KEPT | KILL, caps["CapEff"]
+            assert int(caps["CapPrm"], 16) == KEPT | KILL, caps["CapPrm"]
+            assert int(caps["CapBnd"], 16) == KEPT | KILL, caps["CapBnd"]
             assert int(caps["CapInh"], 16) == int(caps["CapAmb"], 16) == 0
             assert caps["NoNewPrivs"].strip() == "1"
 
@@ -83,6 +85,7 @@ def test_the_sensor_keeps_only_what_it_uses(tmp_path, procs) -> None:
             assert got[0]["user.id"] in (65534, "65534")
 
             base["sensitive_paths"] = ["/etc/shadow", f"{later}/"]
+            base["allow_kill"] = False
             scfg.write_text(yaml.safe_dump(base))
             sensor.send_signal(signal.SIGHUP)
 
@@ -92,6 +95,8 @@ def test_the_sensor_keeps_only_what_it_uses(tmp_path, procs) -> None:
                 return any(e.get("file.path") == str(later / "f") for e in sub.events)
 
             wait_for(opened, 30, "an open under the path added by SIGHUP")
+            caps = _caps(sensor.pid)
+            assert int(caps["CapEff"], 16) == int(caps["CapPrm"], 16) == KEPT, caps["CapEff"]
             sensor.send_signal(signal.SIGTERM)
             assert sensor.wait(30) == 0, log.read_text()[-3000:]
             assert "Traceback" not in log.read_text()
