@@ -330,13 +330,24 @@ def requirement(node: Node) -> Requirement | None:
 
 
 class _Group:
-    """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once."""
+    """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
-    __slots__ = ("predicate", "residual", "rules")
+    ``gate``: when every rule of the group is a sequence step, its ``(sequence, step)``
+    pairs; the engine evaluates the condition only if one of them
+    :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
+    sequence would ignore adds nothing)."""
+
+    __slots__ = ("gate", "predicate", "residual", "rules")
 
     def __init__(self, rule: CompiledRule) -> None:
         self.predicate, self.residual = rule.predicate, rule.residual
         self.rules = [rule]
+        self.gate: tuple[tuple[Any, int], ...] | None = None
+
+    def seal(self) -> None:
+        steps = [(seq, r.index) for r in self.rules  # type: ignore[attr-defined]
+                 if (seq := getattr(r, "sequence", None)) is not None]
+        self.gate = tuple(steps) if len(steps) == len(self.rules) else None
 
 
 class _FieldIndex:
@@ -428,6 +439,8 @@ class IndexedRuleSet:
                 continue
             group = groups[r.condition] = _Group(r)
             analysed.append((group, possible_actions(r.condition), requirement(r.condition)))
+        for group, _, _ in analysed:
+            group.seal()
         actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names

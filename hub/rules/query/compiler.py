@@ -13,8 +13,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import ahocorasick
+
 from threatseer.hub.rules.query.ast import And, Cmp, Const, Field, Node, Not, Or
 from threatseer.hub.rules.query.errors import QueryError
+from threatseer.hub.rules.regex_literals import required_literals
+
+try:  # Python >= 3.11
+    from re import _constants as _re_constants
+    from re import _parser as _re_parser
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _re_constants  # type: ignore[no-redef]
+    import sre_parse as _re_parser  # type: ignore[no-redef]
 
 Predicate = Callable[[dict[str, Any]], bool]
 _TRUTH = {"true": True, "false": False}
@@ -157,17 +167,11 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
     if op == "endswith":
         return lambda x: fold(x).endswith(strs)
     if op in ("glob", "regex"):
-        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
         raw = tuple(as_str(v) for v in values)
-        if op == "glob":
-            pattern = "|".join(f"(?:{fnmatch.translate(s)})" for s in raw)
-        else:
-            pattern = "|".join(f"(?:{s})" for s in raw)
         try:
-            rx = re.compile(pattern, flags)
+            search = _pattern_search(op, raw, nocase)
         except re.error as exc:
             raise QueryError(f"bad {op} {raw!r}: {exc}") from None
-        search = rx.match if op == "glob" else rx.search
         return lambda x: search(as_str(x)) is not None
     if op == "cidr":
         try:
@@ -185,6 +189,63 @@ def _value_test(node: Cmp) -> Callable[[Any], bool]:
 
         return in_net
     raise QueryError(f"unknown operator {op!r}")
+
+
+def _pattern_search(op: str, raw: tuple[str, ...], nocase: bool) -> Callable[[str], Any]:
+    """The search (regex) or whole-text match (glob) of ``raw``'s alternatives: a match or
+    None. Raises re.error on a bad pattern.
+
+    A pattern that does not start with fixed text (``(falcon|osquery|...)[^\\n]*(...)``,
+    or any case-insensitive one) makes ``re`` try it at every position of the text: several
+    microseconds on a command line, for rules whose other tests passed. When every match
+    must contain one of a few literals (:func:`required_literals`, the rule index's own
+    prefilter), one Aho-Corasick pass over the lower-cased text rules most texts out first;
+    non-ASCII text always goes to the pattern (Unicode case folding differs from ASCII's)."""
+    flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+    if op == "glob":
+        pattern = "|".join(f"(?:{fnmatch.translate(v)})" for v in raw)
+        search = re.compile(pattern, flags).match
+    else:
+        pattern = "|".join(f"(?:{v})" for v in raw)
+        search = re.compile(pattern, flags).search
+    needles = required_literals(pattern, flags)
+    if not needles or not (nocase or _no_fixed_start(pattern, flags)):
+        return search
+    automaton = _needle_automaton(needles)
+
+    def prefiltered(text: str) -> Any:
+        if text.isascii() and next(automaton.iter(text.lower()), None) is None:
+            return None
+        return search(text)
+
+    return prefiltered
+
+
+def _no_fixed_start(pattern: str, flags: int) -> bool:
+    """Whether ``pattern`` begins with something other than a literal character (then ``re``
+    has no literal prefix to skip ahead with)."""
+    try:
+        parsed = _re_parser.parse(pattern, flags)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    items = list(parsed)
+    return not items or items[0][0] is not _re_constants.LITERAL
+
+
+_AUTOMATA: dict[frozenset[str], Any] = {}
+
+
+def _needle_automaton(needles: frozenset[str]) -> Any:
+    """An Aho-Corasick automaton of ``needles``, shared by the conditions that need it."""
+    automaton = _AUTOMATA.get(needles)
+    if automaton is None:
+        if len(_AUTOMATA) >= 4096:
+            _AUTOMATA.clear()
+        automaton = _AUTOMATA[needles] = ahocorasick.Automaton()
+        for n in needles:
+            automaton.add_word(n, n)
+        automaton.make_automaton()
+    return automaton
 
 
 # Predicates for the common operators with the test on a ``str`` value written inline (most
@@ -231,12 +292,7 @@ def _str_fast(node: Cmp) -> tuple[str, Any] | None:
     if op in ("startswith", "endswith"):
         return prefix + op, strs
     if op in ("regex", "glob"):
-        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
-        raw = tuple(as_str(v) for v in values)
-        if op == "glob":
-            rx = re.compile("|".join(f"(?:{fnmatch.translate(v)})" for v in raw), flags)
-            return "search", rx.match
-        return "search", re.compile("|".join(f"(?:{v})" for v in raw), flags).search
+        return "search", _pattern_search(op, tuple(as_str(v) for v in values), nocase)
     return None
 
 
