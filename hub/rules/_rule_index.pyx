@@ -126,11 +126,24 @@ def _order(rule):
 cdef bint _gated(object g, dict ev) except -1:
     """Whether ``g`` is a group of sequence steps none of whose sequences would use ``ev``
     (``_Group.gate``): then its condition need not be evaluated."""
+    cdef tuple entry
     gate = g.gate
     if gate is None:
         return False
-    for seq, step in <tuple>gate:
-        if seq.may_advance(step, ev):
+    for entry in <tuple>gate:
+        seq = entry[0]
+        if entry[2] and not seq.count:  # a later step of an idle ordered sequence
+            continue
+        names = entry[3]
+        if names is None:
+            if seq.may_advance(entry[1], ev):
+                return False
+            continue
+        for name in <tuple>names:  # every join value present (SequenceRule.key)
+            v = ev.get(name)
+            if v is None or v == "":
+                break
+        else:
             return False
     return True
 

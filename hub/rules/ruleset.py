@@ -332,8 +332,8 @@ def requirement(node: Node) -> Requirement | None:
 class _Group:
     """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
-    ``gate``: when every rule of the group is a sequence step, its ``(sequence, step)``
-    pairs; the engine evaluates the condition only if one of them
+    ``gate``: when every rule of the group is a sequence step, its steps (:meth:`seal`); the
+    engine evaluates the condition only if one of them
     :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
     sequence would ignore adds nothing)."""
 
@@ -345,9 +345,21 @@ class _Group:
         self.gate: tuple[tuple[Any, int], ...] | None = None
 
     def seal(self) -> None:
-        steps = [(seq, r.index) for r in self.rules  # type: ignore[attr-defined]
-                 if (seq := getattr(r, "sequence", None)) is not None]
-        self.gate = tuple(steps) if len(steps) == len(self.rules) else None
+        """Make ``gate``: per step, ``(sequence, step, idle_skips, names)``, where
+        ``idle_skips`` says the step is ignored while its sequence holds no partial match
+        (a later step of an ordered sequence) and ``names`` are the join fields when all are
+        plain fields (checked in C; else None and ``may_advance`` decides)."""
+        gate = []
+        for r in self.rules:
+            seq = getattr(r, "sequence", None)
+            if seq is None:
+                self.gate = None
+                return
+            step = r.index  # type: ignore[attr-defined]
+            by = seq.steps[step].by
+            names = None if any(f.index is not None for f in by) else tuple(f.name for f in by)
+            gate.append((seq, step, bool(step and seq.sequence.ordered), names))
+        self.gate = tuple(gate)
 
 
 class _FieldIndex:

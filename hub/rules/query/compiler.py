@@ -260,19 +260,31 @@ _FAST_EXPRS = {
 }
 
 
+def _eq_any(values: frozenset[Any], items: list[Any]) -> bool:
+    """Whether an item of the list ``items`` is in ``values``: one C loop (a list field such
+    as ``threatseer.ancestors`` against a list macro), not a call per item; an unhashable
+    item equals nothing, as in the per-item test."""
+    try:
+        return not values.isdisjoint(items)
+    except TypeError:
+        return any(x.__hash__ is not None and x in values for x in items)
+
+
 def _fast_leaf(kind: str, name: str, k: str, test: str) -> str:
     """The expression of a fast comparison: field ``name``'s str value tested inline, None
-    false, a list true when any item passes ``test``, anything else ``test(v)``. ``name``,
-    ``k`` and ``test`` are names of values, never rule text."""
+    false, a list true when any item passes ``test`` (set equality: :func:`_eq_any`),
+    anything else ``test(v)``. ``name``, ``k`` and ``test`` are names of values, never rule
+    text."""
     inline = _FAST_EXPRS[kind].format(k=k)
+    on_list = f"_eq_any({k}, v)" if kind == "eq" else f"_any(_map({test}, v))"
     return (f"(({inline}) if (v := ev.get({name})).__class__ is str else (False if v is None "
-            f"else (_any(_map({test}, v)) if v.__class__ is list else {test}(v))))")
+            f"else ({on_list} if v.__class__ is list else {test}(v))))")
 
 
 def _fast_factory(kind: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
     source = (f"def factory(name, test, k):\n    def pred(ev):\n"
               f"        return {_fast_leaf(kind, 'name', 'k', 'test')}\n    return pred\n")
-    namespace: dict[str, Any] = {"_any": any, "_map": map}
+    namespace: dict[str, Any] = {"_any": any, "_map": map, "_eq_any": _eq_any}
     exec(source, namespace)  # noqa: S102 - fixed forms above
     return namespace["factory"]
 
@@ -373,7 +385,7 @@ class _Generator:
     fixed forms of :data:`_FAST_EXPRS`, so no rule text ever becomes code."""
 
     def __init__(self) -> None:
-        self.names: dict[str, Any] = {"_any": any, "_map": map}
+        self.names: dict[str, Any] = {"_any": any, "_map": map, "_eq_any": _eq_any}
 
     def _name(self, prefix: str, value: Any) -> str:
         name = f"{prefix}{len(self.names)}"
