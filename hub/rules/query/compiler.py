@@ -281,6 +281,17 @@ def _fast_leaf(kind: str, name: str, k: str, test: str) -> str:
             f"else ({on_list} if v.__class__ is list else {test}(v))))")
 
 
+def _element_leaf(kind: str, name: str, index: str, k: str, test: str) -> str:
+    """:func:`_fast_leaf` on element ``index`` of list field ``name``
+    (``threatseer.ancestors[1]``), inline too: absent, not a list or too short is false.
+    All four are names of values."""
+    inline = _FAST_EXPRS[kind].format(k=k)
+    on_list = f"_eq_any({k}, v)" if kind == "eq" else f"_any(_map({test}, v))"
+    return (f"(False if not (isinstance(v := ev.get({name}), _LT) and len(v) > {index}) "
+            f"or (v := v[{index}]) is None else (({inline}) if v.__class__ is str else "
+            f"({on_list} if v.__class__ is list else {test}(v))))")
+
+
 def _fast_factory(kind: str) -> Callable[[str, Callable[[Any], bool], Any], Predicate]:
     source = (f"def factory(name, test, k):\n    def pred(ev):\n"
               f"        return {_fast_leaf(kind, 'name', 'k', 'test')}\n    return pred\n")
@@ -385,7 +396,8 @@ class _Generator:
     fixed forms of :data:`_FAST_EXPRS`, so no rule text ever becomes code."""
 
     def __init__(self) -> None:
-        self.names: dict[str, Any] = {"_any": any, "_map": map, "_eq_any": _eq_any}
+        self.names: dict[str, Any] = {"_any": any, "_map": map, "_eq_any": _eq_any,
+                                      "_LT": (list, tuple)}
 
     def _name(self, prefix: str, value: Any) -> str:
         name = f"{prefix}{len(self.names)}"
@@ -406,9 +418,17 @@ class _Generator:
 
     def _cmp(self, node: Cmp) -> str:
         field = node.field
-        if field.index is not None or field.fallbacks:
+        if field.fallbacks or (field.index is not None and (
+                node.op == "exists" or not isinstance(field.index, int))):
             return f"{self._name('L', _compile_cmp(node))}(ev)"
         n = self._name("N", field.name)
+        if field.index is not None:
+            test = _value_test(node)
+            fast = _str_fast(node)
+            if fast is None:
+                return f"{self._name('L', _compile_cmp(node))}(ev)"
+            return _element_leaf(fast[0], n, self._name("I", field.index),
+                                 self._name("K", fast[1]), self._name("T", test))
         if node.op == "exists":
             return f"(ev.get({n}) is not None)"
         test = _value_test(node)  # first: it raises QueryError on bad values
