@@ -17,7 +17,11 @@ Linux rules, the profile engine learning then scoring), and the same hub setting
 3. End-to-end latency at 10k events/s: 4 sensors (HubSink, spooled, acks read) in a process of
    their own -> gateway -> Kafka -> scorer -> events topic, received by a read_committed
    consumer; each event carries its send time. The embedded hub's sensor -> PUB latency at
-   the same rate is printed beside it (hub_bench.py's latency phase).
+   the same rate is printed beside it (hub_bench.py's latency phase), and the CPU the broker,
+   gateway and scorer used meanwhile.
+4. The broker alone (the floor under phase 3): one hop (idempotent acks=all producer ->
+   read_committed reader) and one scorer-like transaction, with the cluster's client
+   settings and no scoring, at 400 records/s (phase 3's batches per second).
 
 Run:        .venv/bin/python bench/cluster_bench.py [--events 50000] [--repeat 3]
 Last line:  per_scorer_ratio=... balance=... p99_ms=... (then the measured costs)
@@ -331,9 +335,11 @@ def paced_sensors(endpoint: str, events: list[dict[str, Any]], rate: int, second
 
 
 def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: int,
-            seconds: float, tmp: Path) -> tuple[list[float], list[float], list[float]]:
+            seconds: float, tmp: Path, pids: dict[str, int]
+            ) -> tuple[list[float], list[float], list[float], dict[str, float]]:
     """Send -> read, send -> events record created (scored, at the produce in the scoring
-    transaction), record created -> read (the commit, then the reader's fetch); ms, sorted."""
+    transaction), record created -> read (the commit, then the reader's fetch); ms, sorted.
+    Also the CPU seconds each process of ``pids`` (name -> pid) used meanwhile."""
     reader = events_reader(bootstrap)
     while take(reader, 1000, 0.5):  # what the throughput phase left
         pass
@@ -341,6 +347,7 @@ def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: i
     proc = mp.Process(target=paced_sensors, args=(endpoint, events, rate, seconds, str(tmp), go))
     proc.start()
     time.sleep(0.5)
+    cpu0 = {name: hub_bench.cpu_seconds(pid) for name, pid in pids.items()}
     go.set()
     lat: list[float] = []
     scored: list[float] = []
@@ -360,9 +367,75 @@ def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: i
                     lat.append((now - sent) / 1e6)
                     scored.append((created - sent) / 1e6)
                     read.append((now - created) / 1e6)
+    cpu = {name: hub_bench.cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     proc.join()
     reader.close()
-    return sorted(lat), sorted(scored), sorted(read)
+    return sorted(lat), sorted(scored), sorted(read), cpu
+
+
+def broker_floor(bootstrap: str, rate: int = 400, seconds: float = 5.0,
+                 fetch_wait_ms: int = 5) -> dict[str, list[float]]:
+    """What the broker alone costs, with the clients set as the cluster sets them, at
+    ``rate`` records/s (the latency phase's batches per second):
+
+    - ``hop``: an idempotent acks=all producer (the gateway's) -> a read_committed consumer
+      (the scorer's fetch wait): one Kafka hop, record created -> read;
+    - ``txn``: a transaction as a scorer commits it (one record, its consumed offset:
+      begin, produce, send_offsets_to_transaction, commit), begin -> commit returned;
+    - ``txn_hop``: that transaction's record created -> read by a read_committed reader.
+    Each in ms, sorted. No scoring, no sensors, no gateway: what is left is the broker and
+    the Kafka client on this machine at this moment."""
+    topic, group = "floor." + uuid.uuid4().hex[:8], "floor-" + uuid.uuid4().hex[:8]
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, 1, 1), NewTopic(topic + ".in", 1, 1)]).values():
+        fut.result(20)
+    prod = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                     "linger.ms": 1})
+    txp = Producer({"bootstrap.servers": bootstrap, "transactional.id": topic, "acks": "all",
+                    "linger.ms": 100})
+    txp.init_transactions(30)
+    src = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                    "enable.auto.commit": False})
+    meta = src.consumer_group_metadata()
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group + "-r",
+                       "isolation.level": "read_committed", "enable.auto.commit": False,
+                       "fetch.wait.max.ms": fetch_wait_ms, "auto.offset.reset": "latest"})
+    reader.assign([TopicPartition(topic, 0, 0)])
+    out: dict[str, list[float]] = {"hop": [], "txn": [], "txn_hop": []}
+    try:
+        time.sleep(1.0)
+        start, n = time.monotonic(), 0
+        while time.monotonic() - start < seconds:
+            n += 1
+            txn = n % 2 == 0
+            if txn:
+                t0 = time.perf_counter()
+                txp.begin_transaction()
+                txp.produce(topic, value=b"t" + str(time.time_ns()).encode())
+                txp.send_offsets_to_transaction([TopicPartition(topic + ".in", 0, n)], meta, 30)
+                txp.commit_transaction(30)
+                out["txn"].append((time.perf_counter() - t0) * 1000)
+            else:
+                prod.produce(topic, value=b"p" + str(time.time_ns()).encode())
+                prod.poll(0)
+            for m in take(reader, 100, 0):
+                if not m.error():
+                    v = m.value()
+                    out["txn_hop" if v[:1] == b"t" else "hop"].append(
+                        (time.time_ns() - int(v[1:])) / 1e6)
+            while time.monotonic() < start + n / rate:
+                for m in take(reader, 100, 0.001):
+                    if not m.error():
+                        v = m.value()
+                        out["txn_hop" if v[:1] == b"t" else "hop"].append(
+                            (time.time_ns() - int(v[1:])) / 1e6)
+    finally:
+        prod.flush(5)
+        reader.close()
+        src.close()
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -406,8 +479,15 @@ def main() -> int:
         reader.close()
         (batches_b, batches_lz4), (events_b, events_lz4), (state_b, _) = (
             topic_bytes(srv.bootstrap, t) for t in (BATCHES_TOPIC, EVENTS_TOPIC, STATE_TOPIC))
-        lat, to_scored, to_read = latency(endpoint, srv.bootstrap, events, a.rate, a.seconds,
-                                          tmp)
+        lat, to_scored, to_read, cpu = latency(
+            endpoint, srv.bootstrap, events, a.rate, a.seconds, tmp,
+            {"broker": srv.proc.pid, "gateway": gateway.proc.pid, "scorer": scorer.proc.pid})
+        print(f"CPU during the latency phase ({len(lat)} events): " + ", ".join(
+            f"{k} {v:.2f} s ({v / max(len(lat), 1) * 1e6:.0f} µs/event)" for k, v in cpu.items()))
+        floor = broker_floor(srv.bootstrap)
+        print("broker alone (tansu, no scoring), p50 / p99 ms: " + "; ".join(
+            f"{k} {pct(v, 0.5):.1f} / {pct(v, 0.99):.1f}" for k, v in floor.items())
+            + f"  (load {os.getloadavg()[0]:.1f})")
         print(f"latency parts: sent -> scored record p50 {pct(to_scored, 0.5):.1f} ms, p99 "
               f"{pct(to_scored, 0.99):.1f} ms; scored record -> read_committed reader p50 "
               f"{pct(to_read, 0.5):.1f} ms, p99 {pct(to_read, 0.99):.1f} ms")
@@ -451,7 +531,9 @@ def main() -> int:
           f"scorer_events_per_cpu_s={best_sc:.0f} hub_events_per_cpu_s={best_hub:.0f} "
           f"gateway_events_per_cpu_s={max(gw_rates):.0f} "
           f"batches_lz4_bytes_per_event={batches_lz4 / n:.0f} "
-          f"events_lz4_bytes_per_event={events_lz4 / n:.0f}")
+          f"events_lz4_bytes_per_event={events_lz4 / n:.0f} "
+          f"broker_hop_p50_ms={pct(floor['hop'], 0.5):.1f} "
+          f"broker_txn_p50_ms={pct(floor['txn'], 0.5):.1f}")
     return 0
 
 

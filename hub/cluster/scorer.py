@@ -266,7 +266,7 @@ class Scorer:
             "transactional.id": f"{ccfg.transactional_id_prefix}-{p}", "acks": "all",
             # commit_transaction sends what is queued at once, whatever linger.ms says:
             # a long linger lets a transaction's records go out as one request.
-            "linger.ms": 100, "compression.type": "lz4",
+            "linger.ms": 100, "compression.type": ccfg.events_compression,
             "transaction.timeout.ms": max(60_000, ccfg.session_timeout_ms * 4),
             "client.id": f"threatseer-scorer-{self.name}-{p}"})
         prod.init_transactions(30)  # fences the old owner, aborts its open transaction

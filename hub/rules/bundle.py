@@ -682,6 +682,8 @@ def load_stack(base_files: Files, base_source: str, local_files: Files,
     elif local.base and local.base != manifest.name:
         loader.error(LOCAL_PREFIX + "manifest.yaml", 0, f"is a local layer for base "
                      f"{local.base!r}, not {manifest.name!r}")
+    if loader.errors:  # the wrong kind of bundle on either side: its contents say nothing more
+        raise BundleError(loader.errors)
     static = local_layer.merge_static(loader.static(), loader.static(LOCAL_PREFIX))
     loader.collect()
     loader.collect(LOCAL_PREFIX)
