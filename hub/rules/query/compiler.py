@@ -13,8 +13,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import ahocorasick
-
 from threatseer.hub.rules.query.ast import And, Cmp, Const, Field, Node, Not, Or
 from threatseer.hub.rules.query.errors import QueryError
 from threatseer.hub.rules.regex_literals import required_literals
@@ -243,6 +241,8 @@ def _needle_automaton(needles: frozenset[str]) -> Any:
     """An Aho-Corasick automaton of ``needles``, shared by the conditions that need it."""
     automaton = _AUTOMATA.get(needles)
     if automaton is None:
+        import ahocorasick  # noqa: PLC0415 - a hub package; `threatseer fields` and the
+        # query parser also run on sensor-only installs, which lack it
         if len(_AUTOMATA) >= 4096:
             _AUTOMATA.clear()
         automaton = _AUTOMATA[needles] = ahocorasick.Automaton()
