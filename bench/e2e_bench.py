@@ -99,7 +99,7 @@ def main() -> None:
     (tmp / "hub.yaml").write_text(yaml.safe_dump({
         "ingest": {"endpoint": ingest}, "publish": {"endpoint": pub}, "metrics": {"listen": ""},
         "state_dir": str(tmp / "hub"), "bundle": str(ROOT / "rules/default"),
-        "log_level": "warning", "plaintext": True}))
+        "admin": {"allow_unsigned": True}, "log_level": "warning", "plaintext": True}))
     (tmp / "sensor.yaml").write_text(yaml.safe_dump({
         "hub": ingest, "state_dir": str(tmp / "sensor"), "log_level": "warning",
         "sensitive_paths": ["/etc/passwd", "/etc/shadow"], "plaintext": True}))

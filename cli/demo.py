@@ -53,6 +53,20 @@ def curve_keys(directory: Path, name: str) -> tuple[Path, Path]:
     return write_key_pair(directory / name, secret, public)
 
 
+def signed_bundle(directory: Path) -> tuple[Path, str]:
+    """The bundle at ``directory`` as an archive (beside it) signed with a new key, and that
+    key's public half (base64): the demo's hub trusts only it."""
+    from nacl.signing import SigningKey
+
+    from threatseer.hub.rules.archive import build_archive, read_dir
+    from threatseer.hub.rules.signing import b64, sign_archive
+
+    key = SigningKey.generate()
+    archive = directory.with_suffix(".tar.gz")
+    archive.write_bytes(sign_archive(build_archive(read_dir(directory)), key))
+    return archive, b64(bytes(key.verify_key))
+
+
 def bundle_with_c2(src: Path, dst: Path, address: str) -> Path:
     """A copy of bundle ``src`` at ``dst`` that lists ``address`` as a C2 indicator (the demo
     calls back to it on loopback), with its own version so the hub's store accepts it."""
@@ -131,13 +145,16 @@ class Demo:
             shutil.rmtree(self.workdir)
         (self.workdir / "bin").mkdir(parents=True, mode=0o700)
         shutil.copy2("/bin/cat", self.service)
-        bundle = bundle_with_c2(self.bundle_src, self.workdir / "bundle", C2_ADDRESS)
+        bundle, signer = signed_bundle(
+            bundle_with_c2(self.bundle_src, self.workdir / "bundle", C2_ADDRESS))
         hub = {
             "ingest": {"endpoint": self.ingest},
             "publish": {"endpoint": self.pub},
             "metrics": {"listen": ""},
             "state_dir": str(self.workdir / "hub-state"),
             "bundle": str(bundle),
+            # signed by a key made for this run, as a fleet's bundles are by its own
+            "admin": {"trusted_signing_keys": [signer]},
             "profiles": {"learn_seconds": 3.0, "learn_min_events": 2},
             "outputs": [
                 {"type": "file", "options": {"path": str(self.workdir / "events.jsonl")}},

@@ -3,11 +3,22 @@
 Both daemons describe their config as nested dataclasses; :func:`load` checks a YAML file
 against them. A bad file raises :class:`ConfigError` whose one-line message names the file,
 the line and the dotted key, which the CLI prints before exiting with status 2.
+
+Secrets stay out of config files, as with Beats: any string may use ``${NAME}`` (the
+environment variable; ``${NAME:default}`` when it may be unset; ``$${`` for a literal ``${``),
+and a secret setting (a key named in :data:`SECRET_KEYS`, e.g. ``password``, or in the
+``SECRET_FIELDS`` of its dataclass, e.g. a webhook's ``url``) may be given as
+``<key>_file: /path`` instead, whose content (without the final newline) is the value; so may
+a secret key of a free-form mapping (``sasl.password_file`` in librdkafka settings, see
+:func:`secret_files`). :func:`redacted` is what ``--print-config`` shows: secrets and passwords
+in URLs replaced.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,6 +27,17 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# Settings holding a secret: they may come from ``<key>_file`` and are redacted when printed.
+SECRET_KEYS = frozenset(("password", "api_key", "token", "sasl_password"))
+# ... and any key whose name says it holds one (e.g. librdkafka's sasl.password), unless it
+# names a file or a path holding it.
+_SECRET_NAME = re.compile(r"password|passwd|secret|api_?key|token|passphrase|credential"
+                          r"|authorization|\.key\.pem\Z|oauthbearer\.config", re.I)
+_NOT_SECRET = re.compile(r"(_file|_path|\.location|_dir)\Z")
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@/\s]+@")
+_ENV = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+REDACTED = "<redacted>"
 
 
 class ConfigError(ValueError):
@@ -70,7 +92,101 @@ def load(path: str | Path, schema: type[T]) -> T:
     data, lines = read_yaml(path)
     if data is None:
         data = {}
+    data = expand_env(data, str(path), lines)
     return from_dict(data, schema, source=str(path), lines=lines)
+
+
+def expand_env(data: Any, source: str = "<config>", lines: dict[str, int] | None = None,
+               key: str = "") -> Any:
+    """``data`` with ``${NAME}`` / ``${NAME:default}`` in every string replaced from the
+    environment (``$${`` stays a literal ``${``); an unset variable without a default is a
+    ConfigError naming the key."""
+    lines = lines or {}
+    if isinstance(data, dict):
+        return {k: expand_env(v, source, lines, f"{key}.{k}" if key else str(k))
+                for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, source, lines, f"{key}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def one(m: re.Match[str]) -> str:
+        escaped, name, default = m.groups()
+        if escaped:
+            return m.group(0)[1:]
+        value = os.environ.get(name, default)
+        if value is None:
+            raise ConfigError(source, key, f"environment variable {name} is not set (give a "
+                              f"default with ${{{name}:...}}, or write $${{ for a literal)",
+                              lines.get(key))
+        return value
+
+    return _ENV.sub(one, data)
+
+
+def _secret_file(path: Any, source: str, key: str, line: int | None) -> str:
+    if not isinstance(path, str) or not path:
+        raise ConfigError(source, key, "expected the path of a file holding the secret", line)
+    try:
+        return Path(path).read_text().removesuffix("\n")
+    except OSError as exc:
+        raise ConfigError(source, key, f"cannot read {path}: {exc.strerror or exc}",
+                          line) from None
+
+
+def secret_files(mapping: dict[str, Any], source: str = "<config>", prefix: str = "",
+                 lines: dict[str, int] | None = None) -> dict[str, Any]:
+    """A free-form mapping (librdkafka settings, ...) with each ``<secret key>_file: path``
+    replaced by ``<secret key>: <the file's content>`` (:func:`is_secret` names the keys)."""
+    lines = lines or {}
+    out: dict[str, Any] = {}
+    for k, v in mapping.items():
+        base = str(k).removesuffix("_file")
+        dotted = f"{prefix}.{k}" if prefix else str(k)
+        if base != k and is_secret(base):
+            if base in mapping:
+                raise ConfigError(source, dotted, f"give {base} or {k}, not both",
+                                  lines.get(dotted))
+            out[base] = _secret_file(v, source, dotted, lines.get(dotted))
+        else:
+            out[k] = v
+    return out
+
+
+def is_secret(key: str) -> bool:
+    """Whether a setting named ``key`` holds a secret (and is redacted when printed)."""
+    return key in SECRET_KEYS or (bool(_SECRET_NAME.search(key)) and
+                                  not _NOT_SECRET.search(key))
+
+
+def redacted(data: Any, key: str = "") -> Any:
+    """Plain config data as it may be shown: secrets and passwords in URLs replaced."""
+    if isinstance(data, dict):
+        return {k: (REDACTED if is_secret(str(k)) and v not in ("", None, [], {})
+                    else redacted(v, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redacted(v, key) for v in data]
+    if isinstance(data, str):
+        return _URL_PASSWORD.sub(rf"\1{REDACTED}@", data)
+    return data
+
+
+def redacted_field(value: Any) -> Any:
+    """A whole setting that is secret (a ``SECRET_FIELDS`` entry) as it may be shown: a URL
+    keeps its scheme, host and port (a webhook's token is in its path or query), a mapping
+    its keys (request headers), anything else is replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED for k in value}
+    if isinstance(value, str) and "://" in value:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(value)
+            port = f":{url.port}" if url.port else ""
+            return f"{url.scheme}://{url.hostname or ''}{port}/{REDACTED}"
+        except ValueError:
+            return REDACTED
+    return REDACTED if value not in ("", None) else value
 
 
 def from_dict(
@@ -87,6 +203,14 @@ def from_dict(
     for key, value in data.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         name = str(key).replace("-", "_")
+        base = name.removesuffix("_file")
+        secret = base in SECRET_KEYS or base in getattr(schema, "SECRET_FIELDS", ())
+        if base != name and secret and base in fields and name not in fields:
+            if base in data:
+                raise ConfigError(source, dotted, f"give {base} or {name}, not both",
+                                  lines.get(dotted))
+            kwargs[base] = _secret_file(value, source, dotted, lines.get(dotted))
+            continue
         if name not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(source, dotted, f"unknown key (known: {known})", lines.get(dotted))
@@ -133,6 +257,7 @@ def _convert(value: Any, hint: Any, source: str, key: str, lines: dict[str, int]
         if not isinstance(value, dict):
             raise ConfigError(source, key, f"expected a mapping, got {_kind(value)}", line)
         _k, item = args or (str, Any)
+        value = secret_files(value, source, key, lines)  # e.g. kafka: {sasl.password_file: ..}
         return {str(k): _convert(v, item, source, f"{key}.{k}", lines) for k, v in value.items()}
     if hint is Any:
         return value

@@ -305,7 +305,7 @@ FIELDS: dict[str, Field] = _table(
     ("threatseer.exec.flags", "keyword[]", "exec: memfd (fileless), deleted, tmp (/tmp, "
      "/var/tmp), dev-shm, hidden-dir (a directory component starting with '.'), stdin-socket, "
      "stdout-socket (stdin/stdout is an IPv4/IPv6 socket), stdin-file, stdout-file (stdin/stdout "
-     "is a regular file), stdout-tmp (stdout is a file directly in /tmp, /var/tmp or /dev/shm)."),
+     "is a regular file), stdout-tmp (stdout is a named file directly in /tmp, /var/tmp or /dev/shm)."),
     ("threatseer.loss.events", "long", "Events known to be lost."),
     ("threatseer.loss.reason", "keyword", "Why they were lost."),
     ("threatseer.loss.batches", "long", "Batches known to be lost (a gap in a sensor's sequence)."),
@@ -317,6 +317,8 @@ FIELDS: dict[str, Field] = _table(
      "rule, type, description, score, tags, extra_info."),
     ("threatseer.batch.seq", "long", "Hub: the sequence number of the sensor batch the event "
      "came in."),
+    ("threatseer.truncated_fields", "keyword[]", "Hub: fields cut at ingest because they were "
+     "longer than the hub takes (strings: ingest.max_field_chars; lists: ingest.max_list_items)."),
     ("data_stream.type", "constant_keyword", "Elasticsearch output (data streams): 'logs'."),
     ("data_stream.dataset", "constant_keyword", "Elasticsearch output: the dataset, "
      "'threatseer.events' unless configured."),
@@ -351,6 +353,16 @@ FIELDS: dict[str, Field] = _table(
     ("threat.technique.subtechnique.id", "keyword[]", "Alerts: sub-techniques (T1003.008, ...)."),
     ("threat.technique.subtechnique.reference", "keyword[]", "Alerts: their ATT&CK pages."),
 )
+
+# Fields the hub sets on every event after its schema check, whatever a sensor sent in them:
+# the sensor id the hub authenticated, what the scores decided, the indicators.
+HUB_FIELDS = frozenset(("agent.id", "event.kind", "event.risk_score", "threatseer.action",
+                        "threatseer.indicators", "threatseer.batch.seq"))
+# Fields only the hub and its outputs write (on alerts, in Elasticsearch): removed from what a
+# sensor sends, so no event carries a rule, a threat or a message the hub did not give it.
+HUB_ONLY = ("rule.", "threat.", "message", "data_stream.", "event.dataset")
+# event.kind of what is not an alert: ECS 'metric' for health events, else 'event'.
+EVENT_KINDS = {SENSOR_HEALTH: "metric"}
 
 
 _FAMILIES = tuple((name[:-1], f) for name, f in FIELDS.items() if name.endswith("*"))

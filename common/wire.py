@@ -36,6 +36,7 @@ oversized body before spending time on it. Every way a message can be bad maps t
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -47,10 +48,19 @@ VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_EVENTS = 100_000
+# What one event may take on average in a compressed batch, decompressed (a sensor's events
+# are a few KiB: argv and paths are cut at 4 KiB): a small batch cannot be a big bomb.
+MAX_EVENT_BYTES = 64 * 1024
 # Body codecs (header "z"; absent = plain msgpack).
 PLAIN = 0
 LZ4 = 1
 _LZ4_MAGIC = b"\x04\x22\x4d\x18"  # the first bytes of every LZ4 frame
+
+# A sensor id: letters, digits and ._@+- (no ':', which separates it from the rest of an
+# event.id on the hub; no '/', as it names files), at most 128 characters.
+SENSOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}\Z")
+# Sequence numbers, epochs and counts are SQLite integers on the hub: below 2**63.
+MAX_INT = (1 << 63) - 1
 
 # Reasons a message is refused (counter labels on the hub).
 BAD_FRAMES = "frames"
@@ -185,15 +195,15 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
     if header.get("v") != VERSION:
         raise WireError(BAD_VERSION, f"unsupported version {header.get('v')!r}")
     sid, seq, count = header.get("sid"), header.get("seq"), header.get("n")
-    if not isinstance(sid, str) or not sid or len(sid) > 128:
+    if not isinstance(sid, str) or not SENSOR_ID.match(sid):
         raise WireError(BAD_HEADER, "missing or bad sensor id")
-    if not isinstance(seq, int) or seq < 0:
+    if not isinstance(seq, int) or not 0 <= seq <= MAX_INT:
         raise WireError(BAD_HEADER, "missing or bad sequence number")
     if not isinstance(count, int) or not 0 <= count <= MAX_EVENTS:
         raise WireError(BAD_HEADER, "missing or bad event count")
     for key, name in (("e", "epoch"), ("b", "base"), ("d", "dropped")):
         value = header.get(key, 0)
-        if not isinstance(value, int) or not 0 <= value < 1 << 63:
+        if not isinstance(value, int) or not 0 <= value <= MAX_INT:
             raise WireError(BAD_HEADER, f"bad {name} number")
     if header.get("z", PLAIN) not in (PLAIN, LZ4):
         raise WireError(BAD_HEADER, f"unknown body codec {header.get('z')!r}")
@@ -204,16 +214,19 @@ def decode_header(frames: list[bytes]) -> dict[str, Any]:
     return header
 
 
-def _decompress(frame: Any) -> bytes:
-    """An LZ4 body, decompressed to at most :data:`MAX_BODY_BYTES` (else ``oversized``: a
-    bomb costs the hub that much memory at most, once), exactly one whole frame."""
+def _decompress(frame: Any, count: int = MAX_EVENTS) -> bytes:
+    """An LZ4 body of ``count`` events, decompressed to at most :data:`MAX_BODY_BYTES`, and
+    at most :data:`MAX_EVENT_BYTES` a event (else ``oversized``: a bomb costs the hub that much
+    memory and time at most, once), exactly one whole frame."""
+    limit = min(MAX_BODY_BYTES, (count + 1) * MAX_EVENT_BYTES)
     dec = lz4.frame.LZ4FrameDecompressor()
     try:
-        body = dec.decompress(frame, max_length=MAX_BODY_BYTES + 1)
+        body = dec.decompress(frame, max_length=limit + 1)
     except Exception as exc:  # RuntimeError from liblz4 on a corrupt frame, and friends
         raise WireError(BAD_BODY, f"undecompressable body ({type(exc).__name__})") from None
-    if len(body) > MAX_BODY_BYTES:
-        raise WireError(TOO_LARGE, f"body decompresses to more than {MAX_BODY_BYTES} bytes")
+    if len(body) > limit:
+        raise WireError(TOO_LARGE, f"body of {count} events decompresses to more than "
+                        f"{limit} bytes")
     if not dec.eof or dec.unused_data:
         raise WireError(BAD_BODY, "truncated LZ4 body or bytes after its end")
     return body
@@ -279,7 +292,7 @@ def _body(frames: list[Any]) -> tuple[dict[str, Any], Any]:
     header = decode_header(frames)
     body = frames[1]
     if header.get("z") == LZ4:
-        body = _decompress(body)
+        body = _decompress(body, header["n"])
     return header, body
 
 

@@ -17,7 +17,7 @@ import click
 import yaml
 
 from threatseer.common import configfile
-from threatseer.hub.config import HubConfig
+from threatseer.hub.config import HubConfig, printable
 
 DEFAULT_CONFIG = "/etc/threatseer/hub.yaml"
 
@@ -42,7 +42,7 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
     """Score events from a fleet of sensors and emit them to outputs and the PUB tap."""
     cfg = load_config(config_path)
     if print_config:
-        click.echo(yaml.safe_dump(configfile.to_dict(cfg), sort_keys=False))
+        click.echo(yaml.safe_dump(printable(cfg), sort_keys=False))
         return
     setup_logging(cfg.log_level)
     from threatseer.hub.daemon import Hub
@@ -52,12 +52,18 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
     except Exception as exc:  # e.g. endpoint in use, unwritable state_dir
         raise click.ClickException(f"hub cannot start: {exc}") from None
     stopping = threading.Event()
+    reloading = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         stopping.set()
 
+    def on_hup(signum: int, _frame: object) -> None:
+        reloading.set()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # systemd's ExecReload and the init script's reload send SIGHUP: reload, never die of it
+    signal.signal(signal.SIGHUP, on_hup)
     # Events are acyclic and freed by reference counting; the cyclic GC would only rescan the
     # long-lived profiles and rules on every few thousand allocations.
     gc.collect()
@@ -68,8 +74,28 @@ def hub_command(config_path: str | None, print_config: bool) -> None:
     while not stopping.wait(0.5):
         if not hub.running:
             break
+        if reloading.is_set():
+            reloading.clear()
+            _reload(hub, config_path)
     logging.getLogger("threatseer.hub").info("stopping: emitting what was received")
     hub.stop()
+
+
+def _reload(hub: object, config_path: str | None) -> None:
+    """SIGHUP: re-read the config file and apply it; a bad file keeps the running config."""
+    log = logging.getLogger("threatseer.hub")
+    if config_path is None:
+        log.info("SIGHUP: no config file to re-read")
+        return
+    try:
+        cfg = load_config(config_path)
+    except configfile.ConfigError as exc:
+        log.error("reload refused, keeping the running config: %s", exc)
+        return
+    try:
+        hub.reload(cfg)  # type: ignore[attr-defined]
+    except Exception:
+        log.exception("reload failed; the hub goes on with what it has")
 
 
 @click.command("tap")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from threatseer.common import wire
+from threatseer.common import configfile, wire
 from threatseer.hub.cluster.config import ClusterConfig
 from threatseer.hub.console.config import ConsoleConfig
 from threatseer.hub.outputs import OutputConfig, check_unique_names
+from threatseer.hub.outputs.config import OPTIONS
 
 
 @dataclass
@@ -26,9 +27,14 @@ class IngestConfig:
     # falls behind, a flooding sensor fills its own pipe and is blocked at its end while the
     # others keep their fair share (ZeroMQ reads connected peers round-robin).
     rcv_hwm: int = 200
-    # Batches taken off the socket per pipeline cycle; they are then scored round-robin per
-    # sensor, so one sensor's burst never delays another's batch by more than one cycle.
+    # Batches the hub holds taken off the socket (in one queue per sensor); they are scored
+    # in rounds of one batch per sensor, so one sensor's burst never queues ahead of another.
     max_batches_per_cycle: int = 64
+    # A pipeline cycle scores rounds for at most this long, then commits and acknowledges
+    # them; from a quarter of this on it ends as soon as a sensor of the cycle has nothing
+    # more queued, so another sensor's flood delays a quiet sensor's ack by about a quarter
+    # of this plus one of its batches.
+    max_cycle_ms: float = 20.0
     # Minimum seconds between two log lines about the same sensor and bad-input reason.
     log_interval_s: float = 10.0
     # SQLite synchronous mode of the delivery ledger (<state_dir>/ledger.db): normal survives
@@ -36,6 +42,17 @@ class IngestConfig:
     ledger_synchronous: str = "normal"
     # Days the ledger keeps its record of each scored batch (the per-sensor state is kept).
     ledger_keep_days: float = 2.0
+    # ... and at most this many of the latest records per sensor (deduplication needs only
+    # the per-sensor state: the records bound the ledger's size, not its correctness).
+    ledger_keep_batches: int = 1000
+    # Strings longer than this (characters) are cut at ingest and the field is named in
+    # threatseer.truncated_fields: what the rules, the outputs and the memory see is bounded.
+    max_field_chars: int = 8192
+    # Lists longer than this are cut the same way.
+    max_list_items: int = 1024
+    # Batches whose scoring failed are appended (header, body, error) to
+    # <state_dir>/failed-batches.msgpack, rotated at this size (one older file is kept).
+    failed_batches_max_mib: int = 64
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -46,8 +63,18 @@ class IngestConfig:
             raise ValueError("rcv_hwm: must be at least 1")
         if self.max_batches_per_cycle < 1:
             raise ValueError("max_batches_per_cycle: must be at least 1")
+        if self.max_cycle_ms <= 0:
+            raise ValueError("max_cycle_ms: must be positive")
         if self.ledger_synchronous not in ("normal", "full"):
             raise ValueError("ledger_synchronous: must be normal or full")
+        if self.ledger_keep_batches < 1:
+            raise ValueError("ledger_keep_batches: must be at least 1")
+        if self.max_field_chars < 256:
+            raise ValueError("max_field_chars: must be at least 256")
+        if self.max_list_items < 16:
+            raise ValueError("max_list_items: must be at least 16")
+        if self.failed_batches_max_mib < 1:
+            raise ValueError("failed_batches_max_mib: must be at least 1")
 
 
 @dataclass
@@ -125,6 +152,10 @@ class AdminConfig:
     admin_keys: list[str] = field(default_factory=list)
     # Public keys (base64) whose bundle signatures the hub accepts.
     trusted_signing_keys: list[str] = field(default_factory=list)
+    # Accept rule bundles without a signature by a trusted key (from `bundle:` and the admin
+    # endpoint). Off: an unsigned bundle is refused, also when no trusted key is set. The
+    # hub logs a warning at start when it is on.
+    allow_unsigned: bool = False
 
 
 @dataclass
@@ -178,3 +209,16 @@ class HubConfig:
 
     def profile_db(self) -> str:
         return self.profiles.db or os.path.join(self.state_dir, "profiles.db")
+
+
+def printable(cfg: HubConfig) -> dict:
+    """``cfg`` as ``--print-config`` shows it (Salt's check_cmd: its output lands in job
+    returns): secrets, passwords in URLs, and each output's ``SECRET_FIELDS`` (a webhook's url
+    and headers) redacted."""
+    doc = configfile.redacted(configfile.to_dict(cfg))
+    for out, shown in zip(cfg.outputs, doc["outputs"], strict=True):
+        options = shown.get("options") or {}
+        for name in getattr(OPTIONS.get(out.type), "SECRET_FIELDS", ()):
+            if name in options:
+                options[name] = configfile.redacted_field(out.options[name])
+    return doc

@@ -10,6 +10,10 @@ Delivery (docs/transport.md): each cycle's batches are admitted by the ledger (i
 sensor, duplicates skipped), scored, published, then recorded in ONE ledger transaction, and
 only after that commit acknowledged to their sensors.
 
+Reload (SIGHUP, :meth:`Hub.reload`): the allow-lists' paths, the outputs, the bundle, the
+actions and the log level change without a restart and without losing what is queued; the
+rest (endpoints, keys, state_dir, ingest limits) is reported as needing one.
+
 Graceful stop: the loop stops waiting for new input, then keeps taking whatever is already
 queued on the socket until it is empty (bounded by ``stop_timeout_s``), scores and emits it,
 flushes profiles, closes the outputs and lets the PUB socket linger so subscribers get it all.
@@ -18,6 +22,9 @@ flushes profiles, closes the outputs and lets the PUB socket linger so subscribe
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import dataclasses
 import json
 import logging
 import os
@@ -28,9 +35,10 @@ from typing import Any
 import zmq
 
 from threatseer.hub.config import HubConfig
+from threatseer.hub.deadletter import FailedBatches
 from threatseer.hub.engines.profile import ProfileEngine
-from threatseer.hub.ingest import Ingest, Message, Received
-from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, gap_event
+from threatseer.hub.ingest import FAILED, STALE_EPOCH, Ingest, Message, Received
+from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, gap_event, refused_event
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
 from threatseer.hub.profiles import ProfileStore
@@ -43,9 +51,15 @@ log = logging.getLogger("threatseer.hub")
 STATUS_FILE = "status.json"
 LEDGER_FILE = "ledger.db"
 STATUS_INTERVAL_S = 2.0
+# glibc keeps the heap a burst of big batches grew (RSS stayed at its peak, and each new peak
+# added to it): give it back this often, from the status thread (about 1 ms).
+TRIM_INTERVAL_S = 30.0
 # A batch is decoded, scored and published this many events at a time: a slice stays in the
 # CPU cache from decoding to freeing (500 events at once ran 30% slower).
 CHUNK_EVENTS = 128
+# A cycle may end early (a sensor of it is done) once 1/EARLY_END_FRACTION of max_cycle_ms
+# has passed: see Hub._rounds.
+EARLY_END_FRACTION = 4
 
 
 def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
@@ -58,10 +72,14 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     the last good bundle. The rule modules are imported lazily so the hub runs without them.
     """
     store = None
+    if cfg.admin.allow_unsigned:
+        log.warning("admin.allow_unsigned: true: rule bundles are activated without a trusted "
+                    "signature (anyone who can publish or place a bundle sets the rules)")
     try:
         from threatseer.hub.rules.store import BundleStore
 
-        store = BundleStore(cfg.state_dir, trusted_keys=cfg.admin.trusted_signing_keys)
+        store = BundleStore(cfg.state_dir, trusted_keys=cfg.admin.trusted_signing_keys,
+                            allow_unsigned=cfg.admin.allow_unsigned)
     except ImportError as exc:
         log.warning("bundle store unavailable (%s): no installed bundles", exc)
     except Exception as exc:
@@ -70,6 +88,8 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
         try:
             if store is not None:
                 return _activate_configured(store, cfg), store
+            if not cfg.admin.allow_unsigned:  # nothing to verify it with
+                raise ValueError("signatures cannot be checked without the bundle store")
             from threatseer.hub.rules.bundle import load_bundle
 
             return load_bundle(cfg.bundle, cfg.local_bundle or None), store
@@ -145,8 +165,10 @@ class Hub:
         self.transport = Transport(cfg, self.ctx, self.metrics)
         try:
             self.ledger = Ledger(os.path.join(cfg.state_dir, LEDGER_FILE),
-                                 cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days)
-            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+                                 cfg.ingest.ledger_synchronous, cfg.ingest.ledger_keep_days,
+                                 cfg.ingest.ledger_keep_batches)
+            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport,
+                                 bindings=self.ledger)
             # The console reads what the PUB socket sends, so it needs the publisher even
             # when no outside subscriber may connect (publish.endpoint empty).
             self.publisher = (Publisher(self.ctx, cfg.publish.endpoint, cfg.publish.snd_hwm,
@@ -156,9 +178,15 @@ class Hub:
             self.transport.close()
             raise
         self._rebind_publisher = False
+        self._new_outputs: Outputs | None = None  # from reload(), swapped in by the pipeline
         if self.transport.auth is not None:
             self.transport.auth.on_revoke = self._on_revoke
         self.outputs = Outputs(cfg.outputs, registry=self.metrics.registry)
+        self.failed_batches = FailedBatches(cfg.state_dir,
+                                            cfg.ingest.failed_batches_max_mib << 20)
+        self._losses_at = time.monotonic()
+        self._trimmed_at = time.time()
+        self._malloc_trim: Any = None
         self.emitted = 0
         self.failures = 0  # pipeline bugs caught (see _failed); should stay 0
         self._last_failure_log = -1e18
@@ -212,6 +240,59 @@ class Hub:
         self.pipeline.activate(bundle)
         self._note_bundle()
         log.info("bundle activated: %s", self._bundle_name())
+
+    def reload(self, cfg: HubConfig) -> list[str]:
+        """Apply a re-read config (SIGHUP): allow-list paths, outputs, bundle (and its trust),
+        actions and log level take effect now; returns the settings that changed but need a
+        restart (logged). A bundle that does not load keeps the active one."""
+        old = self.cfg
+        logging.getLogger().setLevel(cfg.log_level.upper())
+        self.transport.reload(cfg)
+        self.pipeline.actions = cfg.actions
+        if cfg.outputs != old.outputs:
+            new = Outputs(cfg.outputs)  # metrics attached once the old outputs are closed
+            new.start()
+            self._new_outputs = new
+        if self.store is not None:
+            from threatseer.hub.rules.signing import load_verify_key
+
+            self.store.trusted = [load_verify_key(k) for k in cfg.admin.trusted_signing_keys]
+            self.store.allow_unsigned = cfg.admin.allow_unsigned
+            if cfg.bundle:
+                try:
+                    self.activate(_activate_configured(self.store, cfg))
+                except Exception as exc:
+                    log.error("reload: cannot load bundle %s, keeping %s: %s", cfg.bundle,
+                              self._bundle_name(), exc)
+        live = {"log_level", "outputs", "bundle", "local_bundle", "actions",
+                "curve_allow_list", "curve_subscriber_allow_list"}
+        restart = [f.name for f in dataclasses.fields(cfg)
+                   if f.name not in live and getattr(cfg, f.name) != getattr(old, f.name)]
+        if "admin" in restart and (cfg.admin.endpoint, cfg.admin.admin_keys) == \
+                (old.admin.endpoint, old.admin.admin_keys):
+            restart.remove("admin")  # only the bundle trust changed: applied above
+        if restart:
+            log.warning("reload: %s changed but take effect at the next restart",
+                        ", ".join(restart))
+        for name in restart:  # keep what runs and what it was started with
+            setattr(cfg, name, getattr(old, name))
+        self.cfg = cfg
+        log.info("reloaded the configuration")
+        return restart
+
+    def _swap_outputs(self) -> None:
+        """(pipeline thread) the reloaded outputs take over; the old ones deliver what they
+        hold in the background."""
+        new, self._new_outputs = self._new_outputs, None
+        if new is None:
+            return
+        old, self.outputs = self.outputs, new
+
+        def retire() -> None:
+            old.close(timeout=self.stop_timeout_s)
+            new.attach_metrics(self.metrics.registry)
+
+        threading.Thread(target=retire, name="hub-outputs-retire", daemon=True).start()
 
     # -- internals -----------------------------------------------------------------------
     def _secure_pub(self, sock: zmq.Socket) -> None:
@@ -289,9 +370,12 @@ class Hub:
         try:
             while not self._stop.is_set():
                 try:
+                    if self._new_outputs is not None:
+                        self._swap_outputs()
                     got = self.ingest.take(100)
                     if got:
                         self._process(got, time.monotonic())
+                    self._report_losses()
                     if self._rebind_publisher and self.publisher is not None:
                         self._rebind_publisher = False
                         self.publisher.rebind()
@@ -306,6 +390,7 @@ class Hub:
                 if not got:
                     break
                 self._process(got, time.monotonic())
+            self._report_losses(force=True)
         except Exception:
             log.exception("pipeline failed while stopping")
         finally:
@@ -340,12 +425,19 @@ class Hub:
         tossed = logged = alerted = 0
         now = time.time()
         acks: dict[tuple[bytes, str], int] = {}  # (peer, sensor id) -> epoch
-        for msg in got:
+        stale: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (stale epoch, highest seq)
+        cycle_s = self.cfg.ingest.max_cycle_ms / 1000
+        start = time.monotonic()
+        for msg in self._rounds(got, start + cycle_s, start + cycle_s / EARLY_END_FRACTION):
             sid = msg.sensor_id
             verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
             if verdict.kind == STALE:
-                ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of epoch {msg.epoch}, "
-                           f"older than the sensor's current epoch: dropped")
+                # Refused and told as a loss; acknowledged so that the sender's spool of the
+                # old epoch drains instead of coming back forever.
+                ingest.refuse(msg, STALE_EPOCH, f"batch {msg.seq} of epoch {msg.epoch}, "
+                              "older than the sensor's current epoch: dropped")
+                old = stale.get((msg.peer, sid))
+                stale[(msg.peer, sid)] = (msg.epoch, max(msg.seq, old[1] if old else 0))
                 continue
             acks[(msg.peer, sid)] = msg.epoch
             if verdict.restarted:
@@ -359,24 +451,17 @@ class Hub:
             if verdict.kind == AHEAD:  # its predecessors are coming again (go-back resend)
                 continue
             assert verdict.kind == NEW
-            rec = ingest.open(msg)
-            if rec is None or not rec.raws:  # refused (counted): resending will not help
-                ledger.scored(sid, msg.epoch, msg.seq, 0, 0)
+            try:
+                counts = self._batch(msg, now)
+            except Exception as exc:  # isolated: this batch alone is given up, see _fail
+                self._fail(msg, exc)
                 continue
-            counts = [0, 0, 0, 0, 0]  # events scored, emitted, tossed, logged, alerted
-            for start in range(0, len(rec.raws), CHUNK_EVENTS):
-                self._chunk(rec, start, now, counts)
-            if self.publisher is not None:
-                self.publisher.flush()
-            observe(time.monotonic() - taken)
+            if counts[0]:
+                observe(time.monotonic() - taken)
             scored_in, emitted, n_tossed, n_logged, n_alerted = counts
             tossed += n_tossed
             logged += n_logged
             alerted += n_alerted
-            if emitted:
-                sensors[rec.label].events_out += emitted
-                m.child(m.events_out, rec.label).inc(emitted)
-                self.emitted += emitted
             ledger.scored(sid, msg.epoch, msg.seq, scored_in, emitted)
         try:
             ledger.commit()
@@ -387,10 +472,87 @@ class Hub:
             st = ledger.state.get(sid)
             if st is not None and st.epoch == epoch:
                 ingest.ack(peer, epoch, st.high)
+        for (peer, _sid), (epoch, seq) in stale.items():
+            ingest.ack(peer, epoch, seq)
         for action, n in (("toss", tossed), ("log", logged), ("alert", alerted)):
             if n:
                 m.child(m.actions, action).inc(n)
         m.sync_engine_seconds(pipeline.engine_seconds)
+
+    def _rounds(self, first: list[Message], deadline: float, early: float) -> Any:
+        """The batches of one cycle: rounds of one batch per sensor (``first``, then what is
+        queued or has arrived since) until ``deadline`` passes or, from ``early`` on, a
+        sensor of the cycle has nothing more queued (see hub/ingest.py).
+
+        The second rule is what keeps a quiet sensor's ack prompt beside a flood: its batch
+        is committed and acknowledged a few ms after the round that scored it, instead of
+        waiting for ``max_cycle_ms`` of the flooder's rounds; a cycle of one busy sensor
+        still commits once per ``max_cycle_ms``. Not before ``early``: busy sensors whose
+        queues run dry now and then would otherwise make a commit every round (5% of
+        bench/hub_bench.py's throughput)."""
+        ingest = self.ingest
+        got = first
+        seen: set[str] = set()
+        while got:
+            yield from got
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            seen.update(msg.label for msg in got)
+            ingest.intake()
+            if now >= early and not seen <= ingest.queued_sensors():
+                return
+            got = ingest.next_round()
+
+    def _batch(self, msg: Message, now: float) -> list[int]:
+        """Decode, score and emit one admitted batch; its counts (events scored, emitted,
+        tossed, logged, alerted). A batch refused whole (counted) scores nothing."""
+        rec = self.ingest.open(msg)
+        counts = [0, 0, 0, 0, 0]
+        if rec is None or not rec.raws:  # refused (counted): resending will not help
+            return counts
+        for start in range(0, len(rec.raws), CHUNK_EVENTS):
+            self._chunk(rec, start, now, counts)
+        if self.publisher is not None:
+            self.publisher.flush()
+        emitted = counts[1]
+        if emitted:
+            self.ingest.sensors[rec.label].events_out += emitted
+            self.metrics.child(self.metrics.events_out, rec.label).inc(emitted)
+            self.emitted += emitted
+        return counts
+
+    def _fail(self, msg: Message, exc: BaseException) -> None:
+        """A batch failed somewhere between decoding and the outputs (a bug, or input the
+        checks did not foresee). Only that batch pays: it is counted (``failed``), told as
+        its sensor's loss, kept whole in the failed-batches file, and recorded as done so it
+        is acknowledged and the sensor's later batches and every other sensor go on. What it
+        emitted before failing stays emitted."""
+        self.failures += 1
+        error = f"{type(exc).__name__}: {exc}"
+        self.ingest.refuse(msg, FAILED, f"batch {msg.seq} failed ({error}): kept in "
+                           f"{self.failed_batches.path}")
+        now = time.monotonic()
+        if now - self._last_failure_log >= 10:
+            self._last_failure_log = now
+            log.error("batch %d of %s failed", msg.seq, msg.sensor_id, exc_info=exc)
+        try:
+            self.failed_batches.add(msg.sensor_id, msg.epoch, msg.seq, error, msg.buffers)
+        finally:
+            if self.publisher is not None:
+                self.publisher.flush()
+            self.ledger.scored(msg.sensor_id, msg.epoch, msg.seq, msg.count, 0)
+
+    def _report_losses(self, force: bool = False) -> None:
+        """What the hub refused from each sensor since the last time, as loss events (one per
+        sensor and reason per log interval: a flood of bad batches is one event)."""
+        now = time.monotonic()
+        if now - self._losses_at < self.cfg.ingest.log_interval_s and not force:
+            return
+        self._losses_at = now
+        for sid, reason, batches, events in self.ingest.take_losses():
+            self._emit_synthetic(refused_event(sid, reason, batches, events), sid,
+                                 time.time())
 
     def _chunk(self, rec: Received, start: int, now: float, counts: list[int]) -> None:
         """Decode, score and emit events ``start:start + CHUNK_EVENTS`` of ``rec``, adding to
@@ -426,18 +588,22 @@ class Hub:
         log.warning("sensor %s: %d batches (%s events) before seq %d never arrived and can no "
                     "longer be resent: reported as lost", msg.sensor_id, batches,
                     events or "unknown", msg.seq)
-        ev = gap_event(msg.sensor_id, msg.epoch, msg.seq, batches, events)
+        self._emit_synthetic(gap_event(msg.sensor_id, msg.epoch, msg.seq, batches, events),
+                             msg.sensor_id, now, msg.seq)
+
+    def _emit_synthetic(self, ev: dict[str, Any], sensor_id: str, now: float,
+                        seq: int = 0) -> None:
+        """Score and emit an event the hub made itself (a loss event) for ``sensor_id``."""
         try:
-            res = self.pipeline.score([ev], msg.sensor_id, msg.seq, now)
+            res = self.pipeline.score([ev], sensor_id, seq, now)
+            if res.emitted:
+                if self.publisher is not None:
+                    self.publisher.publish(res.emitted)
+                for e in res.emitted if self.outputs.configs else ():
+                    self.outputs.emit(e)
+                self.emitted += len(res.emitted)
         except Exception:
-            self._failed("scoring a loss event")
-            return
-        if res.emitted:
-            if self.publisher is not None:
-                self.publisher.publish(res.emitted)
-            for e in res.emitted if self.outputs.configs else ():
-                self.outputs.emit(e)
-            self.emitted += len(res.emitted)
+            self._failed("emitting a loss event")
 
     def _score_one_by_one(self, rec: Received, events: list[dict[str, Any]],
                           now: float) -> list[Any]:
@@ -460,7 +626,21 @@ class Hub:
             if self._stop.wait(STATUS_INTERVAL_S):
                 return
 
+    def _trim_heap(self, now: float) -> None:
+        if now - self._trimmed_at < TRIM_INTERVAL_S:
+            return
+        self._trimmed_at = now
+        if self._malloc_trim is None:
+            try:
+                self._malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"
+                                                ).malloc_trim
+            except (OSError, AttributeError):  # not glibc
+                self._malloc_trim = False
+        if self._malloc_trim:
+            self._malloc_trim(0)
+
     def _periodic(self, now: float) -> None:
+        self._trim_heap(now)
         m = self.metrics
         if self.console is not None and not self._stop.is_set():
             self.console.watch()  # started again if it died

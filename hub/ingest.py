@@ -5,13 +5,30 @@ ROUTER (not PULL) so the hub can acknowledge each sensor on its own authenticate
 
 Fairness comes in two layers. ZeroMQ itself reads connected peers round-robin and keeps a
 bounded pipe (``rcv_hwm``) per peer, so a sensor sending faster than the hub scores fills only
-its own pipe and is held back at its end. On top, each cycle takes at most
-``max_batches_per_cycle`` messages and hands them to the pipeline interleaved per sensor
-(one batch of each sensor in turn), so another sensor's batch never waits behind a burst.
+its own pipe and is held back at its end. On top, the hub holds at most
+``max_batches_per_cycle`` messages taken off the socket, in one queue per sensor, and scores
+them in rounds of one batch per sensor (:meth:`Ingest.take`, :meth:`Ingest.next_round`,
+taking new arrivals between rounds with :meth:`Ingest.intake`); the pipeline commits and
+acknowledges after at most ``max_cycle_ms`` of rounds, or (after a quarter of that) as soon as
+a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive (or hostile) delays another
+sensor's ack by one of its batches per
+round, never by a whole burst.
 
 Bad input never stops the hub: every refused message or event is counted per sensor and
-reason (:mod:`threatseer.common.wire` reasons plus ``schema``), logged at most once per
-``log_interval_s`` per sensor and reason, and the good events beside it are kept.
+reason (:mod:`threatseer.common.wire` reasons plus the ones below), logged at most once per
+``log_interval_s`` per sensor and reason, and the good events beside it are kept. What a
+known sensor loses that way is also reported as ``sensor-loss`` events (one per sensor and
+reason per ``log_interval_s``, see :meth:`Ingest.take_losses`), so it shows where the
+analysts look.
+
+Who a sensor is (CURVE): the sensor id in a batch header is the sender's claim; the hub binds
+each id to the CURVE key that first sent it, durably (in the ledger, so a restart changes
+nothing), one id per key. Another key claiming a bound id, or a bound key claiming a second
+id, is refused (``spoofed``), so an allowed key can neither disturb another sensor's sequence
+nor make up sensors. An id whose key has left the allow-list is free again (a reinstalled
+sensor with a new key keeps its name). Every event then carries the authenticated id in
+``agent.id`` and an ``event.id`` in its namespace (:func:`threatseer.hub._batch.prepare`).
+In plaintext mode there is no key and the id is whatever the header says.
 """
 
 from __future__ import annotations
@@ -29,10 +46,21 @@ import zmq
 from threatseer.common import wire
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.metrics import HubMetrics
-from threatseer.hub.validate import problems
+from threatseer.hub.validate import Limits, check
 
 log = logging.getLogger("threatseer.hub.ingest")
-SCHEMA = "schema"  # an event in a good batch lacks required fields (or is not a map)
+SCHEMA = "schema"  # an event in a good batch lacks required fields or has a bad value
+UNKNOWN_FIELD = "unknown-field"  # a field the schema does not know (removed, event kept)
+TRUNCATED = "truncated"  # a string or list cut at the ingest limits (event kept)
+SPOOFED = "spoofed"  # a key sending under a sensor id that is not its own
+BAD_EPOCH = "epoch"  # an epoch more than MAX_EPOCH_AHEAD_NS ahead of the hub's clock
+STALE_EPOCH = "stale-epoch"  # an epoch older than the sensor's current one
+FAILED = "failed"  # a batch whose scoring or output failed (kept in the failed-batches file)
+# An epoch is the sender's clock when its spool was made: one from further in the future is
+# refused, so a stolen key cannot make every later epoch of that sensor look stale.
+MAX_EPOCH_AHEAD_NS = 86_400 * 10**9
+# ZMQ_MAXMSGSIZE is checked per frame on the wire, where CURVE adds its box to each one.
+CURVE_FRAME_OVERHEAD = 1024
 UNKNOWN_SENSOR = "unknown"
 OTHER_SENSORS = "other"  # stats and metric label of sensors beyond MAX_TRACKED_SENSORS
 MAX_TRACKED_SENSORS = 10_000
@@ -97,6 +125,7 @@ class Message:
     seq: int = 0
     base: int = 0
     dropped: int = 0  # events the sender dropped from its spool in this epoch (header "d")
+    count: int = 0  # events the header says the batch holds
 
 
 def _sensor_of(frames: list[Any]) -> str:
@@ -117,12 +146,32 @@ def _sensor_of(frames: list[Any]) -> str:
     return UNKNOWN_SENSOR
 
 
+class MemoryBindings:
+    """Sensor id <-> key bindings kept in memory only (an Ingest without a ledger: tests,
+    tools); the hub's are :class:`threatseer.hub.ledger.Ledger`'s, durable."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+        self.ids: dict[str, str] = {}
+
+    def bind(self, sid: str, key: str) -> None:
+        old_sid = self.ids.pop(key, None)
+        if old_sid is not None:
+            self.keys.pop(old_sid, None)
+        old_key = self.keys.get(sid)
+        if old_key is not None:
+            self.ids.pop(old_key, None)
+        self.keys[sid] = key
+        self.ids[key] = sid
+
+
 class Ingest:
     def __init__(self, ctx: zmq.Context | None, cfg: IngestConfig, metrics: HubMetrics,
-                 transport: Any = None) -> None:
+                 transport: Any = None, bindings: Any = None) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.transport = transport
+        self.limits = Limits(cfg.max_field_chars, cfg.max_list_items)
         # No context: no socket. A cluster scorer gets its batches from Kafka and uses only
         # the checks, counters and decoding below (docs/cluster.md).
         self.sock: Any = None
@@ -132,6 +181,9 @@ class Ingest:
             self.sock.setsockopt(zmq.RCVHWM, cfg.rcv_hwm)
             self.sock.setsockopt(zmq.SNDHWM, cfg.rcv_hwm)
             self.sock.setsockopt(zmq.LINGER, 0)
+            # A bigger frame drops the connection as soon as its length is read: the hub
+            # never holds it (without this a 512 MiB message was received whole, then refused).
+            self.sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes + CURVE_FRAME_OVERHEAD)
             if transport is not None:
                 from threatseer.hub.transport import INGEST
 
@@ -141,12 +193,13 @@ class Ingest:
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
-        # CURVE: one key, one sensor id (bound at first use since start). Another key claiming
-        # a bound id, or a key sending under a second id, is refused ("spoofed"): one allowed
-        # key cannot disturb another sensor's sequence, nor make up sensors (the ledger and
-        # the stats stay bounded by the allow-list).
-        self._owners: dict[str, str] = {}  # sensor id -> key
-        self._ids: dict[str, str] = {}  # key -> sensor id
+        # CURVE: one key, one sensor id (see the module doc): the ledger's durable bindings.
+        self.bindings = bindings if bindings is not None else MemoryBindings()
+        self._queues: dict[str, deque[Message]] = {}  # per sensor label, taken, not scored
+        self.queued = 0
+        self.curve = transport is not None and not transport.plaintext
+        # (sensor id, reason) -> [batches, events] refused since the last take_losses()
+        self._losses: dict[tuple[str, str], list[int]] = {}
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -170,37 +223,80 @@ class Ingest:
         self.metrics.child(self.metrics.bad_input, sensor_id, reason).inc(n)
         self._log.warn((sensor_id, reason), detail)
 
+    def lost(self, sensor_id: str, reason: str, batches: int, events: int) -> None:
+        """A known sensor lost ``batches`` batches / ``events`` events to a refusal: told in
+        its next loss event for ``reason`` (see :meth:`take_losses`)."""
+        if sensor_id not in self.sensors:  # never an id that is not tracked: bounded
+            return
+        acc = self._losses.get((sensor_id, reason))
+        if acc is None:
+            self._losses[(sensor_id, reason)] = [batches, events]
+        else:
+            acc[0] += batches
+            acc[1] += events
+
+    def take_losses(self) -> list[tuple[str, str, int, int]]:
+        """``(sensor id, reason, batches, events)`` refused since the last call."""
+        out = [(sid, reason, b, e) for (sid, reason), (b, e) in self._losses.items()]
+        self._losses.clear()
+        return out
+
+    def refuse(self, msg: Message, reason: str, detail: str) -> None:
+        """A whole batch of a known sensor is refused: counted, logged, told as a loss."""
+        self.bad(msg.label, reason, detail)
+        self.lost(msg.label, reason, 1, msg.count)
+
     def take(self, timeout_ms: int) -> list[Message]:
-        """Wait up to ``timeout_ms`` for input, then return one cycle's messages, fair order.
+        """Wait up to ``timeout_ms`` for input (not at all while batches are queued), take
+        what the socket holds into the per-sensor queues (at most ``max_batches_per_cycle``
+        queued in all), and return the first round: one batch per sensor.
 
         Only headers are decoded here (to know the sensor); bodies are decoded by
         :meth:`open` and :meth:`events` right before scoring, one slice of a batch alive at a
         time (see ``CHUNK_EVENTS`` in the daemon): decoding a whole cycle up front doubled
         the decode cost (fresh memory, cold caches).
         """
-        sock = self.sock
-        if not sock.poll(timeout_ms, zmq.POLLIN):
+        if not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return []
-        per_sensor: dict[str, deque[Message]] = {}
-        for _ in range(self.cfg.max_batches_per_cycle):
+        self.intake()
+        return self.next_round()
+
+    def intake(self) -> None:
+        """Take what the socket holds, without waiting, into the per-sensor queues (at most
+        ``max_batches_per_cycle`` queued in all). Between the rounds of a cycle too, so a
+        batch that arrives while another sensor's flood is scored joins the next round."""
+        sock = self.sock
+        queues = self._queues
+        while self.queued < self.cfg.max_batches_per_cycle:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             msg = self._check(frames)
             if msg is not None:
-                q = per_sensor.get(msg.label)
+                q = queues.get(msg.label)
                 if q is None:
-                    q = per_sensor[msg.label] = deque()
+                    q = queues[msg.label] = deque()
                 q.append(msg)
-        for sid, q in per_sensor.items():
+                self.queued += 1
+        for sid, q in queues.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
-        out: list[Message] = []
-        queues = list(per_sensor.values())
-        while queues:
-            for q in queues:
-                out.append(q.popleft())
-            queues = [q for q in queues if q]
+
+    def queued_sensors(self) -> Any:
+        """The labels of the sensors with batches queued (a set-like view)."""
+        return self._queues.keys()
+
+    def next_round(self) -> list[Message]:
+        """One queued batch of each sensor that has one, in the order they first queued."""
+        out = []
+        queues = self._queues
+        for sid in list(queues):
+            q = queues[sid]
+            out.append(q.popleft())
+            if not q:
+                del queues[sid]
+                self.metrics.child(self.metrics.pending, sid).set(0)
+        self.queued -= len(out)
         return out
 
     def ack(self, peer: bytes, epoch: int, seq: int) -> None:
@@ -226,39 +322,73 @@ class Ingest:
             return None
         if self._revoked(routed[1]):
             return None
+        key = routed[1].get("User-Id") if self.curve else None
+        owner = self.bindings.ids.get(key) if key else None  # the key's own sensor id
         peer, frames = routed[0].bytes, routed[1:]
         size = sum(len(f) for f in frames)
         if size > self.cfg.max_message_bytes:
-            self.bad(_sensor_of(frames), wire.TOO_LARGE,
-                     f"message of {size} bytes > max_message_bytes {self.cfg.max_message_bytes}")
+            self._refused(owner, frames, wire.TOO_LARGE,
+                          f"message of {size} bytes > max_message_bytes "
+                          f"{self.cfg.max_message_bytes}")
             return None
         buffers = [f.buffer for f in frames]
         try:
             header = wire.decode_header(buffers)
         except wire.WireError as exc:
-            self.bad(_sensor_of(frames), exc.reason, str(exc))
+            self._refused(owner, frames, exc.reason, str(exc))
             return None
         sid = header["sid"]
-        key = routed[1].get("User-Id") if self.transport is not None and \
-            not self.transport.plaintext else None
-        if key and self._ids.get(key) != sid:
-            owner, bound = self._owners.get(sid), self._ids.get(key)
-            if owner is not None or bound is not None:
-                self.bad(sid, "spoofed", f"key {key} sent as sensor {sid} (key bound to "
-                         f"{bound or '-'}, id bound to {owner or '-'}): refused")
-                return None
-            self._owners[sid] = key
-            self._ids[key] = sid
-        self.stats(header["sid"])
-        return Message(buffers, header["sid"], self.label(header["sid"]), peer,
-                       header.get("e", 0), header["seq"], header.get("b", 0), header.get("d", 0))
+        if key and owner != sid and not self._bind(key, sid, owner, header):
+            return None
+        self.stats(sid)
+        msg = Message(buffers, sid, self.label(sid), peer, header.get("e", 0), header["seq"],
+                      header.get("b", 0), header.get("d", 0), header["n"])
+        if msg.epoch > time.time_ns() + MAX_EPOCH_AHEAD_NS:
+            self.refuse(msg, BAD_EPOCH, f"batch {msg.seq}: epoch {msg.epoch} is more than a "
+                        "day ahead of the hub's clock (the sensor's clock is wrong): refused")
+            return None
+        return msg
+
+    def _refused(self, owner: str | None, frames: list[Any], reason: str,
+                 detail: str) -> None:
+        """A message refused before its header was trusted: counted for the key's own
+        sensor when it has one (and told as its loss), else by what the header claims."""
+        if owner is None:
+            self.bad(_sensor_of(frames), reason, detail)
+            return
+        self.stats(owner)
+        self.bad(owner, reason, detail)
+        self.lost(self.label(owner), reason, 1, 0)
+
+    def _bind(self, key: str, sid: str, owner: str | None, header: dict[str, Any]) -> bool:
+        """Whether ``key`` may send as ``sid`` (binding them if neither is bound yet)."""
+        holder = self.bindings.keys.get(sid)
+        if owner is not None:
+            self.stats(owner)
+            self.bad(owner, SPOOFED, f"key {key} (sensor {owner}) sent batch "
+                     f"{header['seq']} as sensor {sid}: refused")
+            self.lost(self.label(owner), SPOOFED, 1, header["n"])
+            return False
+        if holder is not None and self._allowed(holder):
+            self.bad(sid, SPOOFED, f"key {key} sent batch {header['seq']} as sensor {sid}, "
+                     f"which belongs to key {holder}: refused")
+            return False
+        if holder is not None:
+            log.warning("sensor %s: now bound to key %s (its key %s left the allow-list)",
+                        sid, key, holder)
+        self.bindings.bind(sid, key)
+        return True
+
+    def _allowed(self, key: str) -> bool:
+        auth = self.transport.auth if self.transport is not None else None
+        return auth is None or auth.allowed("ingest", key.encode())
 
     def open(self, msg: Message) -> Received | None:
         """Split a message's body into its events (decoded by :meth:`events`)."""
         try:
             batch, raws = wire.decode_raw(msg.buffers)
         except wire.WireError as exc:
-            self.bad(msg.label, exc.reason, str(exc))
+            self.refuse(msg, exc.reason, f"batch {msg.seq}: {exc}")
             return None
         sid = msg.label
         st = self.sensors[sid]
@@ -284,11 +414,22 @@ class Ingest:
         except wire.WireError as exc:
             self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
                      f"{start + len(raws) - 1}: {exc}")
+            self.lost(rec.label, exc.reason, 0, len(raws))
             return []
-        bad = problems(events)
+        checked = check(events, self.limits)
+        bad = checked.refused
+        if checked.unknown:
+            self.bad(rec.label, UNKNOWN_FIELD, f"batch {rec.seq}: fields the schema does not "
+                     f"know removed: {', '.join(sorted(set(checked.unknown))[:5])}",
+                     len(checked.unknown))
+        if checked.truncated:
+            self.bad(rec.label, TRUNCATED, f"batch {rec.seq}: cut at the ingest limits "
+                     f"(threatseer.truncated_fields): "
+                     f"{', '.join(sorted(set(checked.truncated))[:5])}", len(checked.truncated))
         if bad:
             self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {len(bad)} event(s) refused, "
                      f"first: {bad[0][1]}", len(bad))
+            self.lost(rec.label, SCHEMA, 0, len(bad))
             skip = {i for i, _ in bad}
             events = [ev for i, ev in enumerate(events) if i not in skip]
         return events

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from threatseer.common import ecs
 from threatseer.hub import alerts
 from threatseer.hub._batch import prepare, tally
 from threatseer.hub.config import ActionConfig
@@ -72,8 +73,10 @@ class Pipeline:
         toss_below, alert_at = self.actions.toss_below, self.actions.alert_at
         result = BatchResult([])
         # event.risk_score = the indicators' sum; below toss_below: dropped; from alert_at
-        # on: threatseer.action and event.kind "alert"; else action "log" (in C).
-        tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted)
+        # on: threatseer.action and event.kind "alert"; else action "log" and the kind of
+        # the action ("metric" for health, else "event"): the hub owns event.kind (in C).
+        tossed, alerted = tally(events, toss_below, alert_at, LOG, ALERT, result.emitted,
+                                ecs.EVENT_KINDS, "event")
         if alerted:  # rule.*, threat.*, message: on alerts only (hub/alerts.py)
             manifest = rules.bundle.manifest
             for ev in result.emitted:

@@ -7,6 +7,10 @@ context at every handshake; the ingest ROUTER uses ZAP domain ``ingest`` (sensor
 ``curve_allow_list``) and the PUB socket domain ``publish`` (subscriber keys,
 ``curve_subscriber_allow_list``).
 
+A client that does not speak CURVE at all (plaintext, or a broken handshake) never reaches
+ZAP: ZeroMQ drops it at the greeting. The handler watches each CURVE socket's monitor for
+those failed handshakes and counts them as refused too (``no_curve`` per domain).
+
 ZAP only runs at the handshake, so a key removed from a list is also enforced afterwards:
 ingest checks each message's authenticated key (``User-Id``) against the current list, and
 the PUB socket is re-bound when a subscriber key is revoked (every subscriber reconnects and
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,6 +113,7 @@ class AllowList:
 class DomainStats:
     accepted: int = 0
     refused: int = 0
+    no_curve: int = 0  # of the refused: handshakes that failed before ZAP (not CURVE)
     revoked_messages: int = 0
     refused_peers: dict[str, int] = field(default_factory=dict)
 
@@ -127,6 +133,9 @@ class Authenticator:
         self.on_revoke: Any = None
         self._last_log: dict[tuple[str, str], tuple[float, int]] = {}
         self._stop = threading.Event()
+        self._monitors: dict[Any, str] = {}  # monitor PAIR socket -> domain (ZAP thread's)
+        self._new_monitors: list[tuple[Any, str]] = []
+        self._monitor_lock = threading.Lock()
         self._sock = ctx.socket(zmq.REP)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.bind(ZAP_ENDPOINT)  # before any CURVE socket binds
@@ -137,13 +146,51 @@ class Authenticator:
         lst = self.lists.get(domain)
         return lst is not None and key in lst.keys
 
+    def watch(self, sock: zmq.Socket, domain: str) -> None:
+        """Count ``sock``'s handshakes that fail before ZAP (see the module doc); the monitor
+        socket is made here and read (and closed) by the ZAP thread."""
+        mon = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                      | zmq.EVENT_MONITOR_STOPPED)
+        with self._monitor_lock:
+            self._new_monitors.append((mon, domain))
+
+    def _read_monitor(self, mon: Any) -> None:
+        frames = mon.recv_multipart()
+        event = struct.unpack_from("=H", frames[0])[0] if frames and len(frames[0]) >= 2 else 0
+        domain = self._monitors.get(mon, "?")
+        if event == zmq.EVENT_MONITOR_STOPPED:  # its socket is closed (or re-bound)
+            del self._monitors[mon]
+            mon.close(0)
+            return
+        st = self.stats.setdefault(domain, DomainStats())
+        st.refused += 1
+        st.no_curve += 1
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.auth, domain, "refused").inc()
+        self.warn((domain, "no-curve"), f"{domain}: refused a client whose handshake failed "
+                  "before authentication (not CURVE, or not this hub's key)")
+
     def _run(self) -> None:
         sock = self._sock
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
         next_check = time.monotonic() + self.check_interval_s
         while not self._stop.is_set():
             try:
-                if sock.poll(200, zmq.POLLIN):
-                    self._answer(sock.recv_multipart())
+                if self._new_monitors:
+                    with self._monitor_lock:
+                        new, self._new_monitors = self._new_monitors, []
+                    for mon, domain in new:
+                        self._monitors[mon] = domain
+                        poller.register(mon, zmq.POLLIN)
+                for ready, _ in poller.poll(200):
+                    if ready is sock:
+                        self._answer(sock.recv_multipart())
+                    elif ready in self._monitors:
+                        self._read_monitor(ready)
+                        if ready not in self._monitors:
+                            poller.unregister(ready)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + self.check_interval_s
                     self._refresh()
@@ -154,6 +201,11 @@ class Authenticator:
             except Exception:
                 log.exception("ZAP handler failed on a request (refused)")
         sock.close()
+        with self._monitor_lock:
+            new, self._new_monitors = self._new_monitors, []
+        for mon in [*self._monitors, *(m for m, _ in new)]:
+            mon.close(0)
+        self._monitors.clear()
 
     def _refresh(self) -> None:
         for domain, lst in self.lists.items():
@@ -188,6 +240,7 @@ class Authenticator:
             m.child(m.auth, domain, "accepted" if ok else "refused").inc()
         if ok:
             st.accepted += 1
+            log.debug("%s: accepted %s (key %s)", domain, address, key.decode())
             return
         st.refused += 1
         if address in st.refused_peers or len(st.refused_peers) < MAX_TRACKED_PEERS:
@@ -217,7 +270,7 @@ class Authenticator:
                   f"key {key} is no longer in the allow-list")
 
     def status(self) -> dict[str, Any]:
-        return {d: {"accepted": s.accepted, "refused": s.refused,
+        return {d: {"accepted": s.accepted, "refused": s.refused, "no_curve": s.no_curve,
                     "revoked_messages": s.revoked_messages,
                     "keys": len(self.lists[d].keys) if d in self.lists else 0,
                     "refused_peers": dict(list(s.refused_peers.items())[:50])}
@@ -252,11 +305,31 @@ class Transport:
         lists[PUBLISH] = AllowList(cfg.curve_subscriber_allow_list or os.devnull)
         self.auth = Authenticator(ctx, lists, metrics)
 
+    def reload(self, cfg: Any) -> None:
+        """Take the allow-list paths of ``cfg`` (SIGHUP): a list whose path changed is read
+        from its new place now (keys it drops are revoked as on any edit)."""
+        if self.auth is None:
+            return
+        paths = {INGEST: cfg.curve_allow_list, PUBLISH: cfg.curve_subscriber_allow_list
+                 or os.devnull}
+        for domain, path in paths.items():
+            old = self.auth.lists.get(domain)
+            if old is not None and old.path == path:
+                old.refresh()
+                continue
+            self.auth.lists[domain] = new = AllowList(path)  # one store: the ZAP thread's
+            if old is not None and old.keys - new.keys and self.auth.on_revoke is not None:
+                self.auth.on_revoke(domain)
+            log.info("allow-list for %s: now %s (%d keys)", domain, path, len(new.keys))
+
     def secure(self, sock: zmq.Socket, domain: str) -> None:
-        """Make ``sock`` (before bind) a CURVE server in ZAP ``domain``; no-op in plaintext."""
+        """Make ``sock`` (before bind) a CURVE server in ZAP ``domain``, its failed
+        handshakes counted; no-op in plaintext."""
         if self.plaintext:
             return
         curve_server(sock, self.secret, domain)
+        if self.auth is not None:
+            self.auth.watch(sock, domain)
 
     def close(self) -> None:
         if self.auth is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from threatseer.common import wire
+
 DEFAULT_SENSITIVE_PATHS = [
     "/etc/shadow",
     "/etc/gshadow",
@@ -145,6 +147,9 @@ class SensorConfig:
     # Unacknowledged batches wait in <state_dir>/spool.db, at most this many MiB of event
     # data; beyond it the oldest are dropped and counted as lost (health events).
     spool_max_mib: int = 256
+    # When the disk refuses the spool's writes (full), batches wait in memory instead, at
+    # most this many MiB (beyond it the oldest are dropped and counted as lost).
+    spool_memory_mib: int = 16
     # Batches sent and not yet acknowledged by the hub, at most.
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
@@ -156,6 +161,9 @@ class SensorConfig:
     log_level: str = "info"
 
     def validate(self) -> None:
+        if self.sensor_id and not wire.SENSOR_ID.match(self.sensor_id):
+            raise ValueError("sensor_id: letters, digits and ._@+- only (no ':' or '/'), "
+                             "starting with a letter or digit, at most 128 characters")
         if self.batch_size < 1:
             raise ValueError("batch_size: must be at least 1")
         if self.batch_latency_ms < 1:
@@ -173,6 +181,8 @@ class SensorConfig:
                     raise ValueError(f"{key}[{i}]: longer than 200 bytes")
         if self.spool_max_mib < 1:
             raise ValueError("spool_max_mib: must be at least 1")
+        if self.spool_memory_mib < 1:
+            raise ValueError("spool_memory_mib: must be at least 1")
         if self.ack_window < 1:
             raise ValueError("ack_window: must be at least 1")
         for i, endpoint in enumerate(self.failover):

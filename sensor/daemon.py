@@ -230,6 +230,7 @@ class Sensor:
             "events_sent": self.sink.sent_events,
             "send_dropped": self.sink.dropped_events,
             "send_pending": self.sink.pending,
+            "spool_disk_errors": getattr(getattr(self.sink, "spool", None), "disk_errors", 0),
             "processes": len(self.procs.procs),
             "not_container_cgroups": self.enricher.not_containers,
         })
@@ -267,7 +268,8 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
                    print_config: bool) -> None:
     """Capture process, file, network and container events with eBPF.
 
-    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) and a kernel with BTF.
+    Needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE) and a kernel with BTF; once
+    attached it keeps only CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.
     SIGTERM/SIGINT stop it cleanly; SIGHUP reloads the config.
     """
     config = configfile.load(config_path, SensorConfig) if config_path else SensorConfig()
@@ -276,7 +278,8 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     if print_config:
         import yaml
 
-        click.echo(yaml.safe_dump(configfile.to_dict(config), sort_keys=False))
+        click.echo(yaml.safe_dump(configfile.redacted(configfile.to_dict(config)),
+                                  sort_keys=False))
         return
     logging.basicConfig(
         level=config.log_level.upper(), stream=sys.stderr,
@@ -310,6 +313,9 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
     except Exception as exc:  # ProbeError and friends: one clear line, not a traceback
         click.echo(f"threatseer sensor: cannot start the eBPF probe: {exc}", err=True)
         sys.exit(1)
+    from threatseer.sensor.privileges import drop_after_attach
+
+    drop_after_attach()  # attached: CAP_BPF and friends are no longer needed
     log.info("sensor %s running, sending to %s", sensor.sensor_id,
              "stdout" if to_stdout else config.hub)
     try:

@@ -48,8 +48,9 @@ class Enricher:
             "ecs.version": ecs.ECS_VERSION,
             **(hostinfo.host_details() if host is None else host),
         }
-        # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid.
-        self._id_prefix = f"{sensor_id}-{time.time_ns():x}-"
+        # event.id: sensor id, a per-run nonce and a counter: unique without a per-event uuid;
+        # "<sensor id>:" is the namespace the hub keeps it in (see hub/_batch.pyx prepare()).
+        self._id_prefix = f"{sensor_id}:{time.time_ns():x}-"
         self._seq = itertools.count(1)
         self._running_containers: set[str] = set()
         self._container_ids: dict[str, str] = {}  # memory cgroup name -> container id or ""

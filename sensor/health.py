@@ -51,7 +51,8 @@ class HealthReporter:
         events = [_event(ecs.SENSOR_HEALTH, fields)]
         for key, reason in (
             ("kernel_lost", "ring buffer full: records lost in the kernel"),
-            ("send_dropped", "hub unreachable and spool full: oldest batches dropped"),
+            ("send_dropped", "hub unreachable and spool full (on disk, or in memory while "
+                             "the disk is full): oldest batches dropped"),
         ):
             if deltas.get(key, 0) > 0:
                 events.append(_event(ecs.SENSOR_LOSS, {

@@ -285,7 +285,8 @@ def hub_sink_from_config(cfg: Any, sensor_id: str, host: str,
                          identity: dict[str, Any]) -> HubSink:
     """The HubSink a SensorConfig describes: spool under state_dir, CURVE unless plaintext."""
     curve = curve_from_config(cfg)
-    spool = Spool(os.path.join(cfg.state_dir, SPOOL_FILE), cfg.spool_max_mib << 20)
+    spool = Spool(os.path.join(cfg.state_dir, SPOOL_FILE), cfg.spool_max_mib << 20,
+                  memory_max_bytes=cfg.spool_memory_mib << 20)
     if spool.count:
         log.info("spool: resuming %d unacknowledged batches (%d events)", spool.count,
                  spool.events)

@@ -9,28 +9,45 @@ gap (see docs/transport.md).
 The spool is bounded by bytes of event bodies. At the bound the oldest batches go and their
 events are counted in ``dropped_events`` (reported in the sensor's health events); the hub
 learns of the hole from the ``base`` sequence number in later headers and reports it too.
+
+A full disk (or any write error) does not stop the sensor: batches the file does not take
+are kept in memory, bounded by ``memory_max_bytes`` (beyond it the oldest batches go, counted
+as above), sent and acknowledged from there, and written to the file as soon as it takes
+writes again (tried at most once a second). ``disk_errors`` counts the failed writes. Batches
+held in memory are lost if the sensor stops meanwhile; the hub reports that gap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
 from collections import OrderedDict, deque
+
+log = logging.getLogger("threatseer.sensor.spool")
 
 SPOOL_FILE = "spool.db"
 DELETE_INTERVAL_S = 1.0
 # ... or sooner once this much is acknowledged: one second of a burst (~10 MB) in a single
 # DELETE walked every overflow page in one go and held the reader long enough to lose records.
 DELETE_MAX_BYTES = 512 << 10
+RETRY_DISK_S = 1.0  # a spool whose disk refused a write tries it again at most this often
 
 
 class Spool:
-    def __init__(self, path: str, max_bytes: int = 256 << 20, cache_batches: int = 64) -> None:
+    def __init__(self, path: str, max_bytes: int = 256 << 20, cache_batches: int = 64,
+                 memory_max_bytes: int = 16 << 20) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
+        self.memory_max_bytes = memory_max_bytes
+        # Batches the file did not take (disk full): seq -> (events, body), oldest first.
+        self._memory: dict[int, tuple[int, bytes]] = {}
+        self.memory_bytes = 0
+        self.disk_errors = 0
+        self._retry_at = 0.0
         db = self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
@@ -73,11 +90,27 @@ class Spool:
         self._deleted_at = 0.0
         self._undeleted_bytes = 0
 
+    @property
+    def degraded(self) -> bool:
+        """Some batches are held in memory because the file refused them."""
+        return bool(self._memory)
+
     def append(self, count: int, body: bytes) -> int:
         """Store one batch; returns its sequence number. May drop the oldest (counted)."""
         seq = self.next_seq
-        # One statement, one transaction: the cost a batch pays when the hub keeps up.
-        self.db.execute("INSERT INTO batches VALUES (?, ?, ?)", (seq, count, body))
+        if self._memory and time.monotonic() >= self._retry_at:
+            self._to_disk()
+        stored = False
+        if not self._memory:
+            try:
+                # One statement, one transaction: the cost a batch pays when the hub keeps up.
+                self.db.execute("INSERT INTO batches VALUES (?, ?, ?)", (seq, count, body))
+                stored = True
+            except sqlite3.Error as exc:
+                self._disk_failed("storing a batch", exc)
+        if not stored:
+            self._memory[seq] = (count, body)
+            self.memory_bytes += len(body)
         self._sizes.append((seq, count, len(body)))
         self.next_seq = seq + 1
         if not self.count:
@@ -89,22 +122,55 @@ class Spool:
         cache[seq] = (count, body)
         if len(cache) > self._cache_batches:
             cache.popitem(last=False)
-        if self.bytes > self.max_bytes:
+        if self.bytes > self.max_bytes or self.memory_bytes > self.memory_max_bytes:
             self._drop_oldest()
         return seq
 
+    def _disk_failed(self, what: str, exc: Exception) -> None:
+        self.disk_errors += 1
+        if not self._memory and self._retry_at <= time.monotonic():
+            log.error("spool %s: %s failed (%s): keeping batches in memory (at most %d MiB) "
+                      "until the disk takes writes again", self.path, what, exc,
+                      self.memory_max_bytes >> 20)
+        self._retry_at = time.monotonic() + RETRY_DISK_S
+
+    def _to_disk(self) -> None:
+        """Write the batches held in memory to the file, all or none."""
+        db = self.db
+        try:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)",
+                           [(seq, n, body) for seq, (n, body) in self._memory.items()])
+            db.execute("UPDATE meta SET v = ? WHERE k = 'dropped_events'", (self.dropped_total,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self._disk_failed("writing the batches held in memory", exc)
+            return
+        log.warning("spool %s: the disk takes writes again: %d batches moved from memory",
+                    self.path, len(self._memory))
+        self._memory.clear()
+        self.memory_bytes = 0
+        self._retry_at = 0.0
+
     def _drop_oldest(self) -> None:
-        """Delete the oldest batches until the spool is back under its bound (never the
-        newest one: a single batch larger than the bound is still kept)."""
-        sizes = self._sizes
-        over = self.bytes - self.max_bytes
+        """Delete the oldest batches until the spool is back under its bounds, on disk and in
+        memory (never the newest one: a single batch larger than the bound is still kept).
+        Always from the front, so what is left is one run of sequence numbers: the hub learns
+        of the hole from ``base``."""
+        sizes, memory = self._sizes, self._memory
         last = None
         while sizes:
             seq, n, size = sizes[0]
-            if over <= 0 or seq == self.next_seq - 1:
+            if (self.bytes <= self.max_bytes and self.memory_bytes <= self.memory_max_bytes) \
+                    or seq == self.next_seq - 1:
                 break
             sizes.popleft()
-            over -= size
+            held = memory.pop(seq, None)
+            if held is not None:
+                self.memory_bytes -= len(held[1])
             last = seq
             self.count -= 1
             self.events -= n
@@ -113,15 +179,21 @@ class Spool:
             self.dropped_events += n
         if last is not None:
             self.dropped_total = self.dropped_total_base + self.dropped_events
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
-            self.db.execute("UPDATE meta SET v = ? WHERE k = 'dropped_events'",
-                            (self.dropped_total,))
-            self.db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
-            self.db.execute("COMMIT")
             self.first_seq = last + 1
             for seq in [s for s in self._cache if s <= last]:
                 del self._cache[seq]
+            try:
+                self.db.execute("BEGIN")
+                self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
+                self.db.execute("UPDATE meta SET v = ? WHERE k = 'dropped_events'",
+                                (self.dropped_total,))
+                self.db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:  # the rows stay; after a restart they are resent
+                if self.db.in_transaction:  # and the hub, past them, drops them
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                self._disk_failed("dropping the oldest batches", exc)
 
     def ack(self, seq: int) -> int:
         """Forget every batch up to ``seq``; returns how many events that acknowledged."""
@@ -147,6 +219,9 @@ class Spool:
         cache = self._cache
         while cache and next(iter(cache)) <= seq:
             cache.popitem(last=False)
+        memory = self._memory
+        while memory and next(iter(memory)) <= seq:
+            self.memory_bytes -= len(memory.pop(next(iter(memory)))[1])
         return n
 
     def _delete_acked(self, now: float) -> None:
@@ -159,20 +234,32 @@ class Spool:
         seq = self._acked_upto
         if not seq:
             return
-        self._acked_upto = 0
         db = self.db
-        db.execute("BEGIN")
-        db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
-        if not self._sizes:  # empty: the sequence lives on in meta
-            db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
-        db.execute("COMMIT")
+        try:
+            db.execute("BEGIN")
+            db.execute("DELETE FROM batches WHERE seq <= ?", (seq,))
+            if not self._sizes:  # empty: the sequence lives on in meta
+                db.execute("UPDATE meta SET v = ? WHERE k = 'next_seq'", (self.next_seq,))
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:  # tried again with the next acknowledgement
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self._disk_failed("deleting acknowledged batches", exc)
+            return
+        self._acked_upto = 0
 
     def get(self, seq: int) -> tuple[int, bytes] | None:
         """``(event count, body)`` of a stored batch, or None when it is gone."""
-        hit = self._cache.get(seq)
+        hit = self._cache.get(seq) or self._memory.get(seq)
         if hit is not None:
             return hit
-        row = self.db.execute("SELECT n, body FROM batches WHERE seq = ?", (seq,)).fetchone()
+        try:
+            row = self.db.execute("SELECT n, body FROM batches WHERE seq = ?",
+                                  (seq,)).fetchone()
+        except sqlite3.Error as exc:
+            self._disk_failed("reading a batch", exc)
+            return None
         return (row[0], bytes(row[1])) if row else None
 
     def close(self) -> None:

@@ -18,11 +18,9 @@ from typing import Any
 import click
 import yaml
 
-from threatseer.common import configfile
 from threatseer.hub.cli import DEFAULT_CONFIG, load_config, setup_logging
-from threatseer.hub.cluster.config import redacted
 from threatseer.hub.cluster.kafka import ClusterError
-from threatseer.hub.config import HubConfig
+from threatseer.hub.config import HubConfig, printable
 
 _config = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
                        help=f"Hub YAML config with a cluster: section (packaged at "
@@ -32,9 +30,7 @@ _print = click.option("--print-config", is_flag=True,
 
 
 def _show(cfg: HubConfig) -> None:
-    doc = configfile.to_dict(cfg)
-    doc["cluster"]["kafka"] = redacted(cfg.cluster.kafka)
-    click.echo(yaml.safe_dump(doc, sort_keys=False))
+    click.echo(yaml.safe_dump(printable(cfg), sort_keys=False))
 
 
 def _run(role: str, make: Any, cfg: HubConfig) -> None:

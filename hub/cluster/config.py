@@ -20,9 +20,6 @@ DEFAULT_METRICS = {"gateway": "127.0.0.1:9109", "scorer": "127.0.0.1:9110",
 COMPRESSIONS = ("none", "lz4", "snappy", "zstd", "gzip")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,200}\Z")
 _NAME = re.compile(r"[A-Za-z0-9._:-]{1,100}\Z")
-# librdkafka keys whose values are secrets: never printed, never logged.
-SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.key.pem", "sasl.oauthbearer.config",
-               "ssl.keystore.password")
 
 
 @dataclass
@@ -77,7 +74,8 @@ class ClusterConfig:
     # on 127.0.0.1); "" turns it off. The embedded hub's is metrics.listen.
     metrics_listen: dict[str, str] = field(default_factory=dict)
     # Extra librdkafka settings for every client (TLS, SASL, ...). Secret values
-    # (sasl.password, ...) are never printed or logged.
+    # (sasl.password, ...) are never printed or logged; they may use ${ENV} or be given as
+    # <name>_file (e.g. sasl.password_file: /etc/threatseer/kafka.pass).
     kafka: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -125,8 +123,3 @@ class ClusterConfig:
         """librdkafka settings: bootstrap servers, the ``kafka`` extras, then ``extra``."""
         return {"bootstrap.servers": self.bootstrap_servers, **self.kafka, **extra}
 
-
-def redacted(kafka: dict[str, Any]) -> dict[str, Any]:
-    """``kafka`` with secret values masked (for --print-config and logs)."""
-    return {k: ("*****" if k in SECRET_KEYS or "password" in k or "secret" in k else v)
-            for k, v in kafka.items()}

@@ -17,6 +17,7 @@ drop the copies by (sensor, epoch, seq).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ from threatseer.hub.cluster.kafka import ensure_topics, producer, require
 from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
 from threatseer.hub.ingest import Ingest, Message, RateLimitedLog
+from threatseer.hub.ledger import Ledger
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.transport import Transport
 
 log = logging.getLogger("threatseer.hub.cluster.gateway")
 HEADER = "h"  # Kafka record header holding the wire header frame
+BINDINGS_FILE = "gateway-bindings.db"  # in state_dir: sensor id <-> CURVE key
 
 
 @dataclass(slots=True)
@@ -51,10 +54,16 @@ class Gateway:
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self.transport = Transport(cfg, self.ctx, self.metrics)
+        # Which CURVE key each sensor id belongs to, durably (a ledger used for its bindings
+        # only): a restarted gateway still refuses another key sending as a known sensor.
+        self.bindings = Ledger(os.path.join(cfg.state_dir, BINDINGS_FILE),
+                               cfg.ingest.ledger_synchronous)
         try:
-            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport)
+            self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport,
+                                 bindings=self.bindings)
         except BaseException:
             self.transport.close()
+            self.bindings.close()
             raise
         self.name = self.ccfg.member()
         self.producer = self._producer()
@@ -113,12 +122,14 @@ class Gateway:
             self._http.shutdown()
         self.ingest.close()
         self.transport.close()
+        self.bindings.close()
         self.ctx.term()
 
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
                 got = self.ingest.take(20 if self.in_flight else 100)
+                self._commit_bindings()
                 for msg in got:
                     self._produce(msg)
                 self.producer.poll(0)
@@ -129,6 +140,15 @@ class Gateway:
                 self.producer.poll(0.05)
         except Exception:
             log.exception("gateway loop failed")
+
+    def _commit_bindings(self) -> None:
+        """Make the bindings of the batches just taken durable before any is acknowledged
+        (a no-op without new ones). On failure they are forgotten, not the batches: the next
+        batch of each sensor binds again."""
+        try:
+            self.bindings.commit()
+        except Exception as exc:
+            self._log.warn(("gateway", "bindings"), f"sensor bindings not stored: {exc}")
 
     def _rebuild(self) -> None:
         """A fatal producer error (e.g. the broker forgot our producer id): new producer.

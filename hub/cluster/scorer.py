@@ -59,7 +59,16 @@ from threatseer.hub.config import HubConfig
 from threatseer.hub.daemon import CHUNK_EVENTS, load_start_bundle
 from threatseer.hub.engines.profile import ProfileEngine
 from threatseer.hub.ingest import Ingest, Message
-from threatseer.hub.ledger import AHEAD, DUPLICATE, NEW, STALE, Ledger, SensorState, gap_event
+from threatseer.hub.ledger import (
+    AHEAD,
+    DUPLICATE,
+    NEW,
+    STALE,
+    Ledger,
+    SensorState,
+    gap_event,
+    refused_event,
+)
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.publish import Publisher
@@ -68,6 +77,7 @@ from threatseer.hub.scoring import Pipeline
 
 log = logging.getLogger("threatseer.hub.cluster.scorer")
 SOURCE = "src"  # events record header: "<batches offset>:<chunk>", the record's input position
+LOSS_CHUNK = -2  # the <chunk> of a batch's loss events (-1: its gap event)
 _pack = msgspec.msgpack.Encoder(enc_hook=str).encode
 # How long a broker may hold a scorer's fetch when there is nothing new. Kafka answers as soon
 # as data arrives, so this only paces idle polling; a broker that holds the fetch for the
@@ -441,11 +451,12 @@ class Scorer:
         sid = h["sid"]
         self.ingest.stats(sid)
         msg = Message(frames, sid, self.ingest.label(sid), b"", h.get("e", 0), h["seq"],
-                      h.get("b", 0), h.get("d", 0))
+                      h.get("b", 0), h.get("d", 0), h["n"])
         ledger = own.ledger
         verdict = ledger.admit(sid, msg.epoch, msg.seq, msg.base, msg.dropped)
         if verdict.kind == STALE:
-            self.ingest.bad(msg.label, "stale-epoch", f"batch {msg.seq} of an old epoch")
+            self.ingest.refuse(msg, "stale-epoch", f"batch {msg.seq} of an old epoch")
+            self._report_losses(own, m.offset(), now)
             return
         if verdict.lost_batches:
             gap = gap_event(sid, msg.epoch, msg.seq, verdict.lost_batches, verdict.lost_events)
@@ -470,6 +481,16 @@ class Scorer:
                 res = self.pipeline.score(events, rec.sensor_id, rec.seq, now)
                 self._emit(own, m.offset(), start, sid, res.emitted)
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
+        self._report_losses(own, m.offset(), now)
+
+    def _report_losses(self, own: Owned, offset: int, now: float) -> None:
+        """What the checks refused of this batch (a whole undecodable body, ill-typed
+        events...), told as ``sensor-loss`` events of its sensor, as the hub does. Emitted in
+        the batch's own transaction, so a replayed batch tells it once."""
+        for sid, reason, batches, events in self.ingest.take_losses():
+            res = self.pipeline.score([refused_event(sid, reason, batches, events)], sid, 0,
+                                      now)
+            self._emit(own, offset, LOSS_CHUNK, sid, res.emitted)
 
     def _emit(self, own: Owned, offset: int, chunk: int, sid: str,
               events: list[dict[str, Any]]) -> None:

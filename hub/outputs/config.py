@@ -43,6 +43,8 @@ class ElasticsearchOptions:
     # gzip request bodies (as Beats' compression_level does): a fraction of the bytes on the
     # wire for some CPU.
     compression: bool = True
+    # Credentials: username + password, or api_key. Each secret may also come from a file
+    # (password_file, api_key_file) or the environment (${ES_PASSWORD}), never printed.
     username: str = ""
     password: str = ""
     api_key: str = ""
@@ -139,6 +141,8 @@ class LogstashOptions:
 @dataclass
 class RedisOptions:
     url: str = "redis://127.0.0.1:6379/0"
+    # AUTH password (or password_file, or ${ENV} in it or in the url); empty: the url's.
+    password: str = ""
     # list (RPUSH, like Beats), stream (XADD) or pubsub (PUBLISH).
     mode: str = "list"
     # List key, stream key or channel.
@@ -190,9 +194,13 @@ WEBHOOK_FORMATS = ("generic", "slack", "mattermost", "teams", "custom")
 
 @dataclass
 class WebhookOptions:
+    # Settings printed redacted (configfile.redacted_field); url may also be url_file.
+    SECRET_FIELDS = ("url", "headers")
+
     # The receiver: http:// or https:// URL (a Slack or Mattermost incoming webhook, a Teams
     # workflow's URL, or any service that takes JSON). It often holds a secret token: it is
-    # never logged (errors name the scheme, host and port only).
+    # never logged (errors name the scheme, host and port only) nor printed, and may be given
+    # as url_file or ${ENV}.
     url: str = ""
     # The body: generic (the nested ECS event), slack, mattermost, teams (their message
     # formats), or custom (the `template` below).
@@ -203,7 +211,8 @@ class WebhookOptions:
     # One request per event (false), or one JSON array of bodies per batch (true; for
     # receivers that take batches).
     batch: bool = False
-    # Extra request headers, e.g. {Authorization: "Bearer ..."}.
+    # Extra request headers, e.g. {Authorization: "Bearer ${WEBHOOK_TOKEN}"}; their values
+    # are never printed, and Authorization may be given as Authorization_file.
     headers: dict[str, str] = field(default_factory=dict)
     # POST or PUT.
     method: str = "POST"

@@ -55,6 +55,14 @@ class Outputs:
             self._registry.register(self._collector)
         self._started = True
 
+    def attach_metrics(self, registry: Any) -> None:
+        """Publish the ``threatseer_output_*`` metrics in ``registry`` from now on (a hub
+        reloading its outputs attaches the new ones once the old ones are closed)."""
+        self._registry = registry
+        if self._started and self._collector is None and registry is not None:
+            self._collector = OutputsCollector(self.status)
+            registry.register(self._collector)
+
     def emit(self, event: dict[str, Any]) -> None:
         """Route one scored flat event; gives it an ``event.id`` if it has none."""
         self.emit_all((event,))

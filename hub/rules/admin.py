@@ -2,11 +2,14 @@
 its client.
 
 Transport: a ZeroMQ REP socket. A request is ``[header, signature, payload]``: ``header`` is
-canonical JSON ``{"op", "args", "ts", "nonce", "key", "payload_sha256"}`` and ``signature``
-an ed25519 signature of ``threatseer-admin-v1:`` + header by an admin key. The server
-accepts a change only from a configured admin key, within ``MAX_SKEW`` seconds of its clock,
-with a nonce it has not seen (replay protection); ``list`` needs no key. Replies are JSON
-``{"ok": bool, "error": str, ...}``. A refused bundle leaves the previous one active.
+canonical JSON ``{"op", "args", "ts", "nonce", "key", "hub", "payload_sha256"}`` and
+``signature`` an ed25519 signature of ``threatseer-admin-v1:`` + header by an admin key. The
+server accepts a request (``list`` too: what a hub runs is not for everyone) only from a
+configured admin key, within ``MAX_SKEW`` seconds of its clock, with a nonce it has not seen
+(replay protection), and naming this hub: ``hub`` is the id the hub keeps in its state
+directory, which the client asks for first (``hello``, the one request without a key), so a
+request signed for one hub is refused by every other (no replay across a fleet). Replies are
+JSON ``{"ok": bool, "error": str, ...}``. A refused bundle leaves the previous one active.
 
 Local layers (hub/rules/local_layer.py) go through the same operations: ``publish`` stacks a
 local layer on the active base, ``rollback`` with ``{"layer": "local"}`` activates an earlier
@@ -37,7 +40,8 @@ from threatseer.hub.rules.store import BundleStore, StoreError
 log = logging.getLogger(__name__)
 ADMIN_CONTEXT = b"threatseer-admin-v1:"
 MAX_SKEW = 60.0
-AUTHENTICATED_OPS = {"publish", "rollback", "unstack"}
+AUTHENTICATED_OPS = {"publish", "rollback", "unstack", "list"}
+HUB_ID_FILE = "admin_hub_id"
 
 
 class AdminError(RuntimeError):
@@ -83,6 +87,7 @@ class AdminServer(threading.Thread):
         # nonce -> time accepted; kept on disk so a restart does not reopen the replay window
         self._seen_path = store.dir / "admin_nonces.json"
         self._seen: dict[str, float] = self._load_seen()
+        self.hub_id = self._load_hub_id(store.dir / HUB_ID_FILE)
         self.counters = {"requests": 0, "refused": 0, "activations": 0}
         self.bind_error: Exception | None = None
 
@@ -92,6 +97,22 @@ class AdminServer(threading.Thread):
             return {str(n): float(t) for n, t in seen.items()}
         except (OSError, ValueError, AttributeError, TypeError):
             return {}
+
+    @staticmethod
+    def _load_hub_id(path: Path) -> str:
+        """This hub's id for signed requests: made once, kept with its state."""
+        try:
+            hub_id = path.read_text().strip()
+            if len(hub_id) == 32:
+                return hub_id
+        except OSError:
+            pass
+        hub_id = os.urandom(16).hex()
+        try:
+            path.write_text(hub_id + "\n")
+        except OSError as exc:
+            log.warning("cannot keep the admin hub id in %s: %s", path, exc)
+        return hub_id
 
     def _remember(self, nonce: str, now: float) -> None:
         self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * MAX_SKEW}
@@ -165,7 +186,7 @@ class AdminServer(threading.Thread):
         payload = frames[2] if len(frames) == 3 else b""
         op = header.get("op")
         if op not in AUTHENTICATED_OPS:
-            return header, payload
+            return header, payload  # hello, or an unknown op (refused by handle)
         key = self.admin_keys.get(str(header.get("key")))
         if key is None:
             raise AdminError("not authorized: unknown admin key")
@@ -181,6 +202,8 @@ class AdminServer(threading.Thread):
             raise AdminError("not authorized: missing nonce")
         if nonce in self._seen:
             raise AdminError("not authorized: replayed request")
+        if header.get("hub") != self.hub_id:
+            raise AdminError("not authorized: the request was signed for another hub")
         if header.get("payload_sha256") != hashlib.sha256(payload).hexdigest():
             raise AdminError("not authorized: payload does not match the signed header")
         self._remember(nonce, now)
@@ -194,6 +217,8 @@ class AdminServer(threading.Thread):
             return {"ok": False, "error": str(exc)}
         op, args = header.get("op"), header.get("args") or {}
         try:
+            if op == "hello":
+                return {"ok": True, "hub": self.hub_id}
             if op == "list":
                 return {"ok": True, "installed": self.store.installed(),
                         "active": self.store.active_version(),
@@ -228,11 +253,15 @@ class AdminClient:
                  timeout: float = 30.0, context: zmq.Context | None = None) -> None:
         self.endpoint, self.key, self.timeout = endpoint, key, timeout
         self._ctx = context or zmq.Context.instance()
+        self.hub_id: str | None = None  # the hub's, asked once (see the module doc)
 
     def frames(self, op: str, args: dict[str, Any] | None = None,
                payload: bytes = b"") -> list[bytes]:
+        if self.hub_id is None:
+            hello = self.send_frames([_canonical({"op": "hello"}), b""])
+            self.hub_id = str(hello.get("hub") or "")
         header = {"op": op, "args": args or {}, "ts": time.time(),
-                  "nonce": os.urandom(16).hex(),
+                  "nonce": os.urandom(16).hex(), "hub": self.hub_id,
                   "payload_sha256": hashlib.sha256(payload).hexdigest(),
                   "key": b64(bytes(self.key.verify_key)) if self.key else ""}
         raw = _canonical(header)

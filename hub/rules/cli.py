@@ -131,8 +131,16 @@ def validate_cmd(path: str, base: str | None, as_json: bool) -> None:
 
     A local layer (layer: local in its manifest) is compiled on its base.
     """
+    from threatseer.hub.rules.query.compiler import BACKTRACKING_MAX_CHARS, backtracking_patterns
+
     loaded = _load(path, base, as_json)
     bundle = loaded.bundle
+    for rule in getattr(bundle.ruleset, "rules", []):
+        for pattern in backtracking_patterns(rule.condition):
+            click.echo(f"warning: {rule.source or rule.name}: rule {rule.name}: regex "
+                       f"{pattern!r} needs backtracking (look-around or a backreference): "
+                       f"RE2 cannot run it, so Python's re does, on the first "
+                       f"{BACKTRACKING_MAX_CHARS} characters of a value only", err=True)
     if as_json:
         _emit_json({"ok": True, "path": path, **_describe(loaded), "errors": []}, ok=True)
         return

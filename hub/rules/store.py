@@ -6,10 +6,18 @@ active base: hub/rules/local_layer.py) and ``state.json`` (the active base and l
 their activation histories, used by rollback), written atomically so the active stack
 survives hub restarts and crashes.
 
-A bundle is verified (when trusted keys are configured), compiled and its embedded tests run
-BEFORE it is accepted: a bad bundle raises and changes nothing. The stack is checked too: a
-new base must take the active local layer, a local layer must compile on the active base
-(the base's tests run against the base, the layer's against the stack).
+A bundle is verified, compiled and its embedded tests run BEFORE it is accepted: a bad bundle
+raises and changes nothing. Verified means signed by one of the trusted keys; a bundle without
+such a signature is refused unless the store was made with ``allow_unsigned`` (a lab's or a
+test's choice, which the hub says at start), so an empty key list never means "anything goes".
+The stack is checked too: a new base must take the active local layer, a local layer must
+compile on the active base (the base's tests run against the base, the layer's against the
+stack).
+
+The active bundle survives restarts; a base that no longer loads at start (its signer is no
+longer trusted, its file is damaged) gives way to the newest earlier one of the history that
+does, so a hub never runs without rules because of it. A rollback changes the history only
+once the bundle it goes to has loaded.
 """
 
 from __future__ import annotations
@@ -65,8 +73,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 class BundleStore:
     def __init__(
-        self, state_dir: str | Path, trusted_keys: Iterable[VerifyKey | str | Path] = ()
+        self, state_dir: str | Path, trusted_keys: Iterable[VerifyKey | str | Path] = (),
+        allow_unsigned: bool = False,
     ) -> None:
+        self.allow_unsigned = allow_unsigned
         self.dir = Path(state_dir)
         self.bundles_dir = self.dir / "bundles"
         self.local_dir = self.dir / "local"
@@ -103,11 +113,17 @@ class BundleStore:
             files, signature = read_archive(data)
         except ArchiveError as exc:
             raise StoreError(str(exc)) from None
-        if self.trusted:
+        if self.trusted and signature is not None:
             try:
                 verify_files(files, signature, self.trusted)
             except SignatureError as exc:
                 raise StoreError(f"refused: {exc}") from None
+        elif not self.allow_unsigned:
+            why = ("bundle is not signed" if self.trusted else
+                   "no trusted signing keys are configured (admin.trusted_signing_keys), so "
+                   "no bundle can be verified")
+            raise StoreError(f"refused: {why}; sign bundles with `threatseer rules sign`, or "
+                             "set admin.allow_unsigned: true to accept unsigned bundles")
         return files
 
     def _files(self, version: str, layer: str) -> Files:
@@ -320,8 +336,30 @@ class BundleStore:
                         return self._active
                 self.last_error = f"active bundle {version} cannot be loaded: {exc}"
                 log.error("%s", self.last_error)
-                return None
+                return self._last_good(version)
             return self._active
+
+    def _last_good(self, failed: str) -> Bundle | None:
+        """The newest earlier base of the history that loads, made active (alone), or None."""
+        key, hkey = _STATE_KEYS[BASE]
+        history = [v for v in self._state().get(hkey, []) if isinstance(v, str)]
+        for i in range(len(history) - 1, -1, -1):
+            candidate = history[i]
+            if candidate == failed or not self._path(candidate, BASE).exists():
+                continue
+            try:
+                bundle = self._compose(candidate, None)
+            except StoreError as exc:
+                log.error("earlier bundle %s cannot be loaded either: %s", candidate, exc)
+                continue
+            state = self._state()
+            state[key], state[hkey] = candidate, history[:i + 1]
+            state[_STATE_KEYS[LOCAL][0]] = None  # its layer was made for the failed base
+            self._save_state(state)
+            self._active = bundle
+            log.error("running the last good bundle, %s, instead of %s", candidate, failed)
+            return bundle
+        return None
 
     def active_version(self) -> str | None:
         version = self._state().get("active")

@@ -194,7 +194,10 @@ int BPF_PROG(tsr_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm
 		e->h.flags |= TSR_F_STDOUT_SOCK;
 	else if (fd_is_regular_file(1)) {
 		e->h.flags |= TSR_F_STDOUT_FILE;
-		if (file_in_tmp_dir(file_from_fd(1)))
+		struct file *out = file_from_fd(1);
+
+		/* a file with a name: not an O_TMPFILE/unlinked scratch file (pytest's capture) */
+		if (out && BPF_CORE_READ(out, f_inode, i_nlink) > 0 && file_in_tmp_dir(out))
 			e->h.flags |= TSR_F_STDOUT_TMP;
 	}
 	emit(s, offsetof(struct tsr_exec, data) + path_len + args_len + env.out);

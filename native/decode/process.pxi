@@ -3,7 +3,7 @@
 cdef list _exec_flags(uint16_t hflags, const char *path, uint32_t n):
     """Fileless / odd-place executables: memfd, deleted, tmp, dev-shm, hidden-dir; a network
     socket as stdin or stdout: stdin-socket, stdout-socket; a regular file as stdin or stdout:
-    stdin-file, stdout-file; stdout a file directly in /tmp, /var/tmp or /dev/shm:
+    stdin-file, stdout-file; stdout a named file directly in /tmp, /var/tmp or /dev/shm:
     stdout-tmp."""
     cdef list out = []
     cdef uint32_t i, last = 0

@@ -77,9 +77,10 @@ def test_profile_learned_on_a_suppresses_novelty_on_b(broker: Any, hub_cfg: Any)
         prod_b = Producer({"bootstrap.servers": broker.bootstrap})
         produce_batch(prod_b, "b.B", "s1", 1, [exec_ev(100), exec_ev(101, "/usr/sbin/cron")])
         assert prod_b.flush(60) == 0
-        found = indicators(broker.bootstrap, "e.B", ["e100", "e101"])
-        assert found["e100"] == ["normal_behavior"]
-        assert "abnormal_behavior" in found["e101"]
+        # (the hub puts event ids in their sensor's namespace)
+        found = indicators(broker.bootstrap, "e.B", ["s1:e100", "s1:e101"])
+        assert found["s1:e100"] == ["normal_behavior"]
+        assert "abnormal_behavior" in found["s1:e101"]
         # replayed observations change nothing
         before = b.pipeline.profile.profiles[subject]
         items, learned_at, first = set(before.items), before.learned_at, before.first_seen

@@ -52,7 +52,7 @@ class Site:
             "ingest": {"endpoint": ingest},
             "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
             "metrics": {"listen": ""}, "state_dir": str(tmp / "hub"),
-            "bundle": str(ROOT / "rules" / "default"),
+            "bundle": str(ROOT / "rules" / "default"), "admin": {"allow_unsigned": True},
             "profiles": {"learn_seconds": 1.0, "learn_min_events": 2},
             "console": {"listen": f"127.0.0.1:{port}",
                         "viewer_tokens": str(self.tokens.viewer_file),

@@ -145,6 +145,7 @@ class DetectionPipeline:
         hub = {"ingest": {"endpoint": ingest}, "publish": {"endpoint": pub},
                "metrics": {"listen": ""}, "state_dir": str(workdir / "hub"),
                "bundle": str(bundle), "plaintext": True, "log_level": "warning",
+               "admin": {"allow_unsigned": True},  # the repository's bundle, unsigned
                **(hub_extra or {})}
         sensor = {"hub": ingest, "state_dir": str(workdir / "sensor"), "plaintext": True,
                   "batch_latency_ms": 20, "health_interval_s": 1.0, "log_level": "warning"}

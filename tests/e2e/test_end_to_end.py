@@ -18,7 +18,7 @@ import pytest
 import yaml
 import zmq
 
-from threatseer.cli.demo import C2_ADDRESS, bundle_with_c2, curve_keys
+from threatseer.cli.demo import C2_ADDRESS, bundle_with_c2, curve_keys, signed_bundle
 from threatseer.common.keys import curve_client, read_key
 from threatseer.hub import publish
 
@@ -38,12 +38,14 @@ class Pipeline:
     def __init__(self, tmp: Path, threatseer: list[str]) -> None:
         self.ingest = f"tcp://127.0.0.1:{free_port()}"
         self.pub = f"tcp://127.0.0.1:{free_port()}"
+        # The default bundle plus one C2 address on loopback to call back to, signed.
+        bundle, signer = signed_bundle(bundle_with_c2(ROOT / "rules" / "default",
+                                                      tmp / "bundle", C2_ADDRESS))
         hub = {
             "ingest": {"endpoint": self.ingest}, "publish": {"endpoint": self.pub},
             "metrics": {"listen": ""}, "state_dir": str(tmp / "hub"),
-            # The default bundle plus one C2 address on loopback to call back to.
-            "bundle": str(bundle_with_c2(ROOT / "rules" / "default", tmp / "bundle",
-                                         C2_ADDRESS)),
+            "bundle": str(bundle),
+            "admin": {"trusted_signing_keys": [signer]},
             "profiles": {"learn_seconds": 2.0, "learn_min_events": 2},
             "log_level": "warning",
         }

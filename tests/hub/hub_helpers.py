@@ -167,7 +167,7 @@ def wait_connected(sender: Sender, sub: Subscriber, timeout_s: float = 30.0) -> 
     deadline = time.monotonic() + timeout_s
     probe = ecs.SENSOR_HEALTH
     while time.monotonic() < deadline:
-        sender.send([base(probe, **{"threatseer.probe": True})])
+        sender.send([base(probe, **{"threatseer.health.probe": 1})])
         if sub.recv(0.2) is not None:
             sub.drain(0.3)
             return

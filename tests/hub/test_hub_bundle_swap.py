@@ -59,7 +59,8 @@ def test_admin_publish_rollback_and_active_bundle_survives_restart(
     src = tmp_path / "bundle"
     shutil.copytree(ROOT / "rules" / "default", src)
     admin_key = SigningKey.generate()
-    admin = {"endpoint": endpoint(), "admin_keys": [b64(bytes(admin_key.verify_key))]}
+    admin = {"endpoint": endpoint(), "admin_keys": [b64(bytes(admin_key.verify_key))],
+             "allow_unsigned": True}
 
     def nc_score(hub) -> int:  # type: ignore[no-untyped-def]
         sub = Subscriber(zctx, hub.publisher.endpoint,

@@ -46,7 +46,13 @@ def test_each_bad_input_class_is_counted_per_sensor_and_good_events_still_flow(
     bad.send_raw([b"only-one-frame"])  # wrong frame count
     bad.send_raw([msgpack.packb({"v": 99, "sid": "bad", "seq": 1, "n": 0}), b"\x90"])
     bad.send_raw([header, b"\xc1\xc1"])  # undecodable body
-    bad.send_raw([header, b"x" * (2 * 1024 * 1024)])  # over max_message_bytes (see below)
+    # over max_message_bytes: one the socket lets through (within its per-frame slack for
+    # CURVE) is read and refused by the hub; a bigger frame makes ZeroMQ drop the connection
+    # when it reads its length (MAXMSGSIZE), before the hub holds it (not counted: ZeroMQ
+    # does not say why; from a socket of its own, as what was queued behind it is lost)
+    bad.send_raw([header, b"x" * (1024 * 1024 + 100)])
+    huge = Sender(zctx, hub.ingest.endpoint, "bad")
+    huge.send_raw([header, b"x" * (2 * 1024 * 1024)])
     ok = exec_event(args=["ok"])
     missing = base("exec")  # no process.executable etc.
     bad.seq = 1  # batch 1 of "bad" was the undecodable body: the hub de-duplicates by seq

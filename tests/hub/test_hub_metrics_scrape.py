@@ -41,7 +41,8 @@ def test_metrics_one_per_quantity_and_latency_histograms(tmp_path: Path,
     listen = f"127.0.0.1:{free_port()}"
     cfg = {"ingest": {"endpoint": endpoint()}, "publish": {"endpoint": endpoint()},
            "metrics": {"listen": listen}, "actions": {"toss_below": -1000, "alert_at": 100},
-           "bundle": str(ROOT / "rules" / "default"), "state_dir": str(tmp_path / "state"),
+           "bundle": str(ROOT / "rules" / "default"), "admin": {"allow_unsigned": True},
+           "state_dir": str(tmp_path / "state"),
            "plaintext": True, "profiles": {"enabled": False},
            "outputs": [{"type": "file", "name": "archive", "flush_interval_s": 0.1,
                         "options": {"path": str(tmp_path / "events.jsonl")}}]}

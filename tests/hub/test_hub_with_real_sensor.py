@@ -30,7 +30,7 @@ def test_real_sensor_events_are_scored_and_published(tmp_path, threatseer_cmd) -
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "actions": {"toss_below": -1000, "alert_at": 100},
         "bundle": str(ROOT / "rules" / "default"), "state_dir": str(tmp_path / "hub"),
-        "plaintext": True})
+        "admin": {"allow_unsigned": True}, "plaintext": True})
     hub = HubProcess(threatseer_cmd, hub_cfg)
     ctx = zmq.Context()
     sub = Subscriber(ctx, pub)

@@ -107,7 +107,8 @@ def test_tap_filters_time_and_colour(tmp_path: Path, threatseer_cmd: list[str]) 
     pub = endpoint()
     cfg = {"ingest": {"endpoint": endpoint()}, "publish": {"endpoint": pub},
            "metrics": {"listen": ""}, "actions": {"toss_below": -1000, "alert_at": 100},
-           "bundle": str(ROOT / "rules" / "default"), "state_dir": str(tmp_path / "state"),
+           "bundle": str(ROOT / "rules" / "default"), "admin": {"allow_unsigned": True},
+           "state_dir": str(tmp_path / "state"),
            "plaintext": True, "profiles": {"enabled": False}}
     hub = HubProcess(threatseer_cmd, write_yaml(tmp_path / "hub.yaml", cfg))
     base = ["--endpoint", pub]

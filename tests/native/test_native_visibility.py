@@ -191,13 +191,16 @@ def test_socket_and_file_stdio_are_exec_flags(events, tmp_path):
         for where, name in (("/tmp", "tmpfile"), ("/dev/shm", "shmfile")):
             with tempfile.NamedTemporaryFile("w", dir=where, prefix=f"ts-{tag}-") as loot:
                 subprocess.run(["/bin/true", tag, name], stdin=subprocess.DEVNULL, stdout=loot)
+        # an unnamed scratch file in /tmp (O_TMPFILE, as pytest captures output): no stdout-tmp
+        with tempfile.TemporaryFile("w", dir="/tmp") as scratch:
+            subprocess.run(["/bin/true", tag, "scratch"], stdin=subprocess.DEVNULL, stdout=scratch)
     finally:
         for s in (a, b, srv, tcp, peer):
             s.close()
     found = {e["process.args"][2]: e["threatseer.exec.flags"] for e in events.wait(
-        lambda e: e["event.action"] == "exec" and e["process.args"][1:2] == [tag], count=6)}
+        lambda e: e["event.action"] == "exec" and e["process.args"][1:2] == [tag], count=7)}
     assert found == {"tcp": ["stdin-socket", "stdout-socket"], "unix": [], "file": ["stdin-file"],
                      "outfile": ["stdout-file"], "tmpfile": ["stdout-file", "stdout-tmp"],
-                     "shmfile": ["stdout-file", "stdout-tmp"]}
+                     "shmfile": ["stdout-file", "stdout-tmp"], "scratch": ["stdout-file"]}
 
 

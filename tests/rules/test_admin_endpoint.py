@@ -20,7 +20,7 @@ from threatseer.hub.rules.store import BundleStore
 def admin(tmp_path: Path, port: int):
     key = SigningKey.generate()
     activated: list = []
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     server = AdminServer(store, f"tcp://127.0.0.1:{port}", [key.verify_key], activated.append)
     server.start()
     try:
@@ -122,7 +122,7 @@ def test_failing_on_activate_is_reported_not_fatal(tmp_path: Path, port: int) ->
     def broken(bundle) -> None:
         raise RuntimeError("hub busy")
 
-    server = AdminServer(BundleStore(tmp_path / "state"), f"tcp://127.0.0.1:{port}",
+    server = AdminServer(BundleStore(tmp_path / "state", allow_unsigned=True), f"tcp://127.0.0.1:{port}",
                          [key.verify_key], broken)
     server.start()
     try:
@@ -138,17 +138,17 @@ def test_replay_is_refused_after_a_restart(tmp_path: Path, port: int) -> None:
     key = SigningKey.generate()
     endpoint = f"tcp://127.0.0.1:{port}"
     client = AdminClient(endpoint, key, timeout=30)
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     store.publish(build(tmp_path, "1.0.0"))
     store.publish(build(tmp_path, "1.1.0"))
-    frames = client.frames("rollback")
     server = AdminServer(store, endpoint, [key.verify_key])
     server.start()
+    frames = client.frames("rollback")  # signed for this hub (its id is asked first)
     try:
         assert client.send_frames(frames)["active"]["version"] == "1.0.0"
     finally:
         server.stop()
-    server = AdminServer(BundleStore(tmp_path / "state"), endpoint, [key.verify_key])
+    server = AdminServer(BundleStore(tmp_path / "state", allow_unsigned=True), endpoint, [key.verify_key])
     server.start()
     try:
         reply = client.send_frames(frames)

@@ -19,7 +19,7 @@ def score(bundle) -> int:
 
 
 def test_install_activate_rollback_and_persist(tmp_path: Path) -> None:
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     assert store.active() is None and store.installed() == []
     store.publish(build(tmp_path, "1.0.0", 10))
     store.publish(build(tmp_path, "1.1.0", 20))
@@ -28,11 +28,11 @@ def test_install_activate_rollback_and_persist(tmp_path: Path) -> None:
         ("1.0.0", False), ("1.1.0", True)]
 
     # A new store on the same directory (hub restart) gets the same active bundle.
-    restarted = BundleStore(tmp_path / "state")
+    restarted = BundleStore(tmp_path / "state", allow_unsigned=True)
     assert restarted.active().manifest.version == "1.1.0" and score(restarted.active()) == 20
 
     assert restarted.rollback().manifest.version == "1.0.0"
-    assert BundleStore(tmp_path / "state").active().manifest.version == "1.0.0"
+    assert BundleStore(tmp_path / "state", allow_unsigned=True).active().manifest.version == "1.0.0"
     with pytest.raises(StoreError, match="no earlier version"):
         restarted.rollback()
     assert restarted.rollback("1.1.0").manifest.version == "1.1.0"
@@ -41,7 +41,7 @@ def test_install_activate_rollback_and_persist(tmp_path: Path) -> None:
 
 
 def test_bad_bundles_are_refused_and_change_nothing(tmp_path: Path) -> None:
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     store.publish(build(tmp_path, "1.0.0", 10))
     with pytest.raises(StoreError, match="bundle tests failed"):
         store.publish(build(tmp_path, "2.0.0", broken=True))
@@ -77,17 +77,17 @@ def test_trusted_keys_refuse_unsigned_tampered_and_foreign(tmp_path: Path) -> No
 
 
 def test_corrupt_active_bundle_on_disk_gives_none_not_a_crash(tmp_path: Path) -> None:
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     store.publish(build(tmp_path, "1.0.0"))
     (tmp_path / "state" / "bundles" / "1.0.0.tar.gz").write_bytes(b"corrupt")
-    fresh = BundleStore(tmp_path / "state")
+    fresh = BundleStore(tmp_path / "state", allow_unsigned=True)
     assert fresh.active() is None and "cannot be loaded" in fresh.last_error
 
 
 def test_install_path_from_directory(tmp_path: Path) -> None:
     from rules_helpers import DEFAULT_BUNDLE
 
-    store = BundleStore(tmp_path / "state")
+    store = BundleStore(tmp_path / "state", allow_unsigned=True)
     bundle = store.install_path(DEFAULT_BUNDLE)
     assert bundle.manifest.name == "threatseer-default"
     assert store.activate(bundle.manifest.version).digest == bundle.digest

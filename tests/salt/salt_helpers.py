@@ -104,6 +104,8 @@ def write_pillar(pillar_root: Path, data: dict[str, Any], name: str = "threatsee
 def base_pillar(root: Path, ports: dict[str, int], signing_pub: str = "") -> dict[str, Any]:
     """Pillar for one minion's test root: script-managed services, hub as root (no user)."""
     return {"threatseer": {
+        # Every test minion runs a sensor and may be the hub (the mine targets select by role).
+        "roles": ["sensor", "hub"],
         "root": str(root),
         "python": BASE_PYTHON,
         "manage_pkgs": True,

@@ -15,9 +15,11 @@ DEFAULTS = STATES / "threatseer" / "defaults.yaml"
 
 
 def _filled(value: object, tmp: Path) -> object:
-    """The config with every ${placeholder} replaced by a path under ``tmp``."""
+    """The config with every ${placeholder} replaced by a path under ``tmp`` (the minion id
+    by a host name)."""
     text = yaml.safe_dump(value)
-    return yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: f"{tmp}/{m.group(1)}", text))
+    return yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: "web-1.example.net"
+                                 if m.group(1) == "minion_id" else f"{tmp}/{m.group(1)}", text))
 
 
 @pytest.mark.parametrize("role", ["sensor", "hub"])

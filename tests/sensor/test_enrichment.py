@@ -65,7 +65,7 @@ def test_exec_gets_parent_ancestors_hash_user_and_id():
         assert out["process.hash.sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert out["user.name"] == "root" or out["user.name"]
     assert out["process.command_line"] == "sleep 5"
-    assert out["event.id"].startswith("s-test-")
+    assert out["event.id"].startswith("s-test:")
     assert enricher.identity["agent.id"] == "s-test"
     assert enricher.identity["host.id"] == "host-1"
     assert problems([out]) == []

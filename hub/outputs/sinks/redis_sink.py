@@ -29,10 +29,16 @@ class RedisSink(Sink):
 
     def connect(self) -> None:
         # The worker retries with backoff, so the client's own retries are turned off.
+        extra: dict[str, Any] = {}
+        if self.opts.password:
+            extra["password"] = self.opts.password
+        if self.opts.url.startswith("rediss://"):
+            # TLS: the server's certificate must name the host (redis-py < 6 did not check)
+            extra["ssl_check_hostname"] = True
         self._r = redis.Redis.from_url(
             self.opts.url, socket_timeout=self.opts.timeout_s,
             socket_connect_timeout=self.opts.timeout_s, retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 0), **extra,
         )
         self._r.ping()
 
