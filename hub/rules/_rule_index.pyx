@@ -123,20 +123,45 @@ def _order(rule):
     return rule.order
 
 
-cpdef list matching(dict buckets, object default, dict ev):
-    """The rules ``ev`` matches, in rule order: the one matcher, used by the engine (through
-    :func:`add_indicators`) and by ``rules test`` alike. In its action's bucket (of
-    ``buckets``), a group's ``residual`` is tested (the index guarantees the action tests);
-    other events are checked against ``default`` with the full ``predicate``."""
+cdef bint _gated(object g, dict ev) except -1:
+    """Whether ``g`` is a group of sequence steps none of whose sequences would use ``ev``
+    (``_Group.gate``): then its condition need not be evaluated."""
+    cdef tuple entry
+    gate = g.gate
+    if gate is None:
+        return False
+    for entry in <tuple>gate:
+        seq = entry[0]
+        if entry[2] and not seq.count:  # a later step of an idle ordered sequence
+            continue
+        names = entry[3]
+        if names is None:
+            if seq.may_advance(entry[1], ev):
+                return False
+            continue
+        for name in <tuple>names:  # every join value present (SequenceRule.key)
+            v = ev.get(name)
+            if v is None or v == "":
+                break
+        else:
+            return False
+    return True
+
+
+cdef list _matching(dict buckets, object default, dict ev, bint live):
     cdef list hits = []
     action = ev.get("event.action")
     bucket = buckets.get(action) if type(action) is str else None
     if bucket is not None:
         for g in candidates(bucket, ev):
+            if live and _gated(g, ev):
+                continue
             if g.residual(ev):
                 hits.extend(g.rules)
     elif default.general_t or default.field_list:
         for g in candidates(default, ev):
+            if live and _gated(g, ev):
+                continue
             if g.predicate(ev):
                 hits.extend(g.rules)
     if len(hits) > 1:
@@ -144,16 +169,27 @@ cpdef list matching(dict buckets, object default, dict ev):
     return hits
 
 
+cpdef list matching(dict buckets, object default, dict ev):
+    """The rules ``ev`` matches, in rule order: the one matcher, used by the engine (through
+    :func:`add_indicators`) and by ``rules test`` alike. In its action's bucket (of
+    ``buckets``), a group's ``residual`` is tested (the index guarantees the action tests);
+    other events are checked against ``default`` with the full ``predicate``. Every
+    sequence step ``ev`` matches is listed (the engine skips those its sequence would
+    ignore: :func:`add_indicators`)."""
+    return _matching(buckets, default, ev, False)
+
+
 def add_indicators(dict buckets, object default, list events, object failed):
     """Extend each event's ``threatseer.indicators`` with the indicators of the rules it
     :func:`matching` finds (a sequence's step gives one only when the event completes the
-    sequence). An event whose rules raise is passed to ``failed`` (one bad rule never stops
-    the scoring)."""
+    sequence; so the condition of a step its sequence would ignore is not evaluated). An
+    event whose rules raise is passed to ``failed`` (one bad rule never stops the
+    scoring)."""
     cdef dict ev
     cdef list hits, out
     for ev in events:
         try:
-            hits = matching(buckets, default, ev)
+            hits = _matching(buckets, default, ev, True)
             if hits:
                 out = ev["threatseer.indicators"]
                 for r in hits:

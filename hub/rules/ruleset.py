@@ -331,13 +331,36 @@ def requirement(node: Node) -> Requirement | None:
 
 
 class _Group:
-    """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once."""
+    """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
-    __slots__ = ("predicate", "residual", "rules")
+    ``gate``: when every rule of the group is a sequence step, its steps (:meth:`seal`); the
+    engine evaluates the condition only if one of them
+    :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
+    sequence would ignore adds nothing)."""
+
+    __slots__ = ("gate", "predicate", "residual", "rules")
 
     def __init__(self, rule: CompiledRule) -> None:
         self.predicate, self.residual = rule.predicate, rule.residual
         self.rules = [rule]
+        self.gate: tuple[tuple[Any, int], ...] | None = None
+
+    def seal(self) -> None:
+        """Make ``gate``: per step, ``(sequence, step, idle_skips, names)``, where
+        ``idle_skips`` says the step is ignored while its sequence holds no partial match
+        (a later step of an ordered sequence) and ``names`` are the join fields when all are
+        plain fields (checked in C; else None and ``may_advance`` decides)."""
+        gate = []
+        for r in self.rules:
+            seq = getattr(r, "sequence", None)
+            if seq is None:
+                self.gate = None
+                return
+            step = r.index  # type: ignore[attr-defined]
+            by = seq.steps[step].by
+            names = None if any(f.index is not None for f in by) else tuple(f.name for f in by)
+            gate.append((seq, step, bool(step and seq.sequence.ordered), names))
+        self.gate = tuple(gate)
 
 
 class _FieldIndex:
@@ -429,6 +452,8 @@ class IndexedRuleSet:
                 continue
             group = groups[r.condition] = _Group(r)
             analysed.append((group, possible_actions(r.condition), requirement(r.condition)))
+        for group, _, _ in analysed:
+            group.seal()
         actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names

@@ -138,6 +138,20 @@ class SequenceRule:
             values.append(v)
         return tuple(values)
 
+    def may_advance(self, step: int, ev: dict[str, Any]) -> bool:
+        """False when :meth:`observe` of ``step`` would surely ignore ``ev``, whatever the
+        step's condition says: a join value is missing (no key), or the sequence is ordered,
+        ``step`` is not its first and no partial match exists at all (nothing to advance, and
+        nothing to expire). The hub asks this before evaluating the step's condition, so the
+        steps after the first cost one attribute read while their sequence is idle."""
+        if step and not self.count and self.sequence.ordered:
+            return False
+        for f in self.steps[step].by:
+            v = _value(ev, f)
+            if v is None or v == "":
+                return False
+        return True
+
     # ---- state ----------------------------------------------------------------------
     def _drop(self, stage: int, key: tuple[Any, ...]) -> None:
         if self.stages[stage].pop(key, None) is not None:

@@ -23,3 +23,22 @@ def test_conditions_sharing_cached_sets_keep_their_meaning() -> None:
     assert true({"x": "true"}) and not true({"x": "1"})
     assert compile_condition(parse("x ieq ABC"))({"x": "abc"})
     assert not compile_condition(parse("x = ABC"))({"x": "abc"})
+
+
+def test_inline_list_and_element_tests_equal_the_closures() -> None:
+    """List fields against a set (``_eq_any``) and list elements (``a[1]``) are generated
+    inline: the same answers as the per-item closures on odd shapes and types."""
+    from threatseer.hub.rules.query.compiler import _closures
+
+    conditions = ["a in (x, y, 1)", "a[1] in (x, y, 1)", "a[0] contains x", "a[2] iendswith Y",
+                  "a[1] regex '^x'", "not a[1] = x", "a[1] startswith (x, y)"]
+    values = [None, "x", "X", 1, True, 1.0, [], ["x"], ["z", "x"], ["z", 1], ["z", ["x"]],
+              ("z", "x"), ["z", None, "y"], ["z", {"x": 1}, "x"], [{"x": 1}], {"x": 1},
+              ["a", "b", "XY"], "zx"]
+    for text in conditions:
+        node = parse(text)
+        gen, old = compile_condition(node), _closures(node)
+        assert gen.__code__.co_filename == "<condition>"
+        for v in values:
+            ev = {} if v is None else {"a": v}
+            assert bool(gen(ev)) == bool(old(ev)), (text, v)

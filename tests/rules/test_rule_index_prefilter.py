@@ -126,3 +126,34 @@ def test_match_dicts_equal_indicator_as_dict() -> None:
         hits += len(dicts)
     assert hits > 50
     assert any("output" in d["extra_info"] for t in bundle.tests for d in rs.match_dicts(t.event))
+
+
+def test_prefiltered_regexes_equal_the_plain_pattern() -> None:
+    """A case-insensitive regex or glob without a fixed start is tried on the text only when
+    one of its required literals occurs (compiler._pattern_search): the same answers as the pattern
+    alone, on case variants and non-ASCII text (Unicode case folding) included."""
+    import re
+
+    from threatseer.hub.rules.query.compiler import _pattern_search
+
+    cases = [("regex", (r"(falcon|osquery|auditd)[^\n]*(falcon|osquery)",), True),
+             ("regex", (r"(curl|wget)\b[^|;]*\|\s*sh",), True),
+             ("regex", (r"[Nn]c -[el]",), True),
+             ("regex", (r"\s(sudo|su)\s+-i",), True),
+             ("regex", (r"(ss|w)h", r"\bnc -e"), True),
+             ("glob", ("*/.ssh/id_*",), True)]
+    texts = [*WORDS, "ls /opt/FALCON /etc/osquery", "pgrep -f auditd osquery", "curl x | sh",
+             "SSH", "wh", "\u017f\u017fh", "NC -E", "x\tnc -e",
+             "wget -qO- y |  sh", "nc -e /bin/sh", "Nc -l", " \u017fudo -i", " SUDO  -I",
+             "/home/a/.ssh/id_rsa", "/HOME/A/.SSH/ID_X", "fa\u0142con osquery", "x\nosquery"]
+    for op, raw, nocase in cases:
+        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+        alts = "|".join(f"(?:{v})" for v in raw)
+        plain = (re.compile("|".join(f"(?:{__import__('fnmatch').translate(v)})" for v in raw),
+                            flags).match if op == "glob" else re.compile(alts, flags).search)
+        search = _pattern_search(op, raw, nocase)
+        assert search.__name__ == "prefiltered"  # case-insensitive, no fixed start
+        for a in texts:
+            for b in texts[::3]:
+                text = f"{a} {b}"
+                assert (search(text) is None) == (plain(text) is None), (raw, text)

@@ -207,3 +207,36 @@ rules:
     score: 10
 """)
     assert "r.yaml:3" in str(err.value) and "broken" in str(err.value)
+
+
+def test_the_engine_skips_only_steps_their_sequence_would_ignore(tmp_path) -> None:
+    """The engine (add_indicators) does not evaluate a step whose join values are missing,
+    nor a later step of an idle ordered sequence; what fires is what the per-event matcher
+    (every step evaluated and observed) fires, on the same stream."""
+    import random
+
+    rng = random.Random(5)
+    names = ["curl", "chmod", "sh", "x", "ls"]
+    stream = []
+    for i in range(3000):
+        ev = ex(rng.choice(names), f"p{rng.randrange(6)}", i // 40)
+        if rng.random() < 0.2:
+            ev["process.executable"] = "/tmp/x"
+        if rng.random() < 0.15:
+            del ev["process.parent.entity_id"]
+        if rng.random() < 0.2:
+            ev = {"event.action": "connect",
+                  "process.entity_id": ev.get("process.parent.entity_id", ""),
+                  "destination.port": rng.randrange(9), "@timestamp": ev["@timestamp"],
+                  "agent.id": "s1"}
+        stream.append(ev)
+    rs = bundle(tmp_path).ruleset
+    expected = fired(rs, stream)
+    rs.reset_sequences()
+    batch = [dict(ev, **{"threatseer.indicators": []}) for ev in stream]
+    errors: list[Exception] = []
+    rs.add_indicators(batch, errors.append)
+    assert not errors
+    got = [[i["rule"] for i in ev["threatseer.indicators"]] for ev in batch]
+    assert got == expected
+    assert sum(map(len, got)) > 20
