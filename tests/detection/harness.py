@@ -156,7 +156,7 @@ class DetectionPipeline:
         self.procs: list[subprocess.Popen] = []
         self.logs = [open(workdir / "hub.log", "w"), open(workdir / "sensor.log", "w")]  # noqa: SIM115
         # Scripts that run a test suite use this interpreter (it has pytest).
-        self.sandbox = Sandbox(env={"TS_PYTHON": sys.executable})
+        self.sandbox = Sandbox(env={"TS_PYTHON": sys.executable}, keep=(str(ROOT), sys.prefix))
         try:
             self.procs.append(subprocess.Popen(
                 [*threatseer, "hub", "-c", str(workdir / "hub.yaml")], stderr=self.logs[0]))

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +50,13 @@ for d in {overlaid}; do
     mkdir -p "$SB/upper$d" "$SB/work$d"
     mount -t overlay threatseer-sandbox -o "lowerdir=$d,upperdir=$SB/upper$d,workdir=$SB/work$d" "$d"
 done
+i=0  # directories kept visible (read-only) under the fresh tmpfs: set aside first
+while IFS= read -r k; do mkdir -p "$SB/keep$i"; mount --bind "$k" "$SB/keep$i"; i=$((i+1)); done < "$DIR/keep"
 for d in {fresh}; do mount -t tmpfs -o mode=1777 threatseer-sandbox "$d"; done
+i=0
+while IFS= read -r k; do
+    mkdir -p "$k"; mount --bind "$SB/keep$i" "$k"; mount -o remount,bind,ro "$k"; i=$((i+1))
+done < "$DIR/keep"
 ip link set lo up
 cd /root
 if [ -s "$DIR/infra.sh" ]; then
@@ -129,11 +135,18 @@ class Run:
 class Sandbox:
     """Runs scripts as described in the module docstring, one at a time."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, keep: Iterable[str] = ()) -> None:
+        """``keep``: directories the scripts need (e.g. the interpreter of ``env``) that stay
+        visible, read-only, where they would be hidden under a fresh tmpfs (a checkout under
+        /tmp, as CI makes it)."""
         if os.geteuid() != 0:
             raise PermissionError("the sandbox needs root (namespaces, mounts, cgroups)")
         self.cg_root = cgroup2_root()
         self.env = env  # more environment for the scripts
+        under = [os.path.abspath(k) for k in keep]
+        under = sorted({k for k in under if any(k.startswith(d + "/") for d in FRESH_TMPFS)})
+        # a directory inside another kept one comes with it
+        self.keep = [k for k in under if not any(k.startswith(o + "/") for o in under)]
 
     def run(self, script: str, infra: str = "", timeout: float = 10.0,
             on_start: Callable[[int], None] | None = None,
@@ -150,6 +163,7 @@ class Sandbox:
         (rundir / "setup.sh").write_text(SETUP)
         (rundir / "workload.sh").write_text(script)
         (rundir / "infra.sh").write_text(infra)
+        (rundir / "keep").write_text("".join(f"{k}\n" for k in self.keep))
         infra_cg = work_cg = container_cg = None
         try:
             infra_cg = Cgroup(self.cg_root, f"threatseer-corpus-{tag}-infra")

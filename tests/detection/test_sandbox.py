@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,21 @@ def _cmdline(pid: str) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_kept_directories_stay_visible_read_only_under_the_fresh_tmp() -> None:
+    """A checkout under /tmp (CI clones into mktemp -d) stays usable inside the sandbox."""
+    kept = Path(tempfile.mkdtemp(prefix="ts-sandbox-keep-"))
+    try:
+        (kept / "inside").write_text("seen\n")
+        run = Sandbox(keep=[str(kept), str(kept / "nested")]).run(f"""
+            cat {kept}/inside
+            touch {kept}/written 2>/dev/null && echo writable || echo read-only
+            ls /tmp | grep -c . || true
+        """)
+        assert run.returncode == 0, run.output
+        lines = run.output.split()
+        assert lines == ["seen", "read-only", "1"], run.output  # /tmp: fresh but for it
+        assert not (kept / "written").exists()
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
