@@ -42,6 +42,7 @@ from typing import Any
 from threatseer.common import ecs, wire
 from threatseer.common.hostid import machine_id
 from threatseer.common.protect import protected_by
+from threatseer.common.ratelimit import RateLimit
 from threatseer.hub.config import ResponseConfig
 from threatseer.hub.rules.model import KILL, Bundle, ExecRule
 
@@ -55,23 +56,6 @@ NOT_ALLOWED_LOG_S = 60.0
 # Events that name no process to kill, or one that is gone.
 _NO_TARGET = frozenset((ecs.EXIT, ecs.KILL, ecs.SENSOR_HEALTH, ecs.SENSOR_LOSS,
                         ecs.CONTAINER_CREATED, ecs.CONTAINER_DESTROYED))
-
-
-class _Bucket:
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.tokens = float(per_minute)
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(self.per_minute),
-                          self.tokens + (now - self.at) * self.per_minute / 60.0)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class Responder:
@@ -88,7 +72,7 @@ class Responder:
         self.policy = wire.ExecPolicy(version="none")
         self._policy_frame = wire.encode_command(self.policy)
         self._peers: OrderedDict[bytes, str] = OrderedDict()  # peer -> policy version sent
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[str, RateLimit] = OrderedDict()
         self._asked: OrderedDict[str, None] = OrderedDict()  # entity ids asked for
         self._not_allowed_log: dict[str, tuple[float, int]] = {}
         self._ids = itertools.count(1)
@@ -232,10 +216,10 @@ class Responder:
             ev["threatseer.response.reason"] = reason
         self.counts[status] += 1
 
-    def _bucket(self, sensor_id: str) -> _Bucket:
+    def _bucket(self, sensor_id: str) -> RateLimit:
         b = self._buckets.get(sensor_id)
         if b is None:
-            b = self._buckets[sensor_id] = _Bucket(self.cfg.max_kills_per_minute)
+            b = self._buckets[sensor_id] = RateLimit(self.cfg.max_kills_per_minute)
             if len(self._buckets) > MAX_SENSORS:
                 self._buckets.popitem(last=False)
         return b

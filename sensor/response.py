@@ -29,12 +29,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from collections import OrderedDict
 from typing import Any
 
 from threatseer.common import ecs, wire
 from threatseer.common.protect import protected_by
+from threatseer.common.ratelimit import RateLimit
 from threatseer.sensor.health import now_iso
 from threatseer.sensor.proctable import ProcessTable
 
@@ -52,25 +52,6 @@ _VERDICTS = {
     "failed": ("failure", "the kernel refused the signal"),
 }
 Event = dict[str, Any]
-
-
-class RateLimit:
-    """At most ``per_minute`` actions a minute (a token bucket), 0: none at all."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.tokens = float(per_minute)
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(float(self.per_minute),
-                          self.tokens + (now - self.at) * self.per_minute / 60.0)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 def _stat(pid: int) -> tuple[str, int, int]:
