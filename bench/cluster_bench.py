@@ -66,7 +66,8 @@ STATE_TOPIC = "threatseer.scorer-state"
 
 
 # -- the cluster's processes ----------------------------------------------------------------
-def cluster_config(tmp: Path, bootstrap: str, bundle: str) -> Path:
+def cluster_config(tmp: Path, bootstrap: str, bundle: str,
+                   txn_interval_ms: int | None = None) -> Path:
     """One hub.yaml for the gateway and the scorer: hub_bench.py's hub settings + cluster."""
     cfg = {"ingest": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "rcv_hwm": 1000},
            "publish": {"endpoint": ""}, "metrics": {"listen": ""}, "plaintext": True,
@@ -77,6 +78,8 @@ def cluster_config(tmp: Path, bootstrap: str, bundle: str) -> Path:
            "cluster": {"bootstrap_servers": bootstrap, "replication_factor": 1,
                        "partitions": PARTITIONS, "session_timeout_ms": 3000,
                        "metrics_listen": {"gateway": "", "scorer": "", "output-worker": ""}}}
+    if txn_interval_ms is not None:
+        cfg["cluster"]["txn_interval_ms"] = txn_interval_ms
     path = tmp / "cluster.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -453,11 +456,14 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs of each")
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--txn-interval-ms", type=int, default=None,
+                    help="the scorer's cluster.txn_interval_ms (default: the config default)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the cluster's latency phase (no key line)")
     a = ap.parse_args()
     mp.set_start_method("fork")
-    print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
+    print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs; scorer "
+          f"txn_interval_ms {a.txn_interval_ms if a.txn_interval_ms is not None else 'default'}")
     events = hub_bench.make_events(a.events)
     tmp = Path(tempfile.mkdtemp(prefix="ts-cluster-bench-"))
     bundle = hub_bench.build_bundle(str(tmp))
@@ -470,7 +476,7 @@ def main() -> int:
     srv = tansu_at(free_port(), tmp).start()
     gateway = scorer = None
     try:
-        config = cluster_config(tmp, srv.bootstrap, bundle)
+        config = cluster_config(tmp, srv.bootstrap, bundle, a.txn_interval_ms)
         endpoint = yaml.safe_load(config.read_text())["ingest"]["endpoint"]
         gateway = Role("gateway", config, tmp)
         scorer = Role("scorer", config, tmp)
