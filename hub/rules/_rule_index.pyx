@@ -98,11 +98,30 @@ cdef object _field_value(dict event, object where):
     return None
 
 
+cdef tuple _conjunctive(tuple general, list hits):
+    """The groups of ``general`` and of the field lookups' ``hits``, each once, without those
+    that need two lookups to find them (``_Group.needs``: filed under two requirements)
+    and were found by one only."""
+    cdef dict seen = {}
+    cdef tuple hit
+    for hit in hits:
+        for g in hit:
+            seen[g] = seen.get(g, 0) + 1
+    cdef list out = list(general)
+    for g, n in seen.items():
+        if n >= 2 or g.needs == 1:
+            out.append(g)
+    return tuple(out)
+
+
 cpdef tuple candidates(object bucket, dict event):
     """The rule groups of ``bucket`` that can match ``event``, each once."""
     cdef tuple out = bucket.general_t
     cdef tuple entry, hit
     cdef int sources = 0
+    cdef list hits = None
+    if bucket.conjunctive:
+        hits = []
     for entry in <tuple?>bucket.field_list:
         value = _field_value(event, entry[0])
         if value is None:
@@ -113,8 +132,13 @@ cpdef tuple candidates(object bucket, dict event):
         if hit is None:
             hit = lookup(entry[2], value)
         if hit:
-            out = out + hit if out else hit
+            if hits is not None:
+                hits.append(hit)
+            else:
+                out = out + hit if out else hit
             sources += 1
+    if hits is not None:
+        return _conjunctive(out, hits) if sources else out
     # A group filed under two fields may have been found twice.
     return tuple(dict.fromkeys(out)) if sources > 1 else out
 
