@@ -41,7 +41,10 @@ cpdef tuple lookup(object index, object value):
     """The groups ``index`` (a field's ``_FieldIndex``) files under ``value``: looked up in its
     tables (per key spec: exact or basename, case folded or not; each item of a list) and
     found by its needles' automaton; cached per value (exact ``str`` or ``int``, or a short
-    list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry)."""
+    list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry).
+
+    Returned as ``(singles, doubles)``: the groups this field alone selects, and those filed
+    under two fields (``_Group.needs == 2``) that another field must select too."""
     cdef dict found = {}, cache = index.cache
     cdef tuple spec, hit
     key = None
@@ -80,7 +83,14 @@ cpdef tuple lookup(object index, object value):
             for _, groups in automaton.iter(text):
                 for g in groups:
                     found[g] = None
-    hit = tuple(found)
+    singles = []
+    doubles = []
+    for g in found:
+        if g.needs == 1:
+            singles.append(g)
+        else:
+            doubles.append(g)
+    hit = (tuple(singles), tuple(doubles))
     if key is not None:
         if len(cache) >= _FIELD_CACHE_MAX:
             cache.clear()
@@ -98,30 +108,15 @@ cdef object _field_value(dict event, object where):
     return None
 
 
-cdef tuple _conjunctive(tuple general, list hits):
-    """The groups of ``general`` and of the field lookups' ``hits``, each once, without those
-    that need two lookups to find them (``_Group.needs``: filed under two requirements)
-    and were found by one only."""
-    cdef dict seen = {}
-    cdef tuple hit
-    for hit in hits:
-        for g in hit:
-            seen[g] = seen.get(g, 0) + 1
-    cdef list out = list(general)
-    for g, n in seen.items():
-        if n >= 2 or g.needs == 1:
-            out.append(g)
-    return tuple(out)
-
-
 cpdef tuple candidates(object bucket, dict event):
-    """The rule groups of ``bucket`` that can match ``event``, each once."""
+    """The rule groups of ``bucket`` that can match ``event``, each once: those that require
+    nothing, those one field's lookup selects, and those filed under two fields that both
+    select (a group of the second kind is in exactly two fields' ``doubles``)."""
     cdef tuple out = bucket.general_t
-    cdef tuple entry, hit
+    cdef tuple entry, hit, part
+    cdef tuple first = None
+    cdef list more = None
     cdef int sources = 0
-    cdef list hits = None
-    if bucket.conjunctive:
-        hits = []
     for entry in <tuple?>bucket.field_list:
         value = _field_value(event, entry[0])
         if value is None:
@@ -131,16 +126,39 @@ cpdef tuple candidates(object bucket, dict event):
             hit = (<dict?>entry[1]).get(value)
         if hit is None:
             hit = lookup(entry[2], value)
-        if hit:
-            if hits is not None:
-                hits.append(hit)
-            else:
-                out = out + hit if out else hit
+        part = <tuple>hit[0]
+        if part:
+            out = out + part if out else part
             sources += 1
-    if hits is not None:
-        return _conjunctive(out, hits) if sources else out
-    # A group filed under two fields may have been found twice.
+        part = <tuple>hit[1]
+        if part:
+            if first is None:
+                first = part
+            elif more is None:
+                more = [part]
+            else:
+                more.append(part)
+    if more is not None:
+        both = _found_twice(first, more)
+        if both:
+            out = out + both if out else both
+            sources += 1
+    # A group filed under two fields by one requirement may have been found twice.
     return tuple(dict.fromkeys(out)) if sources > 1 else out
+
+
+cdef tuple _found_twice(tuple first, list more):
+    """The groups found in two of the field lookups' ``doubles`` (each is in two at most)."""
+    cdef set seen = set(first)
+    cdef list both = []
+    cdef tuple part
+    for part in more:
+        for g in part:
+            if g in seen:
+                both.append(g)
+            else:
+                seen.add(g)
+    return tuple(both)
 
 
 def _order(rule):

@@ -433,7 +433,8 @@ class _FieldIndex:
             self.automaton.make_automaton()
             self.every = tuple(dict.fromkeys(g for gs in self.needles.values() for g in gs))
 
-    def lookup(self, value: Any) -> tuple[_Group, ...]:
+    def lookup(self, value: Any) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
+        """(groups this field selects alone, groups it selects with another field)."""
         return _native.lookup(self, value)
 
 
@@ -445,7 +446,6 @@ class _Bucket:
         self.fields: dict[Any, _FieldIndex] = {}
         self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
         self.general_t: tuple[_Group, ...] = ()
-        self.conjunctive = False  # some group needs two lookups to find it (_Group.needs)
 
     def add(self, group: _Group, req: Requirement | None,
             also: Requirement | None = None) -> None:
@@ -456,7 +456,6 @@ class _Bucket:
             self.general.append(group)
             return
         if also:
-            self.conjunctive = True
             self._file(group, also)
         self._file(group, req)
 
