@@ -37,6 +37,13 @@ cdef object _search_text(object value):
     return text.lower() if text.isascii() else None
 
 
+cdef inline void _add(dict singles, dict doubles, tuple pair):
+    for g in <tuple>pair[0]:
+        singles[g] = None
+    for g in <tuple>pair[1]:
+        doubles[g] = None
+
+
 cpdef tuple lookup(object index, object value):
     """The groups ``index`` (a field's ``_FieldIndex``) files under ``value``: looked up in its
     tables (per key spec: exact or basename, case folded or not; each item of a list) and
@@ -44,52 +51,54 @@ cpdef tuple lookup(object index, object value):
     list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry).
 
     Returned as ``(singles, doubles)``: the groups this field alone selects, and those filed
-    under two fields (``_Group.needs == 2``) that another field must select too."""
-    cdef dict found = {}, cache = index.cache
-    cdef tuple spec, hit
+    under two fields (``_Group.needs == 2``) that another field must select too. The index's
+    tables and automaton hold such pairs already (``_FieldIndex.native``)."""
+    cdef tuple native = index.native
+    cdef dict cache = <dict?>native[0]
+    cdef dict singles = {}, doubles = {}
+    cdef tuple table_entry, hit
+    cdef Py_ssize_t i, n
+    cdef bint base, nocase
     key = None
     if type(value) is int or (type(value) is str and len(<str>value) <= _CACHED_LEN):
         key = value
-    elif (type(value) is list and len(<list>value) <= _CACHED_ITEMS
-          and all([type(x) is str for x in <list>value])):
-        key = tuple(value)  # argv repeats too; a tuple never equals a str key
+    elif type(value) is list and len(<list>value) <= _CACHED_ITEMS:
+        n = len(<list>value)
+        for i in range(n):
+            if type((<list>value)[i]) is not str:
+                break
+        else:
+            key = tuple(<list>value)  # argv repeats too; a tuple never equals a str key
     if key is not None:
         hit = cache.get(key)
         if hit is not None:
             return hit
     items = value if type(value) is list else (value,)
-    for spec, table in index.tables:
-        kind, nocase = spec[0], spec[2]
+    for table_entry in <tuple?>native[1]:
+        base, nocase, table = table_entry
         for x in items:
-            if kind == "base":
-                if type(x) is not str or "/" not in x:
+            if base:
+                if type(x) is not str:
                     continue
-                x = x.rpartition("/")[2]
+                i = (<str>x).rfind("/")
+                if i < 0:
+                    continue
+                x = (<str>x)[i + 1:]
             if nocase and type(x) is str:
-                x = x.lower()
-            if x.__hash__ is None:
+                x = (<str>x).lower()
+            if type(x) is not str and type(x) is not int and x.__hash__ is None:
                 continue
-            groups = (<dict?>table).get(x)
-            if groups is not None:
-                for g in groups:
-                    found[g] = None
-    automaton = index.automaton
+            pair = (<dict?>table).get(x)
+            if pair is not None:
+                _add(singles, doubles, <tuple>pair)
+    automaton = native[2]
     if automaton is not None:
         text = _search_text(value)
         if text is None:
-            for g in index.every:
-                found[g] = None
+            _add(singles, doubles, <tuple?>native[3])
         else:
-            for _, groups in automaton.iter(text):
-                for g in groups:
-                    found[g] = None
-    singles = []
-    doubles = []
-    for g in found:
-        if g.needs == 1:
-            singles.append(g)
-        else:
-            doubles.append(g)
+            for _, pair in automaton.iter(text):
+                _add(singles, doubles, <tuple>pair)
     hit = (tuple(singles), tuple(doubles))
     if key is not None:
         if len(cache) >= _FIELD_CACHE_MAX:

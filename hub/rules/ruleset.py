@@ -410,6 +410,12 @@ class _Group:
         self.gate = tuple(gate)
 
 
+def _split(groups: Iterable[_Group]) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
+    """``groups`` as (those selected by this field alone, those that need another field)."""
+    groups = list(dict.fromkeys(groups))
+    return (tuple(g for g in groups if g.needs == 1), tuple(g for g in groups if g.needs != 1))
+
+
 class _FieldIndex:
     """What one bucket files under one field: values looked up, needles searched.
 
@@ -423,15 +429,23 @@ class _FieldIndex:
         self.needles: dict[str, list[_Group]] = {}
         self.automaton: Any = None
         self.every: tuple[_Group, ...] = ()  # every needle's groups: for non-ASCII text
-        self.cache: dict[str, tuple[_Group, ...]] = {}
+        self.cache: dict[Any, tuple[tuple[_Group, ...], tuple[_Group, ...]]] = {}
+        # What native/_rule_index.pyx's ``lookup`` reads, made by seal(): (cache, tables as
+        # (basename?, nocase?, value -> split groups), automaton of needle -> split groups,
+        # every needle's split groups); "split": (needs 1, needs 2) (see _split).
+        self.native: tuple[Any, ...] = ()
 
     def seal(self) -> None:
         if self.needles:
             self.automaton = ahocorasick.Automaton()
             for needle, groups in self.needles.items():
-                self.automaton.add_word(needle, tuple(groups))
+                self.automaton.add_word(needle, _split(groups))
             self.automaton.make_automaton()
             self.every = tuple(dict.fromkeys(g for gs in self.needles.values() for g in gs))
+        tables = tuple((spec[0] == "base", bool(spec[2]),
+                        {value: _split(groups) for value, groups in table.items()})
+                       for spec, table in self.tables)
+        self.native = (self.cache, tables, self.automaton, _split(self.every))
 
     def lookup(self, value: Any) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
         """(groups this field selects alone, groups it selects with another field)."""
