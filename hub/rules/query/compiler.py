@@ -440,6 +440,41 @@ def _or(a: Predicate, b: Predicate) -> Predicate:
     return lambda ev: a(ev) or b(ev)
 
 
+def _flat_or(node: Node) -> list[Node]:
+    return [x for i in node.items for x in _flat_or(i)] if isinstance(node, Or) else [node]
+
+
+def merge_equalities(node: Node) -> Node:
+    """``node`` with the equality tests of an ``or`` on one plain field merged into one test
+    of the union of their values (``process.name in package_managers or process.name in
+    config_managers``, as macros write it: one dict read and one set lookup instead of two).
+
+    Exact: ``x = a or x = b`` is ``x in (a, b)`` for every value (a list field: any item in
+    either set), and the tests are pure, so moving one into the other's place in the ``or``
+    changes no result. Other tests keep their place."""
+    if isinstance(node, Or):
+        merged: list[Node] = []
+        at: dict[tuple[str, bool], int] = {}
+        for item in map(merge_equalities, _flat_or(node)):
+            if (isinstance(item, Cmp) and item.op == "=" and item.field.index is None
+                    and not item.field.fallbacks):
+                key = (item.field.name, item.nocase)
+                j = at.get(key)
+                if j is not None:
+                    prev = merged[j]
+                    assert isinstance(prev, Cmp)
+                    merged[j] = Cmp(prev.field, "=", prev.values + item.values, prev.nocase)
+                    continue
+                at[key] = len(merged)
+            merged.append(item)
+        return merged[0] if len(merged) == 1 else Or(tuple(merged))
+    if isinstance(node, And):
+        return And(tuple(map(merge_equalities, node.items)))
+    if isinstance(node, Not):
+        return Not(merge_equalities(node.item))
+    return node
+
+
 def compile_condition(node: Node) -> Predicate:
     """A predicate equivalent to ``node`` over flat ECS events.
 
@@ -449,6 +484,7 @@ def compile_condition(node: Node) -> Predicate:
     comparisons was ten to twenty nested calls, most of the dynamic engine's evaluation time.
     A condition too deep for Python's compiler falls back to nested closures.
     """
+    node = merge_equalities(node)
     gen = _Generator()
     try:
         expr = gen.expr(node)
