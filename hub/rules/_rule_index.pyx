@@ -103,6 +103,17 @@ cpdef tuple lookup(object index, object value):
     if key is not None:
         if len(cache) >= _FIELD_CACHE_MAX:
             cache.clear()
+        # Distinct values select the same few sets of groups: the cache holds one copy of
+        # each (``native[4]``), so that what it keeps alive is mostly its keys, and fewer
+        # objects for the garbage collector to walk.
+        shared = <dict?>native[4]
+        kept = shared.get(hit)
+        if kept is None:
+            if len(shared) >= _FIELD_CACHE_MAX:
+                shared.clear()
+            shared[hit] = hit
+        else:
+            hit = kept
         cache[key] = hit
     return hit
 
