@@ -59,7 +59,12 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
     """A function of a str that is not None when ``pattern`` matches somewhere in it: RE2,
     or, for a pattern RE2 cannot run, Python's re on the value's first
     :data:`BACKTRACKING_MAX_CHARS` characters. re.error for a bad pattern."""
-    rx = re.compile(pattern, re.IGNORECASE | re.DOTALL if nocase else re.DOTALL)  # checks it
+    flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+    rx = re.compile(pattern, flags)  # checks it
+    # The fewest characters a match spans: an ASCII text shorter than that (a DNS name
+    # under a 32-character label pattern) cannot match, and costs no call into RE2. Only
+    # ASCII: there a character is one byte and one RE2 rune, whatever the text holds.
+    shortest = _shortest_match(pattern, flags)
     if re2 is not None:
         try:
             compiled = re2.compile(_END_OF_TEXT.sub(r"\1\\z", pattern), _re2_options(nocase))
@@ -69,6 +74,8 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
             match, unanchored = compiled._regexp.Match, re2._Anchor.UNANCHORED
 
             def search(text: str) -> Any:
+                if len(text) < shortest and text.isascii():
+                    return None
                 data = text.encode("utf-8", "surrogatepass")
                 return True if match(unanchored, data, 0, len(data))[0][0] >= 0 else None
 
@@ -76,6 +83,14 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
     cut = BACKTRACKING_MAX_CHARS
     find = rx.search
     return lambda text: find(text[:cut]) if len(text) > cut else find(text)
+
+
+def _shortest_match(pattern: str, flags: int) -> int:
+    """The minimum length of a match of ``pattern`` (0 when unknown)."""
+    try:
+        return int(_re_parser.parse(pattern, flags).getwidth()[0])
+    except (re.error, RecursionError, OverflowError, TypeError, ValueError):
+        return 0
 
 
 def needs_backtracking(pattern: str) -> bool:
