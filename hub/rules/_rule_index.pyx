@@ -37,11 +37,36 @@ cdef object _search_text(object value):
     return text.lower() if text.isascii() else None
 
 
-cdef inline void _add(dict singles, dict doubles, tuple pair):
-    for g in <tuple>pair[0]:
-        singles[g] = None
-    for g in <tuple>pair[1]:
-        doubles[g] = None
+_NOTHING = ((), ())
+
+
+cdef class _Found:
+    """The (singles, doubles) pairs one lookup collects: the only pair itself when there is
+    one (most lookups: one table entry or one needle), else their union, each group once."""
+    cdef object first
+    cdef dict singles, doubles
+
+    cdef void add(self, tuple pair):
+        if self.first is None:
+            self.first = pair
+            return
+        if self.singles is None:
+            self.singles, self.doubles = {}, {}
+            self._merge(<tuple>self.first)
+        self._merge(pair)
+
+    cdef void _merge(self, tuple pair):
+        for g in <tuple>pair[0]:
+            self.singles[g] = None
+        for g in <tuple>pair[1]:
+            self.doubles[g] = None
+
+    cdef tuple result(self):
+        if self.first is None:
+            return _NOTHING
+        if self.singles is None:
+            return <tuple>self.first
+        return (tuple(self.singles), tuple(self.doubles))
 
 
 cpdef tuple lookup(object index, object value):
@@ -55,7 +80,7 @@ cpdef tuple lookup(object index, object value):
     tables and automaton hold such pairs already (``_FieldIndex.native``)."""
     cdef tuple native = index.native
     cdef dict cache = <dict?>native[0]
-    cdef dict singles = {}, doubles = {}
+    cdef _Found found = _Found()
     cdef tuple table_entry, hit
     cdef Py_ssize_t i, n
     cdef bint base, nocase
@@ -90,16 +115,16 @@ cpdef tuple lookup(object index, object value):
                 continue
             pair = (<dict?>table).get(x)
             if pair is not None:
-                _add(singles, doubles, <tuple>pair)
+                found.add(<tuple>pair)
     automaton = native[2]
     if automaton is not None:
         text = _search_text(value)
         if text is None:
-            _add(singles, doubles, <tuple?>native[3])
+            found.add(<tuple?>native[3])
         else:
             for _, pair in automaton.iter(text):
-                _add(singles, doubles, <tuple>pair)
-    hit = (tuple(singles), tuple(doubles))
+                found.add(<tuple>pair)
+    hit = found.result()
     if key is not None:
         if len(cache) >= _FIELD_CACHE_MAX:
             cache.clear()
