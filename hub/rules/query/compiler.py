@@ -347,6 +347,9 @@ def _needle_automaton(needles: frozenset[str]) -> Any:
 _FAST_EXPRS = {
     "eq": "v in {k}", "ieq": "v.lower() in {k}",
     "contains": "{k} in v", "icontains": "{k} in v.lower()",
+    "contains_any": "_any(_map(v.__contains__, {k}))",
+    "icontains_any": "_any(_map(v.lower().__contains__, {k}))",
+    "contains_rx": "{k}(v) is not None", "icontains_rx": "{k}(v.lower()) is not None",
     "startswith": "v.startswith({k})", "istartswith": "v.lower().startswith({k})",
     "endswith": "v.endswith({k})", "iendswith": "v.lower().endswith({k})",
     "search": "{k}(v) is not None",
@@ -405,6 +408,10 @@ def _str_fast(node: Cmp) -> tuple[str, Any] | None:
     strs = tuple(as_str(v).lower() if nocase else as_str(v) for v in values)
     if op == "contains" and len(strs) == 1:
         return prefix + "contains", strs[0]
+    if op == "contains" and len(strs) <= 3:  # as _value_test: each needle in turn
+        return prefix + "contains_any", strs
+    if op == "contains":  # as _value_test: one alternation of the escaped needles
+        return prefix + "contains_rx", re.compile("|".join(map(re.escape, strs))).search
     if op in ("startswith", "endswith"):
         return prefix + op, strs
     if op in ("regex", "glob"):
