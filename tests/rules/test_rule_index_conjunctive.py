@@ -17,7 +17,9 @@ from threatseer.hub.rules.ruleset import requirement, second_requirement
 SIGMA = REPO / "tests" / "data" / "sigmahq" / "rules" / "linux"
 
 
-def _bench_module():
+def _bench_module(monkeypatch):
+    """bench/hub_bench.py (its mix generator), with bench/ importable for its benchlib."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
     spec = importlib.util.spec_from_file_location("hub_bench", REPO / "bench" / "hub_bench.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
@@ -57,12 +59,12 @@ def test_second_requirement_is_another_fields_necessary_literal() -> None:
         assert second_requirement(node, requirement(node)) is None, text
 
 
-def test_conjunctive_index_equals_brute_force_on_the_bench_mix(bench_bundle) -> None:
+def test_conjunctive_index_equals_brute_force_on_the_bench_mix(bench_bundle, monkeypatch) -> None:
     """hub_bench's own mix (with and without entity ids, plus the default bundle's test
     events with words of other rules' command lines mixed in): the indexed matcher gives
     exactly the rules that brute force evaluation of every rule gives."""
     rs = bench_bundle.ruleset
-    events = _bench_module().make_events(12000, seed=23)
+    events = _bench_module(monkeypatch).make_events(12000, seed=23)
     rng = random.Random(5)
     words = [w for t in bench_bundle.tests for w in str(t.event.get("process.command_line", ""))
              .split() if len(w) > 2]
