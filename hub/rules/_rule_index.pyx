@@ -7,7 +7,9 @@ A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups 
 no field, and ``field_list``: per indexed field ``(where, cache, index)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
 ``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
-field's ``index`` (its tables and needle automaton).
+field's ``index`` (its tables and needle automaton). The groups come as a pair: those the
+field selects alone, and those filed under two fields (both required literals of an ``and``)
+that are candidates only when the other field selects them too.
 
 Why C: for each event this reads up to eight fields and does as many dict lookups; in Python
 the interpreter's overhead was a third of the dynamic engine's time.
