@@ -153,8 +153,15 @@ class Scorer:
         self.name = ccfg.member()
         self.metrics = HubMetrics()
         self.store: Any = None
+        self.bundle_problems: list[str] = []  # why it runs an older bundle, or none
         if bundle is None:
-            bundle, self.store = load_start_bundle(cfg)
+            bundle, self.store = load_start_bundle(cfg, self.bundle_problems)
+            if bundle is None:
+                if not self.bundle_problems:
+                    self.bundle_problems.append("no bundle configured (bundle:) or installed, "
+                                                "none announced yet")
+                log.error("running with NO rules (%s): events get only the default action "
+                          "until a bundle is activated", self.bundle_problems[-1])
         elif cfg.admin.trusted_signing_keys:
             from threatseer.hub.rules.store import BundleStore
 
@@ -165,6 +172,7 @@ class Scorer:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self._note_bundle()
         self.ingest = Ingest(None, cfg.ingest, self.metrics)
         self.ctx = zmq.Context()
         self.publisher = None
@@ -234,8 +242,14 @@ class Scorer:
     def activate(self, bundle: Bundle) -> None:
         """Swap the rules (from the bundle feed's thread: one attribute store)."""
         self.pipeline.activate(bundle)
-        b = bundle.manifest
-        self.metrics.set_bundle(b.name, b.version, bundle.digest)
+        self.bundle_problems = []
+        self._note_bundle()
+
+    def _note_bundle(self) -> None:
+        b = self.pipeline.rules.bundle
+        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest)
+        self.metrics.rules.set(len(b.ruleset))
+        self.metrics.bundle_problems.set(len(self.bundle_problems))
 
     def bundle_version(self) -> str:
         return self.pipeline.rules.bundle.manifest.version
@@ -244,7 +258,8 @@ class Scorer:
         b = self.pipeline.rules.bundle
         prof = self.pipeline.profile
         return {"bundle": {"name": b.manifest.name, "version": b.manifest.version,
-                           "digest": b.digest},
+                           "digest": b.digest, "rules": len(b.ruleset),
+                           "problems": list(self.bundle_problems)},
                 "bundle_feed": self.feed.status(),
                 "partitions": sorted(self.owned), "batches": self.batches,
                 "emitted": self.emitted, "duplicates": self.duplicates,
