@@ -13,7 +13,12 @@ samples, per 10 minutes (target <= 1 MiB); the ledger must stop growing once the
 window of ``ingest.ledger_keep_batches`` records is full (the bench sets it to 500 so that a
 short run gets there).
 
+With ``--diag`` the hub also records where its memory is (``bench/soak_diag.py``: RSS by
+mapping kind, glibc's and SQLite's totals; ``--tracemalloc`` adds the Python heap and the
+source lines that grew) to ``bench/out/soak-diag.jsonl``, summed up at the end.
+
 Usage: .venv/bin/python bench/soak_bench.py [--minutes 30] [--execs 330] [--warmup 3]
+       [--diag [--tracemalloc]]
 Not a test: run it by hand (30 minutes by default). Last line:
 ``rss_start_mib=... rss_end_mib=... rss_growth_mib_per_10min=... ledger_kib_start=...
 ledger_kib_end=... events_per_s=...``.
@@ -75,6 +80,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0, help="minutes before growth counts")
     ap.add_argument("--execs", type=int, default=330, help="/bin/true per second")
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
+    ap.add_argument("--diag", action="store_true", help="record where the hub's memory is")
+    ap.add_argument("--tracemalloc", action="store_true", help="with --diag: the Python heap")
+    ap.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable of the hub (e.g. MALLOC_ARENA_MAX=2)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("soak_bench: the sensor needs root (eBPF)")
@@ -96,7 +105,17 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     samples: list[dict] = []
     try:
-        hub = subprocess.Popen([THREATSEER, "hub", "-c", str(tmp / "hub.yaml")],
+        env = dict(os.environ, **dict(kv.split("=", 1) for kv in a.hub_env))
+        diag = OUT / "soak-diag.jsonl"
+        if a.diag:
+            (tmp / "diag").mkdir()
+            shutil.copy(ROOT / "bench" / "soak_diag.py", tmp / "diag" / "sitecustomize.py")
+            diag.unlink(missing_ok=True)
+            env.update(PYTHONPATH=str(tmp / "diag"), TS_SOAK_DIAG=str(diag),
+                       TS_SOAK_DIAG_S=str(a.sample), TS_SOAK_DIAG_WARMUP_S=str(a.warmup * 60))
+            if a.tracemalloc:
+                env["PYTHONTRACEMALLOC"] = "1"
+        hub = subprocess.Popen([THREATSEER, "hub", "-c", str(tmp / "hub.yaml")], env=env,
                                stderr=open(tmp / "hub.log", "w"))  # noqa: SIM115
         procs.append(hub)
         time.sleep(3)
@@ -139,9 +158,35 @@ def main() -> None:
           f"{warm[0]['ledger']:.0f} -> {warm[-1]['ledger']:.0f} KiB, second half "
           f"{ledger_growth:+.1f} KiB per 10 min; {rate:.0f} events/s")
     shutil.rmtree(tmp, ignore_errors=True)
+    if a.diag and diag.exists():
+        _diag_summary(diag, a.warmup * 60)
     print(f"rss_start_mib={warm[0]['rss']:.1f} rss_end_mib={warm[-1]['rss']:.1f} "
           f"rss_growth_mib_per_10min={growth:.2f} ledger_kib_start={warm[0]['ledger']:.0f} "
           f"ledger_kib_end={warm[-1]['ledger']:.0f} events_per_s={rate:.0f}")
+
+
+def _diag_summary(path: Path, warmup_s: float) -> None:
+    """Each memory figure of the diag file after the warm-up: first, last, slope per 10 min."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    warm = [r for r in recs if r["t"] >= warmup_s] or recs
+    if len(warm) < 2:
+        return
+
+    def flat(r: dict) -> dict[str, float]:
+        out = {f"smaps.{k}": v for k, v in r["smaps_mib"].items()}
+        out.update({f"malloc.{k}": v for k, v in r["malloc_mib"].items()})
+        for k in ("sqlite_mib", "traced_mib", "threads"):
+            if k in r:
+                out[k] = r[k]
+        return out
+
+    first, last = flat(warm[0]), flat(warm[-1])
+    print(f"where the hub's memory is (MiB; {path}):")
+    for k in first:
+        slope = slope_per_10min([(r["t"], flat(r)[k]) for r in warm])
+        print(f"  {k:18} {first[k]:9.2f} -> {last[k]:9.2f}  {slope:+.2f} per 10 min")
+    for line in warm[-1].get("grew", [])[:10]:
+        print("  grew:", line)
 
 
 if __name__ == "__main__":
