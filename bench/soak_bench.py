@@ -15,7 +15,9 @@ short run gets there).
 
 With ``--diag`` the hub also records where its memory is (``bench/soak_diag.py``: RSS by
 mapping kind, glibc's and SQLite's totals; ``--tracemalloc`` adds the Python heap and the
-source lines that grew) to ``bench/out/soak-diag.jsonl``, summed up at the end.
+source lines that grew) to ``bench/out/soak-diag.jsonl`` (``--diag-out``), summed up at the end. ``--hub-env
+MALLOC_ARENA_MAX=2`` and the like run the hub with an environment variable (to compare
+allocator settings: two soaks side by side see each other's load, the same for both).
 
 Usage: .venv/bin/python bench/soak_bench.py [--minutes 30] [--execs 330] [--warmup 3]
        [--diag [--tracemalloc]]
@@ -82,6 +84,7 @@ def main() -> None:
     ap.add_argument("--sample", type=float, default=30.0, help="seconds between samples")
     ap.add_argument("--diag", action="store_true", help="record where the hub's memory is")
     ap.add_argument("--tracemalloc", action="store_true", help="with --diag: the Python heap")
+    ap.add_argument("--diag-out", default=str(OUT / "soak-diag.jsonl"), help="--diag's file")
     ap.add_argument("--hub-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable of the hub (e.g. MALLOC_ARENA_MAX=2)")
     a = ap.parse_args()
@@ -106,7 +109,7 @@ def main() -> None:
     samples: list[dict] = []
     try:
         env = dict(os.environ, **dict(kv.split("=", 1) for kv in a.hub_env))
-        diag = OUT / "soak-diag.jsonl"
+        diag = Path(a.diag_out)
         if a.diag:
             (tmp / "diag").mkdir()
             shutil.copy(ROOT / "bench" / "soak_diag.py", tmp / "diag" / "sitecustomize.py")
