@@ -135,7 +135,10 @@ def main() -> None:
         t0 = time.monotonic()
         while time.monotonic() - t0 < seconds:
             time.sleep(a.sample)
-            status = json.loads((state / "status.json").read_text())
+            try:
+                status = json.loads((state / "status.json").read_text())
+            except FileNotFoundError:  # a slow start (e.g. under --tracemalloc)
+                continue
             events = sum(s["events_in"] for s in status["sensors"].values())
             sample = {"t": time.monotonic() - t0, "rss": rss_mib(hub.pid),
                       "ledger": ledger_kib(state), "events": events}
@@ -178,7 +181,8 @@ def _diag_summary(path: Path, warmup_s: float) -> None:
     def flat(r: dict) -> dict[str, float]:
         out = {f"smaps.{k}": v for k, v in r["smaps_mib"].items()}
         out.update({f"malloc.{k}": v for k, v in r["malloc_mib"].items()})
-        for k in ("sqlite_mib", "traced_mib", "threads"):
+        out.update({f"pymalloc.{k}": v for k, v in r.get("pymalloc", {}).items()})
+        for k in ("sqlite_mib", "traced_mib", "threads", "py_blocks"):
             if k in r:
                 out[k] = r[k]
         return out

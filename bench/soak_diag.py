@@ -2,7 +2,9 @@
 ``sitecustomize`` (bench only, never installed).
 
 Every ``TS_SOAK_DIAG_S`` seconds it appends one JSON line to ``TS_SOAK_DIAG``: the process's
-RSS split by mapping kind (``/proc/self/smaps``: the brk heap, anonymous mappings, files),
+RSS split by mapping kind (``/proc/self/smaps``: the brk heap, anonymous mappings, among them
+the 1 MiB ones of Python's object allocator, files), Python's allocated blocks and its
+object allocator's arenas (``sys._debugmallocstats``),
 glibc's own totals (``mallinfo2``: bytes in use, free bytes kept in its arenas, mmapped
 blocks), SQLite's (``sqlite3_memory_used``), and, with ``PYTHONTRACEMALLOC`` set, the Python
 heap traced and the 15 source lines whose allocations grew most since the first sample after
@@ -16,6 +18,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -28,7 +31,7 @@ class _Mallinfo2(ctypes.Structure):
 
 
 def _smaps() -> dict[str, float]:
-    kinds = {"heap": 0, "anon": 0, "file": 0, "stack": 0, "other": 0}
+    kinds = {"heap": 0, "anon": 0, "anon_1mib": 0, "file": 0, "stack": 0, "other": 0}
     anon_maps = 0
     kind = "other"
     with open("/proc/self/smaps") as f:
@@ -37,8 +40,12 @@ def _smaps() -> dict[str, float]:
             if "-" in first and not first.endswith(":"):
                 parts = line.split()
                 path = parts[5] if len(parts) > 5 else ""
+                lo, hi = (int(x, 16) for x in first.split("-"))
                 if path == "[heap]":
                     kind = "heap"
+                elif not path and hi - lo == 1 << 20:
+                    kind = "anon_1mib"  # Python's object allocator maps 1 MiB arenas
+                    anon_maps += 1
                 elif not path:
                     kind = "anon"
                     anon_maps += 1
@@ -52,6 +59,35 @@ def _smaps() -> dict[str, float]:
                 kinds[kind] += int(line.split()[1])
     out = {k: v / 1024 for k, v in kinds.items()}
     out["anon_maps"] = anon_maps
+    return out
+
+
+def _pymalloc() -> dict[str, float]:
+    """Python's object allocator: arenas held now and at most (``sys._debugmallocstats``
+    writes to the C stderr: it is sent to a file meanwhile)."""
+    import tempfile
+
+    out: dict[str, float] = {}
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp.read().decode(errors="replace").splitlines():
+            name, _, value = line.partition("=")
+            value = value.strip().replace(",", "")
+            if name.startswith("# arenas allocated current"):
+                out["arenas"] = float(value)
+            elif name.startswith("# arenas highwater mark"):
+                out["arenas_max"] = float(value)
+            elif name.startswith("Total") and "mib" not in out:  # the arenas' (first)
+                out["mib"] = float(value) / 2**20
+            elif name.startswith("# bytes in allocated blocks"):
+                out["in_blocks_mib"] = float(value) / 2**20
     return out
 
 
@@ -73,7 +109,8 @@ def _run(path: str, every: float, warmup: float) -> None:
         rec: dict = {"t": round(t, 1), "smaps_mib": _smaps(),
                      "malloc_mib": {"in_use": mi.uordblks / 2**20, "free": mi.fordblks / 2**20,
                                     "mmapped": mi.hblkhd / 2**20, "arena": mi.arena / 2**20},
-                     "threads": threading.active_count()}
+                     "threads": threading.active_count(),
+                     "py_blocks": sys.getallocatedblocks(), "pymalloc": _pymalloc()}
         if sqlite is not None:
             rec["sqlite_mib"] = sqlite.sqlite3_memory_used() / 2**20
         if tracemalloc.is_tracing():
