@@ -42,6 +42,7 @@ import zmq
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from threatseer.common import wire
+from threatseer.hub import heap
 from threatseer.hub.cluster.bundles import BundleFeed
 from threatseer.hub.cluster.gateway import HEADER, LOSS
 from threatseer.hub.cluster.kafka import (
@@ -148,6 +149,7 @@ class Owned:
 class Scorer:
     def __init__(self, cfg: HubConfig, bundle: Bundle | None = None) -> None:
         require(cfg.cluster)
+        heap.fix_mmap_threshold()  # as the hub (hub/heap.py)
         self.cfg = cfg
         self.ccfg = ccfg = cfg.cluster
         counts = ensure_topics(ccfg)
