@@ -19,8 +19,18 @@ source lines that grew) to ``bench/out/soak-diag.jsonl`` (``--diag-out``), summe
 MALLOC_ARENA_MAX=2`` and the like run the hub with an environment variable (to compare
 allocator settings: two soaks side by side see each other's load, the same for both).
 
+What --diag showed (2026-12-05, soaks side by side on this 2-core VM, load 5-14): the hub's
+live data is flat (glibc's bytes in use ~14.5 MiB, Python's blocks ~28 MiB, the traced Python
+heap with no growing line, SQLite < 2 MiB up to its page-cache caps); the RSS grew with what
+the allocators kept after load peaks. glibc raised its mmap threshold at each big free, so
+big buffers came from the arenas and stayed there freed (kept free bytes 24 -> 33 MiB in 5
+min); hub/heap.py fixes the threshold (5 MiB kept, flat). MALLOC_ARENA_MAX=2 only lowered
+the level; PYTHONMALLOC=malloc moved the same growth into glibc's arenas. Python's object
+allocator still keeps its arenas' high water (38 -> 44-50 arenas of 1 MiB after bursts of
+the rest of the machine's activity).
+
 Usage: .venv/bin/python bench/soak_bench.py [--minutes 30] [--execs 330] [--warmup 3]
-       [--diag [--tracemalloc]]
+       [--diag [--tracemalloc]] [--hub-env NAME=VALUE]
 Not a test: run it by hand (30 minutes by default). Last line:
 ``rss_start_mib=... rss_end_mib=... rss_growth_mib_per_10min=... ledger_kib_start=...
 ledger_kib_end=... events_per_s=...``.
