@@ -144,6 +144,7 @@ class Owned:
     upto: int | None = None
     # The partition's transaction in flight (one at a time): its future and tap events.
     job: tuple[Any, list[list[dict[str, Any]]]] | None = None
+    started: float = 0.0  # monotonic time the last transaction was handed to the pool
 
 
 class Scorer:
@@ -192,6 +193,7 @@ class Scorer:
         self.emitted = self.batches = self.duplicates = self.transactions = 0
         self.aborts = self.failures = 0
         self.txn_seconds = 0.0
+        self._interval = ccfg.txn_interval_ms / 1000
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beacon = Beacon(ccfg, "scorer", self.counters)
@@ -330,7 +332,7 @@ class Scorer:
                     for own in list(self.owned.values()):
                         if own.job is not None:
                             self._settle(own, rewind=False)
-                    self._submit(self.consumer.consumer_group_metadata())
+                    self._submit(self.consumer.consumer_group_metadata(), force=True)
             if self.publisher is not None:
                 self.publisher.flush()
             self._pool.shutdown()
@@ -370,12 +372,16 @@ class Scorer:
             if own.job is not None and own.job[0].done():
                 self._settle(own)
 
-    def _submit(self, meta: Any) -> None:
-        """Start the transaction of every partition with scored output and none in flight
-        (output scored meanwhile waits for the next one: the loop then polls briefly)."""
+    def _submit(self, meta: Any, force: bool = False) -> None:
+        """Start the transaction of every partition with scored output, none in flight and
+        the last one started ``txn_interval_ms`` ago (output scored meanwhile waits for the
+        next one: the loop then polls briefly). ``force``: whenever the last one started."""
+        now = time.monotonic()
+        wait = 0.0 if force else self._interval
         for own in list(self.owned.values()):
-            if own.upto is None or own.job is not None:
+            if own.upto is None or own.job is not None or now - own.started < wait:
                 continue
+            own.started = now
             state = own.ledger.records(own.upto)
             out, published, upto = own.out, own.published, own.upto
             own.out, own.published, own.upto = [], [], None
