@@ -171,6 +171,7 @@ include "decode/privilege.pxi"
 include "decode/container.pxi"
 include "encode/file.pxi"
 include "sha256.pxi"
+include "syscalls.pxi"
 
 
 def mount_tracefs(str target):
