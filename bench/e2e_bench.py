@@ -17,9 +17,7 @@ import argparse
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,27 +26,13 @@ from pathlib import Path
 
 import yaml
 import zmq
+from benchlib import OUT, ROOT, THREATSEER, free_port, percentile
 
 from threatseer.hub import publish
-
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
-THREATSEER = str(Path(sys.executable).parent / "threatseer")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_ts(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 class Subscriber(threading.Thread):

@@ -25,10 +25,8 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,18 +35,10 @@ import lz4.frame
 import msgspec
 import yaml
 import zmq
+from benchlib import ROOT, THREATSEER, free_port
 
 from threatseer.common import ecs, wire
 from threatseer.common.keys import curve_client, curve_keypair
-
-ROOT = Path(__file__).resolve().parent.parent
-THREATSEER = str(Path(sys.executable).parent / "threatseer")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def event(sid: str, i: int, **extra: object) -> dict:

@@ -31,10 +31,8 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,19 +41,12 @@ from typing import Any
 import msgpack
 import yaml
 import zmq
+from benchlib import ROOT, THREATSEER, cpu_seconds, free_port
 
 from threatseer.common import ecs, wire
 
-ROOT = Path(__file__).resolve().parent.parent
 SIGMA = ROOT / "tests" / "data" / "sigmahq" / "rules" / "linux"
-THREATSEER = str(Path(sys.executable).parent / "threatseer")
 BATCH = 500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- the recorded mix ----------------------------------------------------------------------
@@ -201,11 +192,6 @@ def build_bundle(tmp: str) -> str:
         n += 1
     print(f"bundle: rules/default + SigmaHQ's {n} Linux rules (one copy each)")
     return bundle
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_hub(tmp: str, bundle: str | None, profiles: bool = True,

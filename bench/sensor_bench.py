@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 import msgspec
 import yaml
 import zmq
+from benchlib import OUT, ROOT, cpu_seconds, free_port
 
 from threatseer.common import wire
 from threatseer.hub.acks import DelayedAcks
@@ -40,11 +40,8 @@ from threatseer.hub.config import IngestConfig
 from threatseer.native.probe import bpf_object_path
 from threatseer.sensor.config import SensorConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
 TARGET = "/etc/passwd"
 RING_KIB = 4096
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # CPU time is read in clock ticks (10 ms): over 20 s that is 0.05% of a core per tick.
 STEADY_S = 20
 
@@ -55,12 +52,6 @@ def build() -> None:
                    check=True)
     subprocess.run(["gcc", "-O2", "-Wall", "-o", OUT / "ceiling", ROOT / "bench/ceiling.c",
                     f"-I{ROOT / 'native/include'}", "-lbpf", "-lelf", "-lz"], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def loadgen(mode: str, seconds: float, rate: int = 0, counter: Counter | None = None) -> dict:
@@ -75,12 +66,6 @@ def loadgen(mode: str, seconds: float, rate: int = 0, counter: Counter | None = 
     if proc.returncode:
         raise SystemExit(f"loadgen failed ({proc.returncode})")
     return json.loads(out.strip().splitlines()[-1])
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def rss_mib(pid: int) -> tuple[float, float]:

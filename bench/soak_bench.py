@@ -26,24 +26,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
-THREATSEER = str(Path(sys.executable).parent / "threatseer")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchlib import OUT, ROOT, THREATSEER, free_port
 
 
 def rss_mib(pid: int) -> float:

@@ -21,10 +21,8 @@ spool_in_events_per_s=... spool_drain_events_per_s=... spool_drain_ratio=...``.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,24 +31,9 @@ import time
 from pathlib import Path
 
 import yaml
+from benchlib import ROOT, THREATSEER, cpu_seconds, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 SYNTHETIC = ROOT / "tests" / "transport" / "synthetic_sensor.py"
-THREATSEER = os.path.join(os.path.dirname(sys.executable), "threatseer")
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of a live process, seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def keygen(dir_: Path, name: str) -> Path:
@@ -114,19 +97,19 @@ def live_run(work: Path, n: int, curve: bool) -> tuple[float, float]:
     hub = Hub(work, curve)
     hub.start()
     try:
-        hub_cpu0 = cpu_s(hub.proc.pid)
+        hub_cpu0 = cpu_seconds(hub.proc.pid)
         t0 = time.perf_counter()
         s = sensor(hub, work, n, "live")
         sensor_cpu = 0.0
         while s.poll() is None:  # sample its CPU until it exits (then /proc is gone)
             try:
-                sensor_cpu = cpu_s(s.pid)
+                sensor_cpu = cpu_seconds(s.pid)
             except OSError:
                 break
             time.sleep(0.05)
         s.wait()
         wall = time.perf_counter() - t0
-        hub_cpu = cpu_s(hub.proc.pid) - hub_cpu0
+        hub_cpu = cpu_seconds(hub.proc.pid) - hub_cpu0
         out = s.stdout.read()
         if s.returncode != 0:
             raise SystemExit(f"sensor failed: {out}")

@@ -302,6 +302,10 @@ def status_command(config_path: str | None, state_dir: str | None, as_json: bool
     stack = f" + local {local.get('name')} {local.get('version')}" if local else ""
     click.echo(f"bundle {b.get('name')} {b.get('version')}{stack} ({b.get('rules')} rules, "
                f"{b.get('unsupported')} unsupported)  profiles {st.get('profiles')}")
+    for problem in b.get("problems") or []:
+        click.echo(f"  WARNING: {problem}")
+    if not b.get("rules"):
+        click.echo("  WARNING: no rules are active: events get only the default action")
     click.echo("sensors:")
     for sid, s in sorted(st.get("sensors", {}).items()):
         bad = ", ".join(f"{k}={v}" for k, v in s.get("bad", {}).items()) or "none"

@@ -65,7 +65,8 @@ CHUNK_EVENTS = 128
 EARLY_END_FRACTION = 4
 
 
-def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
+def load_start_bundle(cfg: HubConfig,
+                      problems: list[str] | None = None) -> tuple[Bundle | None, Any]:
     """The bundle to start with, and the bundle store (None when unavailable).
 
     ``bundle:`` in the config is installed into the store (verified against the trusted keys,
@@ -73,7 +74,10 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
     that is empty, no local layer); without ``bundle`` the store's active stack (the last one
     published through the admin endpoint) is used. Any failure is logged and the hub starts on
     the last good bundle. The rule modules are imported lazily so the hub runs without them.
+    Each failure is also appended to ``problems`` (when given), for the status and metrics:
+    a hub that starts on an older bundle, or on none, must say so where operators look.
     """
+    problems = problems if problems is not None else []
     store = None
     if cfg.admin.allow_unsigned:
         log.warning("admin.allow_unsigned: true: rule bundles are activated without a trusted "
@@ -85,8 +89,10 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
                             allow_unsigned=cfg.admin.allow_unsigned)
     except ImportError as exc:
         log.warning("bundle store unavailable (%s): no installed bundles", exc)
+        problems.append(f"bundle store unavailable: {exc}")
     except Exception as exc:
         log.error("bundle store in %s unusable: %s", cfg.state_dir, exc)
+        problems.append(f"bundle store in {cfg.state_dir} unusable: {exc}")
     if cfg.bundle:
         try:
             if store is not None:
@@ -98,13 +104,17 @@ def load_start_bundle(cfg: HubConfig) -> tuple[Bundle | None, Any]:
             return load_bundle(cfg.bundle, cfg.local_bundle or None), store
         except ImportError as exc:
             log.error("cannot load bundle %s: rule loader unavailable (%s)", cfg.bundle, exc)
+            problems.append(f"cannot load bundle {cfg.bundle}: rule loader unavailable ({exc})")
         except Exception as exc:
-            log.error("cannot load bundle %s, keeping the installed one: %s", cfg.bundle, exc)
+            log.error("cannot load bundle %s (the installed one, if any, stays): %s",
+                      cfg.bundle, exc)
+            problems.append(f"cannot load bundle {cfg.bundle}: {exc}")
     if store is not None:
         try:
             return store.active(), store
         except Exception as exc:
             log.error("cannot read the active bundle: %s", exc)
+            problems.append(f"cannot read the active bundle: {exc}")
     return None, store
 
 
@@ -156,8 +166,15 @@ class Hub:
         self._admin: Any = None
         self.console: Any = None
         self.store: Any = None
+        # Why the hub runs an older bundle than configured, or none: status and metrics.
+        self.bundle_problems: list[str] = []
         if bundle is None:
-            bundle, self.store = load_start_bundle(cfg)
+            bundle, self.store = load_start_bundle(cfg, self.bundle_problems)
+            if bundle is None:
+                if not self.bundle_problems:
+                    self.bundle_problems.append("no bundle configured (bundle:) or installed")
+                log.error("running with NO rules (%s): events get only the default action "
+                          "until a bundle is activated", self.bundle_problems[-1])
         self.profile_store: ProfileStore | None = None
         profile = None
         if cfg.profiles.enabled:
@@ -247,6 +264,7 @@ class Hub:
         """Hot swap of the rule bundle (called from the admin thread)."""
         self.pipeline.activate(bundle)
         self._new_bundle = bundle  # the responder follows from the pipeline thread
+        self.bundle_problems = []
         self._note_bundle()
         log.info("bundle activated: %s", self._bundle_name())
 
@@ -273,6 +291,8 @@ class Hub:
                 except Exception as exc:
                     log.error("reload: cannot load bundle %s, keeping %s: %s", cfg.bundle,
                               self._bundle_name(), exc)
+                    self.bundle_problems = [f"cannot load bundle {cfg.bundle}: {exc}"]
+                    self._note_bundle()
         live = {"log_level", "outputs", "bundle", "local_bundle", "actions",
                 "curve_allow_list", "curve_subscriber_allow_list"}
         restart = [f.name for f in dataclasses.fields(cfg)
@@ -319,6 +339,8 @@ class Hub:
     def _note_bundle(self) -> None:
         b = self.pipeline.rules.bundle
         local = b.local
+        self.metrics.rules.set(len(b.ruleset))
+        self.metrics.bundle_problems.set(len(self.bundle_problems))
         self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest,
                                 (local.manifest.name, local.manifest.version, local.digest)
                                 if local is not None else None)
@@ -706,6 +728,7 @@ class Hub:
             "bundle": {"name": b.manifest.name, "version": b.manifest.version,
                        "digest": b.digest, "source": b.source,
                        "rules": len(b.ruleset), "unsupported": len(b.unsupported),
+                       "problems": list(self.bundle_problems),
                        "local": ({"name": b.local.manifest.name,
                                   "version": b.local.manifest.version,
                                   "digest": b.local.digest, "source": b.local.source}

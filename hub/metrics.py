@@ -44,6 +44,11 @@ class HubMetrics:
         self.bundle = Gauge("threatseer_hub_bundle_info", "Active rule bundle: the base and, "
                             "when one is stacked on it, the local layer (1 each).",
                             ["layer", "name", "version", "digest"], registry=r)
+        self.rules = Gauge("threatseer_hub_rules", "Rules in the active bundle (0: events get "
+                           "only the default action).", registry=r)
+        self.bundle_problems = Gauge("threatseer_hub_bundle_problems", "Bundle load failures "
+                                     "behind the running bundle (0: it is the configured one; "
+                                     "the reasons are in status.json).", registry=r)
         self.duplicates = Counter("threatseer_hub_duplicate_batches", "Batches received again "
                                   "after they were scored (resends after a hub restart), not "
                                   "scored again, per sensor.", ["sensor"], registry=r)

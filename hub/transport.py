@@ -31,6 +31,7 @@ import zmq
 import zmq.utils.z85
 
 from threatseer.common.keys import curve_server, parse_key, read_key
+from threatseer.hub.listfile import ListFiles
 
 log = logging.getLogger("threatseer.hub.transport")
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
@@ -49,44 +50,26 @@ class AllowList:
         self.path = path
         self.keys: frozenset[bytes] = frozenset()
         self.names: dict[bytes, str] = {}
+        self._list = ListFiles(path)
         self._stamp: Any = None
         self.reloads = 0
         self.errors = 0
         self.refresh()
 
-    def _files(self) -> list[str]:
-        if os.path.isdir(self.path):
-            return sorted(os.path.join(self.path, n) for n in os.listdir(self.path)
-                          if not n.startswith("."))
-        return [self.path]
-
-    def _stamp_now(self) -> Any:
-        try:
-            return tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in self._files())
-        except OSError:
-            return None
-
     def refresh(self) -> bool:
         """Reload if changed; returns True when the key set changed."""
-        stamp = self._stamp_now()
+        stamp = self._list.stamp()
         if stamp == self._stamp and stamp is not None:
             return False
         keys: dict[bytes, str] = {}
         try:
-            for path in self._files():
-                with open(path) as f:
-                    for lineno, line in enumerate(f, 1):
-                        tokens = line.split()
-                        if not tokens or tokens[0].startswith("#") and len(tokens[0]) != 40:
-                            continue
-                        key = parse_key(tokens[0])
-                        if key is None:
-                            self.errors += 1
-                            log.warning("%s:%d: not a Z85 CURVE public key, skipped", path,
-                                        lineno)
-                            continue
-                        comment = line.partition("#")[2].strip() if len(tokens) > 1 else ""
-                        keys[key] = comment or os.path.basename(path)
+            for path, lineno, word, holder in self._list.entries():
+                key = parse_key(word)
+                if key is None:
+                    self.errors += 1
+                    log.warning("%s:%d: not a Z85 CURVE public key, skipped", path, lineno)
+                    continue
+                keys[key] = holder
         except OSError as exc:
             if stamp is None and self._stamp is None and self.reloads + self.errors:
                 return False  # still missing: said so already

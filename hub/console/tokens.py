@@ -14,11 +14,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from threatseer.hub.listfile import ListFiles
 
 log = logging.getLogger("threatseer.hub.console")
 PREFIX = "tsc_"
@@ -59,45 +60,26 @@ class TokenList:
         self.path = path
         self.role = role
         self.hashes: dict[str, str] = {}  # hash -> name
+        self._list = ListFiles(path)
         self._stamp: Any = None
         self.errors = 0
         self.refresh()
 
-    def _files(self) -> list[str]:
-        if not self.path:
-            return []
-        if os.path.isdir(self.path):
-            return sorted(os.path.join(self.path, n) for n in os.listdir(self.path)
-                          if not n.startswith("."))
-        return [self.path]
-
-    def _stamp_now(self) -> Any:
-        try:
-            return tuple((p, os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in self._files())
-        except OSError:
-            return None
-
     def refresh(self) -> None:
-        stamp = self._stamp_now()
+        stamp = self._list.stamp()
         if stamp == self._stamp and stamp is not None:
             return
         found: dict[str, str] = {}
         try:
-            for path in self._files():
-                with open(path) as f:
-                    for lineno, line in enumerate(f, 1):
-                        words = line.split()
-                        if not words or words[0].startswith("#"):
-                            continue
-                        h = words[0].lower()
-                        if not (h.startswith(HASH_PREFIX) and len(h) == len(HASH_PREFIX) + 64
-                                and all(c in "0123456789abcdef" for c in h[len(HASH_PREFIX):])):
-                            self.errors += 1
-                            log.warning("%s:%d: not a console token hash (sha256:HEX), "
-                                        "skipped", path, lineno)
-                            continue
-                        name = line.partition("#")[2].strip() or os.path.basename(path)
-                        found[h] = name.removesuffix(".pub")
+            for path, lineno, word, holder in self._list.entries():
+                h = word.lower()
+                if not (h.startswith(HASH_PREFIX) and len(h) == len(HASH_PREFIX) + 64
+                        and all(c in "0123456789abcdef" for c in h[len(HASH_PREFIX):])):
+                    self.errors += 1
+                    log.warning("%s:%d: not a console token hash (sha256:HEX), skipped",
+                                path, lineno)
+                    continue
+                found[h] = holder.removesuffix(".pub")
         except OSError as exc:
             self.errors += 1
             log.error("console %s tokens %s unreadable (%s): keeping %d", self.role, self.path,

@@ -13,9 +13,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 import zmq
 
@@ -227,3 +229,34 @@ class HubProcess:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+# Fixtures, imported by the conftest.py of every area that runs in-process hubs.
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context]:
+    ctx = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
+
+
+@pytest.fixture
+def start_hub(tmp_path):  # type: ignore[no-untyped-def]
+    """Factory of in-process hubs on free ports, plaintext (``start_hub(start=False,
+    bundle_obj=Bundle(...), ingest__x=...)``); every hub it made is stopped at the end, even
+    when the test fails."""
+    from threatseer.hub.daemon import Hub
+
+    hubs = []
+
+    def make(start: bool = True, bundle_obj=None, **overrides):  # type: ignore[no-untyped-def]
+        hub = Hub(hub_config(tmp_path, **overrides), bundle=bundle_obj, stop_timeout_s=5)
+        hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    yield make
+    for hub in hubs:
+        if not hub._stopped:
+            hub.stop()

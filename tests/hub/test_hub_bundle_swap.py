@@ -99,3 +99,37 @@ def test_admin_publish_rollback_and_active_bundle_survives_restart(
     AdminClient(admin["endpoint"], admin_key, context=zctx).rollback()
     assert hub.pipeline.rules.bundle.manifest.version == "1.0.0"
     assert nc_score(hub) == shipped
+
+
+def test_a_hub_without_a_loadable_bundle_says_so_in_status_and_metrics(
+        start_hub, tmp_path) -> None:
+    """A refused bundle with none installed leaves the hub scoring with no rules: that must
+    show where operators look (status.json, `threatseer status`, a gauge), not only in one
+    log line at start; activating a good bundle clears it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from threatseer.hub.cli import status_command
+    from threatseer.hub.daemon import STATUS_FILE
+
+    src = tmp_path / "unsigned"
+    shutil.copytree(ROOT / "rules" / "default", src)  # unsigned: refused without allow_unsigned
+    hub = start_hub(bundle=str(src))
+    assert hub.pipeline.rules.bundle.manifest.name == "none"
+    assert hub.bundle_problems and str(src) in hub.bundle_problems[0]
+    assert hub.metrics.rules._value.get() == 0
+    assert hub.metrics.bundle_problems._value.get() == 1
+    status_path = Path(hub.cfg.state_dir) / STATUS_FILE
+    deadline = time.monotonic() + 10
+    while not status_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    st = json.loads(status_path.read_text())
+    assert st["bundle"]["rules"] == 0 and str(src) in st["bundle"]["problems"][0]
+
+    out = CliRunner().invoke(status_command, ["--state-dir", hub.cfg.state_dir]).output
+    assert "WARNING: cannot load bundle" in out and "no rules are active" in out
+
+    hub.activate(nc_bundle("3", 10))
+    assert hub.bundle_problems == [] and hub.metrics.bundle_problems._value.get() == 0
+    assert hub.metrics.rules._value.get() == len(hub.pipeline.rules.bundle.ruleset)

@@ -8,6 +8,7 @@ into a per-minion test root (pillar ``threatseer:root``), so nothing lands under
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -159,6 +160,25 @@ def parse_json_stream(text: str) -> Any:
     for doc in docs:
         merged.update(doc)
     return merged
+
+
+def start_daemon(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """A Salt daemon in a session of its own (so :func:`stop_daemon` ends its workers too),
+    its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    """End a daemon we started and everything in its process group (salt's workers)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # leftover workers of the group
+    proc.wait(timeout=5)
 
 
 def stop_leftovers(*roots: Path) -> None:

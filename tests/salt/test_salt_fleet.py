@@ -6,10 +6,7 @@ two sensors share the kernel; each filters only itself). The tests run in file o
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,8 +25,10 @@ from salt_helpers import (
     hub_status,
     make_file_root,
     run_json,
+    start_daemon,
     state_changes,
     state_failures,
+    stop_daemon,
     stop_leftovers,
     wait_for,
     write_pillar,
@@ -67,23 +66,6 @@ class Fleet:
         write_pillar(self.pillar, {"threatseer": {"rules": {"version": version}}}, "rules")
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """End a daemon we started and everything in its process group (salt's workers)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # leftover workers of the group
-    proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def fleet(wheelhouse: Path, signing_key: Path) -> Iterator[Fleet]:
     base = Path(tempfile.mkdtemp(prefix="ts-salt-fleet-"))
@@ -96,7 +78,7 @@ def fleet(wheelhouse: Path, signing_key: Path) -> Iterator[Fleet]:
             f.salt("*", "state.apply", "threatseer.clean", timeout=120)
         stop_leftovers(f.root(SENSOR), f.root(HUB))
         for proc in reversed(f.procs):
-            _stop(proc)
+            stop_daemon(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -124,7 +106,7 @@ def _setup(f: Fleet, wheelhouse: Path) -> None:
         "file_roots": {"base": [str(STATES), str(file_root)]},
         "pillar_roots": {"base": [str(f.pillar)]},
     }))
-    f.procs.append(_start([str(BIN / "salt-master"), "-c", str(f.master_conf), "-l", "warning"],
+    f.procs.append(start_daemon([str(BIN / "salt-master"), "-c", str(f.master_conf), "-l", "warning"],
                           f.base / "master.log"))
     for minion in (SENSOR, HUB):
         conf = f.base / f"{minion}-conf"
@@ -134,7 +116,7 @@ def _setup(f: Fleet, wheelhouse: Path) -> None:
             "root_dir": str(f.base / minion), "acceptance_wait_time": 1,
             "disable_modules": ["systemd_service"],
         }))
-        f.procs.append(_start([str(BIN / "salt-minion"), "-c", str(conf), "-l", "warning"],
+        f.procs.append(start_daemon([str(BIN / "salt-minion"), "-c", str(conf), "-l", "warning"],
                               f.base / f"{minion}.log"))
 
     def both_up() -> bool:

@@ -20,6 +20,9 @@ sys.path.insert(0, str(HERE))
 
 
 import pytest  # noqa: E402
+from hub_helpers import start_hub, zctx  # noqa: E402
+
+__all__ = ["procs", "start_hub", "zctx"]
 
 
 @pytest.fixture
@@ -30,35 +33,3 @@ def procs():  # type: ignore[no-untyped-def]
     yield started
     for p in started:
         p.kill()
-
-
-@pytest.fixture
-def zctx():  # type: ignore[no-untyped-def]
-    import zmq
-
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
-def start_hub(tmp_path):  # type: ignore[no-untyped-def]
-    """In-process hubs on free ports, plaintext (as tests/hub's fixture of the same name);
-    every hub it made is stopped at the end, even when the test fails."""
-    from hub_helpers import hub_config
-
-    from threatseer.hub.daemon import Hub
-
-    hubs = []
-
-    def make(start: bool = True, bundle_obj=None, **overrides):  # type: ignore[no-untyped-def]
-        hub = Hub(hub_config(tmp_path, **overrides), bundle=bundle_obj, stop_timeout_s=5)
-        hubs.append(hub)
-        if start:
-            hub.start()
-        return hub
-
-    yield make
-    for hub in hubs:
-        if not hub._stopped:
-            hub.stop()

@@ -10,10 +10,7 @@ the module takes seconds.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
-from salt_helpers import BIN, STATES, run_json, wait_for
+from salt_helpers import BIN, STATES, run_json, start_daemon, stop_daemon, wait_for
 
 from tests.conftest import free_port
 from threatseer.common.keys import curve_keypair, parse_key
@@ -55,22 +52,6 @@ class Master:
                          str(path)) is True
 
 
-def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def master() -> Iterator[Master]:
     base = Path(tempfile.mkdtemp(prefix="ts-sec-salt-"))
@@ -92,7 +73,7 @@ def master() -> Iterator[Master]:
             "interface": "127.0.0.1", "publish_port": publish_port, "ret_port": ret_port,
             "root_dir": str(base / "master"), "auto_accept": True, "worker_threads": 3,
             "file_roots": {"base": [str(STATES)]}, "pillar_roots": {"base": [str(pillar)]}}))
-        m.procs.append(_start([str(BIN / "salt-master"), "-c", str(m.conf), "-l", "warning"],
+        m.procs.append(start_daemon([str(BIN / "salt-master"), "-c", str(m.conf), "-l", "warning"],
                               base / "master.log"))
         for minion in (EVIL, HUB, SENSOR):
             conf = base / f"{minion}-conf"
@@ -101,7 +82,7 @@ def master() -> Iterator[Master]:
                 "id": minion, "master": "127.0.0.1", "master_port": ret_port,
                 "root_dir": str(base / minion), "acceptance_wait_time": 1,
                 "disable_modules": ["systemd_service"]}))
-            m.procs.append(_start([str(BIN / "salt-minion"), "-c", str(conf), "-l", "warning"],
+            m.procs.append(start_daemon([str(BIN / "salt-minion"), "-c", str(conf), "-l", "warning"],
                                   base / f"{minion}.log"))
 
         def all_up() -> bool:
@@ -115,7 +96,7 @@ def master() -> Iterator[Master]:
         yield m
     finally:
         for proc in reversed(m.procs):
-            _stop(proc)
+            stop_daemon(proc)
         shutil.rmtree(base, ignore_errors=True)
 
 
