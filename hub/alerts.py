@@ -86,6 +86,25 @@ def threat_fields(tags: list[str]) -> dict[str, Any]:
     return out
 
 
+_THREAT_CACHE: dict[tuple[Any, ...], dict[str, Any]] = {}
+_THREAT_CACHE_MAX = 4096
+
+
+def _threat_fields_cached(tags: list[str]) -> dict[str, Any]:
+    """:func:`threat_fields`, remembered per tag sequence (alerts of one rule, or of the
+    same few rules, repeat theirs); each alert gets lists of its own."""
+    key = tuple(tags)
+    try:
+        hit = _THREAT_CACHE.get(key)
+    except TypeError:  # an unhashable tag: threat_fields ignores it, the cache cannot
+        return threat_fields(tags)
+    if hit is None:
+        if len(_THREAT_CACHE) >= _THREAT_CACHE_MAX:
+            _THREAT_CACHE.clear()
+        hit = _THREAT_CACHE[key] = threat_fields(tags)
+    return {k: list(v) if v.__class__ is list else v for k, v in hit.items()}
+
+
 def describe(alert: dict[str, Any], rule_meta: Any, ruleset: str, version: str) -> None:
     """Add ``rule.*``, ``threat.*`` and ``message`` to one scored alert, in place.
 
@@ -122,4 +141,4 @@ def describe(alert: dict[str, Any], rule_meta: Any, ruleset: str, version: str) 
     output = extra.get("output") if isinstance(extra, dict) else None
     alert["message"] = output if isinstance(output, str) and output else (
         alert["rule.description"] or name)
-    alert.update(threat_fields(tags))
+    alert.update(_threat_fields_cached(tags))

@@ -7,7 +7,9 @@ A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups 
 no field, and ``field_list``: per indexed field ``(where, cache, index)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
 ``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
-field's ``index`` (its tables and needle automaton).
+field's ``index`` (its tables and needle automaton). The groups come as a pair: those the
+field selects alone, and those filed under two fields (both required literals of an ``and``)
+that are candidates only when the other field selects them too.
 
 Why C: for each event this reads up to eight fields and does as many dict lookups; in Python
 the interpreter's overhead was a third of the dynamic engine's time.
@@ -37,53 +39,108 @@ cdef object _search_text(object value):
     return text.lower() if text.isascii() else None
 
 
+_NOTHING = ((), ())
+
+
+cdef class _Found:
+    """The (singles, doubles) pairs one lookup collects: the only pair itself when there is
+    one (most lookups: one table entry or one needle), else their union, each group once."""
+    cdef object first
+    cdef dict singles, doubles
+
+    cdef void add(self, tuple pair):
+        if self.first is None:
+            self.first = pair
+            return
+        if self.singles is None:
+            self.singles, self.doubles = {}, {}
+            self._merge(<tuple>self.first)
+        self._merge(pair)
+
+    cdef void _merge(self, tuple pair):
+        for g in <tuple>pair[0]:
+            self.singles[g] = None
+        for g in <tuple>pair[1]:
+            self.doubles[g] = None
+
+    cdef tuple result(self):
+        if self.first is None:
+            return _NOTHING
+        if self.singles is None:
+            return <tuple>self.first
+        return (tuple(self.singles), tuple(self.doubles))
+
+
 cpdef tuple lookup(object index, object value):
     """The groups ``index`` (a field's ``_FieldIndex``) files under ``value``: looked up in its
     tables (per key spec: exact or basename, case folded or not; each item of a list) and
     found by its needles' automaton; cached per value (exact ``str`` or ``int``, or a short
-    list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry)."""
-    cdef dict found = {}, cache = index.cache
-    cdef tuple spec, hit
+    list of strings as a tuple: ``1``, ``1.0`` and ``True`` never share an entry).
+
+    Returned as ``(singles, doubles)``: the groups this field alone selects, and those filed
+    under two fields (``_Group.needs == 2``) that another field must select too. The index's
+    tables and automaton hold such pairs already (``_FieldIndex.native``)."""
+    cdef tuple native = index.native
+    cdef dict cache = <dict?>native[0]
+    cdef _Found found = _Found()
+    cdef tuple table_entry, hit
+    cdef Py_ssize_t i, n
+    cdef bint base, nocase
     key = None
     if type(value) is int or (type(value) is str and len(<str>value) <= _CACHED_LEN):
         key = value
-    elif (type(value) is list and len(<list>value) <= _CACHED_ITEMS
-          and all([type(x) is str for x in <list>value])):
-        key = tuple(value)  # argv repeats too; a tuple never equals a str key
+    elif type(value) is list and len(<list>value) <= _CACHED_ITEMS:
+        n = len(<list>value)
+        for i in range(n):
+            if type((<list>value)[i]) is not str:
+                break
+        else:
+            key = tuple(<list>value)  # argv repeats too; a tuple never equals a str key
     if key is not None:
         hit = cache.get(key)
         if hit is not None:
             return hit
     items = value if type(value) is list else (value,)
-    for spec, table in index.tables:
-        kind, nocase = spec[0], spec[2]
+    for table_entry in <tuple?>native[1]:
+        base, nocase, table = table_entry
         for x in items:
-            if kind == "base":
-                if type(x) is not str or "/" not in x:
+            if base:
+                if type(x) is not str:
                     continue
-                x = x.rpartition("/")[2]
+                i = (<str>x).rfind("/")
+                if i < 0:
+                    continue
+                x = (<str>x)[i + 1:]
             if nocase and type(x) is str:
-                x = x.lower()
-            if x.__hash__ is None:
+                x = (<str>x).lower()
+            if type(x) is not str and type(x) is not int and x.__hash__ is None:
                 continue
-            groups = (<dict?>table).get(x)
-            if groups is not None:
-                for g in groups:
-                    found[g] = None
-    automaton = index.automaton
+            pair = (<dict?>table).get(x)
+            if pair is not None:
+                found.add(<tuple>pair)
+    automaton = native[2]
     if automaton is not None:
         text = _search_text(value)
         if text is None:
-            for g in index.every:
-                found[g] = None
+            found.add(<tuple?>native[3])
         else:
-            for _, groups in automaton.iter(text):
-                for g in groups:
-                    found[g] = None
-    hit = tuple(found)
+            for _, pair in automaton.iter(text):
+                found.add(<tuple>pair)
+    hit = found.result()
     if key is not None:
         if len(cache) >= _FIELD_CACHE_MAX:
             cache.clear()
+        # Distinct values select the same few sets of groups: the cache holds one copy of
+        # each (``native[4]``), so that what it keeps alive is mostly its keys, and fewer
+        # objects for the garbage collector to walk.
+        shared = <dict?>native[4]
+        kept = shared.get(hit)
+        if kept is None:
+            if len(shared) >= _FIELD_CACHE_MAX:
+                shared.clear()
+            shared[hit] = hit
+        else:
+            hit = kept
         cache[key] = hit
     return hit
 
@@ -99,9 +156,13 @@ cdef object _field_value(dict event, object where):
 
 
 cpdef tuple candidates(object bucket, dict event):
-    """The rule groups of ``bucket`` that can match ``event``, each once."""
+    """The rule groups of ``bucket`` that can match ``event``, each once: those that require
+    nothing, those one field's lookup selects, and those filed under two fields that both
+    select (a group of the second kind is in exactly two fields' ``doubles``)."""
     cdef tuple out = bucket.general_t
-    cdef tuple entry, hit
+    cdef tuple entry, hit, part
+    cdef tuple first = None
+    cdef list more = None
     cdef int sources = 0
     for entry in <tuple?>bucket.field_list:
         value = _field_value(event, entry[0])
@@ -112,11 +173,39 @@ cpdef tuple candidates(object bucket, dict event):
             hit = (<dict?>entry[1]).get(value)
         if hit is None:
             hit = lookup(entry[2], value)
-        if hit:
-            out = out + hit if out else hit
+        part = <tuple>hit[0]
+        if part:
+            out = out + part if out else part
             sources += 1
-    # A group filed under two fields may have been found twice.
+        part = <tuple>hit[1]
+        if part:
+            if first is None:
+                first = part
+            elif more is None:
+                more = [part]
+            else:
+                more.append(part)
+    if more is not None:
+        both = _found_twice(first, more)
+        if both:
+            out = out + both if out else both
+            sources += 1
+    # A group filed under two fields by one requirement may have been found twice.
     return tuple(dict.fromkeys(out)) if sources > 1 else out
+
+
+cdef tuple _found_twice(tuple first, list more):
+    """The groups found in two of the field lookups' ``doubles`` (each is in two at most)."""
+    cdef set seen = set(first)
+    cdef list both = []
+    cdef tuple part
+    for part in more:
+        for g in part:
+            if g in seen:
+                both.append(g)
+            else:
+                seen.add(g)
+    return tuple(both)
 
 
 def _order(rule):

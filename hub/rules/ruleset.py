@@ -330,20 +330,67 @@ def requirement(node: Node) -> Requirement | None:
     return None
 
 
+def _conjuncts(node: Node) -> list[Node]:
+    """The items of ``node``'s top-level ``and`` (nested ones flattened), else [node]."""
+    if isinstance(node, And):
+        return [c for item in node.items for c in _conjuncts(item)]
+    return [node]
+
+
+def _single_field(req: Requirement) -> Any:
+    """The one field (name, or tuple of fallback names) all of ``req``'s specs look at, or
+    None when they look at several."""
+    wheres = {spec[1] for spec in req}
+    return wheres.pop() if len(wheres) == 1 else None
+
+
+def second_requirement(node: Node, first: Requirement | None) -> Requirement | None:
+    """Another requirement every match of ``node`` meets *as well as* ``first``, on another
+    field, or None.
+
+    A conjunct of a top-level ``and`` is necessary on its own, so an event must carry a literal
+    of each of two conjuncts' requirements: the index then files the rule under both fields
+    and selects it only when both found it (``process.name in (grep, ls, ...)`` *and* a
+    command line containing one of the security products looked for). Both requirements must
+    look at one field each (a rule found twice through one requirement spanning two fields
+    would otherwise look as if both held); low-cardinality fields filter nothing.
+    """
+    if first is None or not isinstance(node, And):
+        return None
+    taken = _single_field(first)
+    if taken is None:
+        return None
+    best: Requirement | None = None
+    for item in _conjuncts(node):
+        req = requirement(item)
+        if not req:
+            continue
+        where = _single_field(req)
+        if where is None or where == taken or where in LOW_CARDINALITY:
+            continue
+        if best is None or _strength(req) > _strength(best):
+            best = req
+    return best
+
+
 class _Group:
     """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
+    ``needs``: 2 when the group is filed under two requirements that must both hold.
     ``gate``: when every rule of the group is a sequence step, its steps (:meth:`seal`); the
     engine evaluates the condition only if one of them
     :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
     sequence would ignore adds nothing)."""
 
-    __slots__ = ("gate", "predicate", "residual", "rules")
+    __slots__ = ("gate", "needs", "predicate", "residual", "rules")
 
     def __init__(self, rule: CompiledRule) -> None:
         self.predicate, self.residual = rule.predicate, rule.residual
         self.rules = [rule]
         self.gate: tuple[tuple[Any, int], ...] | None = None
+        # How many of the bucket's field lookups must find the group (2: filed under two
+        # requirements, both necessary: :func:`second_requirement`).
+        self.needs = 1
 
     def seal(self) -> None:
         """Make ``gate``: per step, ``(sequence, step, idle_skips, names)``, where
@@ -363,6 +410,12 @@ class _Group:
         self.gate = tuple(gate)
 
 
+def _split(groups: Iterable[_Group]) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
+    """``groups`` as (those selected by this field alone, those that need another field)."""
+    groups = list(dict.fromkeys(groups))
+    return (tuple(g for g in groups if g.needs == 1), tuple(g for g in groups if g.needs != 1))
+
+
 class _FieldIndex:
     """What one bucket files under one field: values looked up, needles searched.
 
@@ -376,17 +429,27 @@ class _FieldIndex:
         self.needles: dict[str, list[_Group]] = {}
         self.automaton: Any = None
         self.every: tuple[_Group, ...] = ()  # every needle's groups: for non-ASCII text
-        self.cache: dict[str, tuple[_Group, ...]] = {}
+        self.cache: dict[Any, tuple[tuple[_Group, ...], tuple[_Group, ...]]] = {}
+        # What native/_rule_index.pyx's ``lookup`` reads, made by seal(): (cache, tables as
+        # (basename?, nocase?, value -> split groups), automaton of needle -> split groups,
+        # every needle's split groups, one copy of each result the cache holds); "split":
+        # (needs 1, needs 2) (see _split).
+        self.native: tuple[Any, ...] = ()
 
     def seal(self) -> None:
         if self.needles:
             self.automaton = ahocorasick.Automaton()
             for needle, groups in self.needles.items():
-                self.automaton.add_word(needle, tuple(groups))
+                self.automaton.add_word(needle, _split(groups))
             self.automaton.make_automaton()
             self.every = tuple(dict.fromkeys(g for gs in self.needles.values() for g in gs))
+        tables = tuple((spec[0] == "base", bool(spec[2]),
+                        {value: _split(groups) for value, groups in table.items()})
+                       for spec, table in self.tables)
+        self.native = (self.cache, tables, self.automaton, _split(self.every), {})
 
-    def lookup(self, value: Any) -> tuple[_Group, ...]:
+    def lookup(self, value: Any) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
+        """(groups this field selects alone, groups it selects with another field)."""
         return _native.lookup(self, value)
 
 
@@ -399,10 +462,19 @@ class _Bucket:
         self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
         self.general_t: tuple[_Group, ...] = ()
 
-    def add(self, group: _Group, req: Requirement | None) -> None:
+    def add(self, group: _Group, req: Requirement | None,
+            also: Requirement | None = None) -> None:
+        """File ``group`` under ``req`` (every match carries one of its literals), and under
+        ``also`` when given (a second one on another field, every match carries one of
+        both: the group is then a candidate only when both lookups find it)."""
         if not req:
             self.general.append(group)
             return
+        if also:
+            self._file(group, also)
+        self._file(group, req)
+
+    def _file(self, group: _Group, req: Requirement) -> None:
         for spec, values in req.items():
             fi = self.fields.get(spec[1])
             if fi is None:
@@ -451,17 +523,20 @@ class IndexedRuleSet:
                 group.rules.append(r)
                 continue
             group = groups[r.condition] = _Group(r)
-            analysed.append((group, possible_actions(r.condition), requirement(r.condition)))
-        for group, _, _ in analysed:
+            req = requirement(r.condition)
+            also = second_requirement(r.condition, req)
+            group.needs = 2 if also else 1
+            analysed.append((group, possible_actions(r.condition), req, also))
+        for group, *_ in analysed:
             group.seal()
-        actions = sorted({a for _, acts, _ in analysed if acts for a in acts})
+        actions = sorted({a for _, acts, _, _ in analysed if acts for a in acts})
         self._buckets = {a: _Bucket() for a in actions}
         self._default = _Bucket()  # events whose action no rule names
-        for group, acts, req in analysed:
+        for group, acts, req, also in analysed:
             targets = [self._buckets[a] for a in acts] if acts is not None else [
                 *self._buckets.values(), self._default]
             for bucket in targets:
-                bucket.add(group, req)
+                bucket.add(group, req, also)
         for bucket in (*self._buckets.values(), self._default):
             bucket.seal()
 

@@ -74,3 +74,27 @@ def test_threat_fields_from_tags() -> None:
             "https://attack.mitre.org/techniques/T1548/001/"],
     }
     assert threat_fields(["detection.threat-hunting"]) == {}
+
+
+def test_alerts_with_the_same_tags_get_equal_threat_fields_of_their_own() -> None:
+    """describe() remembers threat.* per tag sequence: each alert still owns its lists, and
+    an unhashable tag (untrusted indicator data) neither breaks nor poisons the cache."""
+    from threatseer.hub.alerts import describe
+
+    tags = ["attack.execution", "attack.t1059.004"]
+    alerts = [{"threatseer.indicators": [
+        {"engine": "dynamic", "rule": "r", "score": 60, "tags": list(tags)}]} for _ in range(2)]
+    for a in alerts:
+        describe(a, lambda name: None, "bundle", "1")
+    first, second = alerts
+    assert first["threat.technique.id"] == second["threat.technique.id"] == ["T1059"]
+    assert first["threat.technique.id"] is not second["threat.technique.id"]
+    first["threat.technique.id"].append("T0000")  # one alert's edit stays its own
+    third = {"threatseer.indicators": [{"engine": "dynamic", "rule": "r", "score": 60,
+                                        "tags": [*tags, ["not", "hashable"]]}]}
+    describe(third, lambda name: None, "bundle", "1")
+    assert third["threat.technique.id"] == ["T1059"]
+    fourth = {"threatseer.indicators": [
+        {"engine": "dynamic", "rule": "r", "score": 60, "tags": list(tags)}]}
+    describe(fourth, lambda name: None, "bundle", "1")
+    assert fourth["threat.technique.id"] == ["T1059"]

@@ -157,3 +157,57 @@ def test_prefiltered_regexes_equal_the_plain_pattern() -> None:
             for b in texts[::3]:
                 text = f"{a} {b}"
                 assert (search(text) is None) == (plain(text) is None), (raw, text)
+
+
+def test_regexes_skip_only_texts_too_short_to_match(monkeypatch) -> None:
+    """regex_search answers None without running the pattern on ASCII text shorter than its
+    shortest match: every regex of the default bundle gives the answer of the same search
+    without that shortcut on texts around that length, built from the pattern's own
+    literals, and Python re finds no match in any text it skips."""
+    import random
+    import re
+
+    from rules_helpers import DEFAULT_BUNDLE
+
+    from threatseer.hub.rules.bundle import load_bundle
+    from threatseer.hub.rules.query import compiler
+    from threatseer.hub.rules.query.ast import And, Cmp, Not, Or
+    from threatseer.hub.rules.query.compiler import _shortest_match, regex_search
+    from threatseer.hub.rules.regex_literals import required_literals
+
+    patterns: set[tuple[str, bool]] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, Cmp) and node.op == "regex":
+            patterns.update((str(v), node.nocase) for v in node.values)
+        elif isinstance(node, And | Or):
+            for item in node.items:
+                walk(item)
+        elif isinstance(node, Not):
+            walk(node.item)
+
+    for rule in load_bundle(DEFAULT_BUNDLE).ruleset.rules:  # its Sigma rules included
+        walk(rule.condition)
+    patterns |= {(r"(^|\.)[A-Za-z0-9]{32,63}\.", False), (r"\bnc\s+-e\b", True),
+                 (r"(?<=abc)x{3}", False), (r"(a)\1{2}", False), (r"^$", False)}
+    rng = random.Random(3)
+    checked = skipped = 0
+    for pattern, nocase in sorted(patterns):
+        flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+        plain = re.compile(pattern, flags).search
+        search = regex_search(pattern, nocase)
+        shortest = _shortest_match(pattern, flags)
+        with monkeypatch.context() as m:
+            m.setattr(compiler, "_shortest_match", lambda *a: 0)
+            unfiltered = regex_search(pattern, nocase)
+        pieces = sorted(required_literals(pattern, flags) or ()) + ["a", "A0", ".", "/", " ", "\n"]
+        for _ in range(60):
+            text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+            text = text[:max(0, shortest + rng.randint(-3, 2))]
+            for t in (text, text.upper(), "\u017f" + text):
+                assert (search(t) is None) == (unfiltered(t) is None), (pattern, t)
+                if len(t) < shortest:  # Python re agrees that it cannot match
+                    assert plain(t) is None, (pattern, t)
+                checked += 1
+                skipped += len(t) < shortest and t.isascii()
+    assert len(patterns) > 20 and checked > 3000 and skipped > 500

@@ -59,7 +59,12 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
     """A function of a str that is not None when ``pattern`` matches somewhere in it: RE2,
     or, for a pattern RE2 cannot run, Python's re on the value's first
     :data:`BACKTRACKING_MAX_CHARS` characters. re.error for a bad pattern."""
-    rx = re.compile(pattern, re.IGNORECASE | re.DOTALL if nocase else re.DOTALL)  # checks it
+    flags = re.IGNORECASE | re.DOTALL if nocase else re.DOTALL
+    rx = re.compile(pattern, flags)  # checks it
+    # The fewest characters a match spans: an ASCII text shorter than that (a DNS name
+    # under a 32-character label pattern) cannot match, and costs no call into RE2. Only
+    # ASCII: there a character is one byte and one RE2 rune, whatever the text holds.
+    shortest = _shortest_match(pattern, flags)
     if re2 is not None:
         try:
             compiled = re2.compile(_END_OF_TEXT.sub(r"\1\\z", pattern), _re2_options(nocase))
@@ -69,6 +74,8 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
             match, unanchored = compiled._regexp.Match, re2._Anchor.UNANCHORED
 
             def search(text: str) -> Any:
+                if len(text) < shortest and text.isascii():
+                    return None
                 data = text.encode("utf-8", "surrogatepass")
                 return True if match(unanchored, data, 0, len(data))[0][0] >= 0 else None
 
@@ -76,6 +83,14 @@ def regex_search(pattern: str, nocase: bool) -> Callable[[str], Any]:
     cut = BACKTRACKING_MAX_CHARS
     find = rx.search
     return lambda text: find(text[:cut]) if len(text) > cut else find(text)
+
+
+def _shortest_match(pattern: str, flags: int) -> int:
+    """The minimum length of a match of ``pattern`` (0 when unknown)."""
+    try:
+        return int(_re_parser.parse(pattern, flags).getwidth()[0])
+    except (re.error, RecursionError, OverflowError, TypeError, ValueError):
+        return 0
 
 
 def needs_backtracking(pattern: str) -> bool:
@@ -332,6 +347,9 @@ def _needle_automaton(needles: frozenset[str]) -> Any:
 _FAST_EXPRS = {
     "eq": "v in {k}", "ieq": "v.lower() in {k}",
     "contains": "{k} in v", "icontains": "{k} in v.lower()",
+    "contains_any": "_any(_map(v.__contains__, {k}))",
+    "icontains_any": "_any(_map(v.lower().__contains__, {k}))",
+    "contains_rx": "{k}(v) is not None", "icontains_rx": "{k}(v.lower()) is not None",
     "startswith": "v.startswith({k})", "istartswith": "v.lower().startswith({k})",
     "endswith": "v.endswith({k})", "iendswith": "v.lower().endswith({k})",
     "search": "{k}(v) is not None",
@@ -390,6 +408,10 @@ def _str_fast(node: Cmp) -> tuple[str, Any] | None:
     strs = tuple(as_str(v).lower() if nocase else as_str(v) for v in values)
     if op == "contains" and len(strs) == 1:
         return prefix + "contains", strs[0]
+    if op == "contains" and len(strs) <= 3:  # as _value_test: each needle in turn
+        return prefix + "contains_any", strs
+    if op == "contains":  # as _value_test: one alternation of the escaped needles
+        return prefix + "contains_rx", re.compile("|".join(map(re.escape, strs))).search
     if op in ("startswith", "endswith"):
         return prefix + op, strs
     if op in ("regex", "glob"):
@@ -440,6 +462,41 @@ def _or(a: Predicate, b: Predicate) -> Predicate:
     return lambda ev: a(ev) or b(ev)
 
 
+def _flat_or(node: Node) -> list[Node]:
+    return [x for i in node.items for x in _flat_or(i)] if isinstance(node, Or) else [node]
+
+
+def merge_equalities(node: Node) -> Node:
+    """``node`` with the equality tests of an ``or`` on one plain field merged into one test
+    of the union of their values (``process.name in package_managers or process.name in
+    config_managers``, as macros write it: one dict read and one set lookup instead of two).
+
+    Exact: ``x = a or x = b`` is ``x in (a, b)`` for every value (a list field: any item in
+    either set), and the tests are pure, so moving one into the other's place in the ``or``
+    changes no result. Other tests keep their place."""
+    if isinstance(node, Or):
+        merged: list[Node] = []
+        at: dict[tuple[str, bool], int] = {}
+        for item in map(merge_equalities, _flat_or(node)):
+            if (isinstance(item, Cmp) and item.op == "=" and item.field.index is None
+                    and not item.field.fallbacks):
+                key = (item.field.name, item.nocase)
+                j = at.get(key)
+                if j is not None:
+                    prev = merged[j]
+                    assert isinstance(prev, Cmp)
+                    merged[j] = Cmp(prev.field, "=", prev.values + item.values, prev.nocase)
+                    continue
+                at[key] = len(merged)
+            merged.append(item)
+        return merged[0] if len(merged) == 1 else Or(tuple(merged))
+    if isinstance(node, And):
+        return And(tuple(map(merge_equalities, node.items)))
+    if isinstance(node, Not):
+        return Not(merge_equalities(node.item))
+    return node
+
+
 def compile_condition(node: Node) -> Predicate:
     """A predicate equivalent to ``node`` over flat ECS events.
 
@@ -449,6 +506,7 @@ def compile_condition(node: Node) -> Predicate:
     comparisons was ten to twenty nested calls, most of the dynamic engine's evaluation time.
     A condition too deep for Python's compiler falls back to nested closures.
     """
+    node = merge_equalities(node)
     gen = _Generator()
     try:
         expr = gen.expr(node)
