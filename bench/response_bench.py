@@ -95,7 +95,7 @@ def main() -> None:
     (tmp / "hub.yaml").write_text(yaml.safe_dump({
         "ingest": {"endpoint": ingest}, "publish": {"endpoint": ""}, "metrics": {"listen": ""},
         "state_dir": str(tmp / "hub"), "bundle": str(bundle), "log_level": "error",
-        "plaintext": True,
+        "plaintext": True, "admin": {"allow_unsigned": True},  # the bench's bundle, unsigned
         "response": {"kill_rules": {"bench_kill": "kill", "bench_deny": "kill"},
                      "max_kills_per_minute": 100_000}}))
     (tmp / "sensor.yaml").write_text(yaml.safe_dump({

@@ -15,6 +15,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 # found through cythonize(include_path=["native"]) in setup.py
 from checkrc cimport check_ptr, check_rc
+from digest cimport *
 from libbpf cimport *
 from records cimport *
 
@@ -169,6 +170,8 @@ include "decode/network.pxi"
 include "decode/privilege.pxi"
 include "decode/container.pxi"
 include "encode/file.pxi"
+include "sha256.pxi"
+include "syscalls.pxi"
 
 
 def mount_tracefs(str target):

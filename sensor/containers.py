@@ -19,7 +19,8 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from threatseer.native._bpf import open_kernfs_id
 
 ID_RE = re.compile(r"(?:^|[-_/])([0-9a-f]{64})(?:\.scope)?$")
 # A container's id in any component of a cgroup path (the deepest wins): processes of a
@@ -62,28 +63,6 @@ def cgroup2_mount(mounts: str = "/proc/self/mounts") -> str:
     return ""
 
 
-_FILEID_KERNFS = 0xFE
-_handle_api: tuple[Any, Any] | None = None
-
-
-def _open_by_handle_at() -> tuple[Any, Any]:
-    """(libc's open_by_handle_at, a function making a pointer to the ``struct file_handle`` of
-    a kernfs node from its id: the 64-bit id is the handle). ctypes is imported on first use: most sensors never need it, and it
-    costs RSS."""
-    global _handle_api
-    if _handle_api is None:
-        import ctypes
-
-        class FileHandle(ctypes.Structure):
-            _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
-                        ("id", ctypes.c_uint64)]
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        _handle_api = (libc.open_by_handle_at, lambda cgroup_id: ctypes.byref(
-            FileHandle(8, _FILEID_KERNFS, cgroup_id)))
-    return _handle_api
-
-
 class ContainerCgroups:
     """Which unified (v2) cgroup ids belong to which container.
 
@@ -122,9 +101,7 @@ class ContainerCgroups:
         try:
             if self._mount_fd is None:
                 self._mount_fd = os.open(self.mount, os.O_RDONLY | os.O_DIRECTORY)
-            open_by_handle_at, handle_of = _open_by_handle_at()
-            fd = open_by_handle_at(self._mount_fd, handle_of(cgroup_id),
-                                   os.O_RDONLY | os.O_DIRECTORY)
+            fd = open_kernfs_id(self._mount_fd, cgroup_id, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
             self.resolve_errors += 1
             return ""

@@ -15,41 +15,27 @@ sensor keeps is what it still does with other processes' files for its whole lif
 :func:`drop_after_attach` sets no_new_privs (so no exec can give anything back), clears the
 ambient and inheritable sets and cuts the permitted and effective sets to those two; it also
 drops the rest of the bounding set when it may (CAP_SETPCAP; under the formula's unit the
-bounding set is already the capabilities above). Why ctypes: two system calls
-(``capset``, ``prctl``), not worth a dependency (python-prctl needs libcap headers to build
-and is unmaintained).
+bounding set is already the capabilities above). The two system calls (``capset``,
+``prctl``) are in the native extension (native/syscalls.pxi): not worth a dependency
+(python-prctl needs libcap headers to build and is unmaintained), nor ctypes' RSS.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from pathlib import Path
+
+from threatseer.native._bpf import capset, prctl
 
 log = logging.getLogger("threatseer.sensor.privileges")
 CAPS = {"CAP_DAC_READ_SEARCH": 2, "CAP_KILL": 5, "CAP_SETPCAP": 8, "CAP_SYS_PTRACE": 19,
         "CAP_SYS_ADMIN": 21, "CAP_SYS_RESOURCE": 24, "CAP_PERFMON": 38, "CAP_BPF": 39}
 KEEP = ("CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH")
 KILL = ("CAP_KILL",)
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _PR_CAPBSET_DROP = 24
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
-
-
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def _last_cap() -> int:
@@ -72,27 +58,21 @@ def current() -> dict[str, int]:
 def drop_after_attach(keep: tuple[str, ...] = KEEP) -> bool:
     """Keep only ``keep`` (see the module doc); False (logged) when that was not possible,
     e.g. not running on Linux with the needed rights: the sensor goes on as it is."""
-    libc = _libc()
     mask = 0
     for name in keep:
         mask |= 1 << CAPS[name]
-    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        log.warning("cannot set no_new_privs: %s", os.strerror(ctypes.get_errno()))
-    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if rc := prctl(_PR_SET_NO_NEW_PRIVS, 1):
+        log.warning("cannot set no_new_privs: %s", os.strerror(-rc))
+    prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL)
     if current().get("CapEff", 0) & (1 << CAPS["CAP_SETPCAP"]):
         for cap in range(_last_cap() + 1):
             if not mask & (1 << cap):
-                libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+                prctl(_PR_CAPBSET_DROP, cap)
     before = current()
-    header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_Data * 2)()
-    for i in range(2):
-        word = (mask & before.get("CapPrm", 0)) >> (32 * i) & 0xFFFFFFFF
-        data[i].effective = data[i].permitted = word
-        data[i].inheritable = 0
-    if libc.capset(ctypes.byref(header), data) != 0:
-        log.warning("cannot drop capabilities (%s): keeping %#x",
-                    os.strerror(ctypes.get_errno()), before.get("CapEff", 0))
+    kept = mask & before.get("CapPrm", 0)
+    if rc := capset(kept, kept, 0):
+        log.warning("cannot drop capabilities (%s): keeping %#x", os.strerror(-rc),
+                    before.get("CapEff", 0))
         return False
     dropped = sorted(n for n, bit in CAPS.items()
                      if before.get("CapEff", 0) & (1 << bit) and not mask & (1 << bit))

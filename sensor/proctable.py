@@ -144,16 +144,20 @@ class ProcessTable:
         return proc
 
     def ancestors(self, ppid: int) -> list[str]:
-        """Names of the parent and up to MAX_ANCESTORS-1 further ancestors, nearest first."""
+        """Names of the parent and up to MAX_ANCESTORS-1 further ancestors, nearest first.
+        (Twice per new process, fork and exec: the live table is read directly, the slower
+        :meth:`get` only for a process it lacks.)"""
         names: list[str] = []
+        seen: list[int] = []
+        live = self.procs
         pid = ppid
-        seen = set()
         while pid > 0 and len(names) < MAX_ANCESTORS and pid not in seen:
-            seen.add(pid)
-            proc = self.get(pid)
+            seen.append(pid)
+            proc = live.get(pid) or self.get(pid)
             if proc is None:
                 break
-            names.append(proc.display_name)
+            exe = proc.executable
+            names.append(exe.rsplit("/", 1)[-1] if exe else proc.name)
             pid = proc.ppid
         return names
 

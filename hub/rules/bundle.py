@@ -42,7 +42,8 @@ A rule::
         no_match: [...]
 
 A condition may be a sequence (query/parser.py, rules/README.md); its tests are lists of
-events, in order: ``match: [[{...}, {...}]]``.
+events, in order: ``match: [[{...}, {...}]]``. A sequence's ``action: kill`` targets the
+process of the event that completes it.
 
 A local layer (``layer: local`` in its manifest) is compiled on top of a base bundle by
 :func:`load_stack`; what it may say is in hub/rules/local_layer.py.
@@ -526,7 +527,8 @@ class _Loader:
             output = str(doc.get("output", ""))
             if isinstance(condition, Sequence):
                 return self.sequence_rule(name, condition, exc, description, score, tags,
-                                          output, self.where(rel, line))
+                                          output, self.where(rel, line),
+                                          self.action(rel, doc, name))
             if exc is not None:
                 condition = conj(condition, exc)
             return [CompiledRule(
@@ -540,9 +542,11 @@ class _Loader:
 
     def sequence_rule(self, name: str, seq: Sequence, exc: Node | None, description: str,
                       score: int, tags: tuple[str, ...], output: str,
-                      source: str) -> list[CompiledRule]:
-        """A sequence's steps as rules of the index; exceptions hold on every step."""
-        rule = SequenceRule(name, seq, description, score, tags, output, source)
+                      source: str, action: str) -> list[CompiledRule]:
+        """A sequence's steps as rules of the index; exceptions hold on every step. Its
+        ``action`` applies to the process of the event that completes it (that event carries
+        the sequence's indicator)."""
+        rule = SequenceRule(name, seq, description, score, tags, output, source, action)
         self.sequences[name] = rule
         return [SequenceStep(
             name=f"{name}[{i + 1}]", engine="dynamic", type="sequence-step",
@@ -840,6 +844,7 @@ def _compile(loader: _Loader, manifest: Manifest, static: StaticData, files: Fil
     actions.update({f"risky_process:{rp.name}": rp.action
                     for rp in static.risky_processes.values() if rp.action})
     actions.update({sf.glob: sf.action for sf in static.sensitive_files if sf.action})
+    actions.update({name: seq.action for name, seq in loader.sequences.items() if seq.action})
     actions.update(loader.ioc_actions)
     return Bundle(manifest=manifest, static=static,
                   ruleset=IndexedRuleSet([*rules, *sigma_rules]),

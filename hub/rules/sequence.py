@@ -103,8 +103,10 @@ class SequenceRule:
     """One sequence's definition and its state (see the module docstring)."""
 
     def __init__(self, name: str, sequence: Sequence, description: str, score: int,
-                 tags: tuple[str, ...], output: str, source: str) -> None:
+                 tags: tuple[str, ...], output: str, source: str, action: str = "") -> None:
         self.name = name
+        # the response to a completed sequence: the process of the event that completes it
+        self.action = action
         self.sequence = sequence
         self.within = sequence.within
         self.description = description

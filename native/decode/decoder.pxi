@@ -67,18 +67,19 @@ cdef class Decoder:
         self.starts = {}
         self.contexts = Contexts()
         self.w.p = NULL
-        self.w.n = self.w.cap = 0
+        self.w.obj = NULL
+        self.w.n = self.w.cap = self.w.hint = 0
 
     def __dealloc__(self):
-        free(self.w.p)
+        w_free(&self.w)
 
     cdef object take_run(self):
         """The run of encoded events so far, handed out (None when empty)."""
         if not self.run_events:
             return None
-        run = self.wrap(PyBytes_FromStringAndSize(self.w.p, self.w.n), self.run_events)
-        self.w.n = 0
+        n = self.run_events
         self.run_events = 0
+        run = self.wrap(w_take(&self.w), n)
         return run
 
     cdef inline object next_seq(self):

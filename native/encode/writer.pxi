@@ -3,30 +3,69 @@
 # smallest form of each integer and string header): tests/native/test_native_encoder.py
 # compares the bytes with threatseer.common.wire's encoding of the decoded event.
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
-from libc.stdlib cimport realloc
+
+
+cdef extern from "Python.h":
+    # Resizes a bytes object nobody else holds yet (CPython's own way to build one in
+    # place); on failure it frees it, sets *pv to NULL and raises.
+    int _PyBytes_Resize(PyObject **pv, Py_ssize_t newsize)
 
 
 cdef struct Writer:
+    # The run is written straight into a bytes object (``obj``, owned here until
+    # w_take hands it out): no copy of the run, no buffer kept between runs.
     char *p
     Py_ssize_t n
     Py_ssize_t cap
+    Py_ssize_t hint  # the last run's size: the next one starts with that much room
+    PyObject *obj
 
 
 cdef int w_reserve(Writer *w, Py_ssize_t extra) except -1:
     """Room for ``extra`` more bytes; the w_* functions below write into it unchecked."""
     cdef Py_ssize_t cap
-    cdef char *p
     if w.n + extra <= w.cap:
         return 0
-    cap = max(w.cap * 2, w.n + extra, 4096)
-    p = <char *>realloc(w.p, cap)
-    if p == NULL:
-        raise MemoryError()
-    w.p = p
+    cap = max(w.cap * 2, w.n + extra, w.hint, 4096)
+    if w.obj == NULL:
+        o = PyBytes_FromStringAndSize(NULL, cap)
+        Py_INCREF(o)
+        w.obj = <PyObject *>o
+    elif _PyBytes_Resize(&w.obj, cap) < 0:
+        w.p = NULL
+        w.n = w.cap = 0
+        return -1
+    w.p = PyBytes_AS_STRING(<object>w.obj)
     w.cap = cap
     return 0
+
+
+cdef object w_take(Writer *w):
+    """The bytes written so far, handed out; the writer starts afresh."""
+    cdef object out
+    if w.obj == NULL:
+        return b""
+    w.hint = min(w.n, 1 << 20)
+    if _PyBytes_Resize(&w.obj, w.n) < 0:
+        w.p = NULL
+        w.n = w.cap = 0
+        raise MemoryError()
+    out = <object>w.obj
+    Py_XDECREF(w.obj)
+    w.obj = NULL
+    w.p = NULL
+    w.n = w.cap = 0
+    return out
+
+
+cdef void w_free(Writer *w) noexcept:
+    Py_XDECREF(w.obj)
+    w.obj = NULL
+    w.p = NULL
+    w.n = w.cap = 0
 
 
 cdef inline void w_be(Writer *w, uint64_t v, int nbytes) noexcept:

@@ -23,6 +23,13 @@ def bundle():  # type: ignore[no-untyped-def]
     condition: event.action = exec and process.name = evil
     score: 90
     action: kill
+  - rule: fetch_then_shell
+    condition: >-
+      sequence by process.parent.entity_id within 60s
+        [event.action = exec and process.name = fetcher]
+        [event.action = exec and process.name = shellish]
+    score: 80
+    action: kill
   - rule: evil_but_not_allowed
     condition: event.action = exec and process.name = meh
     score: 90
@@ -96,6 +103,23 @@ def test_policy_and_kill_commands_go_to_the_reporting_sensor_only(start_hub, zct
     assert hub.responder.counts["sent"] == 2 and hub.responder.counts["dry-run"] == 1
     for s in (a, b):
         s.sock.close(0)
+
+
+def test_a_sequence_with_action_kill_kills_the_process_that_completes_it(start_hub,
+                                                                        zctx) -> None:
+    hub = start_hub(bundle_obj=bundle(),
+                    response=ResponseConfig(kill_rules={"fetch_then_shell": "kill"}))
+    a = Sensor(zctx, hub.ingest.endpoint, "sensor-a")
+    parent = {"process.parent.entity_id": "ent-parent"}
+    a.send(killable("fetcher", 6000, **parent))  # the first step alone: nothing to kill
+    a.send(killable("shellish", 6001, **{"process.parent.entity_id": "ent-other"}))
+    a.send(killable("shellish", 6002, **parent))  # completes the sequence
+    cmds = a.commands(2)
+    assert [(c.pid, c.entity_id, c.rule) for c in cmds[1:]] == [
+        (6002, "ent-6002", "fetch_then_shell")]
+    a.commands(3, timeout=0.5)
+    assert len(a.commands_now()) == 2
+    a.sock.close(0)
 
 
 def test_nothing_is_killed_without_kill_rules(start_hub, zctx) -> None:

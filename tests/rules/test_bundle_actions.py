@@ -32,6 +32,13 @@ def test_every_kind_of_rule_can_carry_kill(tmp_path: Path) -> None:
               - rule: plain
                 condition: event.action = exec and process.name = y
                 score: 10
+              - rule: seq
+                condition: >-
+                  sequence by process.parent.entity_id within 60s
+                    [event.action = exec and process.name = curl]
+                    [event.action = exec and process.name = sh]
+                score: 80
+                action: kill
             sigma:
               overrides:
                 Evil Tool: {action: kill}
@@ -57,7 +64,7 @@ def test_every_kind_of_rule_can_carry_kill(tmp_path: Path) -> None:
                 deleted: true
             """,
     }))
-    assert b.actions == {"q": "kill", "Evil Tool": "kill", "risky_process:xmrig": "kill",
+    assert b.actions == {"q": "kill", "seq": "kill", "Evil Tool": "kill", "risky_process:xmrig": "kill",
                          "/etc/shadow": "kill", "sha256:" + "a" * 64: "kill"}
     assert b.static.iocs.sha256["a" * 64] == "known miner"
     assert [(r.name, r.prefixes, r.kinds) for r in b.exec_rules] == [
@@ -68,6 +75,9 @@ def test_every_kind_of_rule_can_carry_kill(tmp_path: Path) -> None:
     ({"rules/r.yaml": "rules:\n  - rule: q\n    condition: event.action = exec\n"
                       "    action: explode\n"},
      "rules/r.yaml:2: rule 'q': action must be one of kill, not 'explode'"),
+    ({"rules/r.yaml": "rules:\n  - rule: s\n    condition: sequence by process.pid within 5s "
+                      "[event.action = exec] [event.action = exit]\n    action: stop\n"},
+     "rules/r.yaml:2: rule 's': action must be one of kill, not 'stop'"),
     ({"enforce.yaml": "exec:\n  - rule: all\n    prefixes: [/]\n"},
      "enforce.yaml:2: rule 'all': prefixes: '/' would deny the system's own programs"),
     ({"enforce.yaml": "exec:\n  - rule: usr\n    prefixes: [/usr/]\n"},
