@@ -66,16 +66,20 @@ STATE_TOPIC = "threatseer.scorer-state"
 
 
 # -- the cluster's processes ----------------------------------------------------------------
-def cluster_config(tmp: Path, bootstrap: str, bundle: str) -> Path:
+def cluster_config(tmp: Path, bootstrap: str, bundle: str,
+                   txn_interval_ms: int | None = None) -> Path:
     """One hub.yaml for the gateway and the scorer: hub_bench.py's hub settings + cluster."""
     cfg = {"ingest": {"endpoint": f"tcp://127.0.0.1:{free_port()}", "rcv_hwm": 1000},
            "publish": {"endpoint": ""}, "metrics": {"listen": ""}, "plaintext": True,
            "actions": {"toss_below": -1_000_000, "alert_at": 80},
            "profiles": {"enabled": True, "learn_seconds": 0, "learn_min_events": 50},
            "state_dir": str(tmp / "state"), "log_level": "warning", "bundle": bundle,
+           "admin": {"allow_unsigned": True},  # the repository's bundle, unsigned
            "cluster": {"bootstrap_servers": bootstrap, "replication_factor": 1,
                        "partitions": PARTITIONS, "session_timeout_ms": 3000,
                        "metrics_listen": {"gateway": "", "scorer": "", "output-worker": ""}}}
+    if txn_interval_ms is not None:
+        cfg["cluster"]["txn_interval_ms"] = txn_interval_ms
     path = tmp / "cluster.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -200,7 +204,9 @@ def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], ro
         flags = dict(poller.poll(1000)).get(sock, 0)
         if flags & zmq.POLLIN:
             while sock.get(zmq.EVENTS) & zmq.POLLIN:
-                acked = max(acked, wire.decode_ack(sock.recv_multipart()[-1])[1])
+                reply = wire.decode_reply(sock.recv_multipart()[-1])
+                if isinstance(reply, tuple):  # an ack (commands are not for a bench)
+                    acked = max(acked, reply[1])
         if flags & zmq.POLLOUT and seq < last:
             body, count = bodies[seq % len(bodies)]
             seq += 1
@@ -320,7 +326,7 @@ def paced_sensors(endpoint: str, events: list[dict[str, Any]], rate: int, second
             pos = (pos + per) % (len(events) - per)
             now = time.time_ns()
             for e in batch:
-                e["threatseer.bench.sent_ns"] = now
+                e["event.sequence"] = now  # the send time (ns), as hub_bench.py stamps it
             s.send(batch)
         while time.monotonic() < start + tick * 0.01:
             for s in sinks:
@@ -362,7 +368,7 @@ def latency(endpoint: str, bootstrap: str, events: list[dict[str, Any]], rate: i
             created = m.timestamp()[1] * 1_000_000
             last = time.monotonic()
             for ev in unpack(m.value(), raw=False):
-                sent = ev.get("threatseer.bench.sent_ns")
+                sent = ev.get("event.sequence")
                 if sent:
                     lat.append((now - sent) / 1e6)
                     scored.append((created - sent) / 1e6)
@@ -450,11 +456,14 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs of each")
     ap.add_argument("--rate", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--txn-interval-ms", type=int, default=None,
+                    help="the scorer's cluster.txn_interval_ms (default: the config default)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the cluster's latency phase (no key line)")
     a = ap.parse_args()
     mp.set_start_method("fork")
-    print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
+    print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs; scorer "
+          f"txn_interval_ms {a.txn_interval_ms if a.txn_interval_ms is not None else 'default'}")
     events = hub_bench.make_events(a.events)
     tmp = Path(tempfile.mkdtemp(prefix="ts-cluster-bench-"))
     bundle = hub_bench.build_bundle(str(tmp))
@@ -467,7 +476,7 @@ def main() -> int:
     srv = tansu_at(free_port(), tmp).start()
     gateway = scorer = None
     try:
-        config = cluster_config(tmp, srv.bootstrap, bundle)
+        config = cluster_config(tmp, srv.bootstrap, bundle, a.txn_interval_ms)
         endpoint = yaml.safe_load(config.read_text())["ingest"]["endpoint"]
         gateway = Role("gateway", config, tmp)
         scorer = Role("scorer", config, tmp)

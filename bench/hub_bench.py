@@ -146,7 +146,8 @@ def flood_sender(endpoint: str, sensor_id: str, events: list[dict[str, Any]], ro
     # drops what a disconnected peer left unread in the hub's receive pipe.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and sock.poll(1000):
-        if wire.decode_ack(sock.recv_multipart()[-1])[1] >= seq:
+        reply = wire.decode_reply(sock.recv_multipart()[-1])  # an ack, or a command (skipped)
+        if isinstance(reply, tuple) and reply[1] >= seq:
             break
     sock.setsockopt(zmq.LINGER, -1)
     sock.close()

@@ -128,8 +128,12 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
         age = now - d.get("updated_at", 0)
         extra = ""
         if d.get("role") == "scorer":
-            extra = (f" bundle={d.get('bundle', {}).get('version', '?')} partitions="
-                     f"{d.get('partitions')} emitted={d.get('emitted')}")
+            bundle = d.get("bundle") or {}
+            extra = (f" bundle={bundle.get('version', '?')} rules={bundle.get('rules', '?')} "
+                     f"partitions={d.get('partitions')} emitted={d.get('emitted')}")
+            extra += "".join(f"\n  WARNING: {p}" for p in bundle.get("problems") or [])
+            if bundle.get("rules") == 0:
+                extra += "\n  WARNING: no rules are active: events get only the default action"
         elif d.get("role") == "gateway":
             extra = f" produced={d.get('produced')} acknowledged={d.get('acknowledged')}"
         elif d.get("role") == "output-worker":

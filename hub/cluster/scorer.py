@@ -140,6 +140,7 @@ class Owned:
     upto: int | None = None
     # The partition's transaction in flight (one at a time): its future and tap events.
     job: tuple[Any, list[list[dict[str, Any]]]] | None = None
+    started: float = 0.0  # monotonic time the last transaction was handed to the pool
 
 
 class Scorer:
@@ -152,8 +153,15 @@ class Scorer:
         self.name = ccfg.member()
         self.metrics = HubMetrics()
         self.store: Any = None
+        self.bundle_problems: list[str] = []  # why it runs an older bundle, or none
         if bundle is None:
-            bundle, self.store = load_start_bundle(cfg)
+            bundle, self.store = load_start_bundle(cfg, self.bundle_problems)
+            if bundle is None:
+                if not self.bundle_problems:
+                    self.bundle_problems.append("no bundle configured (bundle:) or installed, "
+                                                "none announced yet")
+                log.error("running with NO rules (%s): events get only the default action "
+                          "until a bundle is activated", self.bundle_problems[-1])
         elif cfg.admin.trusted_signing_keys:
             from threatseer.hub.rules.store import BundleStore
 
@@ -164,6 +172,7 @@ class Scorer:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        self._note_bundle()
         self.ingest = Ingest(None, cfg.ingest, self.metrics)
         self.ctx = zmq.Context()
         self.publisher = None
@@ -187,6 +196,7 @@ class Scorer:
         self.emitted = self.batches = self.duplicates = self.transactions = 0
         self.aborts = self.failures = 0
         self.txn_seconds = 0.0
+        self._interval = ccfg.txn_interval_ms / 1000
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beacon = Beacon(ccfg, "scorer", self.counters)
@@ -232,8 +242,14 @@ class Scorer:
     def activate(self, bundle: Bundle) -> None:
         """Swap the rules (from the bundle feed's thread: one attribute store)."""
         self.pipeline.activate(bundle)
-        b = bundle.manifest
-        self.metrics.set_bundle(b.name, b.version, bundle.digest)
+        self.bundle_problems = []
+        self._note_bundle()
+
+    def _note_bundle(self) -> None:
+        b = self.pipeline.rules.bundle
+        self.metrics.set_bundle(b.manifest.name, b.manifest.version, b.digest)
+        self.metrics.rules.set(len(b.ruleset))
+        self.metrics.bundle_problems.set(len(self.bundle_problems))
 
     def bundle_version(self) -> str:
         return self.pipeline.rules.bundle.manifest.version
@@ -242,7 +258,8 @@ class Scorer:
         b = self.pipeline.rules.bundle
         prof = self.pipeline.profile
         return {"bundle": {"name": b.manifest.name, "version": b.manifest.version,
-                           "digest": b.digest},
+                           "digest": b.digest, "rules": len(b.ruleset),
+                           "problems": list(self.bundle_problems)},
                 "bundle_feed": self.feed.status(),
                 "partitions": sorted(self.owned), "batches": self.batches,
                 "emitted": self.emitted, "duplicates": self.duplicates,
@@ -325,7 +342,7 @@ class Scorer:
                     for own in list(self.owned.values()):
                         if own.job is not None:
                             self._settle(own, rewind=False)
-                    self._submit(self.consumer.consumer_group_metadata())
+                    self._submit(self.consumer.consumer_group_metadata(), force=True)
             if self.publisher is not None:
                 self.publisher.flush()
             self._pool.shutdown()
@@ -365,12 +382,16 @@ class Scorer:
             if own.job is not None and own.job[0].done():
                 self._settle(own)
 
-    def _submit(self, meta: Any) -> None:
-        """Start the transaction of every partition with scored output and none in flight
-        (output scored meanwhile waits for the next one: the loop then polls briefly)."""
+    def _submit(self, meta: Any, force: bool = False) -> None:
+        """Start the transaction of every partition with scored output, none in flight and
+        the last one started ``txn_interval_ms`` ago (output scored meanwhile waits for the
+        next one: the loop then polls briefly). ``force``: whenever the last one started."""
+        now = time.monotonic()
+        wait = 0.0 if force else self._interval
         for own in list(self.owned.values()):
-            if own.upto is None or own.job is not None:
+            if own.upto is None or own.job is not None or now - own.started < wait:
                 continue
+            own.started = now
             state = own.ledger.records(own.upto)
             out, published, upto = own.out, own.published, own.upto
             own.out, own.published, own.upto = [], [], None
