@@ -23,8 +23,6 @@ flushes profiles, closes the outputs and lets the PUB socket linger so subscribe
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
 import json
 import logging
@@ -35,6 +33,7 @@ from typing import Any
 
 import zmq
 
+from threatseer.hub import heap
 from threatseer.hub.acks import DelayedAcks
 from threatseer.hub.config import HubConfig
 from threatseer.hub.deadletter import FailedBatches
@@ -156,6 +155,7 @@ class Hub:
                  stop_timeout_s: float = 10.0) -> None:
         self.cfg = cfg
         self.stop_timeout_s = stop_timeout_s
+        heap.fix_mmap_threshold()  # big transient buffers never grow the arenas (hub/heap.py)
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self._stop = threading.Event()
@@ -211,7 +211,6 @@ class Hub:
                                             cfg.ingest.failed_batches_max_mib << 20)
         self._losses_at = time.monotonic()
         self._trimmed_at = time.time()
-        self._malloc_trim: Any = None
         self.emitted = 0
         self.failures = 0  # pipeline bugs caught (see _failed); should stay 0
         self._last_failure_log = -1e18
@@ -694,14 +693,7 @@ class Hub:
         if now - self._trimmed_at < TRIM_INTERVAL_S:
             return
         self._trimmed_at = now
-        if self._malloc_trim is None:
-            try:
-                self._malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"
-                                                ).malloc_trim
-            except (OSError, AttributeError):  # not glibc
-                self._malloc_trim = False
-        if self._malloc_trim:
-            self._malloc_trim(0)
+        heap.trim()
 
     def _periodic(self, now: float) -> None:
         self._trim_heap(now)

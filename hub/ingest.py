@@ -345,6 +345,14 @@ class Ingest:
             self._refused(owner, frames, exc.reason, str(exc))
             return None
         sid = header["sid"]
+        if (key and owner is None and sid not in self.bindings.keys
+                and header.get("e", 0) > time.time_ns() + MAX_EPOCH_AHEAD_NS):
+            # A key with no id claiming a free one does not get it with this batch, nor make
+            # its refusal the loss of that id (in a cluster, another gateway may have given
+            # the id to another key a moment ago).
+            self._refused(None, frames, BAD_EPOCH, f"batch {header['seq']}: epoch "
+                          f"{header.get('e')} is more than a day ahead: refused")
+            return None
         if key and owner != sid and not self._bind(key, sid, owner, header):
             return None
         self.stats(sid)

@@ -135,7 +135,9 @@ def status_cmd(config_path: str | None, as_json: bool) -> None:
             if bundle.get("rules") == 0:
                 extra += "\n  WARNING: no rules are active: events get only the default action"
         elif d.get("role") == "gateway":
-            extra = f" produced={d.get('produced')} acknowledged={d.get('acknowledged')}"
+            extra = (f" produced={d.get('produced')} acknowledged={d.get('acknowledged')} "
+                     f"refused={d.get('bad_input')} "
+                     f"bound_sensors={(d.get('bindings') or {}).get('bound')}")
         elif d.get("role") == "output-worker":
             extra = f" events={d.get('events')}"
         click.echo(f"{key:40} seen {age:.0f} s ago{extra}")

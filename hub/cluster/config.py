@@ -42,6 +42,9 @@ class ClusterConfig:
     # Every member's status, refreshed every few seconds (compacted; `threatseer cluster
     # status`).
     status_topic: str = "threatseer.status"
+    # Which CURVE key each sensor id belongs to, for every gateway: a log of claims, first
+    # claim wins (one partition, kept forever: not compacted, see hub/cluster/bindings.py).
+    bindings_topic: str = "threatseer.bindings"
     # Partitions of the batches, events and state topics when this cluster creates them
     # (all three must have the same count): the most scorers that can share the work.
     partitions: int = 12
@@ -85,7 +88,7 @@ class ClusterConfig:
 
     def validate(self) -> None:
         for key in ("batches_topic", "events_topic", "state_topic", "profiles_topic",
-                    "bundles_topic", "status_topic"):
+                    "bundles_topic", "status_topic", "bindings_topic"):
             if not _TOPIC.match(getattr(self, key)):
                 raise ValueError(f"{key}: must be 1-200 of A-Z a-z 0-9 . _ -")
         if self.name and not _NAME.match(self.name):

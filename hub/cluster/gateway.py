@@ -17,26 +17,30 @@ drop the copies by (sensor, epoch, seq).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import zmq
 from confluent_kafka import KafkaError, KafkaException
 
+from threatseer.hub.cluster.bindings import SharedBindings
 from threatseer.hub.cluster.kafka import ensure_topics, producer, require
 from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
-from threatseer.hub.ingest import Ingest, Message, RateLimitedLog
-from threatseer.hub.ledger import Ledger
+from threatseer.hub.ingest import SPOOFED, Ingest, Message, RateLimitedLog
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.transport import Transport
 
 log = logging.getLogger("threatseer.hub.cluster.gateway")
 HEADER = "h"  # Kafka record header holding the wire header frame
-BINDINGS_FILE = "gateway-bindings.db"  # in state_dir: sensor id <-> CURVE key
+# Kafka record header of a gateway's loss record (no body): what it refused of the record
+# key's sensor since its last one, [[reason, batches, events], ...]; the scorer tells it as
+# that sensor's sensor-loss events, as the hub does (hub/cluster/scorer.py).
+LOSS = "loss"
+_pack_loss = msgspec.msgpack.Encoder().encode
 
 
 @dataclass(slots=True)
@@ -54,24 +58,28 @@ class Gateway:
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self.transport = Transport(cfg, self.ctx, self.metrics)
-        # Which CURVE key each sensor id belongs to, durably (a ledger used for its bindings
-        # only): a restarted gateway still refuses another key sending as a known sensor.
-        self.bindings = Ledger(os.path.join(cfg.state_dir, BINDINGS_FILE),
-                               cfg.ingest.ledger_synchronous)
+        self.name = self.ccfg.member()
+        # Which CURVE key each sensor id belongs to, shared by every gateway (a claims log
+        # in Kafka, first claim wins): no key takes an id bound at another gateway.
+        self.bindings: Any = None
         try:
+            self.bindings = SharedBindings(self.ccfg, self.name,
+                                           self.ccfg.delivery_timeout_s)
             self.ingest = Ingest(self.ctx, cfg.ingest, self.metrics, self.transport,
                                  bindings=self.bindings)
         except BaseException:
             self.transport.close()
-            self.bindings.close()
+            if self.bindings is not None:
+                self.bindings.close()
             raise
-        self.name = self.ccfg.member()
         self.producer = self._producer()
         self.senders: dict[str, Sender] = {}
         self.in_flight = 0
         self.produced = self.acked_batches = self.failed = self.holes = 0
         self._fatal = False
         self._log = RateLimitedLog(10.0)
+        self._losses_at = time.monotonic()
+        self.loss_records = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.beacon = Beacon(self.ccfg, "gateway", self.counters)
@@ -98,7 +106,8 @@ class Gateway:
         return {"ingest": self.endpoint, "sensors": len(self.senders),
                 "produced": self.produced, "acknowledged": self.acked_batches,
                 "failed": self.failed, "holes": self.holes, "in_flight": self.in_flight,
-                "bad_input": self.ingest.bad_total}
+                "bad_input": self.ingest.bad_total, "loss_records": self.loss_records,
+                "bindings": self.bindings.counters()}
 
     def start(self) -> None:
         self._http = serve_metrics(self.metrics, self.ccfg, "gateway")
@@ -128,27 +137,60 @@ class Gateway:
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                got = self.ingest.take(20 if self.in_flight else 100)
-                self._commit_bindings()
+                # Claims are decided before the next take: a batch checked against a claim
+                # is produced, held or refused by that claim's outcome, never a stale one.
+                for sid, won, claim in self.bindings.poll():
+                    self._decided(sid, won, claim)
+                busy = self.in_flight or self.bindings.pending
+                got = self.ingest.take(20 if busy else 100)
                 for msg in got:
-                    self._produce(msg)
+                    if not self.bindings.hold(msg.sensor_id, msg):
+                        self._produce(msg)
+                self._report_losses()
                 self.producer.poll(0)
                 if self._fatal:
                     self._rebuild()
+            self._report_losses(force=True)
             deadline = time.monotonic() + 10
             while self.in_flight and time.monotonic() < deadline:
                 self.producer.poll(0.05)
+            self.producer.flush(max(0.0, deadline - time.monotonic()))  # the loss records
         except Exception:
             log.exception("gateway loop failed")
 
-    def _commit_bindings(self) -> None:
-        """Make the bindings of the batches just taken durable before any is acknowledged
-        (a no-op without new ones). On failure they are forgotten, not the batches: the next
-        batch of each sensor binds again."""
-        try:
-            self.bindings.commit()
-        except Exception as exc:
-            self._log.warn(("gateway", "bindings"), f"sensor bindings not stored: {exc}")
+    def _decided(self, sid: str, won: bool, claim: Any) -> None:
+        """Our claim on ``sid`` is decided: its held batches go to Kafka (won) or are
+        refused as spoofed (another key's claim came first, at this or another gateway)."""
+        if won:
+            for msg in claim.held:
+                self._produce(msg)
+            return
+        if claim.held and not claim.expired and sid in self.bindings.keys:
+            self.ingest.bad(sid, SPOOFED, f"key {claim.key} claimed sensor {sid} while key "
+                            f"{self.bindings.keys[sid]} did at another gateway, first: "
+                            f"{len(claim.held)} batches refused", len(claim.held))
+
+    def _report_losses(self, force: bool = False) -> None:
+        """What the ingest refused of known sensors (spoofed, epoch, too large, undecodable
+        header...) since the last time, once per ``log_interval_s``: one loss record per
+        sensor on the batches topic, keyed as its batches. The scorer that owns the partition
+        turns it into the sensor-loss events the hub makes (one definition:
+        ``refused_event``), in the transaction of the record's offset (told once)."""
+        now = time.monotonic()
+        if now - self._losses_at < self.cfg.ingest.log_interval_s and not force:
+            return
+        self._losses_at = now
+        per_sensor: dict[str, list[tuple[str, int, int]]] = {}
+        for sid, reason, batches, events in self.ingest.take_losses():
+            per_sensor.setdefault(sid, []).append((reason, batches, events))
+        for sid, losses in per_sensor.items():
+            try:
+                self.producer.produce(self.ccfg.batches_topic, value=b"", key=sid.encode(),
+                                      headers=[(LOSS, _pack_loss(losses)), ("gw", self.name)])
+                self.loss_records += 1
+            except (BufferError, KafkaException) as exc:
+                self._log.warn((sid, "kafka"), f"loss record not produced: {exc} (counted "
+                               "in bad_input)")
 
     def _rebuild(self) -> None:
         """A fatal producer error (e.g. the broker forgot our producer id): new producer.

@@ -22,6 +22,7 @@ from threatseer.hub.cluster.config import ClusterConfig
 
 log = logging.getLogger("threatseer.hub.cluster")
 COMPACT = {"cleanup.policy": "compact"}
+FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
 
 class ClusterError(RuntimeError):
@@ -44,6 +45,7 @@ def topic_specs(cfg: ClusterConfig) -> dict[str, tuple[int, dict[str, str]]]:
         cfg.profiles_topic: (3, COMPACT),
         cfg.bundles_topic: (1, COMPACT),
         cfg.status_topic: (1, COMPACT),
+        cfg.bindings_topic: (1, FOREVER),
     }
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections import defaultdict
@@ -41,8 +42,9 @@ import zmq
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from threatseer.common import wire
+from threatseer.hub import heap
 from threatseer.hub.cluster.bundles import BundleFeed
-from threatseer.hub.cluster.gateway import HEADER
+from threatseer.hub.cluster.gateway import HEADER, LOSS
 from threatseer.hub.cluster.kafka import (
     BARRIER,
     ClusterError,
@@ -84,6 +86,8 @@ _pack = msgspec.msgpack.Encoder(enc_hook=str).encode
 # whole wait (tansu) adds up to this to every batch's latency.
 FETCH_WAIT_MS = 5
 _unpack_state = msgspec.msgpack.Decoder(dict[str, int]).decode
+_unpack_loss = msgspec.msgpack.Decoder(list[tuple[str, int, int]]).decode
+_REASON = re.compile(r"[a-z0-9-]{1,40}\Z")  # an ingest counter label
 
 
 class PartitionLedger(Ledger):
@@ -146,6 +150,7 @@ class Owned:
 class Scorer:
     def __init__(self, cfg: HubConfig, bundle: Bundle | None = None) -> None:
         require(cfg.cluster)
+        heap.fix_mmap_threshold()  # as the hub (hub/heap.py)
         self.cfg = cfg
         self.ccfg = ccfg = cfg.cluster
         counts = ensure_topics(ccfg)
@@ -462,6 +467,9 @@ class Scorer:
     def _batch(self, own: Owned, m: Any, now: float) -> None:
         """Admit, score and produce one batch (inside the partition's transaction)."""
         headers = dict(m.headers() or ())
+        if LOSS in headers and HEADER not in headers:
+            self._gateway_losses(own, m, headers[LOSS], now)
+            return
         header, body = headers.get(HEADER), m.value()
         frames = [header or b"", body or b""]
         try:
@@ -502,6 +510,29 @@ class Scorer:
                 res = self.pipeline.score(events, rec.sensor_id, rec.seq, now)
                 self._emit(own, m.offset(), start, sid, res.emitted)
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
+        self._report_losses(own, m.offset(), now)
+
+    def _gateway_losses(self, own: Owned, m: Any, value: bytes | None, now: float) -> None:
+        """A gateway's loss record: what it refused of the record key's sensor (spoofed,
+        epoch, too large...), told as that sensor's ``sensor-loss`` events like the hub's,
+        in the transaction of the record's offset (so once)."""
+        try:
+            sid = m.key().decode()
+            losses = _unpack_loss(value or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError,
+                AttributeError) as exc:
+            self.ingest.bad("unknown", wire.BAD_HEADER, f"batches offset {m.offset()}: "
+                            f"not a loss record: {exc}")
+            return
+        if not wire.SENSOR_ID.match(sid):
+            self.ingest.bad("unknown", wire.BAD_HEADER, f"batches offset {m.offset()}: "
+                            "loss record of an invalid sensor id")
+            return
+        self.ingest.stats(sid)
+        label = self.ingest.label(sid)
+        for reason, batches, events in losses[:64]:
+            if _REASON.match(reason) and 0 <= batches < 1 << 40 and 0 <= events < 1 << 40:
+                self.ingest.lost(label, reason, batches, events)
         self._report_losses(own, m.offset(), now)
 
     def _report_losses(self, own: Owned, offset: int, now: float) -> None:

@@ -56,3 +56,59 @@ def test_a_scorer_tells_what_it_refused_as_the_senders_loss(tmp_path) -> None:
         if scorer is not None:
             scorer.stop()
         broker.stop(signal.SIGKILL)
+
+
+def test_a_gateways_refusals_are_told_as_the_senders_loss(tmp_path) -> None:
+    """What a gateway refuses of a known sensor (a batch sent under another id, an epoch far
+    ahead) reaches the analysts as that sensor's ``sensor-loss`` events, made by the scorer
+    with the hub's ``refused_event``, as a single hub tells them."""
+    from cluster_helpers import Member
+    from security_helpers import WireSensor, exec_event
+    from transport_helpers import Keys
+
+    keys = Keys(tmp_path / "keys")
+    broker = tansu_at(free_port(), tmp_path).start()
+    scorer = gateway = None
+    try:
+        gcfg = member_config(tmp_path, broker.bootstrap, "gw")
+        gcfg.plaintext = False
+        gcfg.curve_secret_key_file = str(keys.hub[0])
+        gcfg.curve_allow_list = str(keys.allow)
+        gcfg.ingest.log_interval_s = 0.5
+        gateway = Member("gateway", gcfg, tmp_path)
+        cfg = member_config(tmp_path, broker.bootstrap, "sc")
+        cfg.bundle = ""
+        cfg.actions.toss_below = -1000
+        scorer = Scorer(cfg)
+        scorer.start()
+        gateway.wait_ready()
+        sensor = WireSensor(gcfg.ingest.endpoint, "s1", keys.sensor[0], keys.hub[1])
+        try:
+            assert sensor.wait_ack(sensor.send([exec_event("s1", 0)]), 60)
+            sensor.send([exec_event("s2", 0)], seq=1, sensor_id="s2")  # not its id
+            sensor.send([exec_event("s1", 1), exec_event("s1", 2)], seq=2, epoch=1 << 62)
+            assert not sensor.wait_ack(2, 2.0)
+        finally:
+            sensor.close()
+        tally = EventsTally(broker.bootstrap, cfg.cluster.events_topic, cfg.cluster.partitions)
+
+        def losses(t: EventsTally) -> dict[str, tuple[str, int, int]]:
+            return {ev["threatseer.loss.counter"]: (ev["agent.id"], ev["threatseer.loss.batches"],
+                                                   ev["threatseer.loss.events"])
+                    for m in t.records for ev in unpack(m.value())
+                    if ev["event.action"] == ecs.SENSOR_LOSS}
+
+        try:
+            assert tally.until(lambda t: len(losses(t)) >= 2, 120), losses(tally)
+            tally.drain(1.0)
+            got = losses(tally)
+        finally:
+            tally.close()
+        assert got == {"hub_refused_spoofed": ("s1", 1, 1),
+                       "hub_refused_epoch": ("s1", 1, 2)}, got
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if scorer is not None:
+            scorer.stop()
+        broker.stop(signal.SIGKILL)
