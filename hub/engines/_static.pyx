@@ -56,6 +56,7 @@ def scan(object engine, list events):
     cdef dict ev
     cdef dict risky = engine.risky, sha256 = engine.sha256, domains = engine.domains
     cdef dict path_cache = engine._path_cache, ip_cache = engine._ip_cache
+    cdef dict domain_cache = engine._domain_cache
     cdef bint check_files = bool(engine.exact_files) or engine.any_glob is not None
     cdef bint check_ips = bool(engine.exact_ips) or bool(engine.nets)
     cdef Py_ssize_t errors = 0
@@ -104,7 +105,11 @@ def scan(object engine, list events):
             elif action == "dns-query" and domains:
                 name = ev["dns.question.name"]
                 if type(name) is str:
-                    engine._dns_indicator(ev, name)
+                    hit = domain_cache.get(name, _MISS)
+                    if hit is _MISS:
+                        hit = engine.domain_ioc(name)
+                    if hit is not None:
+                        engine._dns_indicator(ev, name, hit)
         except Exception:  # a field of an odd type: skip this event, never the batch
             errors += 1
     return errors

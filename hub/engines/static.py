@@ -62,6 +62,7 @@ class StaticEngine:
         self._path_cache: dict[str, list[SensitiveFile]] = {}
         self._file_indicators: dict[tuple[int, bool], dict[str, Any]] = {}
         self._ip_cache: dict[str, tuple[str, str] | None] = {}
+        self._domain_cache: dict[str, tuple[str, str] | None] = {}
         self.errors = 0
 
     def _file_indicator(self, sf: SensitiveFile, write: bool) -> dict[str, Any]:
@@ -109,13 +110,23 @@ class StaticEngine:
         return hit
 
     def domain_ioc(self, name: str) -> tuple[str, str] | None:
-        name = name.lower().rstrip(".")
-        while name:
-            desc = self.domains.get(name)
+        """(listed domain, description) for ``name`` or one of its parent domains; cached
+        per name (a fleet asks for the same few thousand names all day)."""
+        cache = self._domain_cache
+        if name in cache:
+            return cache[name]
+        hit = None
+        key = name.lower().rstrip(".")
+        while key:
+            desc = self.domains.get(key)
             if desc is not None:
-                return name, desc
-            _, _, name = name.partition(".")
-        return None
+                hit = key, desc
+                break
+            _, _, key = key.partition(".")
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[name] = hit
+        return hit
 
     # -- the engine ----------------------------------------------------------------------
     def process(self, events: list[dict[str, Any]], now: float = 0.0) -> None:
@@ -133,8 +144,6 @@ class StaticEngine:
         ev["threatseer.indicators"].append(Indicator(
             ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "network"), {"ip": ip}).as_dict())
 
-    def _dns_indicator(self, ev: dict[str, Any], name: str) -> None:
-        hit = self.domain_ioc(name)
-        if hit is not None:
-            ev["threatseer.indicators"].append(Indicator(
-                ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"), {"name": name}).as_dict())
+    def _dns_indicator(self, ev: dict[str, Any], name: str, hit: tuple[str, str]) -> None:
+        ev["threatseer.indicators"].append(Indicator(
+            ENGINE, hit[0], "ioc", hit[1], IOC_SCORE, ("ioc", "dns"), {"name": name}).as_dict())

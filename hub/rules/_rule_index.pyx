@@ -17,13 +17,18 @@ the interpreter's overhead was a third of the dynamic engine's time.
 
 from threatseer.hub.rules.query.compiler import as_str
 
-# Bounds of each field's cache: entries, and the size of a value worth keeping (so one field
-# holds at most a few MB however long the command lines).
-FIELD_CACHE_MAX = 8192
+# Bounds of each field's cache: entries, characters of all its keys together, and the size
+# of a value worth keeping. The character budget is what bounds its memory (a few MB however
+# long the command lines); the entry bound is high enough that a fleet's distinct command
+# lines (tens of thousands: argv carries pids, paths, hosts) stay cached when they are short:
+# a cache emptied every 8192 entries missed two lookups in three on bench/hub_bench.py's mix
+# (11k distinct command lines), each miss an automaton pass over the text.
+FIELD_CACHE_MAX = 32768
+CACHED_CHARS = 4 * 1024 * 1024
 CACHED_LEN = 512
 CACHED_ITEMS = 32
 cdef Py_ssize_t _FIELD_CACHE_MAX = FIELD_CACHE_MAX, _CACHED_LEN = CACHED_LEN
-cdef Py_ssize_t _CACHED_ITEMS = CACHED_ITEMS
+cdef Py_ssize_t _CACHED_ITEMS = CACHED_ITEMS, _CACHED_CHARS = CACHED_CHARS
 
 
 cdef object _search_text(object value):
@@ -84,18 +89,22 @@ cpdef tuple lookup(object index, object value):
     cdef dict cache = <dict?>native[0]
     cdef _Found found = _Found()
     cdef tuple table_entry, hit
-    cdef Py_ssize_t i, n
+    cdef Py_ssize_t i, n, size = 1
     cdef bint base, nocase
     key = None
     if type(value) is int or (type(value) is str and len(<str>value) <= _CACHED_LEN):
         key = value
+        if type(value) is str:
+            size += len(<str>value)
     elif type(value) is list and len(<list>value) <= _CACHED_ITEMS:
         n = len(<list>value)
         for i in range(n):
             if type((<list>value)[i]) is not str:
                 break
+            size += len(<str>(<list>value)[i])
         else:
-            key = tuple(<list>value)  # argv repeats too; a tuple never equals a str key
+            if size <= _CACHED_LEN:
+                key = tuple(<list>value)  # argv repeats too; a tuple never equals a str key
     if key is not None:
         hit = cache.get(key)
         if hit is not None:
@@ -128,8 +137,11 @@ cpdef tuple lookup(object index, object value):
                 found.add(<tuple>pair)
     hit = found.result()
     if key is not None:
-        if len(cache) >= _FIELD_CACHE_MAX:
+        held = <list?>native[5]  # [characters of the cache's keys]
+        if len(cache) >= _FIELD_CACHE_MAX or <Py_ssize_t>held[0] + size > _CACHED_CHARS:
             cache.clear()
+            held[0] = 0
+        held[0] = <Py_ssize_t>held[0] + size
         # Distinct values select the same few sets of groups: the cache holds one copy of
         # each (``native[4]``), so that what it keeps alive is mostly its keys, and fewer
         # objects for the garbage collector to walk.

@@ -432,8 +432,8 @@ class _FieldIndex:
         self.cache: dict[Any, tuple[tuple[_Group, ...], tuple[_Group, ...]]] = {}
         # What native/_rule_index.pyx's ``lookup`` reads, made by seal(): (cache, tables as
         # (basename?, nocase?, value -> split groups), automaton of needle -> split groups,
-        # every needle's split groups, one copy of each result the cache holds); "split":
-        # (needs 1, needs 2) (see _split).
+        # every needle's split groups, one copy of each result the cache holds, [characters
+        # of the cache's keys]); "split": (needs 1, needs 2) (see _split).
         self.native: tuple[Any, ...] = ()
 
     def seal(self) -> None:
@@ -446,7 +446,7 @@ class _FieldIndex:
         tables = tuple((spec[0] == "base", bool(spec[2]),
                         {value: _split(groups) for value, groups in table.items()})
                        for spec, table in self.tables)
-        self.native = (self.cache, tables, self.automaton, _split(self.every), {})
+        self.native = (self.cache, tables, self.automaton, _split(self.every), {}, [0])
 
     def lookup(self, value: Any) -> tuple[tuple[_Group, ...], tuple[_Group, ...]]:
         """(groups this field selects alone, groups it selects with another field)."""

@@ -188,3 +188,23 @@ def test_profile_subject_is_the_image_in_containers_and_tracks_network_and_files
                      "s", 2, now=2.0).emitted
     assert [e["event.risk_score"] for e in evs] == [-5, 20, 20, -5, 20]
     assert list(pipe.profile.profiles) == ["container:nginx:1.25"]
+
+
+def test_domain_iocs_answered_from_the_cache_equal_the_first_answer() -> None:
+    """The static engine remembers each queried name's IOC (or none): a name asked again,
+    in the same batch or a later one, gets exactly the indicator the suffix walk gave."""
+    names = ["www.EVIL.example.", "evil.example", "EVIL.EXAMPLE", "a.b.evil.example",
+             "notevil.example", "evil.example.com", "example", "", ".", "evil..example"]
+    pipe = Pipeline(ActionConfig(toss_below=-1000, alert_at=50), bundle())
+    runs = []
+    for seq in (1, 2):
+        evs = pipe.score([dns_event(n) for n in names * 2], "s1", seq).emitted
+        runs.append([ev["threatseer.indicators"] for ev in evs])
+    expected = [[{"engine": "static", "rule": "evil.example", "type": "ioc",
+                  "description": "c2 domain", "extra_info": {"name": n}, "score": 100,
+                  "tags": ["ioc", "dns"]}] if i in (0, 1, 2, 3) else []
+                for i, n in enumerate(names)] * 2
+    assert runs[0] == runs[1] == expected
+    static = pipe.rules.static
+    assert static._domain_cache["www.EVIL.example."] == ("evil.example", "c2 domain")
+    assert static._domain_cache["notevil.example"] is None
