@@ -111,6 +111,19 @@ class Stack:
         exe.chmod(0o755)
         return exe
 
+    @staticmethod
+    def run_until_killed(exe: Path) -> int:
+        """Start ``exe 30`` and wait for its SIGKILL (15 s at most); its pid. A program that
+        was not killed fails the test and is killed here."""
+        child = subprocess.Popen([str(exe), "30"])
+        try:
+            assert child.wait(15) == -signal.SIGKILL, "not killed"
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        return child.pid
+
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, threatseer_cmd) -> Iterator[Stack]:  # type: ignore[no-untyped-def]

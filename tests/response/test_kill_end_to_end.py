@@ -19,21 +19,15 @@ def kill_event_for(alert: dict):
 
 def test_a_rule_with_action_kill_kills_the_process_and_reports_it(stack) -> None:
     exe = stack.program("kill")
-    child = subprocess.Popen([str(exe), "30"])
-    try:
-        assert child.wait(15) == -9, "not killed"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    alert = stack.events.wait(lambda e: e.get("process.pid") == child.pid
+    pid = stack.run_until_killed(exe)
+    alert = stack.events.wait(lambda e: e.get("process.pid") == pid
                               and e.get("event.action") == "exec")
     assert alert["event.kind"] == "alert"
     assert alert["threatseer.response.status"] == "sent"
     assert alert["threatseer.response.rule"] == "test_kill"
     report = stack.events.wait(kill_event_for(alert))
     assert report["event.outcome"] == "success" and report["event.reason"] == "killed"
-    assert report["process.pid"] == child.pid
+    assert report["process.pid"] == pid
     assert report["process.entity_id"] == alert["process.entity_id"]
     assert report["threatseer.response.source"] == "hub"
     assert report["threatseer.response.id"] == alert["threatseer.response.id"]

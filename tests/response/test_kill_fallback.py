@@ -16,15 +16,9 @@ def test_the_hub_kills_a_denied_exec_where_the_kernel_does_not(hub_only_stack) -
     log = stack.sensor_log.read_text()
     assert "not enforced in the kernel (enforce_in_kernel is false)" in log, log
     exe = stack.program("deny")
-    child = subprocess.Popen([str(exe), "30"])
-    try:
-        assert child.wait(15) == -9, "not killed"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    pid = stack.run_until_killed(exe)
     ex = stack.events.wait(lambda e: e.get("event.action") == "exec"
-                           and e.get("process.pid") == child.pid)
+                           and e.get("process.pid") == pid)
     assert "threatseer.enforce.verdict" not in ex  # the kernel let it run
     assert ex["threatseer.response.status"] == "sent"
     assert ex["threatseer.response.rule"] == "test_deny_exec"
