@@ -69,6 +69,9 @@ class ExecutableHashes:
         cached = self._cached(key)
         if cached is not False:
             return cached  # type: ignore[return-value]
+        return self._hash_and_store(key, path, size)
+
+    def _hash_and_store(self, key: Key, path: str, size: int) -> str | None:
         digest = self._hash(path, size)
         self._store(key, digest)
         return digest
@@ -84,9 +87,7 @@ class ExecutableHashes:
         if cached is not False:
             return cached  # type: ignore[return-value]
         if size <= self.inline_bytes or size > self.max_bytes:
-            digest = self._hash(path, size)
-            self._store(key, digest)
-            return digest
+            return self._hash_and_store(key, path, size)
         with self._lock:
             waiters = self._by_key.get(key)
             first = waiters is None
