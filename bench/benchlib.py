@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,11 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def build_loadgen() -> Path:
+    """Compile bench/loadgen.c (the open/exec load generator) into bench/out; its path."""
+    OUT.mkdir(exist_ok=True)
+    exe = OUT / "loadgen"
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, ROOT / "bench/loadgen.c"], check=True)
+    return exe

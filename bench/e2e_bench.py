@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 import zmq
-from benchlib import OUT, ROOT, THREATSEER, free_port, percentile
+from benchlib import OUT, ROOT, THREATSEER, build_loadgen, free_port, percentile
 
 from threatseer.hub import publish
 
@@ -76,8 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the sensor loads BPF programs")
-    OUT.mkdir(exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-o", OUT / "loadgen", ROOT / "bench/loadgen.c"], check=True)
+    build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ts-e2e-bench-"))
     ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     (tmp / "hub.yaml").write_text(yaml.safe_dump({

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from benchlib import OUT, ROOT, THREATSEER, free_port, percentile
+from benchlib import OUT, ROOT, THREATSEER, build_loadgen, free_port, percentile
 
 
 def program(where: Path) -> Path:
@@ -79,8 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the sensor loads BPF programs")
-    OUT.mkdir(exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-o", OUT / "loadgen", ROOT / "bench/loadgen.c"], check=True)
+    build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ts-response-bench-"))
     bundle = tmp / "bundle"
     shutil.copytree(ROOT / "rules/default", bundle)

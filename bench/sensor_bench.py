@@ -32,7 +32,7 @@ from pathlib import Path
 import msgspec
 import yaml
 import zmq
-from benchlib import OUT, ROOT, cpu_seconds, free_port
+from benchlib import OUT, ROOT, build_loadgen, cpu_seconds, free_port
 
 from threatseer.common import wire
 from threatseer.hub.acks import DelayedAcks
@@ -47,9 +47,7 @@ STEADY_S = 20
 
 
 def build() -> None:
-    OUT.mkdir(exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-Wall", "-o", OUT / "loadgen", ROOT / "bench/loadgen.c"],
-                   check=True)
+    build_loadgen()
     subprocess.run(["gcc", "-O2", "-Wall", "-o", OUT / "ceiling", ROOT / "bench/ceiling.c",
                     f"-I{ROOT / 'native/include'}", "-lbpf", "-lelf", "-lz"], check=True)
 

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 import yaml
-from benchlib import OUT, ROOT, THREATSEER, free_port
+from benchlib import OUT, ROOT, THREATSEER, build_loadgen, free_port
 
 
 def rss_mib(pid: int) -> float:
@@ -89,8 +89,7 @@ def main() -> None:
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("soak_bench: the sensor needs root (eBPF)")
-    OUT.mkdir(exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-o", OUT / "loadgen", ROOT / "bench/loadgen.c"], check=True)
+    build_loadgen()
     tmp = Path(tempfile.mkdtemp(prefix="ts-soak-bench-"))
     ingest, pub = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     state = tmp / "hub"
