@@ -108,13 +108,19 @@ def load_start_bundle(cfg: HubConfig,
             log.error("cannot load bundle %s (the installed one, if any, stays): %s",
                       cfg.bundle, exc)
             problems.append(f"cannot load bundle {cfg.bundle}: {exc}")
+    bundle = None
     if store is not None:
         try:
-            return store.active(), store
+            bundle = store.active()
         except Exception as exc:
             log.error("cannot read the active bundle: %s", exc)
             problems.append(f"cannot read the active bundle: {exc}")
-    return None, store
+    if bundle is None:
+        if not problems:
+            problems.append("no bundle configured (bundle:) or installed")
+        log.error("running with NO rules (%s): events get only the default action until a "
+                  "bundle is activated", problems[-1])
+    return bundle, store
 
 
 def _activate_configured(store: Any, cfg: HubConfig) -> Bundle:
@@ -170,11 +176,6 @@ class Hub:
         self.bundle_problems: list[str] = []
         if bundle is None:
             bundle, self.store = load_start_bundle(cfg, self.bundle_problems)
-            if bundle is None:
-                if not self.bundle_problems:
-                    self.bundle_problems.append("no bundle configured (bundle:) or installed")
-                log.error("running with NO rules (%s): events get only the default action "
-                          "until a bundle is activated", self.bundle_problems[-1])
         self.profile_store: ProfileStore | None = None
         profile = None
         if cfg.profiles.enabled:

@@ -161,12 +161,6 @@ class Scorer:
         self.bundle_problems: list[str] = []  # why it runs an older bundle, or none
         if bundle is None:
             bundle, self.store = load_start_bundle(cfg, self.bundle_problems)
-            if bundle is None:
-                if not self.bundle_problems:
-                    self.bundle_problems.append("no bundle configured (bundle:) or installed, "
-                                                "none announced yet")
-                log.error("running with NO rules (%s): events get only the default action "
-                          "until a bundle is activated", self.bundle_problems[-1])
         elif cfg.admin.trusted_signing_keys:
             from threatseer.hub.rules.store import BundleStore
 
