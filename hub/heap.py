@@ -15,7 +15,6 @@ Not glibc (musl...): both are no-ops.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
@@ -28,7 +27,9 @@ def _glibc() -> Any:
     global _libc
     if _libc is None:
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            # The process's own symbols (dlopen(NULL)), libc's among them: no library search,
+            # which with ctypes.util.find_library would run ldconfig in a child process.
+            lib = ctypes.CDLL(None)
             _libc = lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else False
         except OSError:
             _libc = False

@@ -14,14 +14,14 @@ import pytest
 from threatseer.hub import heap
 
 SCRIPT = """
-import ctypes, ctypes.util, sys
+import ctypes, sys
 from threatseer.hub import heap
 
 class Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
                 "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
-libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = Mallinfo2
 if sys.argv[1] == "fixed":
     heap.fix_mmap_threshold()
