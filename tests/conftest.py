@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # tests/layering.py, shared with `make lint`
+sys.path.insert(0, str(ROOT))  # `from tests.conftest import ...` under any pytest launcher
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -36,6 +38,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_processes(*procs: subprocess.Popen, timeout: float = 20.0) -> None:
+    """SIGTERM every process still running, give each ``timeout`` seconds to exit (they stop
+    in parallel), then SIGKILL what is left: a test's daemons never outlive it."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_processes
 
 # Distributions only the hub needs (the `hub` extra in pyproject.toml).
 HUB_ONLY = {"elasticsearch", "confluent-kafka", "redis", "pysigma", "pynacl", "pyahocorasick",
@@ -100,12 +99,7 @@ def test_the_sensor_runs_on_the_kernel(sensor_venv: Path, tmp_path: Path) -> Non
         assert "\nthreatseer_sensor_events_read_total " in body
         assert "# TYPE process_resident_memory_bytes gauge" in body
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_processes(proc, timeout=30)
     assert proc.returncode == 0, proc.stderr.read()[-2000:] if proc.stderr else ""
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from console_helpers import Tokens, request, wait_until
 
+from tests.conftest import stop_processes
 from threatseer.cli.demo import curve_keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,15 +86,7 @@ class Site:
         self.hub = self._start("hub")
 
     def close(self) -> None:
-        for p in (self.sensor, self.hub):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (self.sensor, self.hub):
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(self.sensor, self.hub, timeout=30)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ keeps showing alerts across a hub restart; and the command's and config's errors
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import zmq
 from console_helpers import default_bundle, request, shadow_read, wait_until
 from hub_helpers import Sender, free_port, hub_config
 
+from tests.conftest import stop_processes
 from threatseer.cli.demo import curve_keys
 from threatseer.common.configfile import ConfigError, load
 from threatseer.hub.config import HubConfig
@@ -26,13 +26,7 @@ class ConsoleProcess:
         self.proc = subprocess.Popen(cmd, stderr=open(log, "w"))  # noqa: SIM115
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_processes(self.proc, timeout=10)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ Used by tests/detection/ and bench/detection_bench.py.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import yaml
 import zmq
 from sandbox import Run, Sandbox  # noqa: I001 (tests/detection is on sys.path)
 
+from tests.conftest import stop_processes
 from threatseer.hub import publish
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,15 +220,7 @@ class DetectionPipeline:
         return Outcome(run, ours)
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(*reversed(self.procs), timeout=30)
         self.collector.stopped = True
         self.collector.join(5)
         for f in self.logs:

@@ -7,7 +7,6 @@ engines, the PUB socket. Needs root.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +17,7 @@ import pytest
 import yaml
 import zmq
 
+from tests.conftest import stop_processes
 from threatseer.cli.demo import C2_ADDRESS, bundle_with_c2, curve_keys, signed_bundle
 from threatseer.common.keys import curve_client, read_key
 from threatseer.hub import publish
@@ -99,15 +99,7 @@ class Pipeline:
         raise AssertionError("no matching scored event")
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(*reversed(self.procs))
         self.sub.close(0)
 
 

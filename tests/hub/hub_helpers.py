@@ -5,12 +5,10 @@ Test files import these as ``hub_helpers`` (this folder is put on sys.path by co
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,24 +19,10 @@ import pytest
 import yaml
 import zmq
 
+from tests.conftest import free_port, stop_processes
 from threatseer.common import ecs, wire
 from threatseer.hub import publish
 from threatseer.hub.config import HubConfig
-
-
-def _root_conftest() -> Any:
-    """tests/conftest.py (for free_port), loaded by path: importlib mode gives no package."""
-    name = "threatseer_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
-
-
-free_port = _root_conftest().free_port
 
 _pid = itertools.count(1000)
 
@@ -215,12 +199,7 @@ class HubProcess:
             into.append(line)
 
     def stop(self, timeout: float = 30.0) -> tuple[int, str, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        stop_processes(self.proc, timeout=timeout)
         for t in self._drains:
             t.join(5)
         return self.proc.returncode, "".join(self._out), "".join(self._err)

@@ -6,7 +6,6 @@ Needs root and a kernel with BTF (the sensor loads its BPF programs); skipped ot
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import zmq
 from hub_helpers import HubProcess, Subscriber, endpoint, free_port, write_yaml
+
+from tests.conftest import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,12 +67,7 @@ def test_real_sensor_events_are_scored_and_published(tmp_path, threatseer_cmd) -
                     and ev.get("process.name") == "cat"):
                 seen_open = (topic, ev)
     finally:
-        sensor.send_signal(signal.SIGTERM)
-        try:
-            sensor.wait(20)
-        except subprocess.TimeoutExpired:
-            sensor.kill()
-            sensor.wait()
+        stop_processes(sensor)
         hub.stop()
         ctx.destroy(linger=0)
     assert seen_exec is not None, "the echo exec never came out of the hub"

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests" / "hub"))
 
 from hub_helpers import endpoint  # noqa: E402
 
+from tests.conftest import stop_processes  # noqa: E402
 from threatseer.hub import publish  # noqa: E402
 
 Event = dict[str, Any]
@@ -177,12 +178,7 @@ def _stack(tmp_path_factory, threatseer_cmd, **sensor_cfg: Any) -> Iterator[Stac
             time.sleep(0.1)
         yield Stack(base, events, hub, sensor, sensor_log)
     finally:
-        sensor.send_signal(signal.SIGTERM)
-        try:
-            sensor.wait(20)
-        except subprocess.TimeoutExpired:
-            sensor.kill()
-            sensor.wait()
+        stop_processes(sensor)
         events.close()
         hub.stop()
         shutil.rmtree(base, ignore_errors=True)

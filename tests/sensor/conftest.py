@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import subprocess
 import threading
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.conftest import stop_processes
 
 
 def bpf_prog_ids_of(pid: int) -> set[int]:
@@ -77,13 +78,8 @@ class RunningSensor:
                              f"{self.stderr_path.read_text()[-2000:]}")
 
     def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
+        stop_processes(self.proc, timeout=timeout)
+        rc = self.proc.returncode
         time.sleep(0.2)
         while True:
             try:

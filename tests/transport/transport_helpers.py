@@ -3,7 +3,6 @@ and reading the hub's ledger."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sqlite3
@@ -18,24 +17,13 @@ import msgpack
 import yaml
 import zmq
 
+from tests.conftest import free_port, stop_processes
 from threatseer.common.keys import curve_client
 
 HERE = Path(__file__).resolve().parent
 SYNTHETIC = HERE / "synthetic_sensor.py"
 THREATSEER = [os.path.join(os.path.dirname(sys.executable), "threatseer")]
 
-
-def _root_conftest() -> Any:
-    name = "threatseer_tests_root_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, HERE.parent / "conftest.py")
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return sys.modules[name]
-
-
-free_port = _root_conftest().free_port
 
 
 def endpoint() -> str:
@@ -119,12 +107,7 @@ class HubProc:
 
     def stop(self, timeout: float = 30) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_processes(self.proc, timeout=timeout)
         return self.proc.returncode
 
     def status(self) -> dict[str, Any]:
