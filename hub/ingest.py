@@ -44,6 +44,7 @@ import zmq
 
 from threatseer.common import wire
 from threatseer.hub.config import IngestConfig
+from threatseer.hub.ledger import MemoryBindings
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.validate import Limits, check
 
@@ -143,25 +144,6 @@ def _sensor_of(frames: list[Any]) -> str:
     except Exception:
         pass
     return UNKNOWN_SENSOR
-
-
-class MemoryBindings:
-    """Sensor id <-> key bindings kept in memory only (an Ingest without a ledger: tests,
-    tools); the hub's are :class:`threatseer.hub.ledger.Ledger`'s, durable."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, str] = {}
-        self.ids: dict[str, str] = {}
-
-    def bind(self, sid: str, key: str) -> None:
-        old_sid = self.ids.pop(key, None)
-        if old_sid is not None:
-            self.keys.pop(old_sid, None)
-        old_key = self.keys.get(sid)
-        if old_key is not None:
-            self.ids.pop(old_key, None)
-        self.keys[sid] = key
-        self.ids[key] = sid
 
 
 class Ingest:

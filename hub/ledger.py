@@ -52,7 +52,28 @@ class Verdict:
     restarted: bool = False  # a new epoch of a known sensor
 
 
-class Ledger:
+class MemoryBindings:
+    """Sensor id <-> CURVE key bindings in memory: an Ingest's without a ledger (tests, tools),
+    and the :class:`Ledger`'s view of its durable ones."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}  # sensor id -> CURVE key (Z85)
+        self.ids: dict[str, str] = {}  # CURVE key -> sensor id
+
+    def bind(self, sid: str, key: str) -> None:
+        """``sid`` belongs to ``key`` from now on; whatever either was bound to before is
+        released."""
+        old_sid = self.ids.pop(key, None)
+        if old_sid is not None:
+            self.keys.pop(old_sid, None)
+        old_key = self.keys.get(sid)
+        if old_key is not None:
+            self.ids.pop(old_key, None)
+        self.keys[sid] = key
+        self.ids[key] = sid
+
+
+class Ledger(MemoryBindings):
     def __init__(self, path: str, synchronous: str = "normal", keep_days: float = 7.0,
                  keep_batches: int = 1000) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -77,8 +98,7 @@ class Ledger:
         db.execute("CREATE TABLE IF NOT EXISTS bindings (sid TEXT PRIMARY KEY, "
                    "key TEXT NOT NULL UNIQUE, since REAL NOT NULL)")
         self.state = self._load()
-        self.keys: dict[str, str] = {}  # sensor id -> CURVE key (Z85)
-        self.ids: dict[str, str] = {}  # CURVE key -> sensor id
+        super().__init__()
         self._load_bindings()
         self._bound: dict[str, str] = {}  # sid -> key, bound since the last commit
         self._dirty: set[str] = set()
@@ -97,14 +117,7 @@ class Ledger:
     def bind(self, sid: str, key: str) -> None:
         """``sid`` belongs to ``key`` from now on (durable with the next :meth:`commit`);
         whatever either was bound to before is released."""
-        old_sid = self.ids.pop(key, None)
-        if old_sid is not None:
-            self.keys.pop(old_sid, None)
-        old_key = self.keys.get(sid)
-        if old_key is not None:
-            self.ids.pop(old_key, None)
-        self.keys[sid] = key
-        self.ids[key] = sid
+        super().bind(sid, key)
         self._bound[sid] = key
 
     def admit(self, sid: str, epoch: int, seq: int, base: int, dropped: int = 0) -> Verdict:
