@@ -27,6 +27,7 @@ import zmq
 from confluent_kafka import KafkaError, KafkaException
 
 from threatseer.hub.cluster.bindings import SharedBindings
+from threatseer.hub.cluster.commands import CommandRelay
 from threatseer.hub.cluster.kafka import ensure_topics, producer, require
 from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
@@ -54,7 +55,7 @@ class Gateway:
         require(cfg.cluster)
         self.cfg = cfg
         self.ccfg = cfg.cluster
-        ensure_topics(self.ccfg)
+        counts = ensure_topics(self.ccfg)
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self.transport = Transport(cfg, self.ctx, self.metrics)
@@ -73,6 +74,9 @@ class Gateway:
                 self.bindings.close()
             raise
         self.producer = self._producer()
+        # kill commands from the scorers, to the sensors connected here
+        self.relay = CommandRelay(self.ccfg, self.ctx, counts[self.ccfg.commands_topic],
+                                  self.name)
         self.senders: dict[str, Sender] = {}
         self.in_flight = 0
         self.produced = self.acked_batches = self.failed = self.holes = 0
@@ -107,11 +111,12 @@ class Gateway:
                 "produced": self.produced, "acknowledged": self.acked_batches,
                 "failed": self.failed, "holes": self.holes, "in_flight": self.in_flight,
                 "bad_input": self.ingest.bad_total, "loss_records": self.loss_records,
-                "bindings": self.bindings.counters()}
+                "bindings": self.bindings.counters(), "commands": dict(self.relay.counts)}
 
     def start(self) -> None:
         self._http = serve_metrics(self.metrics, self.ccfg, "gateway")
         self.beacon.start()
+        self.relay.start()
         self._thread = threading.Thread(target=self._loop, name="gateway", daemon=True)
         self._thread.start()
         log.info("gateway %s: ingest %s -> %s", self.name, self.endpoint,
@@ -129,6 +134,7 @@ class Gateway:
         self.beacon.stop()
         if self._http is not None:
             self._http.shutdown()
+        self.relay.stop()
         self.ingest.close()
         self.transport.close()
         self.bindings.close()
@@ -142,7 +148,9 @@ class Gateway:
                 for sid, won, claim in self.bindings.poll():
                     self._decided(sid, won, claim)
                 busy = self.in_flight or self.bindings.pending
-                got = self.ingest.take(20 if busy else 100)
+                if not self.ingest.queued:  # a batch or a kill command wakes it
+                    self.relay.wait(self.ingest.sock, 20 if busy else 100, self.ingest.send)
+                got = self.ingest.take(0)
                 for msg in got:
                     if not self.bindings.hold(msg.sensor_id, msg):
                         self._produce(msg)
@@ -205,6 +213,7 @@ class Gateway:
     def _produce(self, msg: Message) -> None:
         header, body = (bytes(b) for b in msg.buffers)
         sid, peer, epoch, seq, base = msg.sensor_id, msg.peer, msg.epoch, msg.seq, msg.base
+        self.relay.connected(sid, peer)
         st = self.ingest.stats(sid)
         st.batches += 1
         st.last_seq = seq

@@ -1,0 +1,231 @@
+"""The kill action in a cluster: scorers decide, gateways deliver, through the commands topic.
+
+A scorer decides with the hub's own :class:`~threatseer.hub.response.Responder` (allow per
+rule, protected processes, dry run, per-sensor rate limit, every decision logged). Its
+``send`` is a :class:`CommandQueue`: the command frame joins the transaction of the batches
+partition being scored, produced to the commands topic keyed by sensor id and stamped with the
+decision's time. It becomes visible to ``read_committed`` readers together with the alert that
+says it was sent, or not at all; a failed transaction forgets it (the replay decides again).
+Command ids are derived from the alert's ``event.id`` and rule, so a replay (or a broker that
+shows an aborted copy, as tansu does) repeats the same id and the sensor carries it out once.
+
+Every gateway runs a :class:`CommandRelay`: a consumer of the whole commands topic
+(``read_committed``, no consumer group, from the end at start: a gateway never replays old
+commands), on a thread of its own. It checks each record's key (a sensor id), size, shape (a
+:class:`~threatseer.common.wire.KillCommand`, re-encoded) and age (older than
+``cluster.command_max_age_s`` is dropped: a stale kill is dangerous), and hands the good ones to
+the gateway's loop over an inproc socket that the loop polls with its ingest socket, so a
+command wakes it. The loop sends a command to the sensor's connection when the sensor's
+batches come through this gateway, and ignores it otherwise (another gateway holds that
+sensor). The sensor then checks the process identity itself (never a reused pid) and reports
+a ``kill`` event through its normal batches.
+
+Who may write to the commands topic is the Kafka cluster's to enforce (ACLs: the scorers'
+principal only); a gateway trusts no record beyond what it checks here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import zmq
+from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, TopicPartition
+
+from threatseer.common import wire
+from threatseer.hub.cluster.config import ClusterConfig
+from threatseer.hub.cluster.kafka import consumer, take
+from threatseer.hub.ingest import RateLimitedLog
+
+log = logging.getLogger("threatseer.hub.cluster.commands")
+MAX_SENSORS = 100_000  # connections a gateway remembers (sensor id -> ZeroMQ peer)
+# A kill command is < 6 KiB (wire.KillCommand's field limits); anything larger is not one.
+MAX_KILL_BYTES = 8 * 1024
+FETCH_WAIT_MS = 5  # as the scorers: tansu holds a fetch for the whole wait
+_decode_kill = msgspec.msgpack.Decoder(wire.KillCommand).decode
+Event = dict[str, Any]
+
+
+def command_id(ev: Event, rule: str) -> str:
+    """The same id for the same alert and rule, whoever scores it (a replay after a failed
+    transaction or a takeover): the sensor carries an id out once."""
+    digest = hashlib.sha256(f"{ev.get('event.id', '')}\0{rule}".encode()).hexdigest()
+    return "k-" + digest[:32]
+
+
+class CommandQueue:
+    """The scorer's ``send`` for its Responder: a command joins the output of the partition
+    being scored (``target``), produced in that partition's transaction."""
+
+    def __init__(self) -> None:
+        self.target: list[tuple[bytes, bytes, int]] | None = None
+
+    def send(self, peer: bytes, frame: bytes) -> bool:
+        """``peer`` is the sensor id (the record key). False when no partition is being
+        scored (cannot happen from the scoring path; the Responder then says 'not sent')."""
+        if self.target is None:
+            return False
+        self.target.append((peer, frame, int(time.time() * 1000)))
+        return True
+
+
+class CommandRelay:
+    """A gateway's reader of the commands topic (see the module doc). ``wait`` and
+    ``forward`` run on the gateway's loop thread; the Kafka consumer on a thread of its own."""
+
+    def __init__(self, cfg: ClusterConfig, ctx: zmq.Context, partitions: int,
+                 name: str) -> None:
+        self.cfg = cfg
+        self.partitions = partitions
+        self.name = name
+        self.max_age_ms = int(cfg.command_max_age_s * 1000)
+        self._addr = f"inproc://threatseer-commands-{uuid.uuid4().hex}"
+        self._ctx = ctx
+        self._pull = ctx.socket(zmq.PULL)
+        self._pull.bind(self._addr)
+        self._poller = zmq.Poller()
+        self._peers: OrderedDict[str, bytes] = OrderedDict()  # sensor id -> its connection
+        self._log = RateLimitedLog(10.0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self.counts = {"read": 0, "forwarded": 0, "elsewhere": 0, "stale": 0, "bad": 0}
+
+    # ---- the consumer thread ------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        """Start reading; returns once the consumer is positioned at the end of every
+        partition (a command produced after this returns is seen)."""
+        self._thread = threading.Thread(target=self._run, name="gateway-commands",
+                                        daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            log.warning("commands topic %s: not positioned after %.0f s; kill commands may "
+                        "be late", self.cfg.commands_topic, timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._pull.close(0)
+
+    def _run(self) -> None:
+        push = self._ctx.socket(zmq.PUSH)
+        push.connect(self._addr)
+        c = consumer(self.cfg, **{
+            # a group id the client needs, never joined (assign, no commits)
+            "group.id": f"threatseer-gateway-commands-{uuid.uuid4().hex}",
+            "enable.auto.commit": False, "isolation.level": "read_committed",
+            "fetch.wait.max.ms": FETCH_WAIT_MS,
+            "client.id": f"threatseer-gateway-{self.name}-commands"})
+        try:
+            c.assign([TopicPartition(self.cfg.commands_topic, p, OFFSET_END)
+                      for p in range(self.partitions)])
+            self._position(c)
+            while not self._stop.is_set():
+                for m in take(c, 500, 0.1):
+                    if m.error():
+                        continue
+                    self.counts["read"] += 1
+                    checked = self.check(m.key(), m.value(), m.timestamp())
+                    if checked is not None:
+                        push.send_multipart(checked)
+        except Exception:
+            log.exception("commands relay failed: this gateway forwards no kill commands")
+        finally:
+            self._ready.set()
+            c.close()
+            push.close(0)
+
+    def _position(self, c: Any) -> None:
+        """Resolve the assigned OFFSET_END positions now (librdkafka does it lazily, on the
+        first fetch): commands produced from here on are read."""
+        deadline = time.monotonic() + 30
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            take(c, 1, 0.05)  # nothing before the end is returned; drives the fetcher
+            pos = c.position(c.assignment())
+            if all(tp.offset >= 0 for tp in pos):
+                break
+        self._ready.set()
+
+    def check(self, key: bytes | None, value: bytes | None,
+              timestamp: tuple[int, int]) -> list[bytes] | None:
+        """``[sensor id, command frame]`` of a record that is a fresh, well-formed kill
+        command for a valid sensor id; None (counted, logged) for anything else."""
+        try:
+            sid = (key or b"").decode()
+        except UnicodeDecodeError:
+            sid = ""
+        if not wire.SENSOR_ID.match(sid):
+            return self._bad("?", "a record without a valid sensor id as its key")
+        if value is None or len(value) > MAX_KILL_BYTES:
+            return self._bad(sid, f"a record of {len(value or b'')} bytes")
+        try:
+            cmd = _decode_kill(value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return self._bad(sid, f"not a kill command ({exc})")
+        if cmd.v != wire.VERSION:
+            return self._bad(sid, f"a command of version {cmd.v!r}")
+        ts_type, ts = timestamp
+        age = int(time.time() * 1000) - ts
+        if ts_type == TIMESTAMP_NOT_AVAILABLE or abs(age) > self.max_age_ms:
+            self.counts["stale"] += 1
+            log.warning("kill command %s for sensor %s (pid %d, rule %r, alert %s) dropped: "
+                        "decided %s ago, more than cluster.command_max_age_s (%.1f s)",
+                        cmd.id, sid, cmd.pid, cmd.rule, cmd.event_id or "-",
+                        "an unknown time" if ts_type == TIMESTAMP_NOT_AVAILABLE
+                        else f"{age / 1000:.1f} s", self.cfg.command_max_age_s)
+            return None
+        return [sid.encode(), wire.encode_command(cmd)]
+
+    def _bad(self, sid: str, what: str) -> None:
+        self.counts["bad"] += 1
+        self._log.warn(("bad", sid), f"commands topic {self.cfg.commands_topic}: {what} "
+                       f"(key {sid}): dropped")
+        return None
+
+    # ---- the gateway's loop thread --------------------------------------------------------
+    def connected(self, sid: str, peer: bytes) -> None:
+        """``sid``'s batches come through this gateway on connection ``peer`` (its latest)."""
+        peers = self._peers
+        if peers.get(sid) != peer:
+            peers[sid] = peer
+            if len(peers) > MAX_SENSORS:
+                peers.popitem(last=False)
+
+    def wait(self, sock: zmq.Socket, timeout_ms: int, send: Callable[[bytes, bytes], bool]
+             ) -> None:
+        """Wait up to ``timeout_ms`` for input on ``sock`` or a command; forward the
+        commands that came."""
+        poller = self._poller
+        if not poller.sockets:
+            poller.register(sock, zmq.POLLIN)
+            poller.register(self._pull, zmq.POLLIN)
+        if poller.poll(timeout_ms):
+            self.forward(send)
+
+    def forward(self, send: Callable[[bytes, bytes], bool]) -> None:
+        """Send each command waiting to its sensor's connection, if it is on this gateway."""
+        while True:
+            try:
+                sid_b, frame = self._pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            sid = sid_b.decode()
+            peer = self._peers.get(sid)
+            if peer is None:
+                self.counts["elsewhere"] += 1
+                log.debug("kill command for sensor %s: not connected here", sid)
+                continue
+            if send(peer, frame):
+                self.counts["forwarded"] += 1
+                log.info("kill command for sensor %s forwarded to its connection", sid)
+            else:
+                self._log.warn(("send", sid), f"kill command for sensor {sid} not sent: its "
+                               "connection is gone")
