@@ -183,7 +183,7 @@ class Scorer:
         # transactions to the commands topic, read by the gateways (hub/cluster/commands.py).
         self.commands = CommandQueue()
         self.responder = Responder(cfg.response, self.commands.send, command_id=command_id)
-        self.responder.activate(bundle)
+        self.responder.activate(self.pipeline.rules.bundle)
         self._new_bundle: Bundle | None = None  # for the responder, on the scoring thread
         self._note_bundle()
         self.ingest = Ingest(None, cfg.ingest, self.metrics)
