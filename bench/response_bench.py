@@ -11,7 +11,7 @@ the in-kernel path (an enforce.yaml exec rule: killed at exec by the sensor's BP
 
 ``--cluster``: the same through a cluster instead of the hub (docs/cluster.md): a tansu broker,
 a gateway and a scorer (default cluster settings, 12 partitions), the sensor sending to the
-gateway; the kill goes scorer -> commands topic (in the scoring transaction) -> gateway ->
+gateway; the kill goes scorer -> commands topic -> gateway ->
 sensor. No in-kernel phase there (a cluster sends no exec policy).
 
 Run as root:  .venv/bin/python bench/response_bench.py [--samples 200] [--cluster]
@@ -109,7 +109,7 @@ def main() -> None:
                      "max_kills_per_minute": 100_000}}
     broker = None
     if args.cluster:
-        sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+        sys.path[:0] = [str(ROOT / "tests" / "cluster"), str(ROOT)]
         from cluster_helpers import tansu_at
 
         broker = tansu_at(free_port(), tmp).start()

@@ -2,12 +2,20 @@
 
 A scorer decides with the hub's own :class:`~threatseer.hub.response.Responder` (allow per
 rule, protected processes, dry run, per-sensor rate limit, every decision logged). Its
-``send`` is a :class:`CommandQueue`: the command frame joins the transaction of the batches
-partition being scored, produced to the commands topic keyed by sensor id and stamped with the
-decision's time. It becomes visible to ``read_committed`` readers together with the alert that
-says it was sent, or not at all; a failed transaction forgets it (the replay decides again).
-Command ids are derived from the alert's ``event.id`` and rule, so a replay (or a broker that
-shows an aborted copy, as tansu does) repeats the same id and the sensor carries it out once.
+``send`` is a :class:`CommandQueue`: the command goes to the commands topic at once, keyed by
+sensor id and stamped with the time its event's batch reached the cluster (that batch
+record's timestamp, the gateway's clock). The partition's scoring transaction (the alert that
+says "sent") commits only once its commands are stored; if one is not, the transaction fails
+and the partition is scored again, deciding again.
+
+Commands are therefore delivered at least once, not in the transaction, which would hold
+every kill for the transaction in flight on its partition plus its own (~30 ms more on the
+test broker, measured by ``bench/response_bench.py --cluster``). At least once is safe
+because a repeat can do nothing a first copy did not: the command id is derived from the
+alert's ``event.id`` and rule (:func:`command_id`), so a replay, a takeover by another scorer
+or a broker showing an aborted copy repeats the same id, which the sensor carries out once;
+the sensor kills only the process the alert named (``process.entity_id``, never a reused
+pid); and the gateways drop a command whose event reached the cluster too long ago.
 
 Every gateway runs a :class:`CommandRelay`: a consumer of the whole commands topic
 (``read_committed``, no consumer group, from the end at start: a gateway never replays old
@@ -17,8 +25,8 @@ commands), on a thread of its own. It checks each record's key (a sensor id), si
 the gateway's loop over an inproc socket that the loop polls with its ingest socket, so a
 command wakes it. The loop sends a command to the sensor's connection when the sensor's
 batches come through this gateway, and ignores it otherwise (another gateway holds that
-sensor). The sensor then checks the process identity itself (never a reused pid) and reports
-a ``kill`` event through its normal batches.
+sensor). The sensor then checks the process identity itself and reports a ``kill`` event
+through its normal batches.
 
 Who may write to the commands topic is the Kafka cluster's to enforce (ACLs: the scorers'
 principal only); a gateway trusts no record beyond what it checks here.
@@ -33,15 +41,16 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import zmq
-from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, TopicPartition
+from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, KafkaException, TopicPartition
 
 from threatseer.common import wire
 from threatseer.hub.cluster.config import ClusterConfig
-from threatseer.hub.cluster.kafka import consumer, take
+from threatseer.hub.cluster.kafka import consumer, producer, take
 from threatseer.hub.ingest import RateLimitedLog
 
 log = logging.getLogger("threatseer.hub.cluster.commands")
@@ -60,20 +69,63 @@ def command_id(ev: Event, rule: str) -> str:
     return "k-" + digest[:32]
 
 
-class CommandQueue:
-    """The scorer's ``send`` for its Responder: a command joins the output of the partition
-    being scored (``target``), produced in that partition's transaction."""
+@dataclass
+class Deliveries:
+    """The kill commands of one partition's cycle: how many were produced, and the errors
+    of those Kafka could not store (the cycle's transaction then fails: decided again)."""
 
-    def __init__(self) -> None:
-        self.target: list[tuple[bytes, bytes, int]] | None = None
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class CommandQueue:
+    """The scorer's ``send`` for its Responder: a command goes to the commands topic at once
+    (an idempotent producer, ``acks=all``), keyed by sensor id and stamped with the time its
+    batch reached the cluster (``stamp``); ``target`` collects its delivery for the
+    transaction of the partition being scored, which commits only once it is stored."""
+
+    def __init__(self, cfg: ClusterConfig, name: str) -> None:
+        self.cfg = cfg
+        self.producer = producer(cfg, **{
+            "enable.idempotence": True, "acks": "all", "linger.ms": 0,
+            # a command Kafka has not stored by the time the gateways would drop it is lost
+            "message.timeout.ms": max(1000, int(cfg.command_max_age_s * 1000)),
+            "client.id": f"threatseer-scorer-{name}-commands"})
+        self.target: Deliveries | None = None
+        self.stamp = 0  # ms since the epoch: when the batch being scored reached a gateway
 
     def send(self, peer: bytes, frame: bytes) -> bool:
-        """``peer`` is the sensor id (the record key). False when no partition is being
-        scored (cannot happen from the scoring path; the Responder then says 'not sent')."""
-        if self.target is None:
+        """``peer`` is the sensor id (the record key). False (the Responder then says 'not
+        sent') when no partition is being scored or the producer refuses it."""
+        deliveries = self.target
+        if deliveries is None:
             return False
-        self.target.append((peer, frame, int(time.time() * 1000)))
+
+        def done(err: Any, _msg: Any) -> None:
+            if err is not None:
+                deliveries.errors.append(err.str())
+
+        try:
+            self.producer.produce(self.cfg.commands_topic, value=frame, key=peer,
+                                  timestamp=self.stamp or int(time.time() * 1000),
+                                  on_delivery=done)
+        except (BufferError, KafkaException) as exc:
+            log.error("kill command for sensor %s not produced: %s", peer.decode(), exc)
+            return False
+        self.producer.poll(0)
+        deliveries.sent += 1
         return True
+
+    def settle(self, deliveries: Deliveries) -> str | None:
+        """Wait until the cycle's commands are stored (or failed): None, or why not."""
+        if deliveries.sent:
+            self.producer.flush(self.cfg.command_max_age_s)
+        if deliveries.errors:
+            return deliveries.errors[0]
+        return None
+
+    def close(self) -> None:
+        self.producer.flush(self.cfg.command_max_age_s)
 
 
 class CommandRelay:

@@ -39,12 +39,12 @@ from typing import Any
 
 import msgspec
 import zmq
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
 from threatseer.common import wire
 from threatseer.hub import heap
 from threatseer.hub.cluster.bundles import BundleFeed
-from threatseer.hub.cluster.commands import CommandQueue, command_id
+from threatseer.hub.cluster.commands import CommandQueue, Deliveries, command_id
 from threatseer.hub.cluster.gateway import HEADER, LOSS
 from threatseer.hub.cluster.kafka import (
     BARRIER,
@@ -146,10 +146,10 @@ class Owned:
     upto: int | None = None
     # The partition's transaction in flight (one at a time): its future and tap events.
     job: tuple[Any, list[list[dict[str, Any]]]] | None = None
-    # Kill commands (key, frame, decision time in ms) of this cycle, produced to the commands
-    # topic in its transaction, and the processes they name (forgotten by the responder
-    # if they never commit); ``job_asked``: those of the transaction in flight.
-    commands: list[tuple[bytes, bytes, int]] = field(default_factory=list)
+    # Kill commands of this cycle (produced at once; its transaction commits only once they
+    # are stored), and the processes they name (forgotten by the responder if the
+    # transaction fails: decided again); ``job_asked``: those of the transaction in flight.
+    commands: Deliveries = field(default_factory=Deliveries)
     asked: list[str] = field(default_factory=list)
     job_asked: list[str] = field(default_factory=list)
     started: float = 0.0  # monotonic time the last transaction was handed to the pool
@@ -179,9 +179,9 @@ class Scorer:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
-        # The kill action: the hub's responder, its commands going out in the scoring
-        # transactions to the commands topic, read by the gateways (hub/cluster/commands.py).
-        self.commands = CommandQueue()
+        # The kill action: the hub's responder, its commands going to the commands topic,
+        # read by the gateways (hub/cluster/commands.py).
+        self.commands = CommandQueue(ccfg, self.name)
         self.responder = Responder(cfg.response, self.commands.send, command_id=command_id)
         self.responder.activate(self.pipeline.rules.bundle)
         self._new_bundle: Bundle | None = None  # for the responder, on the scoring thread
@@ -238,6 +238,7 @@ class Scorer:
         if self._thread is not None:
             self._thread.join()
         self.beacon.stop()
+        self.commands.close()
         self.feed.stop()
         if self.replicator is not None:
             self.replicator.stop()
@@ -414,7 +415,7 @@ class Scorer:
             own.started = now
             state = own.ledger.records(own.upto)
             out, published, upto, commands = own.out, own.published, own.upto, own.commands
-            own.out, own.published, own.upto, own.commands = [], [], None, []
+            own.out, own.published, own.upto, own.commands = [], [], None, Deliveries()
             own.job_asked, own.asked = own.asked, []
             own.job = (self._pool.submit(self._commit, own.producer, own.partition, out, state,
                                          upto, meta, commands), published)
@@ -442,19 +443,22 @@ class Scorer:
 
     def _commit(self, prod: Any, p: int, out: list[tuple[bytes, bytes, Any]],
                 state: list[tuple[bytes, bytes]], upto: int, meta: Any,
-                commands: list[tuple[bytes, bytes, int]]) -> float | KafkaException:
-        """One partition's transaction: its events records, its kill commands, its changed
-        delivery state and its consumed offset. Returns the seconds it took, or the error (handled by the loop's
+                commands: Deliveries) -> float | KafkaException:
+        """One partition's transaction, once its kill commands are stored (else it fails and
+        the partition is scored again): its events records, its changed delivery state and
+        its consumed offset. Returns the seconds it took, or the error (handled by the loop's
         thread, which owns the consumer)."""
         ccfg = self.ccfg
         t0 = time.perf_counter()
+        failed = self.commands.settle(commands)
+        if failed is not None:
+            return KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT,
+                                             f"kill command not stored: {failed}"))
         try:
             prod.begin_transaction()
             for key, value, headers in out:
                 prod.produce(ccfg.events_topic, value=value, key=key, partition=p,
                              headers=headers)
-            for key, value, decided_ms in commands:  # keyed by sensor id
-                prod.produce(ccfg.commands_topic, value=value, key=key, timestamp=decided_ms)
             for key, value in state:
                 prod.produce(ccfg.state_topic, key=key, value=value, partition=p)
             prod.send_offsets_to_transaction(
@@ -530,25 +534,27 @@ class Scorer:
                     continue
                 scored += len(events)
                 res = self.pipeline.score(events, rec.sensor_id, rec.seq, now)
-                self._respond(own, sid, res.emitted)
+                self._respond(own, sid, res.emitted, m.timestamp())
                 self._emit(own, m.offset(), start, sid, res.emitted)
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
         self._report_losses(own, m.offset(), now)
 
-    def _respond(self, own: Owned, sid: str, events: list[dict[str, Any]]) -> None:
+    def _respond(self, own: Owned, sid: str, events: list[dict[str, Any]],
+                 stamp: tuple[int, int]) -> None:
         """The kill decisions on these scored events (before they are packed: the alerts say
-        what became of their response); the commands join ``own``'s transaction."""
+        what became of their response); ``stamp``: when their batch reached a gateway."""
         if not events or not self.responder.actions:
             return
-        queued = len(own.commands)
+        queued = own.commands.sent
         self.commands.target = own.commands
+        self.commands.stamp = stamp[1] if stamp[0] != TIMESTAMP_NOT_AVAILABLE else 0
         try:
             self.responder.consider(events, sid, sid.encode())
         except Exception:  # a bug: the alerts still go out, without their response
             log.exception("response to a batch of sensor %s failed", sid)
         finally:
             self.commands.target = None
-        if len(own.commands) > queued:
+        if own.commands.sent > queued:
             own.asked.extend(ev["process.entity_id"] for ev in events
                              if ev.get("threatseer.response.status") in ("sent", "dry-run"))
 

@@ -1,6 +1,6 @@
 """The kill action in a cluster, on a real broker (tansu), a real gateway and scorer and a real
 sensor (root, eBPF): kernel event -> sensor -> gateway -> batches -> scorer's rule with
-``action: kill`` -> commands topic (in the scoring transaction) -> gateway -> the sensor's
+``action: kill`` -> commands topic -> every gateway -> the one holding the sensor -> the sensor's
 connection -> pidfd kill -> ``kill`` event -> batches -> scorer -> events. Also what the
 gateway refuses (stale or malformed commands) and what the sensor refuses (a reused pid).
 Only processes and paths this module made are targets (the rules of the response tests,
@@ -121,8 +121,7 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
     started: list[Any] = []
     sensor = events = None
     try:
-        cfg = member_config(tmp, broker.bootstrap, "kill", partitions=PARTITIONS,
-                            txn_interval_ms=0)
+        cfg = member_config(tmp, broker.bootstrap, "kill", partitions=PARTITIONS)
         cfg.actions.toss_below = 1  # only what a rule scored: the kills' alerts and reports
         cfg.profiles.enabled = False
         cfg.response.kill_rules = {"test_kill": "kill", "test_dry": "dry-run"}
