@@ -1,8 +1,9 @@
 """The kill action in a cluster, on a real broker (tansu), a real gateway and scorer and a real
 sensor (root, eBPF): kernel event -> sensor -> gateway -> batches -> scorer's rule with
-``action: kill`` -> commands topic -> every gateway -> the one holding the sensor -> the sensor's
-connection -> pidfd kill -> ``kill`` event -> batches -> scorer -> events. Also what the
-gateway refuses (stale or malformed commands) and what the sensor refuses (a reused pid).
+``action: kill`` -> commands topic -> every gateway -> the sensor's connection -> pidfd kill
+-> ``kill`` event -> batches -> scorer -> events. Also what the gateway refuses (stale or
+malformed commands), what the sensor refuses (a reused pid) and that a command delivered
+twice (at least once: hub/cluster/commands.py) is carried out once.
 Only processes and paths this module made are targets (the rules of the response tests,
 scoped to a temporary directory of its own)."""
 
@@ -282,6 +283,18 @@ def test_the_gateway_drops_stale_and_malformed_commands(cluster) -> None:
         cluster.send(cmd)
         assert cluster.report(cmd.id)["event.outcome"] == "success"
         assert child.wait(10) == -signal.SIGKILL
+        # delivered again (a replay): carried out once, nothing else reported
+        forwarded = relay.counts["forwarded"]
+        cluster.send(cmd)
+        deadline = time.monotonic() + 30
+        while relay.counts["forwarded"] == forwarded:
+            assert time.monotonic() < deadline, "the repeat was not forwarded"
+            time.sleep(0.05)
+        time.sleep(1.5)  # the sensor's next batches have come through
+        with cluster.events.lock:
+            reports = [e for e in cluster.events.events
+                       if e.get("threatseer.response.id") == cmd.id]
+        assert len(reports) == 1
     finally:
         if child.poll() is None:
             child.kill()
