@@ -428,8 +428,8 @@ class Scorer:
         own.job = None
         took = future.result()
         if isinstance(took, KafkaException):
-            # its commands never reached the gateways: deciding again (the replay, or the
-            # next owner) sends them again
+            # its alerts never committed (its commands may not be stored): deciding again
+            # (the replay, or the next owner) sends them again, with the same ids
             self.responder.forget(own.job_asked)
             if rewind:
                 self._failed_transaction(own, took)
