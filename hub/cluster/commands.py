@@ -57,7 +57,6 @@ log = logging.getLogger("threatseer.hub.cluster.commands")
 MAX_SENSORS = 100_000  # connections a gateway remembers (sensor id -> ZeroMQ peer)
 # A kill command is < 6 KiB (wire.KillCommand's field limits); anything larger is not one.
 MAX_KILL_BYTES = 8 * 1024
-FETCH_WAIT_MS = 5  # as the scorers: tansu holds a fetch for the whole wait
 _decode_kill = msgspec.msgpack.Decoder(wire.KillCommand).decode
 Event = dict[str, Any]
 
@@ -174,7 +173,7 @@ class CommandRelay:
             # a group id the client needs, never joined (assign, no commits)
             "group.id": f"threatseer-gateway-commands-{uuid.uuid4().hex}",
             "enable.auto.commit": False, "isolation.level": "read_committed",
-            "fetch.wait.max.ms": FETCH_WAIT_MS,
+            "fetch.wait.max.ms": self.cfg.command_fetch_wait_ms,
             "client.id": f"threatseer-gateway-{self.name}-commands"})
         try:
             c.assign([TopicPartition(self.cfg.commands_topic, p, OFFSET_END)

@@ -52,6 +52,11 @@ class ClusterConfig:
     # A gateway drops a kill command decided longer ago than this (s): a stale kill is
     # dangerous. Needs the members' clocks in step (NTP) to well within it.
     command_max_age_s: float = 5.0
+    # How long a gateway's fetch of the commands topic may wait for a command (ms). On Kafka
+    # a fetch returns as soon as one arrives, so this only paces idle polling (raise it to
+    # poll less); a broker that holds every fetch for the whole wait (tansu) adds up to this
+    # to each kill, and a shorter wait costs it more CPU while idle (docs/cluster.md).
+    command_fetch_wait_ms: int = 20
     # Partitions of the batches, events and state topics when this cluster creates them
     # (all three must have the same count): the most scorers that can share the work.
     partitions: int = 12
@@ -116,6 +121,8 @@ class ClusterConfig:
             raise ValueError(f"events_compression: must be one of {', '.join(COMPRESSIONS)}")
         if not 0.1 <= self.command_max_age_s <= 300:
             raise ValueError("command_max_age_s: must be between 0.1 and 300")
+        if not 1 <= self.command_fetch_wait_ms <= 5000:
+            raise ValueError("command_fetch_wait_ms: must be between 1 and 5000")
         if self.delivery_timeout_s <= 0:
             raise ValueError("delivery_timeout_s: must be positive")
         if self.tap_endpoint and "://" not in self.tap_endpoint:
