@@ -33,24 +33,8 @@ def _show(cfg: HubConfig) -> None:
     click.echo(yaml.safe_dump(printable(cfg), sort_keys=False))
 
 
-def note_exec_rules(role: str, cfg: HubConfig) -> str | None:
-    """Log (and return) what this config asks that the cluster roles do differently from
-    the hub: nothing in the config may be ignored silently. Kills go scorer -> commands topic
-    -> gateway -> sensor; but gateways send sensors no exec policy, so the bundle's exec rules
-    (enforce.yaml) are carried out after the exec, by the scorer's kill, never in the
-    sensor's kernel."""
-    if role != "scorer" or not cfg.response.kill_rules:
-        return None
-    why = ("sensors get no exec policy from a cluster: exec rules (enforce.yaml) that "
-           "response.kill_rules allows kill after the exec, through the commands topic, not "
-           "in the sensor's kernel before it")
-    logging.getLogger("threatseer.hub.cluster").info("%s: %s", role, why)
-    return why
-
-
 def _run(role: str, make: Any, cfg: HubConfig) -> None:
     setup_logging(cfg.log_level)
-    note_exec_rules(role, cfg)
     try:
         member = make(cfg)
     except Exception as exc:  # ClusterError, a config the loader let through, ...

@@ -17,10 +17,14 @@ or a broker showing an aborted copy repeats the same id, which the sensor carrie
 the sensor kills only the process the alert named (``process.entity_id``, never a reused
 pid); and the gateways drop a command whose event reached the cluster too long ago.
 
+The exec policy (enforce.yaml) takes the same way: the scorer calls the responder's
+``on_batch`` with the batch's connection (sensor id, gateway, the ZeroMQ routing id the gateway
+put in the batches record), so every connection gets the current policy once, as from the hub.
+
 Every gateway runs a :class:`CommandRelay`: a consumer of the whole commands topic
 (``read_committed``, no consumer group, from the end at start: a gateway never replays old
 commands), on a thread of its own. It checks each record's key (a sensor id), size, shape (a
-:class:`~threatseer.common.wire.KillCommand`, re-encoded) and age (older than
+:class:`~threatseer.common.wire.KillCommand` or ``ExecPolicy``, re-encoded) and age (older than
 ``cluster.command_max_age_s`` is dropped: a stale kill is dangerous), and hands the good ones to
 the gateway's loop over an inproc socket that the loop polls with its ingest socket, so a
 command wakes it. The loop sends a command to the sensor's connection when the sensor's
@@ -55,9 +59,10 @@ from threatseer.hub.ingest import RateLimitedLog
 
 log = logging.getLogger("threatseer.hub.cluster.commands")
 MAX_SENSORS = 100_000  # connections a gateway remembers (sensor id -> ZeroMQ peer)
-# A kill command is < 6 KiB (wire.KillCommand's field limits); anything larger is not one.
+# A kill command is < 6 KiB (wire.KillCommand's field limits); an exec policy is at most
+# wire.MAX_COMMAND_BYTES.
 MAX_KILL_BYTES = 8 * 1024
-_decode_kill = msgspec.msgpack.Decoder(wire.KillCommand).decode
+_decode_command = msgspec.msgpack.Decoder(wire.Command).decode
 Event = dict[str, Any]
 
 
@@ -94,8 +99,9 @@ class CommandQueue:
         self.stamp = 0  # ms since the epoch: when the batch being scored reached a gateway
 
     def send(self, peer: bytes, frame: bytes) -> bool:
-        """``peer`` is the sensor id (the record key). False (the Responder then says 'not
-        sent') when no partition is being scored or the producer refuses it."""
+        """``peer`` is the sensor id (the record key; for the exec policy followed by
+        ``\0``, the gateway and the connection's routing id). False (the Responder then says
+        'not sent') when no partition is being scored or the producer refuses it."""
         deliveries = self.target
         if deliveries is None:
             return False
@@ -105,7 +111,8 @@ class CommandQueue:
                 deliveries.errors.append(err.str())
 
         try:
-            self.producer.produce(self.cfg.commands_topic, value=frame, key=peer,
+            self.producer.produce(self.cfg.commands_topic, value=frame,
+                                  key=peer.split(b"\0", 1)[0],
                                   timestamp=self.stamp or int(time.time() * 1000),
                                   on_delivery=done)
         except (BufferError, KafkaException) as exc:
@@ -215,16 +222,25 @@ class CommandRelay:
             sid = ""
         if not wire.SENSOR_ID.match(sid):
             return self._bad("?", "a record without a valid sensor id as its key")
-        if value is None or len(value) > MAX_KILL_BYTES:
+        if value is None or len(value) > wire.MAX_COMMAND_BYTES:
             return self._bad(sid, f"a record of {len(value or b'')} bytes")
         try:
-            cmd = _decode_kill(value)
+            cmd = _decode_command(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return self._bad(sid, f"not a kill command ({exc})")
+            return self._bad(sid, f"not a command ({exc})")
+        if isinstance(cmd, wire.KillCommand) and len(value) > MAX_KILL_BYTES:
+            return self._bad(sid, f"a kill command of {len(value)} bytes")
         if cmd.v != wire.VERSION:
             return self._bad(sid, f"a command of version {cmd.v!r}")
         ts_type, ts = timestamp
         age = int(time.time() * 1000) - ts
+        if (ts_type == TIMESTAMP_NOT_AVAILABLE or abs(age) > self.max_age_ms) \
+                and isinstance(cmd, wire.ExecPolicy):
+            self.counts["stale"] += 1
+            log.warning("exec policy %s for sensor %s dropped: stamped more than "
+                        "cluster.command_max_age_s ago (%.1f s); it gets one when it "
+                        "reconnects", cmd.version, sid, self.cfg.command_max_age_s)
+            return None
         if ts_type == TIMESTAMP_NOT_AVAILABLE or abs(age) > self.max_age_ms:
             self.counts["stale"] += 1
             log.warning("kill command %s for sensor %s (pid %d, rule %r, alert %s) dropped: "
@@ -272,11 +288,11 @@ class CommandRelay:
             peer = self._peers.get(sid)
             if peer is None:
                 self.counts["elsewhere"] += 1
-                log.debug("kill command for sensor %s: not connected here", sid)
+                log.debug("command for sensor %s: not connected here", sid)
                 continue
             if send(peer, frame):
                 self.counts["forwarded"] += 1
-                log.info("kill command for sensor %s forwarded to its connection", sid)
+                log.info("command for sensor %s forwarded to its connection", sid)
             else:
-                self._log.warn(("send", sid), f"kill command for sensor {sid} not sent: its "
+                self._log.warn(("send", sid), f"command for sensor {sid} not sent: its "
                                "connection is gone")

@@ -37,6 +37,9 @@ from threatseer.hub.transport import Transport
 
 log = logging.getLogger("threatseer.hub.cluster.gateway")
 HEADER = "h"  # Kafka record header holding the wire header frame
+# Kafka record header holding the ZeroMQ routing id of the batch's connection: a scorer sends
+# the exec policy once per connection (a sensor that reconnected may have lost it).
+PEER = "p"
 # Kafka record header of a gateway's loss record (no body): what it refused of the record
 # key's sensor since its last one, [[reason, batches, events], ...]; the scorer tells it as
 # that sensor's sensor-loss events, as the hub does (hub/cluster/scorer.py).
@@ -231,7 +234,8 @@ class Gateway:
         while True:
             try:
                 self.producer.produce(self.ccfg.batches_topic, value=body, key=sid.encode(),
-                                      headers=[(HEADER, header), ("gw", self.name)],
+                                      headers=[(HEADER, header), ("gw", self.name),
+                                               (PEER, peer)],
                                       on_delivery=delivered)
                 self.in_flight += 1
                 self.produced += 1

@@ -45,7 +45,7 @@ from threatseer.common import wire
 from threatseer.hub import heap
 from threatseer.hub.cluster.bundles import BundleFeed
 from threatseer.hub.cluster.commands import CommandQueue, Deliveries, command_id
-from threatseer.hub.cluster.gateway import HEADER, LOSS
+from threatseer.hub.cluster.gateway import HEADER, LOSS, PEER
 from threatseer.hub.cluster.kafka import (
     BARRIER,
     ClusterError,
@@ -525,6 +525,7 @@ class Scorer:
             return
         assert verdict.kind == NEW
         self.batches += 1
+        self._send_policy(own, sid, headers, m.timestamp())
         rec = self.ingest.open(msg)
         scored = 0
         if rec is not None:
@@ -538,6 +539,20 @@ class Scorer:
                 self._emit(own, m.offset(), start, sid, res.emitted)
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
         self._report_losses(own, m.offset(), now)
+
+    def _send_policy(self, own: Owned, sid: str, headers: dict[str, bytes],
+                     stamp: tuple[int, int]) -> None:
+        """The exec policy to the batch's connection (gateway and ZeroMQ routing id), if it
+        has not had this one: the hub's ``on_batch``, through the commands topic."""
+        peer = headers.get(PEER)
+        if not peer or len(peer) > 256:
+            return  # a gateway of an older version: no policy, the scorer kills after exec
+        self.commands.target = own.commands
+        self.commands.stamp = stamp[1] if stamp[0] != TIMESTAMP_NOT_AVAILABLE else 0
+        try:
+            self.responder.on_batch(b"\0".join((sid.encode(), headers.get("gw") or b"", peer)))
+        finally:
+            self.commands.target = None
 
     def _respond(self, own: Owned, sid: str, events: list[dict[str, Any]],
                  stamp: tuple[int, int]) -> None:

@@ -125,7 +125,8 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
         cfg = member_config(tmp, broker.bootstrap, "kill", partitions=PARTITIONS)
         cfg.actions.toss_below = 1  # only what a rule scored: the kills' alerts and reports
         cfg.profiles.enabled = False
-        cfg.response.kill_rules = {"test_kill": "kill", "test_dry": "dry-run"}
+        cfg.response.kill_rules = {"test_kill": "kill", "test_dry": "dry-run",
+                                   "test_deny_exec": "kill"}
         bundle = load_bundle(write_bundle(tmp / "bundle", base))
         gateway = Gateway(cfg)
         gateway.start()
@@ -151,6 +152,10 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
         while sensor_id not in gateway.senders:  # its first batch is in Kafka
             assert sensor.poll() is None, sensor_log.read_text()
             assert time.monotonic() < deadline, "the sensor never reached the gateway"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 30
+        while "exec policy" not in sensor_log.read_text():  # from the scorer, via the gateway
+            assert time.monotonic() < deadline, f"no exec policy: {sensor_log.read_text()}"
             time.sleep(0.1)
         yield Cluster(base, broker.bootstrap, cfg, gateway, scorer, events, sensor_id)
     finally:
@@ -299,6 +304,29 @@ def test_the_gateway_drops_stale_and_malformed_commands(cluster) -> None:
         if child.poll() is None:
             child.kill()
         child.wait()
+
+
+def test_the_kernel_kills_a_denied_exec_before_its_first_instruction(cluster) -> None:
+    """The exec policy reaches the sensor through the cluster (scorer -> commands topic ->
+    gateway), so its kernel stops a denied exec: the program's first act never happens."""
+    d = cluster.base / "deny" / uuid.uuid4().hex[:8]
+    d.mkdir(parents=True)
+    exe = d / "touch"
+    shutil.copyfile("/usr/bin/touch", exe)
+    exe.chmod(0o755)
+    marker = cluster.base / f"marker-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([str(exe), str(marker)], timeout=10)
+    assert proc.returncode == -9
+    assert not marker.exists(), "the program ran"
+    ex = cluster.events.wait(lambda e: e.get("event.action") == "exec"
+                             and e.get("process.executable") == str(exe))
+    assert ex["threatseer.enforce.verdict"] == "killed"
+    assert ex["threatseer.enforce.rule"] == "test_deny_exec"
+    assert "threatseer.response.status" not in ex  # the scorer had nothing left to do
+    report = cluster.events.wait(lambda e: e.get("event.action") == ecs.KILL
+                                 and e.get("threatseer.response.event_id") == ex["event.id"])
+    assert report["threatseer.response.source"] == "kernel"
+    assert report["event.outcome"] == "success"
 
 
 if __name__ == "__main__":
