@@ -11,12 +11,12 @@ the in-kernel path (an enforce.yaml exec rule: killed at exec by the sensor's BP
 
 ``--cluster``: the same through a cluster instead of the hub (docs/cluster.md): a tansu broker,
 a gateway and a scorer (default cluster settings, 12 partitions), the sensor sending to the
-gateway; the kill goes scorer -> commands topic -> gateway ->
-sensor. No in-kernel phase there (a cluster sends no exec policy).
+gateway; the kill goes scorer -> commands topic -> gateway -> sensor, and so does the exec
+policy of the in-kernel phase.
 
 Run as root:  .venv/bin/python bench/response_bench.py [--samples 200] [--cluster]
 Last line:    kill_p50_ms=... kill_p99_ms=... load_kill_p99_ms=... kernel_p99_ms=...
-              wrong_kills=... (key=value; kernel_p99_ms=nan with --cluster)
+              wrong_kills=... (key=value)
 """
 
 from __future__ import annotations
@@ -129,7 +129,6 @@ def main() -> None:
              for role in roles]
     procs.append(subprocess.Popen([THREATSEER, "sensor", "-c", str(tmp / "sensor.yaml")]))
     wrong: list[int] = []
-    kernel: list[float] = []
     try:
         # ready once a target dies (the sensor is up and has the hub's policy)
         deadline = time.monotonic() + 90
@@ -137,8 +136,7 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("no target was ever killed: is the sensor running?")
         idle = measure(target, innocent, args.samples, wrong)
-        if not args.cluster:
-            kernel = measure(denied, innocent, args.samples, wrong)
+        kernel = measure(denied, innocent, args.samples, wrong)
         load = subprocess.Popen([str(OUT / "loadgen"), "open", "3600", "10000", "/etc/passwd"],
                                 stdout=subprocess.DEVNULL)
         try:
@@ -158,11 +156,11 @@ def main() -> None:
     path = "cluster" if args.cluster else "hub-driven"
     print(f"load average after: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
     for name, values in ((f"{path}, idle", idle), (f"{path}, 10k events/s", busy),
-                         *(() if args.cluster else (("in-kernel at exec", kernel),))):
+                         ("in-kernel at exec", kernel)):
         print(f"{name:>26}: {len(values)}/{args.samples} killed, p50 "
               f"{percentile(values, 0.5):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "
               f"max {max(values, default=float('nan')):.1f} ms")
-    print(f"innocent processes killed: {len(wrong)} of {(2 if args.cluster else 3) * args.samples}")
+    print(f"innocent processes killed: {len(wrong)} of {3 * args.samples}")
     print(f"kill_p50_ms={percentile(idle, 0.5):.1f} kill_p99_ms={percentile(idle, 0.99):.1f} "
           f"load_kill_p99_ms={percentile(busy, 0.99):.1f} "
           f"kernel_p99_ms={percentile(kernel, 0.99):.1f} "
