@@ -237,7 +237,7 @@ class CommandRelay:
         if (ts_type == TIMESTAMP_NOT_AVAILABLE or abs(age) > self.max_age_ms) \
                 and isinstance(cmd, wire.ExecPolicy):
             self.counts["stale"] += 1
-            log.warning("exec policy %s for sensor %s dropped: stamped more than "
+            log.warning("exec policy %s for sensor %s dropped: sent more than "
                         "cluster.command_max_age_s ago (%.1f s); it gets one when it "
                         "reconnects", cmd.version, sid, self.cfg.command_max_age_s)
             return None

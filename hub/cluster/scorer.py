@@ -525,7 +525,7 @@ class Scorer:
             return
         assert verdict.kind == NEW
         self.batches += 1
-        self._send_policy(own, sid, headers, m.timestamp())
+        self._send_policy(own, sid, headers)
         rec = self.ingest.open(msg)
         scored = 0
         if rec is not None:
@@ -540,15 +540,16 @@ class Scorer:
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
         self._report_losses(own, m.offset(), now)
 
-    def _send_policy(self, own: Owned, sid: str, headers: dict[str, bytes],
-                     stamp: tuple[int, int]) -> None:
+    def _send_policy(self, own: Owned, sid: str, headers: dict[str, bytes]) -> None:
         """The exec policy to the batch's connection (gateway and ZeroMQ routing id), if it
-        has not had this one: the hub's ``on_batch``, through the commands topic."""
+        has not had this one: the hub's ``on_batch``, through the commands topic. Stamped
+        with the time of sending, not of the batch: a policy is not stale for coming from
+        an old batch (a scorer that started after its sensors, a backlog)."""
         peer = headers.get(PEER)
         if not peer or len(peer) > 256:
             return  # a gateway of an older version: no policy, the scorer kills after exec
         self.commands.target = own.commands
-        self.commands.stamp = stamp[1] if stamp[0] != TIMESTAMP_NOT_AVAILABLE else 0
+        self.commands.stamp = 0
         try:
             self.responder.on_batch(b"\0".join((sid.encode(), headers.get("gw") or b"", peer)))
         finally:

@@ -131,13 +131,6 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
         gateway = Gateway(cfg)
         gateway.start()
         started.append(gateway)
-        scorer = Scorer(cfg, bundle=bundle)
-        scorer.start()
-        started.append(scorer)
-        deadline = time.monotonic() + 120
-        while len(scorer.owned) < PARTITIONS:
-            assert time.monotonic() < deadline, "partitions never assigned"
-            time.sleep(0.05)
         events = Events(broker.bootstrap, cfg.cluster.events_topic)
         events.start()
         sensor_id = "ck-" + uuid.uuid4().hex[:8]
@@ -153,7 +146,18 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
             assert sensor.poll() is None, sensor_log.read_text()
             assert time.monotonic() < deadline, "the sensor never reached the gateway"
             time.sleep(0.1)
-        deadline = time.monotonic() + 30
+        # The scorer starts once the sensor's first batches are older than a command may be:
+        # the exec policy it answers them with must still reach the sensor (it is stamped
+        # when sent, not with its batch's time).
+        time.sleep(cfg.cluster.command_max_age_s + 0.5)
+        scorer = Scorer(cfg, bundle=bundle)
+        scorer.start()
+        started.append(scorer)
+        deadline = time.monotonic() + 120
+        while len(scorer.owned) < PARTITIONS:
+            assert time.monotonic() < deadline, "partitions never assigned"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 60
         while "exec policy" not in sensor_log.read_text():  # from the scorer, via the gateway
             assert time.monotonic() < deadline, f"no exec policy: {sensor_log.read_text()}"
             time.sleep(0.1)
