@@ -9,7 +9,12 @@ directory) run beside them and must survive: any of them killed is a wrong kill.
 measured while ``bench/loadgen`` drives 10,000 watched opens per second, and, side by side,
 the in-kernel path (an enforce.yaml exec rule: killed at exec by the sensor's BPF program).
 
-Run as root:  .venv/bin/python bench/response_bench.py [--samples 200]
+``--cluster``: the same through a cluster instead of the hub (docs/cluster.md): a tansu broker,
+a gateway and a scorer (default cluster settings, 12 partitions), the sensor sending to the
+gateway; the kill goes scorer -> commands topic -> gateway -> sensor, and so does the exec
+policy of the in-kernel phase.
+
+Run as root:  .venv/bin/python bench/response_bench.py [--samples 200] [--cluster]
 Last line:    kill_p50_ms=... kill_p99_ms=... load_kill_p99_ms=... kernel_p99_ms=...
               wrong_kills=... (key=value)
 """
@@ -22,9 +27,11 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 from benchlib import OUT, ROOT, THREATSEER, build_loadgen, free_port, percentile
@@ -76,10 +83,13 @@ def measure(exe: Path, innocent: Path, samples: int, wrong: list[int]) -> list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--cluster", action="store_true",
+                        help="through a gateway and a scorer on a tansu broker")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root: the sensor loads BPF programs")
     build_loadgen()
+    print(f"load average before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
     tmp = Path(tempfile.mkdtemp(prefix="ts-response-bench-"))
     bundle = tmp / "bundle"
     shutil.copytree(ROOT / "rules/default", bundle)
@@ -91,20 +101,33 @@ def main() -> None:
         "rule": "bench_deny", "description": "the response bench's in-kernel targets",
         "prefixes": [f"{tmp}/deny/"]}]}))
     ingest = f"tcp://127.0.0.1:{free_port()}"
-    (tmp / "hub.yaml").write_text(yaml.safe_dump({
+    hub_cfg: dict[str, Any] = {
         "ingest": {"endpoint": ingest}, "publish": {"endpoint": ""}, "metrics": {"listen": ""},
         "state_dir": str(tmp / "hub"), "bundle": str(bundle), "log_level": "error",
         "plaintext": True, "admin": {"allow_unsigned": True},  # the bench's bundle, unsigned
         "response": {"kill_rules": {"bench_kill": "kill", "bench_deny": "kill"},
-                     "max_kills_per_minute": 100_000}}))
+                     "max_kills_per_minute": 100_000}}
+    broker = None
+    if args.cluster:
+        sys.path[:0] = [str(ROOT / "tests" / "cluster"), str(ROOT)]
+        from cluster_helpers import tansu_at
+
+        broker = tansu_at(free_port(), tmp).start()
+        hub_cfg["cluster"] = {
+            "bootstrap_servers": broker.bootstrap, "name": "bench", "replication_factor": 1,
+            "session_timeout_ms": 3000,
+            "metrics_listen": {"gateway": "", "scorer": "", "output-worker": ""}}
+    (tmp / "hub.yaml").write_text(yaml.safe_dump(hub_cfg))
     (tmp / "sensor.yaml").write_text(yaml.safe_dump({
         "hub": ingest, "state_dir": str(tmp / "sensor"), "log_level": "error",
         "sensitive_paths": ["/etc/passwd", "/etc/shadow"], "plaintext": True,
         "max_kills_per_minute": 100_000, "health_interval_s": 1.0}))
     target, innocent = program(tmp / "kill"), program(tmp / "keep")
     denied = program(tmp / "deny")
-    procs = [subprocess.Popen([THREATSEER, "hub", "-c", str(tmp / "hub.yaml")]),
-             subprocess.Popen([THREATSEER, "sensor", "-c", str(tmp / "sensor.yaml")])]
+    roles = ["gateway", "scorer"] if args.cluster else ["hub"]
+    procs = [subprocess.Popen([THREATSEER, role, "-c", str(tmp / "hub.yaml")])
+             for role in roles]
+    procs.append(subprocess.Popen([THREATSEER, "sensor", "-c", str(tmp / "sensor.yaml")]))
     wrong: list[int] = []
     try:
         # ready once a target dies (the sensor is up and has the hub's policy)
@@ -127,8 +150,12 @@ def main() -> None:
             p.send_signal(signal.SIGTERM)
         for p in procs:
             p.wait(30)
+        if broker is not None:
+            broker.stop(signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
-    for name, values in (("hub-driven, idle", idle), ("hub-driven, 10k events/s", busy),
+    path = "cluster" if args.cluster else "hub-driven"
+    print(f"load average after: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
+    for name, values in ((f"{path}, idle", idle), (f"{path}, 10k events/s", busy),
                          ("in-kernel at exec", kernel)):
         print(f"{name:>26}: {len(values)}/{args.samples} killed, p50 "
               f"{percentile(values, 0.5):.1f} ms, p99 {percentile(values, 0.99):.1f} ms, "

@@ -60,9 +60,13 @@ _NO_TARGET = frozenset((ecs.EXIT, ecs.KILL, ecs.SENSOR_HEALTH, ecs.SENSOR_LOSS,
 
 class Responder:
     def __init__(self, cfg: ResponseConfig, send: Send, host_id: str | None = None,
-                 helper_pids: Callable[[], Collection[int | None]] = tuple) -> None:
+                 helper_pids: Callable[[], Collection[int | None]] = tuple,
+                 command_id: Callable[[Event, str], str] | None = None) -> None:
         self.cfg = cfg
         self._send = send
+        # ids of the commands (default: unique to this process; a cluster's scorers derive
+        # them from the alert, so a replayed decision repeats its id: hub/cluster/commands.py)
+        self._command_id = command_id
         self.host_id = machine_id() if host_id is None else host_id
         self.own_pid = os.getpid()
         self.helper_pids = helper_pids  # the pids of the hub's own child processes, now
@@ -194,7 +198,8 @@ class Responder:
             self._set(ev, "refused", reason)
             self._log(logging.WARNING, ev, sensor_id, rule, f"refused: {reason}")
             return
-        cmd_id = self._id_prefix + str(next(self._ids))
+        cmd_id = (self._command_id(ev, rule) if self._command_id is not None
+                  else self._id_prefix + str(next(self._ids)))
         cmd = wire.KillCommand(id=cmd_id, pid=pid, entity_id=entity,
                                event_id=str(ev.get("event.id", ""))[:512], rule=rule[:512],
                                dry_run=dry, executable=exe[:4096])
@@ -209,6 +214,12 @@ class Responder:
         self._set(ev, "dry-run" if dry else "sent", "")
         self._log(logging.INFO if dry else logging.WARNING, ev, sensor_id, rule,
                   f"{'dry run' if dry else 'kill'} sent ({cmd_id})")
+
+    def forget(self, entities: Collection[str]) -> None:
+        """Forget that these processes were asked for: their commands were not delivered
+        (a cluster scorer's transaction failed), so deciding again sends them again."""
+        for entity in entities:
+            self._asked.pop(entity, None)
 
     def _set(self, ev: Event, status: str, reason: str) -> None:
         ev["threatseer.response.status"] = status

@@ -33,22 +33,8 @@ def _show(cfg: HubConfig) -> None:
     click.echo(yaml.safe_dump(printable(cfg), sort_keys=False))
 
 
-def warn_unsupported(role: str, cfg: HubConfig) -> str | None:
-    """Log (and return) what this config asks that the cluster roles do not do: nothing in
-    the config may be ignored silently."""
-    if role not in ("gateway", "scorer") or not cfg.response.kill_rules:
-        return None
-    why = (f"response.kill_rules names {len(cfg.response.kill_rules)} rule(s), but the "
-           "cluster roles do not carry out kills (scorers cannot reach the sensors' "
-           "connections, gateways send no exec policy): those rules only alert here; the "
-           "kill action needs a single `threatseer hub`")
-    logging.getLogger("threatseer.hub.cluster").warning("%s: %s", role, why)
-    return why
-
-
 def _run(role: str, make: Any, cfg: HubConfig) -> None:
     setup_logging(cfg.log_level)
-    warn_unsupported(role, cfg)
     try:
         member = make(cfg)
     except Exception as exc:  # ClusterError, a config the loader let through, ...

@@ -45,6 +45,18 @@ class ClusterConfig:
     # Which CURVE key each sensor id belongs to, for every gateway: a log of claims, first
     # claim wins (one partition, kept forever: not compacted, see hub/cluster/bindings.py).
     bindings_topic: str = "threatseer.bindings"
+    # Kill commands from the scorers to the sensors (scorers produce in their transactions,
+    # keyed by sensor id; every gateway reads it all and forwards to the sensors it holds).
+    # Only the scorers' Kafka principal may write to it (ACLs: docs/cluster.md).
+    commands_topic: str = "threatseer.commands"
+    # A gateway drops a kill command decided longer ago than this (s): a stale kill is
+    # dangerous. Needs the members' clocks in step (NTP) to well within it.
+    command_max_age_s: float = 5.0
+    # How long a gateway's fetch of the commands topic may wait for a command (ms). On Kafka
+    # a fetch returns as soon as one arrives, so this only paces idle polling (raise it to
+    # poll less); a broker that holds every fetch for the whole wait (tansu) adds up to this
+    # to each kill, and a shorter wait costs it more CPU while idle (docs/cluster.md).
+    command_fetch_wait_ms: int = 20
     # Partitions of the batches, events and state topics when this cluster creates them
     # (all three must have the same count): the most scorers that can share the work.
     partitions: int = 12
@@ -88,7 +100,7 @@ class ClusterConfig:
 
     def validate(self) -> None:
         for key in ("batches_topic", "events_topic", "state_topic", "profiles_topic",
-                    "bundles_topic", "status_topic", "bindings_topic"):
+                    "bundles_topic", "status_topic", "bindings_topic", "commands_topic"):
             if not _TOPIC.match(getattr(self, key)):
                 raise ValueError(f"{key}: must be 1-200 of A-Z a-z 0-9 . _ -")
         if self.name and not _NAME.match(self.name):
@@ -107,6 +119,10 @@ class ClusterConfig:
             raise ValueError("max_batches_per_txn: must be at least 1")
         if self.events_compression not in COMPRESSIONS:
             raise ValueError(f"events_compression: must be one of {', '.join(COMPRESSIONS)}")
+        if not 0.1 <= self.command_max_age_s <= 300:
+            raise ValueError("command_max_age_s: must be between 0.1 and 300")
+        if not 1 <= self.command_fetch_wait_ms <= 5000:
+            raise ValueError("command_fetch_wait_ms: must be between 1 and 5000")
         if self.delivery_timeout_s <= 0:
             raise ValueError("delivery_timeout_s: must be positive")
         if self.tap_endpoint and "://" not in self.tap_endpoint:

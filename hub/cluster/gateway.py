@@ -27,6 +27,7 @@ import zmq
 from confluent_kafka import KafkaError, KafkaException
 
 from threatseer.hub.cluster.bindings import SharedBindings
+from threatseer.hub.cluster.commands import CommandRelay
 from threatseer.hub.cluster.kafka import ensure_topics, producer, require
 from threatseer.hub.cluster.status import Beacon, serve_metrics
 from threatseer.hub.config import HubConfig
@@ -36,6 +37,9 @@ from threatseer.hub.transport import Transport
 
 log = logging.getLogger("threatseer.hub.cluster.gateway")
 HEADER = "h"  # Kafka record header holding the wire header frame
+# Kafka record header holding the ZeroMQ routing id of the batch's connection: a scorer sends
+# the exec policy once per connection (a sensor that reconnected may have lost it).
+PEER = "p"
 # Kafka record header of a gateway's loss record (no body): what it refused of the record
 # key's sensor since its last one, [[reason, batches, events], ...]; the scorer tells it as
 # that sensor's sensor-loss events, as the hub does (hub/cluster/scorer.py).
@@ -54,7 +58,7 @@ class Gateway:
         require(cfg.cluster)
         self.cfg = cfg
         self.ccfg = cfg.cluster
-        ensure_topics(self.ccfg)
+        counts = ensure_topics(self.ccfg)
         self.metrics = HubMetrics()
         self.ctx = zmq.Context()
         self.transport = Transport(cfg, self.ctx, self.metrics)
@@ -73,6 +77,9 @@ class Gateway:
                 self.bindings.close()
             raise
         self.producer = self._producer()
+        # kill commands from the scorers, to the sensors connected here
+        self.relay = CommandRelay(self.ccfg, self.ctx, counts[self.ccfg.commands_topic],
+                                  self.name)
         self.senders: dict[str, Sender] = {}
         self.in_flight = 0
         self.produced = self.acked_batches = self.failed = self.holes = 0
@@ -107,11 +114,12 @@ class Gateway:
                 "produced": self.produced, "acknowledged": self.acked_batches,
                 "failed": self.failed, "holes": self.holes, "in_flight": self.in_flight,
                 "bad_input": self.ingest.bad_total, "loss_records": self.loss_records,
-                "bindings": self.bindings.counters()}
+                "bindings": self.bindings.counters(), "commands": dict(self.relay.counts)}
 
     def start(self) -> None:
         self._http = serve_metrics(self.metrics, self.ccfg, "gateway")
         self.beacon.start()
+        self.relay.start()
         self._thread = threading.Thread(target=self._loop, name="gateway", daemon=True)
         self._thread.start()
         log.info("gateway %s: ingest %s -> %s", self.name, self.endpoint,
@@ -129,6 +137,7 @@ class Gateway:
         self.beacon.stop()
         if self._http is not None:
             self._http.shutdown()
+        self.relay.stop()
         self.ingest.close()
         self.transport.close()
         self.bindings.close()
@@ -142,7 +151,9 @@ class Gateway:
                 for sid, won, claim in self.bindings.poll():
                     self._decided(sid, won, claim)
                 busy = self.in_flight or self.bindings.pending
-                got = self.ingest.take(20 if busy else 100)
+                if not self.ingest.queued:  # a batch or a kill command wakes it
+                    self.relay.wait(self.ingest.sock, 20 if busy else 100, self.ingest.send)
+                got = self.ingest.take(0)
                 for msg in got:
                     if not self.bindings.hold(msg.sensor_id, msg):
                         self._produce(msg)
@@ -205,6 +216,7 @@ class Gateway:
     def _produce(self, msg: Message) -> None:
         header, body = (bytes(b) for b in msg.buffers)
         sid, peer, epoch, seq, base = msg.sensor_id, msg.peer, msg.epoch, msg.seq, msg.base
+        self.relay.connected(sid, peer)
         st = self.ingest.stats(sid)
         st.batches += 1
         st.last_seq = seq
@@ -222,7 +234,8 @@ class Gateway:
         while True:
             try:
                 self.producer.produce(self.ccfg.batches_topic, value=body, key=sid.encode(),
-                                      headers=[(HEADER, header), ("gw", self.name)],
+                                      headers=[(HEADER, header), ("gw", self.name),
+                                               (PEER, peer)],
                                       on_delivery=delivered)
                 self.in_flight += 1
                 self.produced += 1

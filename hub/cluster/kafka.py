@@ -46,6 +46,9 @@ def topic_specs(cfg: ClusterConfig) -> dict[str, tuple[int, dict[str, str]]]:
         cfg.bundles_topic: (1, COMPACT),
         cfg.status_topic: (1, COMPACT),
         cfg.bindings_topic: (1, FOREVER),
+        # kill commands: few (rate-limited per sensor), worthless after seconds
+        # (cluster.command_max_age_s); one partition is the cheapest for every gateway to read
+        cfg.commands_topic: (1, {"cleanup.policy": "delete", "retention.ms": "3600000"}),
     }
 
 

@@ -39,12 +39,13 @@ from typing import Any
 
 import msgspec
 import zmq
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
 from threatseer.common import wire
 from threatseer.hub import heap
 from threatseer.hub.cluster.bundles import BundleFeed
-from threatseer.hub.cluster.gateway import HEADER, LOSS
+from threatseer.hub.cluster.commands import CommandQueue, Deliveries, command_id
+from threatseer.hub.cluster.gateway import HEADER, LOSS, PEER
 from threatseer.hub.cluster.kafka import (
     BARRIER,
     ClusterError,
@@ -74,6 +75,7 @@ from threatseer.hub.ledger import (
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.profiles import ProfileStore
 from threatseer.hub.publish import Publisher
+from threatseer.hub.response import Responder
 from threatseer.hub.rules.model import Bundle
 from threatseer.hub.scoring import Pipeline
 
@@ -144,6 +146,12 @@ class Owned:
     upto: int | None = None
     # The partition's transaction in flight (one at a time): its future and tap events.
     job: tuple[Any, list[list[dict[str, Any]]]] | None = None
+    # Kill commands of this cycle (produced at once; its transaction commits only once they
+    # are stored), and the processes they name (forgotten by the responder if the
+    # transaction fails: decided again); ``job_asked``: those of the transaction in flight.
+    commands: Deliveries = field(default_factory=Deliveries)
+    asked: list[str] = field(default_factory=list)
+    job_asked: list[str] = field(default_factory=list)
     started: float = 0.0  # monotonic time the last transaction was handed to the pool
 
 
@@ -171,6 +179,12 @@ class Scorer:
             self.profile_store = ProfileStore(cfg.profile_db())
             profile = ProfileEngine(self.profile_store, cfg.profiles, background=True)
         self.pipeline = Pipeline(cfg.actions, bundle, profile)
+        # The kill action: the hub's responder, its commands going to the commands topic,
+        # read by the gateways (hub/cluster/commands.py).
+        self.commands = CommandQueue(ccfg, self.name)
+        self.responder = Responder(cfg.response, self.commands.send, command_id=command_id)
+        self.responder.activate(self.pipeline.rules.bundle)
+        self._new_bundle: Bundle | None = None  # for the responder, on the scoring thread
         self._note_bundle()
         self.ingest = Ingest(None, cfg.ingest, self.metrics)
         self.ctx = zmq.Context()
@@ -224,6 +238,7 @@ class Scorer:
         if self._thread is not None:
             self._thread.join()
         self.beacon.stop()
+        self.commands.close()
         self.feed.stop()
         if self.replicator is not None:
             self.replicator.stop()
@@ -241,6 +256,7 @@ class Scorer:
     def activate(self, bundle: Bundle) -> None:
         """Swap the rules (from the bundle feed's thread: one attribute store)."""
         self.pipeline.activate(bundle)
+        self._new_bundle = bundle
         self.bundle_problems = []
         self._note_bundle()
 
@@ -264,6 +280,8 @@ class Scorer:
                 "emitted": self.emitted, "duplicates": self.duplicates,
                 "transactions": self.transactions, "aborts": self.aborts,
                 "failures": self.failures, "bad_input": self.ingest.bad_total,
+                "response": {"kill_rules": len(self.responder.kill_rules),
+                             **self.responder.counts},
                 "profiles": len(prof.profiles) if prof is not None else None,
                 "replication": self.replicator.status() if self.replicator else None}
 
@@ -283,6 +301,7 @@ class Scorer:
             if own is not None:
                 if own.job is not None:  # let it commit; if it fails, the next owner redoes it
                     self._settle(own, rewind=False)
+                self.responder.forget(own.asked)  # scored, never committed: redone elsewhere
                 own.producer.flush(5)
 
     def _take_over(self, p: int) -> Owned:
@@ -325,6 +344,9 @@ class Scorer:
                            for o in self.owned.values())
                 msgs = take(self.consumer, ccfg.max_batches_per_txn, 0.001 if busy else wait)
                 now = time.time()
+                if self._new_bundle is not None:
+                    bundle, self._new_bundle = self._new_bundle, None
+                    self.responder.activate(bundle)
                 if self.replicator is not None:
                     self.replicator.apply()
                 if msgs or busy:
@@ -392,10 +414,11 @@ class Scorer:
                 continue
             own.started = now
             state = own.ledger.records(own.upto)
-            out, published, upto = own.out, own.published, own.upto
-            own.out, own.published, own.upto = [], [], None
+            out, published, upto, commands = own.out, own.published, own.upto, own.commands
+            own.out, own.published, own.upto, own.commands = [], [], None, Deliveries()
+            own.job_asked, own.asked = own.asked, []
             own.job = (self._pool.submit(self._commit, own.producer, own.partition, out, state,
-                                         upto, meta), published)
+                                         upto, meta, commands), published)
 
 
     def _settle(self, own: Owned, rewind: bool = True) -> bool:
@@ -405,6 +428,9 @@ class Scorer:
         own.job = None
         took = future.result()
         if isinstance(took, KafkaException):
+            # its alerts never committed (its commands may not be stored): deciding again
+            # (the replay, or the next owner) sends them again, with the same ids
+            self.responder.forget(own.job_asked)
             if rewind:
                 self._failed_transaction(own, took)
             return False
@@ -416,13 +442,18 @@ class Scorer:
         return True
 
     def _commit(self, prod: Any, p: int, out: list[tuple[bytes, bytes, Any]],
-                state: list[tuple[bytes, bytes]], upto: int,
-                meta: Any) -> float | KafkaException:
-        """One partition's transaction: its events records, its changed delivery state and
+                state: list[tuple[bytes, bytes]], upto: int, meta: Any,
+                commands: Deliveries) -> float | KafkaException:
+        """One partition's transaction, once its kill commands are stored (else it fails and
+        the partition is scored again): its events records, its changed delivery state and
         its consumed offset. Returns the seconds it took, or the error (handled by the loop's
         thread, which owns the consumer)."""
         ccfg = self.ccfg
         t0 = time.perf_counter()
+        failed = self.commands.settle(commands)
+        if failed is not None:
+            return KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT,
+                                             f"kill command not stored: {failed}"))
         try:
             prod.begin_transaction()
             for key, value, headers in out:
@@ -442,6 +473,7 @@ class Scorer:
         state (as when it is taken over), or given up if we were fenced."""
         err = exc.args[0] if exc.args else None
         self.aborts += 1
+        self.responder.forget(own.asked)  # scored after the failed one: scored again
         log.warning("transaction on partition %d failed (%s): rewinding", own.partition, exc)
         p = own.partition
         try:
@@ -493,6 +525,7 @@ class Scorer:
             return
         assert verdict.kind == NEW
         self.batches += 1
+        self._send_policy(own, sid, headers)
         rec = self.ingest.open(msg)
         scored = 0
         if rec is not None:
@@ -502,9 +535,44 @@ class Scorer:
                     continue
                 scored += len(events)
                 res = self.pipeline.score(events, rec.sensor_id, rec.seq, now)
+                self._respond(own, sid, res.emitted, m.timestamp())
                 self._emit(own, m.offset(), start, sid, res.emitted)
         ledger.scored(sid, msg.epoch, msg.seq, scored, 0)
         self._report_losses(own, m.offset(), now)
+
+    def _send_policy(self, own: Owned, sid: str, headers: dict[str, bytes]) -> None:
+        """The exec policy to the batch's connection (gateway and ZeroMQ routing id), if it
+        has not had this one: the hub's ``on_batch``, through the commands topic. Stamped
+        with the time of sending, not of the batch: a policy is not stale for coming from
+        an old batch (a scorer that started after its sensors, a backlog)."""
+        peer = headers.get(PEER)
+        if not peer or len(peer) > 256:
+            return  # a gateway of an older version: no policy, the scorer kills after exec
+        self.commands.target = own.commands
+        self.commands.stamp = 0
+        try:
+            self.responder.on_batch(b"\0".join((sid.encode(), headers.get("gw") or b"", peer)))
+        finally:
+            self.commands.target = None
+
+    def _respond(self, own: Owned, sid: str, events: list[dict[str, Any]],
+                 stamp: tuple[int, int]) -> None:
+        """The kill decisions on these scored events (before they are packed: the alerts say
+        what became of their response); ``stamp``: when their batch reached a gateway."""
+        if not events or not self.responder.actions:
+            return
+        queued = own.commands.sent
+        self.commands.target = own.commands
+        self.commands.stamp = stamp[1] if stamp[0] != TIMESTAMP_NOT_AVAILABLE else 0
+        try:
+            self.responder.consider(events, sid, sid.encode())
+        except Exception:  # a bug: the alerts still go out, without their response
+            log.exception("response to a batch of sensor %s failed", sid)
+        finally:
+            self.commands.target = None
+        if own.commands.sent > queued:
+            own.asked.extend(ev["process.entity_id"] for ev in events
+                             if ev.get("threatseer.response.status") in ("sent", "dry-run"))
 
     def _gateway_losses(self, own: Owned, m: Any, value: bytes | None, now: float) -> None:
         """A gateway's loss record: what it refused of the record key's sensor (spoofed,
