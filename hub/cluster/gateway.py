@@ -17,7 +17,6 @@ drop the copies by (sensor, epoch, seq).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException
 from threatseer.hub.cluster.bindings import SharedBindings
 from threatseer.hub.cluster.commands import CommandRelay
 from threatseer.hub.cluster.kafka import ensure_topics, producer, require
-from threatseer.hub.cluster.status import Beacon, serve_metrics
+from threatseer.hub.cluster.status import Member
 from threatseer.hub.config import HubConfig
 from threatseer.hub.ingest import SPOOFED, Ingest, Message, RateLimitedLog
 from threatseer.hub.metrics import HubMetrics
@@ -53,7 +52,7 @@ class Sender:
     high: int = 0  # highest seq delivered to Kafka with no hole before it (acknowledged)
 
 
-class Gateway:
+class Gateway(Member):
     def __init__(self, cfg: HubConfig) -> None:
         require(cfg.cluster)
         self.cfg = cfg
@@ -87,10 +86,7 @@ class Gateway:
         self._log = RateLimitedLog(10.0)
         self._losses_at = time.monotonic()
         self.loss_records = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.beacon = Beacon(self.ccfg, "gateway", self.counters)
-        self._http: Any = None
+        self._member("gateway")
 
     def _producer(self) -> Any:
         return producer(self.ccfg, **{
@@ -117,26 +113,15 @@ class Gateway:
                 "bindings": self.bindings.counters(), "commands": dict(self.relay.counts)}
 
     def start(self) -> None:
-        self._http = serve_metrics(self.metrics, self.ccfg, "gateway")
-        self.beacon.start()
+        self._serve()
         self.relay.start()
-        self._thread = threading.Thread(target=self._loop, name="gateway", daemon=True)
-        self._thread.start()
+        self._run_loop()
         log.info("gateway %s: ingest %s -> %s", self.name, self.endpoint,
                  self.ccfg.batches_topic)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def stop(self) -> None:
         """Stop taking batches, wait for Kafka's reports of those in flight (and ack them)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.beacon.stop()
-        if self._http is not None:
-            self._http.shutdown()
+        self._halt()
         self.relay.stop()
         self.ingest.close()
         self.transport.close()

@@ -17,7 +17,6 @@ was killed mid-transaction.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from threatseer.hub.cluster.kafka import consumer, ensure_topics, require, take
 from threatseer.hub.cluster.scorer import SOURCE
-from threatseer.hub.cluster.status import Beacon, serve_metrics
+from threatseer.hub.cluster.status import Member
 from threatseer.hub.config import HubConfig
 from threatseer.hub.metrics import HubMetrics
 from threatseer.hub.outputs import Outputs
@@ -49,7 +48,7 @@ def position(headers: list[tuple[str, bytes]] | None) -> tuple[int, int] | None:
     return None
 
 
-class EventsReader:
+class EventsReader(Member):
     def __init__(self, cfg: HubConfig, outputs: Outputs | None = None,
                  group: str | None = None) -> None:
         require(cfg.cluster)
@@ -76,35 +75,21 @@ class EventsReader:
             "fetch.wait.max.ms": 20})
         self._last: dict[int, tuple[int, int]] = {}
         self.records = self.events = self.copies = self.bad_records = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.beacon = Beacon(self.ccfg, "output-worker", self.counters)
-        self._http: Any = None
+        self._member("output-worker")
 
     def counters(self) -> dict[str, Any]:
         return {"records": self.records, "events": self.events, "copies_dropped": self.copies,
                 "bad_records": self.bad_records, "outputs": self.outputs.status()}
 
     def start(self) -> None:
-        self._http = serve_metrics(self.metrics, self.ccfg, "output-worker")
+        self._serve()
         self.outputs.start()
-        self.beacon.start()
         self.consumer.subscribe([self.ccfg.events_topic], on_revoke=self._forget,
                                 on_lost=self._forget)
-        self._thread = threading.Thread(target=self._loop, name="output-worker", daemon=True)
-        self._thread.start()
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        self._run_loop()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.beacon.stop()
-        if self._http is not None:
-            self._http.shutdown()
+        self._halt()
         self.outputs.close()
         if self.publisher is not None:
             self.publisher.close()

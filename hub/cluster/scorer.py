@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -57,7 +56,7 @@ from threatseer.hub.cluster.kafka import (
     take,
 )
 from threatseer.hub.cluster.replication import ProfileReplicator
-from threatseer.hub.cluster.status import Beacon, serve_metrics
+from threatseer.hub.cluster.status import Member
 from threatseer.hub.config import HubConfig
 from threatseer.hub.daemon import CHUNK_EVENTS, load_start_bundle
 from threatseer.hub.engines.profile import ProfileEngine
@@ -155,7 +154,7 @@ class Owned:
     started: float = 0.0  # monotonic time the last transaction was handed to the pool
 
 
-class Scorer:
+class Scorer(Member):
     def __init__(self, cfg: HubConfig, bundle: Bundle | None = None) -> None:
         require(cfg.cluster)
         heap.fix_mmap_threshold()  # as the hub (hub/heap.py)
@@ -210,34 +209,22 @@ class Scorer:
         self.aborts = self.failures = 0
         self.txn_seconds = 0.0
         self._interval = ccfg.txn_interval_ms / 1000
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.beacon = Beacon(ccfg, "scorer", self.counters)
-        self._http: Any = None
+        self._member("scorer")
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        self._http = serve_metrics(self.metrics, self.ccfg, "scorer")
+        self._serve()
         if self.replicator is not None:
             self.replicator.start()
         self.feed.start()
-        self.beacon.start()
         self.consumer.subscribe([self.ccfg.batches_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
-        self._thread = threading.Thread(target=self._loop, name="scorer", daemon=True)
-        self._thread.start()
+        self._run_loop()
         log.info("scorer %s: %s -> %s, bundle %s", self.name, self.ccfg.batches_topic,
                  self.ccfg.events_topic, self.bundle_version())
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.beacon.stop()
+        self._halt()
         self.commands.close()
         self.feed.stop()
         if self.replicator is not None:
@@ -249,8 +236,6 @@ class Scorer:
         if self.publisher is not None:
             self.publisher.close()
             self.transport.close()
-        if self._http is not None:
-            self._http.shutdown()
         self.ctx.term()
 
     def activate(self, bundle: Bundle) -> None:

@@ -106,3 +106,50 @@ def serve_metrics(metrics: Any, cfg: ClusterConfig, role: str) -> Any:
     except OSError as exc:
         raise ClusterError(f"cluster.metrics_listen.{role}: cannot listen on {listen}: "
                            f"{exc.strerror or exc}") from None
+
+
+class Member:
+    """What every cluster member (gateway, scorer, output worker) runs beside its work: its
+    /metrics server, its status :class:`Beacon`, and one loop thread (``_loop``) that returns
+    once ``_stop`` is set. A member sets ``ccfg`` and ``metrics`` before :meth:`_member`."""
+
+    ccfg: ClusterConfig
+    metrics: Any
+    role: str
+
+    def _member(self, role: str) -> None:
+        self.role = role
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.beacon = Beacon(self.ccfg, role, self.counters)
+        self._http: Any = None
+
+    def counters(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+    def _serve(self) -> None:
+        """/metrics and the beacon: first thing in ``start``."""
+        self._http = serve_metrics(self.metrics, self.ccfg, self.role)
+        self.beacon.start()
+
+    def _run_loop(self) -> None:
+        """The loop thread: last thing in ``start``."""
+        self._thread = threading.Thread(target=self._loop, name=self.role, daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _halt(self) -> None:
+        """Stop the loop (it finishes its turn), the beacon (a last "stopped" status) and
+        /metrics: first thing in ``stop``."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.beacon.stop()
+        if self._http is not None:
+            self._http.shutdown()
