@@ -112,11 +112,14 @@ cdef extern from *:
     #if defined(__GLIBC__)
     #include <malloc.h>
     static int ts_trim_heap(void) { return malloc_trim(0); }
+    static int ts_fix_mmap_threshold(int nbytes) { return mallopt(M_MMAP_THRESHOLD, nbytes); }
     #else
     static int ts_trim_heap(void) { return 0; }
+    static int ts_fix_mmap_threshold(int nbytes) { return 0; }
     #endif
     """
     int ts_trim_heap()
+    int ts_fix_mmap_threshold(int nbytes)
     void ts_log_reset()
     const char *ts_log_tail(size_t n)
     long long ts_clock_offset_ns()
@@ -187,6 +190,17 @@ def trim_heap():
     """Give the free heap back to the kernel (glibc ``malloc_trim``); 1 if some was. Here, not
     through ctypes, which costs the sensor 0.4 MiB of RSS to import for this one call."""
     return ts_trim_heap()
+
+
+def fix_mmap_threshold(int nbytes):
+    """Fix glibc's mmap threshold at ``nbytes``; 1 if set (0 elsewhere than glibc).
+
+    Why: a buffer above the threshold (128 KiB at first) is mapped on its own and unmapped
+    when freed, but each such free raises the threshold to that buffer's size. A flood's
+    batch bodies (a few hundred KiB before compression) then came from the heap and left it
+    ~4.5 MiB bigger: the sensor's peak RSS. Fixed, they stay mapped alone (as the hub does,
+    hub/heap.py; here without ctypes, see trim_heap)."""
+    return ts_fix_mmap_threshold(nbytes)
 
 
 cdef class BpfProbe:

@@ -53,6 +53,10 @@ WAIT_MAX_S = 60.0
 # Events held behind an exec whose executable is being hashed, at most (then it goes
 # without its digest: sensor/hashing.py): ~4 MiB of events, 40 ms of a flood.
 MAX_HELD_FOR_HASH = 4096
+# Buffers from this size on are mapped alone and unmapped when freed (glibc's threshold,
+# fixed: native fix_mmap_threshold says why). A flood's uncompressed batch bodies are
+# ~100-300 KiB; with glibc's moving threshold they grew the heap by ~4.5 MiB for good.
+MMAP_THRESHOLD = 64 * 1024
 
 
 class _Waiter:
@@ -486,6 +490,9 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
         level=config.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from threatseer.native._bpf import fix_mmap_threshold
+
+    fix_mmap_threshold(MMAP_THRESHOLD)
     sensor = Sensor(config, None, config_path)
     # The probe first: libbpf parses the kernel's BTF (~2x its 5 MiB) while loading, the
     # sensor's peak RSS; before the ZeroMQ threads, the spool and the metrics server exist
