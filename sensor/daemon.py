@@ -28,7 +28,7 @@ from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
-from threatseer.sensor.pacing import SendPacer
+from threatseer.sensor.pacing import GATHER_S, SendPacer
 from threatseer.sensor.proctable import ProcessTable
 from threatseer.sensor.response import Responder
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
@@ -299,7 +299,8 @@ class Sensor:
             if self.metrics is not None:
                 wake_at = min(wake_at, next_metrics)
             timeout = 0.0 if more else max(0.0, min(wake_at, next_health) - now)
-            if waiter.hold(hold):
+            held_through = waiter.hold(hold)
+            if held_through:
                 # Records that came while we held did not wake us, and the next ones will
                 # not either while those are pending: read them before sleeping.
                 timeout = 0.0
@@ -321,7 +322,9 @@ class Sensor:
                 self.events_in += polled
                 pacer.note(polled, now)
                 if not batch:
-                    first_at = now
+                    # Records read as a hold ends waited through it (for a credit): they are
+                    # gathered already and go in this turn, not a GATHER_S wakeup later.
+                    first_at = now - GATHER_S if held_through else now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
                 held += polled
             if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
