@@ -134,6 +134,7 @@ class HubSink:
         self.resends = 0
         self.bad_acks = 0
         self.commands: list[wire.Command] = []  # from the hub, not yet carried out
+        self._scratch = bytearray()  # each batch's uncompressed body (wire.encode_body)
 
     @property
     def pending(self) -> int:
@@ -168,7 +169,8 @@ class HubSink:
 
     def send(self, events: list[Event]) -> None:
         # Compressed once, here: the spool, CURVE and the network all carry the small form.
-        self.spool.append(wire.event_count(events), wire.encode_body(events, compress=True))
+        self.spool.append(wire.event_count(events),
+                          wire.encode_body(events, compress=True, scratch=self._scratch))
         self._pump(time.monotonic())
         self._read_acks()
 
