@@ -20,6 +20,7 @@ dropped by the scorers by (sensor, epoch, seq).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -36,6 +37,11 @@ from threatseer.sensor.spool import SPOOL_FILE, Spool
 Event = dict[str, Any]
 log = logging.getLogger("threatseer.sensor.ship")
 MAX_PENDING_COMMANDS = 1024
+# Bytes of (compressed) bodies sent and not yet acknowledged, at most (besides the window's
+# batch count): ZeroMQ holds a copy of each until it is on the wire, and a hub slow to
+# acknowledge let a whole window of a flood's bodies (~4 MiB) pile up there, the sensor's
+# peak RSS. A hub that keeps up acknowledges every 8 batches at once (hub/acks.py).
+INFLIGHT_MAX_BYTES = 1 << 20
 
 
 def _monitor_event(frames: list[bytes]) -> int:
@@ -260,7 +266,13 @@ class HubSink:
             self._progress_at = now
             self.resends += 1
         base = spool.first_seq
-        while self.next_send < spool.next_seq and self.next_send - self.acked <= self.window:
+        # bytes in flight (sent, not acknowledged): the oldest entries of the spool's sizes
+        inflight = 0
+        if self.next_send > spool.first_seq:
+            for _, _, nbytes in itertools.islice(spool.sizes, self.next_send - spool.first_seq):
+                inflight += nbytes
+        while (self.next_send < spool.next_seq and self.next_send - self.acked <= self.window
+               and (inflight < INFLIGHT_MAX_BYTES or self.next_send == self.acked + 1)):
             seq = self.next_send
             stored = spool.get(seq)
             if stored is None:  # dropped meanwhile
@@ -278,6 +290,7 @@ class HubSink:
             if self.next_send == self.acked + 1:
                 self._progress_at = max(self._progress_at, now)
             self.next_send += 1
+            inflight += len(body)
             self.sent_batches += 1
 
     def _fail_over(self) -> None:
