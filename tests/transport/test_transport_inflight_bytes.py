@@ -11,11 +11,11 @@ import time
 
 import zmq
 
+from tests.conftest import free_port
 from threatseer.common import wire
 from threatseer.sensor import ship, spool
 from threatseer.sensor.ship import HubSink
 from threatseer.sensor.spool import Spool
-from tests.conftest import free_port
 
 
 def incompressible(i: int) -> list[dict]:
