@@ -178,7 +178,10 @@ class HubSink:
         self.spool.append(wire.event_count(events),
                           wire.encode_body(events, compress=True, scratch=self._scratch))
         self._pump(time.monotonic())
-        self._read_acks()
+        if self._read_acks():
+            # acks read here do not wake the loop (ZMQ_FD is edge-triggered): send what they
+            # let go now, not at the next send (batches held by the bytes bound, the window)
+            self._pump(time.monotonic())
 
     def service(self) -> None:
         """Read connection events and the hub's replies, then send what the window allows.
@@ -187,15 +190,17 @@ class HubSink:
         self._read_acks()
         self._pump(time.monotonic())
 
-    def _read_acks(self) -> None:
+    def _read_acks(self) -> bool:
+        """Read the hub's replies; whether an ack moved the window."""
         sock, spool = self.sock, self.spool
+        moved = False
         # Ask ZMQ_EVENTS first: a recv that finds nothing raises zmq.Again, and building that
         # exception at every turn of the loop cost more than reading the acks.
         while sock.get(zmq.EVENTS) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return moved
             try:
                 reply = wire.decode_reply(frames[-1])
             except wire.WireError as exc:
@@ -215,6 +220,8 @@ class HubSink:
             self.sent_events += spool.ack(seq)
             self.acked = seq
             self._progress_at = time.monotonic()
+            moved = True
+        return moved
 
     def _read_monitor(self) -> None:
         mon = self._monitor
