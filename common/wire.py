@@ -132,10 +132,18 @@ def encode(batch: Batch, compress: bool = False) -> list[bytes]:
     return [encode_header(batch, compressed=compress), body]
 
 
-def encode_body(events: list[Any], compress: bool = False) -> bytes:
+def encode_body(events: list[Any], compress: bool = False,
+                scratch: bytearray | None = None) -> bytes:
     """The body frame alone (a spool keeps bodies; headers are made at each (re)send).
     An item is a flat dict, or :class:`Encoded` events (msgpack maps one after the other, as
-    the sensor's reader writes them: native/encode/), copied into the body as they are."""
+    the sensor's reader writes them: native/encode/), copied into the body as they are.
+
+    ``scratch`` (with ``compress``): a buffer kept by the caller for the uncompressed body,
+    reused batch after batch. A flood's bodies are a few hundred KiB each; made anew, each
+    was a fresh mapping (page faults) or, once glibc raised its mmap threshold, heap that
+    stayed (the sensor's peak RSS)."""
+    if scratch is not None and compress:
+        return lz4.frame.compress(_body_into(events, scratch))
     n = event_count(events)
     if n == len(events):
         body = _pack(events)
@@ -146,6 +154,31 @@ def encode_body(events: list[Any], compress: bool = False) -> bytes:
         body = b"".join((array_header(n),
                          memoryview(packed)[len(array_header(len(events))):]))
     return lz4.frame.compress(body) if compress else body
+
+
+def _body_into(events: list[Any], scratch: bytearray) -> memoryview:
+    """The uncompressed body of ``events`` written into ``scratch``; a view of it (release
+    it before the next call: a buffer with a view cannot be resized)."""
+    n = event_count(events)
+    header = array_header(n)
+    if n != len(events) and all(type(item) is Encoded for item in events):
+        total = len(header) + sum(len(item.data) for item in events)
+        if len(scratch) < total:
+            scratch.extend(bytes(total - len(scratch)))
+        scratch[:len(header)] = header
+        at = len(header)
+        for item in events:
+            end = at + len(item.data)
+            scratch[at:end] = item.data
+            at = end
+        return memoryview(scratch)[:total]
+    # msgspec writes from offset 5 (room for the longest array header) and truncates the
+    # buffer to its end; its own header (for len(events) items) is then replaced by ours
+    _encoder.encode_into(events, scratch, 5)
+    own = len(array_header(len(events)))
+    start = 5 + own - len(header)
+    scratch[start:5 + own] = header
+    return memoryview(scratch)[start:]
 
 
 class Encoded:

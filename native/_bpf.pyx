@@ -112,11 +112,14 @@ cdef extern from *:
     #if defined(__GLIBC__)
     #include <malloc.h>
     static int ts_trim_heap(void) { return malloc_trim(0); }
+    static int ts_fix_mmap_threshold(int nbytes) { return mallopt(M_MMAP_THRESHOLD, nbytes); }
     #else
     static int ts_trim_heap(void) { return 0; }
+    static int ts_fix_mmap_threshold(int nbytes) { return 0; }
     #endif
     """
     int ts_trim_heap()
+    int ts_fix_mmap_threshold(int nbytes)
     void ts_log_reset()
     const char *ts_log_tail(size_t n)
     long long ts_clock_offset_ns()
@@ -187,6 +190,17 @@ def trim_heap():
     """Give the free heap back to the kernel (glibc ``malloc_trim``); 1 if some was. Here, not
     through ctypes, which costs the sensor 0.4 MiB of RSS to import for this one call."""
     return ts_trim_heap()
+
+
+def fix_mmap_threshold(int nbytes):
+    """Fix glibc's mmap threshold at ``nbytes``; 1 if set (0 elsewhere than glibc).
+
+    Why: a buffer above the threshold (128 KiB at first) is mapped on its own and unmapped
+    when freed, but each such free raises the threshold to that buffer's size. A flood's
+    batch bodies (a few hundred KiB before compression) then came from the heap and left it
+    ~4.5 MiB bigger: the sensor's peak RSS. Fixed, they stay mapped alone (as the hub does,
+    hub/heap.py; here without ctypes, see trim_heap)."""
+    return ts_fix_mmap_threshold(nbytes)
 
 
 cdef class BpfProbe:
@@ -561,6 +575,14 @@ def _destroy_link(list links, Py_ssize_t i):
             bpf_link__destroy(<bpf_link *>link)
 
 
+# A run of encoded events ends at this size: its bytes (grown by doubling) then stay below
+# the sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from
+# the heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages
+# faulted in as they were written: ~12% of the sensor's CPU in an open flood.
+cdef enum:
+    RUN_MAX_BYTES = 24 * 1024
+
+
 cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
     """libbpf's per-record callback, in C: decode into the current batch."""
     cdef BpfProbe self = <BpfProbe>ctx
@@ -572,6 +594,8 @@ cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
             if self.decoder.run_events == 1:  # a new run: its place in the batch
                 self.run_at = len(self.batch)
                 self.batch.append(None)
+            if self.decoder.w.n >= RUN_MAX_BYTES:
+                self._close_run()  # the next encoded event starts a new run
         else:
             self._close_run()
             if self.positions is not None:

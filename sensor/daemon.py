@@ -28,7 +28,7 @@ from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
 from threatseer.sensor.health import HealthReporter
-from threatseer.sensor.pacing import SendPacer
+from threatseer.sensor.pacing import GATHER_S, SendPacer
 from threatseer.sensor.proctable import ProcessTable
 from threatseer.sensor.response import Responder
 from threatseer.sensor.ship import StdoutSink, hub_sink_from_config
@@ -53,6 +53,10 @@ WAIT_MAX_S = 60.0
 # Events held behind an exec whose executable is being hashed, at most (then it goes
 # without its digest: sensor/hashing.py): ~4 MiB of events, 40 ms of a flood.
 MAX_HELD_FOR_HASH = 4096
+# Buffers from this size on are mapped alone and unmapped when freed (glibc's threshold,
+# fixed: native fix_mmap_threshold says why). A flood's uncompressed batch bodies are
+# ~100-300 KiB; with glibc's moving threshold they grew the heap by ~4.5 MiB for good.
+MMAP_THRESHOLD = 64 * 1024
 
 
 class _Waiter:
@@ -295,7 +299,8 @@ class Sensor:
             if self.metrics is not None:
                 wake_at = min(wake_at, next_metrics)
             timeout = 0.0 if more else max(0.0, min(wake_at, next_health) - now)
-            if waiter.hold(hold):
+            held_through = waiter.hold(hold)
+            if held_through:
                 # Records that came while we held did not wake us, and the next ones will
                 # not either while those are pending: read them before sleeping.
                 timeout = 0.0
@@ -317,7 +322,9 @@ class Sensor:
                 self.events_in += polled
                 pacer.note(polled, now)
                 if not batch:
-                    first_at = now
+                    # Records read as a hold ends waited through it (for a credit): they are
+                    # gathered already and go in this turn, not a GATHER_S wakeup later.
+                    first_at = now - GATHER_S if held_through else now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
                 held += polled
             if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
@@ -486,6 +493,9 @@ def sensor_command(config_path: str | None, to_stdout: bool, hub: str | None,
         level=config.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from threatseer.native._bpf import fix_mmap_threshold
+
+    fix_mmap_threshold(MMAP_THRESHOLD)
     sensor = Sensor(config, None, config_path)
     # The probe first: libbpf parses the kernel's BTF (~2x its 5 MiB) while loading, the
     # sensor's peak RSS; before the ZeroMQ threads, the spool and the metrics server exist

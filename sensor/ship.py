@@ -20,6 +20,7 @@ dropped by the scorers by (sensor, epoch, seq).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import struct
@@ -36,6 +37,11 @@ from threatseer.sensor.spool import SPOOL_FILE, Spool
 Event = dict[str, Any]
 log = logging.getLogger("threatseer.sensor.ship")
 MAX_PENDING_COMMANDS = 1024
+# Bytes of (compressed) bodies sent and not yet acknowledged, at most (besides the window's
+# batch count): ZeroMQ holds a copy of each until it is on the wire, and a hub slow to
+# acknowledge let a whole window of a flood's bodies (~4 MiB) pile up there, the sensor's
+# peak RSS. A hub that keeps up acknowledges every 8 batches at once (hub/acks.py).
+INFLIGHT_MAX_BYTES = 1 << 20
 
 
 def _monitor_event(frames: list[bytes]) -> int:
@@ -134,6 +140,7 @@ class HubSink:
         self.resends = 0
         self.bad_acks = 0
         self.commands: list[wire.Command] = []  # from the hub, not yet carried out
+        self._scratch = bytearray()  # each batch's uncompressed body (wire.encode_body)
 
     @property
     def pending(self) -> int:
@@ -168,9 +175,13 @@ class HubSink:
 
     def send(self, events: list[Event]) -> None:
         # Compressed once, here: the spool, CURVE and the network all carry the small form.
-        self.spool.append(wire.event_count(events), wire.encode_body(events, compress=True))
+        self.spool.append(wire.event_count(events),
+                          wire.encode_body(events, compress=True, scratch=self._scratch))
         self._pump(time.monotonic())
-        self._read_acks()
+        if self._read_acks():
+            # acks read here do not wake the loop (ZMQ_FD is edge-triggered): send what they
+            # let go now, not at the next send (batches held by the bytes bound, the window)
+            self._pump(time.monotonic())
 
     def service(self) -> None:
         """Read connection events and the hub's replies, then send what the window allows.
@@ -179,15 +190,17 @@ class HubSink:
         self._read_acks()
         self._pump(time.monotonic())
 
-    def _read_acks(self) -> None:
+    def _read_acks(self) -> bool:
+        """Read the hub's replies; whether an ack moved the window."""
         sock, spool = self.sock, self.spool
+        moved = False
         # Ask ZMQ_EVENTS first: a recv that finds nothing raises zmq.Again, and building that
         # exception at every turn of the loop cost more than reading the acks.
         while sock.get(zmq.EVENTS) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return moved
             try:
                 reply = wire.decode_reply(frames[-1])
             except wire.WireError as exc:
@@ -207,6 +220,8 @@ class HubSink:
             self.sent_events += spool.ack(seq)
             self.acked = seq
             self._progress_at = time.monotonic()
+            moved = True
+        return moved
 
     def _read_monitor(self) -> None:
         mon = self._monitor
@@ -258,7 +273,13 @@ class HubSink:
             self._progress_at = now
             self.resends += 1
         base = spool.first_seq
-        while self.next_send < spool.next_seq and self.next_send - self.acked <= self.window:
+        # bytes in flight (sent, not acknowledged): the oldest entries of the spool's sizes
+        inflight = 0
+        if self.next_send > spool.first_seq:
+            for _, _, nbytes in itertools.islice(spool.sizes, self.next_send - spool.first_seq):
+                inflight += nbytes
+        while (self.next_send < spool.next_seq and self.next_send - self.acked <= self.window
+               and (inflight < INFLIGHT_MAX_BYTES or self.next_send == self.acked + 1)):
             seq = self.next_send
             stored = spool.get(seq)
             if stored is None:  # dropped meanwhile
@@ -276,6 +297,7 @@ class HubSink:
             if self.next_send == self.acked + 1:
                 self._progress_at = max(self._progress_at, now)
             self.next_send += 1
+            inflight += len(body)
             self.sent_batches += 1
 
     def _fail_over(self) -> None:

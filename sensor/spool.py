@@ -33,6 +33,10 @@ DELETE_INTERVAL_S = 1.0
 # ... or sooner once this much is acknowledged: one second of a burst (~10 MB) in a single
 # DELETE walked every overflow page in one go and held the reader long enough to lose records.
 DELETE_MAX_BYTES = 512 << 10
+# Recent bodies kept in memory (besides the file) for their first send, at most this many
+# bytes: a hub slow to acknowledge left a whole window of a flood's bodies here (~4 MiB,
+# the sensor's peak RSS); older ones are read back from the file when sent or resent.
+CACHE_MAX_BYTES = 1 << 20
 RETRY_DISK_S = 1.0  # a spool whose disk refused a write tries it again at most this often
 
 
@@ -86,9 +90,15 @@ class Spool:
         # Recent bodies, so a send right after append (the usual case) does not read the disk.
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._cache_batches = cache_batches
+        self._cache_bytes = 0
         self._acked_upto = 0  # acknowledged, not yet deleted from the file
         self._deleted_at = 0.0
         self._undeleted_bytes = 0
+
+    @property
+    def sizes(self) -> deque[tuple[int, int, int]]:
+        """``(seq, events, bytes)`` of every stored batch, oldest first (read only)."""
+        return self._sizes
 
     @property
     def degraded(self) -> bool:
@@ -120,8 +130,10 @@ class Spool:
         self.bytes += len(body)
         cache = self._cache
         cache[seq] = (count, body)
-        if len(cache) > self._cache_batches:
-            cache.popitem(last=False)
+        self._cache_bytes += len(body)
+        while len(cache) > self._cache_batches or (
+                self._cache_bytes > CACHE_MAX_BYTES and len(cache) > 1):
+            self._cache_bytes -= len(cache.popitem(last=False)[1][1])
         if self.bytes > self.max_bytes or self.memory_bytes > self.memory_max_bytes:
             self._drop_oldest()
         return seq
@@ -181,7 +193,7 @@ class Spool:
             self.dropped_total = self.dropped_total_base + self.dropped_events
             self.first_seq = last + 1
             for seq in [s for s in self._cache if s <= last]:
-                del self._cache[seq]
+                self._cache_bytes -= len(self._cache.pop(seq)[1])
             try:
                 self.db.execute("BEGIN")
                 self.db.execute("DELETE FROM batches WHERE seq <= ?", (last,))
@@ -218,7 +230,7 @@ class Spool:
         self.first_seq = seq + 1 if self.count else self.next_seq
         cache = self._cache
         while cache and next(iter(cache)) <= seq:
-            cache.popitem(last=False)
+            self._cache_bytes -= len(cache.popitem(last=False)[1][1])
         memory = self._memory
         while memory and next(iter(memory)) <= seq:
             self.memory_bytes -= len(memory.pop(next(iter(memory)))[1])

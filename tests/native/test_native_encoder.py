@@ -161,3 +161,26 @@ def test_an_exec_makes_the_context_stale(setup) -> None:
     probe.contexts.forget(os.getpid())  # what the sensor says when a parent leaves its table
     rec = opens_of(records, probe, str(target))[0]  # the test's own write
     assert type(probe.decode_record(rec)) is dict
+
+
+def test_a_flood_of_encoded_opens_comes_in_runs_below_the_mmap_threshold(setup) -> None:
+    """Runs end at ~24 KiB (native/_bpf.pyx RUN_MAX_BYTES): each run's bytes then stay below
+    the sensor's fixed mmap threshold (sensor/daemon.py) instead of being a fresh mapping
+    faulted in page by page. Split or not, the events are all there, in order."""
+    from threatseer.sensor.daemon import MMAP_THRESHOLD
+
+    probe, enricher, watched, _ = setup
+    f = watched / "flood"
+    f.write_text("x")
+    os.close(os.open(f, os.O_RDONLY))  # the dict path, which registers this process
+    enricher.enrich(probe.poll(timeout_ms=100, max_events=1 << 20))
+    for _ in range(400):
+        os.close(os.open(f, os.O_RDONLY))
+    batch = probe.poll(timeout_ms=100, max_events=1 << 20)
+    runs = [item for item in batch if type(item) is wire.Encoded]
+    assert sum(r.count for r in runs) >= 400, "the opens took the dict path"
+    assert len(runs) > 1
+    assert max(len(r.data) for r in runs) < min(MMAP_THRESHOLD, 24 * 1024 + 4096)
+    seqs = [ev["event.sequence"] for r in runs for ev in wire.decode_encoded(r)
+            if ev["file.path"] == str(f)]
+    assert len(seqs) >= 400 and seqs == sorted(seqs)

@@ -47,3 +47,14 @@ def test_high_rates_shorten_the_interval_again() -> None:
     for i in range(1, 301):
         p.note(100, i * 0.01)  # 10,000 events/s for 3 s
     assert 0.0069 < p.interval_s < 0.0072
+
+
+def test_a_steady_rate_keeps_the_whole_hold_while_its_estimate_wanders() -> None:
+    # ~1,000 events/s read in uneven polls: the estimate moves by ~10% either way
+    p = SendPacer(0.007, 0.1, 4, now=0.0)
+    intervals = []
+    for i in range(1, 201):
+        p.note(90 if i % 2 else 112, i * 0.1)
+        intervals.append(p.interval_s)
+    assert 850 < p.rate < 1150
+    assert min(intervals[20:]) == 0.1

@@ -94,3 +94,29 @@ def test_runs_of_encoded_events_are_counted_and_decoded_as_events() -> None:
         assert wire.event_count(items) == len(want)
         frames = wire.encode(wire.Batch("s", 1, items), compress=True)
         assert [ev["n"] for ev in wire.decode(frames).events] == want
+
+
+def test_a_reused_scratch_buffer_gives_the_same_bodies() -> None:
+    """The sensor encodes each batch's body into one buffer it keeps (wire.encode_body's
+    ``scratch``): bodies of every shape and size, one after the other in the same buffer
+    (growing, shrinking, array headers of 1, 3 and 5 bytes), are those made without it."""
+    import lz4.frame
+    import msgspec
+
+    a, b = msgspec.msgpack.encode({"n": 1}), msgspec.msgpack.encode({"n": 2})
+    big = {"n": 4, "pad": "x" * 300_000}
+    scratch = bytearray()
+    for items in (
+        [{"n": 0}],
+        [wire.Encoded(a * 70_000, 70_000)],  # a 5-byte array header
+        [{"n": i} for i in range(300)],  # 3 bytes
+        [{"n": 0}, wire.Encoded(a + b, 2), {"n": 3}],
+        [wire.Encoded(a + b, 2), wire.Encoded(a, 1)] * 10,
+        [big, big],
+        [wire.Encoded(a, 1)],
+        [],
+    ):
+        want = wire.encode_body(items)
+        got = wire.encode_body(items, compress=True, scratch=scratch)
+        assert lz4.frame.decompress(got) == want
+        assert wire.is_compressed(got)
