@@ -122,7 +122,10 @@ def honest(ep: str, secret: str, server: str, seconds: float, batch: int,
             sent[seq] = now
             next_send += interval
         if sock.poll(max(0, int((next_send - time.monotonic()) * 1000)) or 1):
-            e, upto = wire.decode_ack(sock.recv_multipart()[-1])
+            reply = wire.decode_reply(sock.recv_multipart()[-1])
+            if not isinstance(reply, tuple):  # a command (the exec policy at connect)
+                continue
+            _epoch, upto = reply
             t = time.monotonic()
             for s in [s for s in sent if s <= upto]:
                 if s > 1:
