@@ -107,6 +107,7 @@ class Gateway:
                 "produced": self.produced, "acknowledged": self.acked_batches,
                 "failed": self.failed, "holes": self.holes, "in_flight": self.in_flight,
                 "bad_input": self.ingest.bad_total, "loss_records": self.loss_records,
+                "penalty_box": self.ingest.penalty.status(),
                 "bindings": self.bindings.counters()}
 
     def start(self) -> None:
