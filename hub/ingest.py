@@ -34,6 +34,7 @@ In plaintext mode there is no key and the id is whatever the header says.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -67,6 +68,13 @@ OTHER_SENSORS = "other"  # stats and metric label of sensors beyond MAX_TRACKED_
 MAX_TRACKED_SENSORS = 10_000
 # intake() reads at most this many messages per batch it may queue (see Ingest.__init__).
 READS_PER_QUEUED = 4
+# intake() reads at most this many messages of boxed senders per call, and when that is all
+# there was, take() pauses up to this long before reading again: a boxed sender's pipe then
+# fills (rcv_hwm), ZeroMQ stops reading (and decrypting) its connection and its sends block,
+# so however fast it could send it costs the hub under a thousand lookups a second. Another
+# sensor's batch ends the pause at once (see Ingest._pause).
+BOXED_READS_PER_INTAKE = 8
+BOXED_PAUSE_S = 0.01
 
 
 @dataclass
@@ -198,6 +206,8 @@ class Ingest:
                 transport.secure(self.sock, INGEST)
             self.sock.bind(cfg.endpoint)
             self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._fd_poll = select.poll()  # see _pause
+            self._fd_poll.register(self.sock.getsockopt(zmq.FD), select.POLLIN)
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
@@ -212,6 +222,7 @@ class Ingest:
         # Messages read per intake(): what is refused is read but not queued, so without a
         # bound a boxed sender flooding faster than the hub drops would hold the cycle open.
         self._reads_per_intake = READS_PER_QUEUED * cfg.max_batches_per_cycle
+        self._throttled = False  # the last intake() stopped at BOXED_READS_PER_INTAKE
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -268,7 +279,9 @@ class Ingest:
         time (see ``CHUNK_EVENTS`` in the daemon): decoding a whole cycle up front doubled
         the decode cost (fresh memory, cold caches).
         """
-        if not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
+        if self._throttled and not self.queued:
+            self._pause(min(BOXED_PAUSE_S, timeout_ms / 1000))
+        elif not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return []
         self.intake()
         return self.next_round()
@@ -282,15 +295,29 @@ class Ingest:
         most = self.cfg.max_batches_per_cycle
         now = time.monotonic()
         boxed: dict[Any, int] = {}  # sender -> its messages refused unread by this call
+        n_boxed = 0
+        if self._throttled:
+            # A pipe ZeroMQ found empty is read again only once the socket has processed
+            # the command saying it has a message, which recv does only every 100 messages
+            # (or when one finds the socket empty): with a boxed sender's pipe never empty
+            # and 8 reads per call, another sensor's batch waited ~12 pauses. This does it.
+            sock.getsockopt(zmq.EVENTS)
+            self._throttled = False
         for _ in range(self._reads_per_intake):
             if self.queued >= most:
+                break
+            if n_boxed >= BOXED_READS_PER_INTAKE:
+                self._throttled = True
                 break
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             msg = self._check(frames, now, boxed)
-            if msg is not None:
+            if msg is None:
+                if boxed:
+                    n_boxed = sum(boxed.values())
+            else:
                 q = queues.get(msg.label)
                 if q is None:
                     q = queues[msg.label] = deque()
@@ -300,6 +327,16 @@ class Ingest:
             self._count_boxed(boxed)
         for sid, q in queues.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds`` while only boxed senders have messages, ending as soon as
+        another peer's pipe has one. ``zmq.poll`` cannot tell (the socket is readable all
+        along, with the boxed sender's messages); the socket's ZMQ_FD can: ZeroMQ signals it
+        when a command reaches the socket, and a message in a pipe the socket found empty
+        (another sensor's next batch, the boxed sender's pipe never is) comes with one.
+        intake() processed the commands before so far (getsockopt(EVENTS)), so the FD now
+        signals only new ones."""
+        self._fd_poll.poll(seconds * 1000)
 
     def queued_sensors(self) -> Any:
         """The labels of the sensors with batches queued (a set-like view)."""

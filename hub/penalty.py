@@ -59,8 +59,8 @@ class PenaltyBox:
 
     def strike(self, sender: Any, now: float, why: str) -> bool:
         """One malformed batch of ``sender`` (``why``: its reason); True when it boxed it."""
-        if not self.strikes or sender is None:
-            return False
+        if not self.strikes or sender is None or sender in self._boxed:
+            return False  # (boxed: a batch it sent before, taken before the boxing)
         window = self._windows.get(sender)
         if window is None or now - window[0] >= self.window_s:
             if window is None and len(self._windows) >= MAX_TRACKED:
