@@ -63,9 +63,11 @@ class IngestConfig:
     # messages refused unread for penalty_box_s: counted per sensor as "penalty-box", never
     # acknowledged (a sensor that is merely broken sends them again later). One hostile key
     # then costs the hub a dictionary lookup per message instead of a decode, so the other
-    # sensors' acks keep their latency. 0: never box.
+    # sensors' acks keep their latency (docs/security.md, "The penalty box"). 0: never box.
     penalty_strikes: int = 20
+    # The window (seconds) in which penalty_strikes malformed batches box a sender.
     penalty_window_s: float = 10.0
+    # Seconds a boxed sender's messages are refused unread (then it starts with no strikes).
     penalty_box_s: float = 60.0
 
     def validate(self) -> None:

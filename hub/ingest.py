@@ -10,9 +10,10 @@ its own pipe and is held back at its end. On top, the hub holds at most
 them in rounds of one batch per sensor (:meth:`Ingest.take`, :meth:`Ingest.next_round`,
 taking new arrivals between rounds with :meth:`Ingest.intake`); the pipeline commits and
 acknowledges after at most ``max_cycle_ms`` of rounds, or (after a quarter of that) as soon as
-a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive (or hostile) delays another
-sensor's ack by one of its batches per
-round, never by a whole burst.
+a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive delays
+another sensor's ack by one of its batches per round, never by a whole burst. A sender that
+has proven hostile (malformed batches) goes to the penalty box (hub/penalty.py): its messages
+are refused unread, and read only a few per pause, so its flood costs next to nothing.
 
 Bad input never stops the hub: every refused message or event is counted per sensor and
 reason (:mod:`threatseer.common.wire` reasons plus the ones below), logged at most once per
