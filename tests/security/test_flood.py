@@ -94,3 +94,55 @@ def test_a_malformed_flood_does_not_slow_another_sensors_acks(tmp_path, procs) -
               and e["threatseer.loss.counter"] == "hub_refused_penalty-box"]
     assert losses and all(e["agent.id"] == "hostile" for e in losses), losses
     assert sum(e["threatseer.loss.batches"] for e in losses) == bad["penalty-box"], losses
+
+
+def test_a_cluster_gateway_boxes_a_hostile_key_with_the_same_ingest(tmp_path) -> None:
+    """The gateways share the hub's ingest (hub/cluster/gateway.py): a key that sends
+    malformed batches to one is boxed there too, its batches counted, never produced."""
+    import signal
+
+    from cluster_helpers import free_port, member_config, tansu_at
+
+    from threatseer.hub.cluster.gateway import Gateway
+
+    keys = Keys(tmp_path / "keys")
+    hostile = keypair(tmp_path / "keys", "hostile")
+    keys.allow.write_text(keys.allow.read_text() + f"{public(hostile[1]).decode()}  # x\n")
+    broker = tansu_at(free_port(), tmp_path).start()
+    gateway = None
+    try:
+        cfg = member_config(tmp_path, broker.bootstrap, "gw")
+        cfg.plaintext = False
+        cfg.curve_secret_key_file = str(keys.hub[0])
+        cfg.curve_allow_list = str(keys.allow)
+        cfg.ingest.penalty_strikes = 5
+        gateway = Gateway(cfg)
+        gateway.start()
+        ep = gateway.endpoint
+        honest, evil = (WireSensor(ep, "honest", keys.sensor[0], keys.hub[1]),
+                        WireSensor(ep, "hostile", hostile[0], keys.hub[1]))
+        try:
+            assert honest.wait_ack(honest.send([exec_event("honest", 0)]), 60)
+            assert evil.wait_ack(evil.send([exec_event("hostile", 0)]), 30)  # its id
+            for i in range(100):
+                evil.send([exec_event("honest", i)], sensor_id="honest")  # not its id
+                evil.send_frames([b"\xc1", b""])  # a header that does not decode
+            evil.send([exec_event("hostile", 1)])  # well-formed, but sent from the box
+            wait_for(lambda: gateway.ingest.sensors["hostile"].bad.get("penalty-box", 0)
+                     + gateway.ingest.sensors["hostile"].bad.get("spoofed", 0)
+                     + gateway.ingest.sensors["hostile"].bad.get("header", 0) >= 201, 30,
+                     "the gateway to count the hostile batches")
+            assert honest.wait_ack(honest.send([exec_event("honest", 1)]), 30)
+            assert not evil.wait_ack(2, 1.0)
+        finally:
+            honest.close()
+            evil.close()
+        bad = gateway.ingest.sensors["hostile"].bad
+        assert bad.get("spoofed", 0) + bad.get("header", 0) == 5, bad  # then boxed
+        assert gateway.counters()["penalty_box"] == {"boxed": 1, "boxings": 1}
+        assert gateway.ingest.sensors["honest"].bad == {}
+        assert gateway.produced == 3  # the two honest batches and the hostile's first
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        broker.stop(signal.SIGKILL)
