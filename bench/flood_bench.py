@@ -216,8 +216,9 @@ def main() -> None:
         print(f"{label:24}{pct(quiet, p):12.1f}{pct(loud, p):18.1f}")
     print(f"{'batches acked':24}{len(quiet):12}{len(loud):18}   (of ~{expected} each)")
     print(f"{'hub CPU-s per s':24}{cpu_quiet:12.2f}{cpu_loud:18.2f}")
-    print(f"hostile batches sent: {rate:.0f}/s, {count.value} in all; the hub counted "
-          f"{sum(bad.values())} refused as the hostile sensor's: "
+    print(f"hostile batches sent: {rate:.0f}/s, {count.value} in all (those its socket still "
+          f"held at its end are dropped there); the hub counted {sum(bad.values())} refused "
+          "as the hostile sensor's: "
           + ", ".join(f"{k} {v}" for k, v in sorted(bad.items())))
     print(f"penalty box: {status.get('penalty_box')}; median wait alone "
           f"{statistics.median(quiet) * 1000 if quiet else 0:.1f} ms")

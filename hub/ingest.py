@@ -69,12 +69,13 @@ OTHER_SENSORS = "other"  # stats and metric label of sensors beyond MAX_TRACKED_
 MAX_TRACKED_SENSORS = 10_000
 # intake() reads at most this many messages per batch it may queue (see Ingest.__init__).
 READS_PER_QUEUED = 4
-# intake() reads at most this many messages of boxed senders per call, and when that is all
-# there was, take() pauses up to this long before reading again: a boxed sender's pipe then
-# fills (rcv_hwm), ZeroMQ stops reading (and decrypting) its connection and its sends block,
-# so however fast it could send it costs the hub under a thousand lookups a second. Another
-# sensor's batch ends the pause at once (see Ingest._pause).
-BOXED_READS_PER_INTAKE = 8
+# intake() stops reading once it reads a boxed sender's connection a second time (ZeroMQ
+# reads the connections' pipes in turn, one message each, so every other connection has had
+# its turn by then), and when nothing else was queued, take() pauses up to this long before
+# reading again: a boxed sender's pipe then fills (rcv_hwm), ZeroMQ stops reading (and
+# decrypting) its connection and its sends block, so however fast it could send it costs the
+# hub a few hundred lookups a second. Another sensor's batch ends the pause at once (see
+# Ingest._pause).
 BOXED_PAUSE_S = 0.01
 
 
@@ -223,7 +224,8 @@ class Ingest:
         # Messages read per intake(): what is refused is read but not queued, so without a
         # bound a boxed sender flooding faster than the hub drops would hold the cycle open.
         self._reads_per_intake = READS_PER_QUEUED * cfg.max_batches_per_cycle
-        self._throttled = False  # the last intake() stopped at BOXED_READS_PER_INTAKE
+        self._throttled = False  # the last intake() stopped at a boxed connection's 2nd read
+        self._unread = False  # the last intake() left messages on the socket
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -296,28 +298,28 @@ class Ingest:
         most = self.cfg.max_batches_per_cycle
         now = time.monotonic()
         boxed: dict[Any, int] = {}  # sender -> its messages refused unread by this call
-        n_boxed = 0
-        if self._throttled:
+        boxed_peers: set[bytes] = set()  # ... and their connections
+        if self._unread:
             # A pipe ZeroMQ found empty is read again only once the socket has processed
             # the command saying it has a message, which recv does only every 100 messages
-            # (or when one finds the socket empty): with a boxed sender's pipe never empty
-            # and 8 reads per call, another sensor's batch waited ~12 pauses. This does it.
+            # or when it finds the socket empty: beside a boxed sender's pipe, never empty,
+            # another sensor's batch waited ~12 pauses. This processes them.
             sock.getsockopt(zmq.EVENTS)
-            self._throttled = False
+        self._unread = True
+        self._throttled = False
         for _ in range(self._reads_per_intake):
             if self.queued >= most:
-                break
-            if n_boxed >= BOXED_READS_PER_INTAKE:
-                self._throttled = True
                 break
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                self._unread = False
                 break
-            msg = self._check(frames, now, boxed)
+            msg = self._check(frames, now, boxed, boxed_peers)
             if msg is None:
-                if boxed:
-                    n_boxed = sum(boxed.values())
+                if boxed and sum(boxed.values()) > len(boxed_peers):
+                    self._throttled = True  # a boxed connection read twice: see the constant
+                    break
             else:
                 q = queues.get(msg.label)
                 if q is None:
@@ -381,10 +383,11 @@ class Ingest:
         auth.revoked_message("ingest", key or "?", frame.get("Peer-Address") or "?")
         return True
 
-    def _check(self, routed: list[Any], now: float,
-               boxed: dict[Any, int]) -> Message | None:
+    def _check(self, routed: list[Any], now: float, boxed: dict[Any, int],
+               boxed_peers: set[bytes]) -> Message | None:
         """The message's header checked (``now``: monotonic, for the penalty box); None
-        when refused (counted; a sender in the penalty box only in ``boxed``)."""
+        when refused (counted; a sender in the penalty box only in ``boxed`` and its
+        connection in ``boxed_peers``)."""
         if len(routed) < 2:  # the routing id alone: cannot happen on a ROUTER, but be sure
             self.bad(UNKNOWN_SENSOR, wire.BAD_FRAMES, "empty message")
             return None
@@ -395,6 +398,7 @@ class Ingest:
         sender = key or peer
         if self.penalty.boxed(sender, now):  # before anything is decoded: see hub/penalty.py
             boxed[sender] = boxed.get(sender, 0) + 1
+            boxed_peers.add(peer)
             return None
         owner = self.bindings.ids.get(key) if key else None  # the key's own sensor id
         frames = routed[1:]

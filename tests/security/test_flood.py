@@ -69,7 +69,7 @@ def test_a_malformed_flood_does_not_slow_another_sensors_acks(tmp_path, procs) -
               f"{statistics.median(loud) * 1000:.1f} ms, {len(slow)} of {len(loud)} acks "
               f"slower than {bound * 1000:.1f} ms; {sent.value} hostile batches sent")
     print(report)
-    assert sent.value > 2000, report  # it did flood
+    assert sent.value > 1000, report  # it did flood (as fast as the hub let it)
     # Before the box, most acks under the flood were slower than this bound (median ~6x
     # the quiet one); the hostile process still shares the two cores, hence not zero.
     assert len(slow) <= len(loud) // 4, report
@@ -93,7 +93,8 @@ def test_a_malformed_flood_does_not_slow_another_sensors_acks(tmp_path, procs) -
     losses = [e for e in read_events(out) if e["event.action"] == "sensor-loss"
               and e["threatseer.loss.counter"] == "hub_refused_penalty-box"]
     assert losses and all(e["agent.id"] == "hostile" for e in losses), losses
-    assert sum(e["threatseer.loss.batches"] for e in losses) == bad["penalty-box"], losses
+    final = hub.status()["sensors"]["hostile"]["bad"]  # written at the stop
+    assert sum(e["threatseer.loss.batches"] for e in losses) == final["penalty-box"], final
 
 
 def test_a_cluster_gateway_boxes_a_hostile_key_with_the_same_ingest(tmp_path) -> None:
