@@ -3,11 +3,13 @@
 A real ``threatseer hub`` (CURVE, default bundle) and two allowed sensor keys. The honest
 sensor sends a batch of ``--batch`` events every ``--interval-ms`` and times each batch from
 send to ack. The hostile sensor (its own process, its own key) sends, as fast as the socket
-takes them, a rotation of malformed batches: ill-typed fields (``event.kind: ["x"]``,
-``event.category: [{}]``, out-of-range integers), 8 KB-truncated 160 KB command lines,
-undecodable bodies, LZ4 bombs, bodies of the wrong count, a sequence number of 2**64-1 and
-batches sent under the honest sensor's id. Phase 1 runs the honest sensor alone, phase 2 with
-the flood; each reports p50/p99/max ack latency.
+takes them (bodies made once, a fresh header each), a rotation of malformed batches:
+ill-typed fields (``event.kind: ["x"]``, ``event.category: [{}]``, out-of-range integers),
+160 KB command lines, undecodable bodies, LZ4 bombs, a sequence number of 2**64-1, batches
+sent under the honest sensor's id and headers that do not decode. Phase 1 runs the honest
+sensor alone, phase 2 with the flood; each reports p50/p99/max ack latency and the hub's
+CPU-seconds per second, and phase 2 how the hub counted the hostile batches (the penalty box
+of hub/penalty.py refuses most of them unread).
 
 On a 2-core machine the hostile process and the hub share the CPU with the honest sender:
 part of what phase 2 shows is that sharing, not the hub's handling of the flood (run it more
@@ -15,12 +17,13 @@ than once; the key line gives phase 2's p99 next to phase 1's).
 
 Usage: .venv/bin/python bench/flood_bench.py [--seconds 10] [--batch 100] [--interval-ms 20]
 Last line: ``p50_ms_quiet=... p99_ms_quiet=... p50_ms_flood=... p99_ms_flood=...
-hostile_batches_per_s=... honest_batches_acked=...``.
+hostile_batches_per_s=... honest_batches_acked=... hub_cpu_quiet=... hub_cpu_flood=...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import shutil
@@ -62,36 +65,42 @@ def dealer(ctx: zmq.Context, ep: str, secret: str, server: str) -> zmq.Socket:
 
 
 def hostile(ep: str, secret: str, server: str, stop_at: float, counter: mp.Value) -> None:
+    """Send malformed batches as fast as the hub takes them until ``stop_at``. Bodies are
+    made once and each header anew (a fresh sequence number: a repeated one is skipped as a
+    duplicate without being opened), so this process spends its time sending."""
     ctx = zmq.Context()
     sock = dealer(ctx, ep, secret, server)
     long_line = "curl " * 32_000
     poisons = [{"event.kind": ["x"]}, {"event.category": [{}]}, {"process.pid": 1 << 63},
                {"process.pid": True}, {"process.command_line": long_line}]
-    bomb = lz4.frame.compress(b"\x91" + b"\0" * (40 << 20))  # 40 MiB > the 32 MiB cap
+    bodies = [(20, wire.encode_body([event("hostile", k, **p) for k in range(20)], True))
+              for p in poisons]
+    bodies += [(3, b"\x04\x22\x4d\x18garbage"),  # undecodable
+               (3, lz4.frame.compress(b"\x91" + b"\0" * (40 << 20)))]  # 40 MiB > the cap
+    one = wire.encode_body([event("hostile", 0)], True)
+    pack = msgspec.msgpack.encode
     seq, sent = 0, 0
+
+    def header(sid: str, seq: int, n: int) -> bytes:
+        return pack({"v": wire.VERSION, "sid": sid, "seq": seq, "n": n, "t": 0, "e": 1, "z": 1})
+
     while time.monotonic() < stop_at:
-        for kind in range(8):
+        for kind in range(len(bodies) + 3):
             seq += 1
-            if kind < len(poisons):
-                frames = wire.encode(wire.Batch("hostile", seq, [
-                    event("hostile", seq * 10 + k, **poisons[kind]) for k in range(20)],
-                    epoch=1), compress=True)
-            elif kind == 5:  # undecodable, a bomb, a wrong count
-                header = msgspec.msgpack.encode({"v": 1, "sid": "hostile", "seq": seq, "n": 3,
-                                                 "t": 0, "e": 1, "z": 1})
-                frames = [header, [b"\x04\x22\x4d\x18garbage", bomb][seq % 2]]
-            elif kind == 6:  # a batch number SQLite cannot hold, and another sensor's id
-                frames = wire.encode(wire.Batch(["hostile", "honest"][seq % 2], (1 << 64) - 1,
-                                                [event("hostile", seq)], epoch=1))
-            else:
-                frames = wire.encode(wire.Batch("hostile", seq, [event("hostile", seq)],
-                                                epoch=1), compress=True)
-                frames[0] = frames[0][:-1] + b"\xc1"  # a header that does not decode
+            if kind < len(bodies):
+                n, body = bodies[kind]
+                frames = [header("hostile", seq, n), body]
+            elif kind == len(bodies):  # a batch number SQLite cannot hold
+                frames = [header("hostile", (1 << 64) - 1, 1), one]
+            elif kind == len(bodies) + 1:  # the honest sensor's id
+                frames = [header("honest", seq, 1), one]
+            else:  # a header that does not decode
+                frames = [header("hostile", seq, 1)[:-1] + b"\xc1", one]
             try:
                 sock.send_multipart(frames, zmq.NOBLOCK)
                 sent += 1
             except zmq.Again:
-                time.sleep(0.001)
+                time.sleep(0.0005)
         while sock.poll(0):
             sock.recv_multipart()
     counter.value = sent
@@ -122,7 +131,10 @@ def honest(ep: str, secret: str, server: str, seconds: float, batch: int,
             sent[seq] = now
             next_send += interval
         if sock.poll(max(0, int((next_send - time.monotonic()) * 1000)) or 1):
-            e, upto = wire.decode_ack(sock.recv_multipart()[-1])
+            reply = wire.decode_reply(sock.recv_multipart()[-1])
+            if not isinstance(reply, tuple):  # a command (the exec policy at connect)
+                continue
+            _epoch, upto = reply
             t = time.monotonic()
             for s in [s for s in sent if s <= upto]:
                 if s > 1:
@@ -137,6 +149,12 @@ def honest(ep: str, secret: str, server: str, seconds: float, batch: int,
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000 if values else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -169,29 +187,45 @@ def main() -> None:
             time.sleep(0.1)
         time.sleep(1.5)  # publish.start_grace_s
         interval = a.interval_ms / 1000
+        c0, t0 = cpu_seconds(hub.pid), time.monotonic()
         quiet = honest(ep, keys["honest"][0], hub_public, a.seconds, a.batch, interval)
+        cpu_quiet = (cpu_seconds(hub.pid) - c0) / (time.monotonic() - t0)
         count = mp.Value("q", 0)
         flood = mp.Process(target=hostile, args=(ep, keys["hostile"][0], hub_public,
                                                  time.monotonic() + a.seconds + 1, count))
         flood.start()
         time.sleep(0.5)
+        c0, t0 = cpu_seconds(hub.pid), time.monotonic()
         loud = honest(ep, keys["honest"][0], hub_public, a.seconds, a.batch, interval)
+        cpu_loud = (cpu_seconds(hub.pid) - c0) / (time.monotonic() - t0)
         flood.join(30)
         rate = count.value / (a.seconds + 1)
+        time.sleep(1)  # what the hostile process left queued is read
     finally:
         hub.send_signal(signal.SIGTERM)
         hub.wait(60)
+        try:
+            status = json.loads((tmp / "state" / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {}
         shutil.rmtree(tmp, ignore_errors=True)
+    bad = status.get("sensors", {}).get("hostile", {}).get("bad", {})
     expected = int(a.seconds / interval) - 1
     print(f"{'':24}{'alone':>12}{'with the flood':>18}")
     for label, p in (("ack p50 (ms)", 50), ("ack p99 (ms)", 99), ("ack max (ms)", 100)):
         print(f"{label:24}{pct(quiet, p):12.1f}{pct(loud, p):18.1f}")
     print(f"{'batches acked':24}{len(quiet):12}{len(loud):18}   (of ~{expected} each)")
-    print(f"hostile batches sent: {rate:.0f}/s; median wait alone "
+    print(f"{'hub CPU-s per s':24}{cpu_quiet:12.2f}{cpu_loud:18.2f}")
+    print(f"hostile batches sent: {rate:.0f}/s, {count.value} in all (those its socket still "
+          f"held at its end are dropped there); the hub counted {sum(bad.values())} refused "
+          "as the hostile sensor's: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(bad.items())))
+    print(f"penalty box: {status.get('penalty_box')}; median wait alone "
           f"{statistics.median(quiet) * 1000 if quiet else 0:.1f} ms")
     print(f"p50_ms_quiet={pct(quiet, 50):.1f} p99_ms_quiet={pct(quiet, 99):.1f} "
           f"p50_ms_flood={pct(loud, 50):.1f} p99_ms_flood={pct(loud, 99):.1f} "
-          f"hostile_batches_per_s={rate:.0f} honest_batches_acked={len(loud)}")
+          f"hostile_batches_per_s={rate:.0f} honest_batches_acked={len(loud)} "
+          f"hub_cpu_quiet={cpu_quiet:.2f} hub_cpu_flood={cpu_loud:.2f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,17 @@ class IngestConfig:
     # quiet spell goes at once, later ones cover every batch scored meanwhile (each ack
     # wakes the sensor; acks are cumulative). 0: one per pipeline cycle.
     ack_delay_ms: int = 100
+    # A sensor key (in plaintext mode, a connection) that sends this many malformed batches
+    # (refused whole, or with no event the schema accepts) within penalty_window_s has its
+    # messages refused unread for penalty_box_s: counted per sensor as "penalty-box", never
+    # acknowledged (a sensor that is merely broken sends them again later). One hostile key
+    # then costs the hub a dictionary lookup per message instead of a decode, so the other
+    # sensors' acks keep their latency (docs/security.md, "The penalty box"). 0: never box.
+    penalty_strikes: int = 20
+    # The window (seconds) in which penalty_strikes malformed batches box a sender.
+    penalty_window_s: float = 10.0
+    # Seconds a boxed sender's messages are refused unread (then it starts with no strikes).
+    penalty_box_s: float = 60.0
 
     def validate(self) -> None:
         if "://" not in self.endpoint:
@@ -80,6 +91,12 @@ class IngestConfig:
             raise ValueError("max_field_chars: must be at least 256")
         if self.max_list_items < 16:
             raise ValueError("max_list_items: must be at least 16")
+        if self.penalty_strikes < 0:
+            raise ValueError("penalty_strikes: must be 0 (off) or more")
+        if self.penalty_window_s <= 0:
+            raise ValueError("penalty_window_s: must be positive")
+        if self.penalty_box_s <= 0:
+            raise ValueError("penalty_box_s: must be positive")
         if self.failed_batches_max_mib < 1:
             raise ValueError("failed_batches_max_mib: must be at least 1")
 

@@ -737,6 +737,7 @@ class Hub:
             "outputs": outputs if outputs is not None else self.outputs.status(),
             "profiles": (len(self.pipeline.profile.profiles)
                          if self.pipeline.profile is not None else None),
+            "penalty_box": self.ingest.penalty.status(),
             "emitted": self.emitted,
             "failures": self.failures,
             "response": {"kill_rules": len(self.responder.kill_rules),

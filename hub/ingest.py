@@ -10,9 +10,10 @@ its own pipe and is held back at its end. On top, the hub holds at most
 them in rounds of one batch per sensor (:meth:`Ingest.take`, :meth:`Ingest.next_round`,
 taking new arrivals between rounds with :meth:`Ingest.intake`); the pipeline commits and
 acknowledges after at most ``max_cycle_ms`` of rounds, or (after a quarter of that) as soon as
-a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive (or hostile) delays another
-sensor's ack by one of its batches per
-round, never by a whole burst.
+a sensor of the cycle has nothing more queued. So a sensor whose batches are expensive delays
+another sensor's ack by one of its batches per round, never by a whole burst. A sender that
+has proven hostile (malformed batches) goes to the penalty box (hub/penalty.py): its messages
+are refused unread, and read only a few per pause, so its flood costs next to nothing.
 
 Bad input never stops the hub: every refused message or event is counted per sensor and
 reason (:mod:`threatseer.common.wire` reasons plus the ones below), logged at most once per
@@ -34,6 +35,7 @@ In plaintext mode there is no key and the id is whatever the header says.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ from threatseer.common import wire
 from threatseer.hub.config import IngestConfig
 from threatseer.hub.ledger import MemoryBindings
 from threatseer.hub.metrics import HubMetrics
+from threatseer.hub.penalty import PenaltyBox, describe
 from threatseer.hub.validate import Limits, check
 
 log = logging.getLogger("threatseer.hub.ingest")
@@ -56,6 +59,7 @@ SPOOFED = "spoofed"  # a key sending under a sensor id that is not its own
 BAD_EPOCH = "epoch"  # an epoch more than MAX_EPOCH_AHEAD_NS ahead of the hub's clock
 STALE_EPOCH = "stale-epoch"  # an epoch older than the sensor's current one
 FAILED = "failed"  # a batch whose scoring or output failed (kept in the failed-batches file)
+PENALTY = "penalty-box"  # a message of a sender in the penalty box, refused unread
 # An epoch is the sender's clock when its spool was made: one from further in the future is
 # refused, so a stolen key cannot make every later epoch of that sensor look stale.
 MAX_EPOCH_AHEAD_NS = 86_400 * 10**9
@@ -64,6 +68,16 @@ CURVE_FRAME_OVERHEAD = 1024
 UNKNOWN_SENSOR = "unknown"
 OTHER_SENSORS = "other"  # stats and metric label of sensors beyond MAX_TRACKED_SENSORS
 MAX_TRACKED_SENSORS = 10_000
+# intake() reads at most this many messages per batch it may queue (see Ingest.__init__).
+READS_PER_QUEUED = 4
+# intake() stops reading once it reads a boxed sender's connection a second time (ZeroMQ
+# reads the connections' pipes in turn, one message each, so every other connection has had
+# its turn by then), and when nothing else was queued, take() pauses up to this long before
+# reading again: a boxed sender's pipe then fills (rcv_hwm), ZeroMQ stops reading (and
+# decrypting) its connection and its sends block, so however fast it could send it costs the
+# hub a few hundred lookups a second. Another sensor's batch ends the pause at once (see
+# Ingest._pause).
+BOXED_PAUSE_S = 0.01
 
 
 @dataclass
@@ -110,6 +124,8 @@ class Received:
     label: str = ""  # key in Ingest.sensors and metric label (sensor id, or "other")
     epoch: int = 0
     common: dict[str, Any] = field(default_factory=dict)
+    sender: Any = None  # who sent it, for the penalty box (see Message.sender)
+    struck: bool = False  # already a strike for the penalty box
 
 
 @dataclass(slots=True)
@@ -126,6 +142,9 @@ class Message:
     base: int = 0
     dropped: int = 0  # events the sender dropped from its spool in this epoch (header "d")
     count: int = 0  # events the header says the batch holds
+    # The penalty box's sender (hub/penalty.py): the CURVE key, or in plaintext the routing
+    # id; None where the batch did not come off a socket (a cluster scorer's).
+    sender: Any = None
 
 
 def _sensor_of(frames: list[Any]) -> str:
@@ -171,6 +190,8 @@ class Ingest:
                 transport.secure(self.sock, INGEST)
             self.sock.bind(cfg.endpoint)
             self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self._fd_poll = select.poll()  # see _pause
+            self._fd_poll.register(self.sock.getsockopt(zmq.FD), select.POLLIN)
         self.sensors: dict[str, SensorStats] = {}
         self.bad_total = 0
         self._log = RateLimitedLog(cfg.log_interval_s)
@@ -181,6 +202,12 @@ class Ingest:
         self.curve = transport is not None and not transport.plaintext
         # (sensor id, reason) -> [batches, events] refused since the last take_losses()
         self._losses: dict[tuple[str, str], list[int]] = {}
+        self.penalty = PenaltyBox(cfg.penalty_strikes, cfg.penalty_window_s, cfg.penalty_box_s)
+        # Messages read per intake(): what is refused is read but not queued, so without a
+        # bound a boxed sender flooding faster than the hub drops would hold the cycle open.
+        self._reads_per_intake = READS_PER_QUEUED * cfg.max_batches_per_cycle
+        self._throttled = False  # the last intake() stopped at a boxed connection's 2nd read
+        self._unread = False  # the last intake() left messages on the socket
 
     def stats(self, sensor_id: str) -> SensorStats:
         st = self.sensors.get(sensor_id)
@@ -227,6 +254,12 @@ class Ingest:
         self.bad(msg.label, reason, detail)
         self.lost(msg.label, reason, 1, msg.count)
 
+    @property
+    def throttled(self) -> bool:
+        """The last intake stopped at a boxed sender: the socket stays readable with its
+        messages, so waiting on it (zmq.poll) returns at once; :meth:`take` pauses instead."""
+        return self._throttled
+
     def take(self, timeout_ms: int) -> list[Message]:
         """Wait up to ``timeout_ms`` for input (not at all while batches are queued), take
         what the socket holds into the per-sensor queues (at most ``max_batches_per_cycle``
@@ -237,7 +270,9 @@ class Ingest:
         time (see ``CHUNK_EVENTS`` in the daemon): decoding a whole cycle up front doubled
         the decode cost (fresh memory, cold caches).
         """
-        if not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
+        if self._throttled and not self.queued:
+            self._pause(min(BOXED_PAUSE_S, timeout_ms / 1000))
+        elif not self.queued and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return []
         self.intake()
         return self.next_round()
@@ -248,20 +283,51 @@ class Ingest:
         batch that arrives while another sensor's flood is scored joins the next round."""
         sock = self.sock
         queues = self._queues
-        while self.queued < self.cfg.max_batches_per_cycle:
+        most = self.cfg.max_batches_per_cycle
+        now = time.monotonic()
+        boxed: dict[Any, int] = {}  # sender -> its messages refused unread by this call
+        boxed_peers: set[bytes] = set()  # ... and their connections
+        if self._unread:
+            # A pipe ZeroMQ found empty is read again only once the socket has processed
+            # the command saying it has a message, which recv does only every 100 messages
+            # or when it finds the socket empty: beside a boxed sender's pipe, never empty,
+            # another sensor's batch waited ~12 pauses. This processes them.
+            sock.getsockopt(zmq.EVENTS)
+        self._unread = True
+        self._throttled = False
+        for _ in range(self._reads_per_intake):
+            if self.queued >= most:
+                break
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                self._unread = False
                 break
-            msg = self._check(frames)
-            if msg is not None:
+            msg = self._check(frames, now, boxed, boxed_peers)
+            if msg is None:
+                if boxed and sum(boxed.values()) > len(boxed_peers):
+                    self._throttled = True  # a boxed connection read twice: see the constant
+                    break
+            else:
                 q = queues.get(msg.label)
                 if q is None:
                     q = queues[msg.label] = deque()
                 q.append(msg)
                 self.queued += 1
+        if boxed:
+            self._count_boxed(boxed)
         for sid, q in queues.items():
             self.metrics.child(self.metrics.pending, sid).set(len(q))
+
+    def _pause(self, seconds: float) -> None:
+        """Wait up to ``seconds`` while only boxed senders have messages, ending as soon as
+        another peer's pipe has one. ``zmq.poll`` cannot tell (the socket is readable all
+        along, with the boxed sender's messages); the socket's ZMQ_FD can: ZeroMQ signals it
+        when a command reaches the socket, and a message in a pipe the socket found empty
+        (another sensor's next batch, the boxed sender's pipe never is) comes with one.
+        intake() processed the commands before so far (getsockopt(EVENTS)), so the FD now
+        signals only new ones."""
+        self._fd_poll.poll(seconds * 1000)
 
     def queued_sensors(self) -> Any:
         """The labels of the sensors with batches queued (a set-like view)."""
@@ -305,26 +371,36 @@ class Ingest:
         auth.revoked_message("ingest", key or "?", frame.get("Peer-Address") or "?")
         return True
 
-    def _check(self, routed: list[Any]) -> Message | None:
+    def _check(self, routed: list[Any], now: float, boxed: dict[Any, int],
+               boxed_peers: set[bytes]) -> Message | None:
+        """The message's header checked (``now``: monotonic, for the penalty box); None
+        when refused (counted; a sender in the penalty box only in ``boxed`` and its
+        connection in ``boxed_peers``)."""
         if len(routed) < 2:  # the routing id alone: cannot happen on a ROUTER, but be sure
             self.bad(UNKNOWN_SENSOR, wire.BAD_FRAMES, "empty message")
             return None
         if self._revoked(routed[1]):
             return None
         key = routed[1].get("User-Id") if self.curve else None
+        peer = routed[0].bytes
+        sender = key or peer
+        if self.penalty.boxed(sender, now):  # before anything is decoded: see hub/penalty.py
+            boxed[sender] = boxed.get(sender, 0) + 1
+            boxed_peers.add(peer)
+            return None
         owner = self.bindings.ids.get(key) if key else None  # the key's own sensor id
-        peer, frames = routed[0].bytes, routed[1:]
+        frames = routed[1:]
         size = sum(len(f) for f in frames)
         if size > self.cfg.max_message_bytes:
             self._refused(owner, frames, wire.TOO_LARGE,
                           f"message of {size} bytes > max_message_bytes "
-                          f"{self.cfg.max_message_bytes}")
+                          f"{self.cfg.max_message_bytes}", sender, now)
             return None
         buffers = [f.buffer for f in frames]
         try:
             header = wire.decode_header(buffers)
         except wire.WireError as exc:
-            self._refused(owner, frames, exc.reason, str(exc))
+            self._refused(owner, frames, exc.reason, str(exc), sender, now)
             return None
         sid = header["sid"]
         if (key and owner is None and sid not in self.bindings.keys
@@ -333,29 +409,46 @@ class Ingest:
             # its refusal the loss of that id (in a cluster, another gateway may have given
             # the id to another key a moment ago).
             self._refused(None, frames, BAD_EPOCH, f"batch {header['seq']}: epoch "
-                          f"{header.get('e')} is more than a day ahead: refused")
+                          f"{header.get('e')} is more than a day ahead: refused", sender, now)
             return None
         if key and owner != sid and not self._bind(key, sid, owner, header):
+            self.penalty.strike(sender, now, SPOOFED)
             return None
         self.stats(sid)
         msg = Message(buffers, sid, self.label(sid), peer, header.get("e", 0), header["seq"],
-                      header.get("b", 0), header.get("d", 0), header["n"])
+                      header.get("b", 0), header.get("d", 0), header["n"], sender)
         if msg.epoch > time.time_ns() + MAX_EPOCH_AHEAD_NS:
             self.refuse(msg, BAD_EPOCH, f"batch {msg.seq}: epoch {msg.epoch} is more than a "
                         "day ahead of the hub's clock (the sensor's clock is wrong): refused")
+            self.penalty.strike(sender, now, BAD_EPOCH)
             return None
         return msg
 
     def _refused(self, owner: str | None, frames: list[Any], reason: str,
-                 detail: str) -> None:
+                 detail: str, sender: Any, now: float) -> None:
         """A message refused before its header was trusted: counted for the key's own
-        sensor when it has one (and told as its loss), else by what the header claims."""
+        sensor when it has one (and told as its loss), else by what the header claims; a
+        strike for its sender."""
+        self.penalty.strike(sender, now, reason)
         if owner is None:
             self.bad(_sensor_of(frames), reason, detail)
             return
         self.stats(owner)
         self.bad(owner, reason, detail)
         self.lost(self.label(owner), reason, 1, 0)
+
+    def _count_boxed(self, boxed: dict[Any, int]) -> None:
+        """Count what intake() refused unread from boxed senders: once per sender and call
+        (a flood of them costs one counter update, not one each), for the key's sensor
+        (told as its loss) or, without one, as ``unknown``."""
+        for sender, n in boxed.items():
+            owner = self.bindings.ids.get(sender) if isinstance(sender, str) else None
+            sid = owner or UNKNOWN_SENSOR
+            self.stats(sid)
+            self.bad(sid, PENALTY, f"{n} message(s) of {describe(sender)} refused unread: it "
+                     "is in the penalty box for sending malformed batches", n)
+            if owner is not None:
+                self.lost(self.label(owner), PENALTY, n, 0)
 
     def _bind(self, key: str, sid: str, owner: str | None, header: dict[str, Any]) -> bool:
         """Whether ``key`` may send as ``sid`` (binding them if neither is bound yet)."""
@@ -386,6 +479,7 @@ class Ingest:
             batch, raws = wire.decode_raw(msg.buffers)
         except wire.WireError as exc:
             self.refuse(msg, exc.reason, f"batch {msg.seq}: {exc}")
+            self.penalty.strike(msg.sender, time.monotonic(), exc.reason)
             return None
         sid = msg.label
         st = self.sensors[sid]
@@ -399,7 +493,7 @@ class Ingest:
         m.child(m.batches, sid).inc()
         m.child(m.events_in, sid).inc(n)
         return Received(batch.sensor_id, batch.seq, batch.host, batch.sent_ns, raws, sid,
-                        batch.epoch, batch.common)
+                        batch.epoch, batch.common, msg.sender)
 
     def events(self, rec: Received, start: int = 0,
                stop: int | None = None) -> list[dict[str, Any]]:
@@ -412,6 +506,7 @@ class Ingest:
             self.bad(rec.label, exc.reason, f"batch {rec.seq}, events {start}-"
                      f"{start + len(raws) - 1}: {exc}")
             self.lost(rec.label, exc.reason, 0, len(raws))
+            self._strike(rec, exc.reason)
             return []
         checked = check(events, self.limits)
         bad = checked.refused
@@ -427,9 +522,17 @@ class Ingest:
             self.bad(rec.label, SCHEMA, f"batch {rec.seq}: {len(bad)} event(s) refused, "
                      f"first: {bad[0][1]}", len(bad))
             self.lost(rec.label, SCHEMA, 0, len(bad))
+            if len(bad) == len(events):  # nothing good in it: malformed (hub/penalty.py)
+                self._strike(rec, SCHEMA)
             skip = {i for i, _ in bad}
             events = [ev for i, ev in enumerate(events) if i not in skip]
         return events
+
+    def _strike(self, rec: Received, reason: str) -> None:
+        """A malformed batch is one strike for its sender, however many of its slices are."""
+        if not rec.struck:
+            rec.struck = True
+            self.penalty.strike(rec.sender, time.monotonic(), reason)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -110,6 +110,7 @@ class Gateway(Member):
                 "produced": self.produced, "acknowledged": self.acked_batches,
                 "failed": self.failed, "holes": self.holes, "in_flight": self.in_flight,
                 "bad_input": self.ingest.bad_total, "loss_records": self.loss_records,
+                "penalty_box": self.ingest.penalty.status(),
                 "bindings": self.bindings.counters(), "commands": dict(self.relay.counts)}
 
     def start(self) -> None:
@@ -136,9 +137,16 @@ class Gateway(Member):
                 for sid, won, claim in self.bindings.poll():
                     self._decided(sid, won, claim)
                 busy = self.in_flight or self.bindings.pending
-                if not self.ingest.queued:  # a batch or a kill command wakes it
-                    self.relay.wait(self.ingest.sock, 20 if busy else 100, self.ingest.send)
-                got = self.ingest.take(0)
+                timeout = 20 if busy else 100
+                if self.ingest.throttled:
+                    # a boxed sender's messages keep the socket readable: Ingest's own pause
+                    # (at most 10 ms) waits for anyone else's, then the commands that came
+                    got = self.ingest.take(timeout)
+                    self.relay.forward(self.ingest.send)
+                else:
+                    if not self.ingest.queued:  # a batch or a kill command wakes it
+                        self.relay.wait(self.ingest.sock, timeout, self.ingest.send)
+                    got = self.ingest.take(0)
                 for msg in got:
                     if not self.bindings.hold(msg.sensor_id, msg):
                         self._produce(msg)

@@ -96,3 +96,51 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [ecs.flatten(json.loads(line)) for line in path.read_text().splitlines() if line]
+
+
+def malformed_flood(endpoint: str, secret: str, server: str, seconds: float,
+                    sent: Any) -> None:
+    """(A process of its own) send malformed batches as fast as the hub takes them for
+    ``seconds``, under sensor id ``hostile``; how many in ``sent`` (a shared int).
+
+    Each has a fresh sequence number (a repeated one would be skipped as a duplicate without
+    being opened) and is one of: every event refused by the schema, an undecompressable body,
+    an LZ4 bomb, a body of the wrong count, a header that does not decode. Bodies are made
+    once, so the sender spends its time sending, as a real attacker would.
+    """
+    import lz4.frame
+    import msgspec
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 1000)
+    curve_client(sock, read_key(secret), read_key(server))
+    sock.connect(endpoint)
+    poisons = [{"event.category": [{}]}, {"process.pid": 1 << 63}, {"process.pid": True},
+               {"event.type": [[["deep"]]]}]
+    bodies = [(20, wire.encode_body([exec_event("hostile", k, **p) for k in range(20)], True))
+              for p in poisons]
+    bodies += [(3, b"\x04\x22\x4d\x18garbage"),
+               (3, lz4.frame.compress(b"\x91" + b"\0" * (8 << 20))),
+               (5, wire.encode_body([exec_event("hostile", 0)], True))]
+    pack = msgspec.msgpack.encode
+    seq = n = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for count, body in bodies:
+            seq += 1
+            header = pack({"v": wire.VERSION, "sid": "hostile", "seq": seq, "n": count,
+                           "t": 0, "e": 1, "z": 1})
+            if seq % 8 == 0:
+                header = header[:-1] + b"\xc1"  # not msgpack
+            try:
+                sock.send_multipart([header, body], zmq.NOBLOCK)
+                n += 1
+            except zmq.Again:
+                time.sleep(0.0005)
+        while sock.poll(0):
+            sock.recv_multipart()
+    sent.value = n
+    sock.close(5000)  # what is queued still reaches the hub (counted there)
+    ctx.term()
