@@ -373,7 +373,7 @@ def second_requirement(node: Node, first: Requirement | None) -> Requirement | N
     return best
 
 
-class _Group:
+class _Group(_native.Group):
     """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
     ``needs``: 2 when the group is filed under two requirements that must both hold.
@@ -382,7 +382,7 @@ class _Group:
     :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
     sequence would ignore adds nothing)."""
 
-    __slots__ = ("gate", "needs", "predicate", "residual", "rules")
+    __slots__ = ()  # its fields are the native base's (C fields the hot loop reads)
 
     def __init__(self, rule: CompiledRule) -> None:
         self.predicate, self.residual = rule.predicate, rule.residual
@@ -453,8 +453,9 @@ class _FieldIndex:
         return _native.lookup(self, value)
 
 
-class _Bucket:
-    """The rule groups of one ``event.action`` (see native/_rule_index.pyx for the lookup)."""
+class _Bucket(_native.Bucket):
+    """The rule groups of one ``event.action`` (see native/_rule_index.pyx for the lookup;
+    ``general_t`` and ``field_list`` are C fields of the native base)."""
 
     def __init__(self) -> None:
         self.general: list[_Group] = []
