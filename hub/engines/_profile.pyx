@@ -18,12 +18,16 @@ from threatseer.hub.argv_shape import MAX_ARGS, MAX_LEN, mask
 
 cdef frozenset PROFILED = frozenset(("exec", "connect", "open"))
 cdef Py_ssize_t _MAX_ARGS = MAX_ARGS, _MAX_LEN = MAX_LEN
-# Both caches hold values that repeat endlessly (argv lines, paths, addresses) and are
-# cleared when full, so their size is bounded whatever the input.
+# These caches hold values that repeat endlessly (argv lines, paths, addresses, subjects) and
+# are cleared when full, so their size is bounded whatever the input.
 cdef dict _shapes = {}
 cdef Py_ssize_t _SHAPES_MAX = 50_000
 cdef dict _prefixes = {}
 cdef Py_ssize_t _PREFIXES_MAX = 100_000
+# Subjects by image, or by (host, executable) (str values only): one string per subject,
+# made once with its hash kept, instead of a new string to build and hash per event.
+cdef dict _subjects = {}
+cdef Py_ssize_t _SUBJECTS_MAX = 50_000
 
 
 cdef class Profile:
@@ -118,12 +122,27 @@ cpdef str subject_of(dict ev):
     """The subject of an event, or None when it names neither image nor executable."""
     image = ev.get("container.image.name")
     if image:
+        if type(image) is str:
+            subject = _subjects.get(image)
+            return _subject(image, f"container:{image}") if subject is None else subject
         return f"container:{image}"
     exe = ev.get("process.executable")
     if exe:
         host = ev.get("host.name") or ev.get("agent.id") or "?"
+        if type(exe) is str and type(host) is str:
+            key = (host, exe)
+            subject = _subjects.get(key)
+            return _subject(key, f"host:{host}:{exe}") if subject is None else subject
         return f"host:{host}:{exe}"
     return None
+
+
+cdef str _subject(object key, str subject):
+    """``subject``, remembered under ``key`` (see ``_subjects``)."""
+    if len(_subjects) >= _SUBJECTS_MAX:
+        _subjects.clear()
+    _subjects[key] = subject
+    return subject
 
 
 def subject_kind(str subject):
