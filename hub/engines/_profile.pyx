@@ -64,6 +64,11 @@ cpdef str argv_shape(object args):
     cdef str line
     if isinstance(args, str):
         line = args
+    elif type(args) is list:  # argv: sliced in C, no slice object
+        try:
+            line = " ".join((<list>args)[1:_MAX_ARGS + 1])
+        except TypeError:
+            line = " ".join([str(a) for a in (<list>args)[1:_MAX_ARGS + 1]])
     else:
         try:
             line = " ".join(args[1:_MAX_ARGS + 1])  # argv is all strings but in odd input
@@ -159,7 +164,7 @@ def observe(list events, dict profiles, dict dirty, list new_items, double now,
     Touched profiles are put in ``dirty``. Returns the number of events skipped because a
     field had an odd type (one bad event never costs the batch)."""
     cdef dict ev, ind
-    cdef list obs
+    cdef list obs, new
     cdef set items
     cdef str subject, item
     cdef Profile prof
@@ -201,8 +206,11 @@ def observe(list events, dict profiles, dict dirty, list new_items, double now,
             continue
         ind = dict(abnormal)
         ind["description"] = f"{subject} did something it never did while learning"
-        ind["extra_info"] = {"subject": subject, "new": [
-            i.replace("\t", ": ", 1) for i in obs if i not in items]}
+        new = []
+        for item in obs:  # item: a str, so its replace is a C call, not a method lookup
+            if item not in items:
+                new.append(item.replace("\t", ": ", 1))
+        ind["extra_info"] = {"subject": subject, "new": new}
         ind["tags"] = ["profile"]
         ev["threatseer.indicators"].append(ind)
     return errors

@@ -137,6 +137,10 @@ def test_argv_shape_masks_numbers_hex_uuids_and_temp_paths() -> None:
                     "/tmp/tmp.93kzPq", "0x1", "0123456789abcdef"])
     assert a == b == "<n> --id <uuid> <tmp> <hex> <hex>"
     assert argv_shape(["ls", "-la", "/etc"]) == "-la /etc"
+    # a list, a tuple and odd items: one shape
+    argv = ["x", "-v", 7, None, *map(str, range(10))]
+    assert argv_shape(argv) == argv_shape(tuple(argv)) == "-v <n> None" + " <n>" * 10
+    assert argv_shape(["x"]) == argv_shape([]) == ""
 
 
 def test_address_prefixes() -> None:
