@@ -104,7 +104,11 @@ cpdef str address_prefix(str ip):
 
 cpdef list observations(dict ev):
     """The behaviour an event shows, as ``kind\\tvalue`` strings (None: nothing to profile)."""
-    action = ev["event.action"]
+    return _observations(ev, ev["event.action"])
+
+
+cdef list _observations(dict ev, object action):
+    """:func:`observations` of ``ev``, whose ``event.action`` is ``action``."""
     if action == "exec":
         exe = ev["process.executable"]
         obs = [f"argv\t{exe} {argv_shape(ev['process.args'] or ())}"]
@@ -170,10 +174,11 @@ def observe(list events, dict profiles, dict dirty, list new_items, double now,
     cdef Profile prof
     cdef Py_ssize_t errors = 0
     for ev in events:
-        if ev["event.action"] not in PROFILED:
+        action = ev["event.action"]
+        if action not in PROFILED:
             continue
         try:
-            obs = observations(ev)
+            obs = _observations(ev, action)
             subject = subject_of(ev) if obs else None
         except Exception:  # a field of an odd type: skip this event, never the batch
             errors += 1

@@ -4,10 +4,10 @@ the evaluation of their conditions (the index itself is built in Python:
 ``threatseer.hub.rules.ruleset``).
 
 A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups that require
-no field, and ``field_list``: per indexed field ``(where, cache, index)``, where ``where`` is a
+no field, and ``field_list``: per indexed field ``(where, cache, native)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
 ``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
-field's ``index`` (its tables and needle automaton). The groups come as a pair: those the
+field's index (``native``: its cache, tables and needle automaton, ``_FieldIndex.native``). The groups come as a pair: those the
 field selects alone, and those filed under two fields (both required literals of an ``and``)
 that are candidates only when the other field selects them too.
 
@@ -85,9 +85,13 @@ cpdef tuple lookup(object index, object value):
     Returned as ``(singles, doubles)``: the groups this field alone selects, and those filed
     under two fields (``_Group.needs == 2``) that another field must select too. The index's
     tables and automaton hold such pairs already (``_FieldIndex.native``)."""
-    cdef tuple native = index.native
+    return _lookup(<tuple?>index.native, value)
+
+
+cdef tuple _lookup(tuple native, object value):
+    """:func:`lookup` in the index's ``native`` tuple (what the hot loop holds)."""
     cdef dict cache = <dict?>native[0]
-    cdef _Found found = _Found()
+    cdef _Found found
     cdef tuple table_entry, hit
     cdef Py_ssize_t i, n, size = 1
     cdef bint base, nocase
@@ -109,6 +113,7 @@ cpdef tuple lookup(object index, object value):
         hit = cache.get(key)
         if hit is not None:
             return hit
+    found = _Found()
     items = value if type(value) is list else (value,)
     for table_entry in <tuple?>native[1]:
         base, nocase, table = table_entry
@@ -207,7 +212,7 @@ cpdef tuple candidates(Bucket bucket, dict event):
         if type(value) is str or type(value) is int:
             hit = (<dict?>entry[1]).get(value)
         if hit is None:
-            hit = lookup(entry[2], value)
+            hit = _lookup(<tuple>entry[2], value)
         part = <tuple>hit[0]
         if part:
             out = out + part if out else part

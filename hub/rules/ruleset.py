@@ -458,7 +458,7 @@ class _Bucket(_native.Bucket):
     def __init__(self) -> None:
         self.general: list[_Group] = []
         self.fields: dict[Any, _FieldIndex] = {}
-        self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
+        self.field_list: tuple[tuple[Any, dict[Any, Any], tuple[Any, ...]], ...] = ()
         self.general_t: tuple[_Group, ...] = ()
 
     def add(self, group: _Group, req: Requirement | None,
@@ -492,7 +492,7 @@ class _Bucket(_native.Bucket):
     def seal(self) -> None:
         for fi in self.fields.values():
             fi.seal()
-        self.field_list = tuple((fi.where, fi.cache, fi) for fi in self.fields.values())
+        self.field_list = tuple((fi.where, fi.cache, fi.native) for fi in self.fields.values())
         self.general_t = tuple(self.general)
 
     def empty(self) -> bool:
