@@ -7,9 +7,10 @@ A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups 
 no field, and ``field_list``: per indexed field ``(where, cache, native)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
 ``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
-field's index (``native``: its cache, tables and needle automaton, ``_FieldIndex.native``). The groups come as a pair: those the
-field selects alone, and those filed under two fields (both required literals of an ``and``)
-that are candidates only when the other field selects them too.
+field's index (``native``: its cache, tables and needle automaton, ``_FieldIndex.native``).
+The groups come as a pair: those the field selects alone, and those filed under two fields
+(both required literals of an ``and``) that are candidates only when the other field selects
+them too.
 
 Why C: for each event this reads up to eight fields and does as many dict lookups; in Python
 the interpreter's overhead was a third of the dynamic engine's time.
