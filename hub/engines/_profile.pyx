@@ -18,12 +18,16 @@ from threatseer.hub.argv_shape import MAX_ARGS, MAX_LEN, mask
 
 cdef frozenset PROFILED = frozenset(("exec", "connect", "open"))
 cdef Py_ssize_t _MAX_ARGS = MAX_ARGS, _MAX_LEN = MAX_LEN
-# Both caches hold values that repeat endlessly (argv lines, paths, addresses) and are
-# cleared when full, so their size is bounded whatever the input.
+# These caches hold values that repeat endlessly (argv lines, paths, addresses, subjects) and
+# are cleared when full, so their size is bounded whatever the input.
 cdef dict _shapes = {}
 cdef Py_ssize_t _SHAPES_MAX = 50_000
 cdef dict _prefixes = {}
 cdef Py_ssize_t _PREFIXES_MAX = 100_000
+# Subjects by image, or by (host, executable) (str values only): one string per subject,
+# made once with its hash kept, instead of a new string to build and hash per event.
+cdef dict _subjects = {}
+cdef Py_ssize_t _SUBJECTS_MAX = 50_000
 
 
 cdef class Profile:
@@ -60,6 +64,11 @@ cpdef str argv_shape(object args):
     cdef str line
     if isinstance(args, str):
         line = args
+    elif type(args) is list:  # argv: sliced in C, no slice object
+        try:
+            line = " ".join((<list>args)[1:_MAX_ARGS + 1])
+        except TypeError:
+            line = " ".join([str(a) for a in (<list>args)[1:_MAX_ARGS + 1]])
     else:
         try:
             line = " ".join(args[1:_MAX_ARGS + 1])  # argv is all strings but in odd input
@@ -95,7 +104,11 @@ cpdef str address_prefix(str ip):
 
 cpdef list observations(dict ev):
     """The behaviour an event shows, as ``kind\\tvalue`` strings (None: nothing to profile)."""
-    action = ev["event.action"]
+    return _observations(ev, ev["event.action"])
+
+
+cdef list _observations(dict ev, object action):
+    """:func:`observations` of ``ev``, whose ``event.action`` is ``action``."""
     if action == "exec":
         exe = ev["process.executable"]
         obs = [f"argv\t{exe} {argv_shape(ev['process.args'] or ())}"]
@@ -118,12 +131,27 @@ cpdef str subject_of(dict ev):
     """The subject of an event, or None when it names neither image nor executable."""
     image = ev.get("container.image.name")
     if image:
+        if type(image) is str:
+            subject = _subjects.get(image)
+            return _subject(image, f"container:{image}") if subject is None else subject
         return f"container:{image}"
     exe = ev.get("process.executable")
     if exe:
         host = ev.get("host.name") or ev.get("agent.id") or "?"
+        if type(exe) is str and type(host) is str:
+            key = (host, exe)
+            subject = _subjects.get(key)
+            return _subject(key, f"host:{host}:{exe}") if subject is None else subject
         return f"host:{host}:{exe}"
     return None
+
+
+cdef str _subject(object key, str subject):
+    """``subject``, remembered under ``key`` (see ``_subjects``)."""
+    if len(_subjects) >= _SUBJECTS_MAX:
+        _subjects.clear()
+    _subjects[key] = subject
+    return subject
 
 
 def subject_kind(str subject):
@@ -140,16 +168,17 @@ def observe(list events, dict profiles, dict dirty, list new_items, double now,
     Touched profiles are put in ``dirty``. Returns the number of events skipped because a
     field had an odd type (one bad event never costs the batch)."""
     cdef dict ev, ind
-    cdef list obs
+    cdef list obs, new
     cdef set items
     cdef str subject, item
     cdef Profile prof
     cdef Py_ssize_t errors = 0
     for ev in events:
-        if ev["event.action"] not in PROFILED:
+        action = ev["event.action"]
+        if action not in PROFILED:
             continue
         try:
-            obs = observations(ev)
+            obs = _observations(ev, action)
             subject = subject_of(ev) if obs else None
         except Exception:  # a field of an odd type: skip this event, never the batch
             errors += 1
@@ -182,8 +211,11 @@ def observe(list events, dict profiles, dict dirty, list new_items, double now,
             continue
         ind = dict(abnormal)
         ind["description"] = f"{subject} did something it never did while learning"
-        ind["extra_info"] = {"subject": subject, "new": [
-            i.replace("\t", ": ", 1) for i in obs if i not in items]}
+        new = []
+        for item in obs:  # item: a str, so its replace is a C call, not a method lookup
+            if item not in items:
+                new.append(item.replace("\t", ": ", 1))
+        ind["extra_info"] = {"subject": subject, "new": new}
         ind["tags"] = ["profile"]
         ev["threatseer.indicators"].append(ind)
     return errors

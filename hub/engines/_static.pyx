@@ -13,6 +13,14 @@ WRITE_FLAGS = frozenset(("write", "create", "truncate", "rdwr", "wronly"))
 cdef frozenset _WRITE_FLAGS = WRITE_FLAGS
 
 
+cdef str _basename(object path):
+    """``path.rpartition("/")[2]`` without the tuple and the two strings it makes (TypeError
+    for what is not a str, as the engine counts a field of an odd type)."""
+    cdef str text = <str?>path
+    cdef Py_ssize_t i = text.rfind("/")
+    return text if i < 0 else text[i + 1:]
+
+
 cpdef bint is_write(object flags):
     """Whether ``threatseer.open.flags`` (a list of names, or one text) asks for writing."""
     cdef str text
@@ -66,8 +74,7 @@ def scan(object engine, list events):
             if action == "exec":
                 if risky:
                     exe = ev.get("process.executable") or ""
-                    ind = risky.get(exe.rpartition("/")[2]) or risky.get(
-                        ev.get("process.name"))
+                    ind = risky.get(_basename(exe)) or risky.get(ev.get("process.name"))
                     if ind is not None:
                         ev["threatseer.indicators"].append(ind)
                 if sha256:

@@ -4,12 +4,13 @@ the evaluation of their conditions (the index itself is built in Python:
 ``threatseer.hub.rules.ruleset``).
 
 A bucket (the rules of one ``event.action``) has ``general_t``, the rule groups that require
-no field, and ``field_list``: per indexed field ``(where, cache, index)``, where ``where`` is a
+no field, and ``field_list``: per indexed field ``(where, cache, native)``, where ``where`` is a
 field name or a tuple of names tried in order, ``cache`` maps a field value (exact ``str`` or
 ``int``) to the groups it selects, and :func:`lookup` computes (and caches) them from the
-field's ``index`` (its tables and needle automaton). The groups come as a pair: those the
-field selects alone, and those filed under two fields (both required literals of an ``and``)
-that are candidates only when the other field selects them too.
+field's index (``native``: its cache, tables and needle automaton, ``_FieldIndex.native``).
+The groups come as a pair: those the field selects alone, and those filed under two fields
+(both required literals of an ``and``) that are candidates only when the other field selects
+them too.
 
 Why C: for each event this reads up to eight fields and does as many dict lookups; in Python
 the interpreter's overhead was a third of the dynamic engine's time.
@@ -85,9 +86,13 @@ cpdef tuple lookup(object index, object value):
     Returned as ``(singles, doubles)``: the groups this field alone selects, and those filed
     under two fields (``_Group.needs == 2``) that another field must select too. The index's
     tables and automaton hold such pairs already (``_FieldIndex.native``)."""
-    cdef tuple native = index.native
+    return _lookup(<tuple?>index.native, value)
+
+
+cdef tuple _lookup(tuple native, object value):
+    """:func:`lookup` in the index's ``native`` tuple (what the hot loop holds)."""
     cdef dict cache = <dict?>native[0]
-    cdef _Found found = _Found()
+    cdef _Found found
     cdef tuple table_entry, hit
     cdef Py_ssize_t i, n, size = 1
     cdef bint base, nocase
@@ -109,6 +114,7 @@ cpdef tuple lookup(object index, object value):
         hit = cache.get(key)
         if hit is not None:
             return hit
+    found = _Found()
     items = value if type(value) is list else (value,)
     for table_entry in <tuple?>native[1]:
         base, nocase, table = table_entry
@@ -157,6 +163,21 @@ cpdef tuple lookup(object index, object value):
     return hit
 
 
+cdef class Group:
+    """What the hot loop reads of a rule group (``ruleset._Group`` adds how it is built), as C
+    fields: the engine reads them for every candidate of every event, and an attribute of a
+    Python object costs a dictionary lookup each time."""
+    cdef public object predicate, residual, gate
+    cdef public list rules
+    cdef public int needs
+
+
+cdef class Bucket:
+    """What the hot loop reads of a bucket (``ruleset._Bucket`` adds how it is built), as C
+    fields, for the reason :class:`Group` gives."""
+    cdef public tuple general_t, field_list
+
+
 cdef object _field_value(dict event, object where):
     if type(where) is str:
         return event.get(where)
@@ -167,16 +188,24 @@ cdef object _field_value(dict event, object where):
     return None
 
 
-cpdef tuple candidates(object bucket, dict event):
+cdef bint _holds(tuple part, object g):
+    """Whether ``g`` is in ``part`` (by identity: groups compare by identity)."""
+    cdef Py_ssize_t i
+    for i in range(len(part)):
+        if <object>part[i] is g:
+            return True
+    return False
+
+
+cpdef tuple candidates(Bucket bucket, dict event):
     """The rule groups of ``bucket`` that can match ``event``, each once: those that require
     nothing, those one field's lookup selects, and those filed under two fields that both
     select (a group of the second kind is in exactly two fields' ``doubles``)."""
     cdef tuple out = bucket.general_t
     cdef tuple entry, hit, part
-    cdef tuple first = None
-    cdef list more = None
+    cdef list doubles = None
     cdef int sources = 0
-    for entry in <tuple?>bucket.field_list:
+    for entry in bucket.field_list:
         value = _field_value(event, entry[0])
         if value is None:
             continue
@@ -184,47 +213,64 @@ cpdef tuple candidates(object bucket, dict event):
         if type(value) is str or type(value) is int:
             hit = (<dict?>entry[1]).get(value)
         if hit is None:
-            hit = lookup(entry[2], value)
+            hit = _lookup(<tuple>entry[2], value)
         part = <tuple>hit[0]
         if part:
             out = out + part if out else part
             sources += 1
         part = <tuple>hit[1]
         if part:
-            if first is None:
-                first = part
-            elif more is None:
-                more = [part]
+            if doubles is None:
+                doubles = [part]
             else:
-                more.append(part)
-    if more is not None:
-        both = _found_twice(first, more)
+                doubles.append(part)
+    if doubles is not None and len(doubles) > 1:
+        both = _found_twice(doubles)
         if both:
             out = out + both if out else both
             sources += 1
     # A group filed under two fields by one requirement may have been found twice.
-    return tuple(dict.fromkeys(out)) if sources > 1 else out
+    return _unique(out) if sources > 1 else out
 
 
-cdef tuple _found_twice(tuple first, list more):
-    """The groups found in two of the field lookups' ``doubles`` (each is in two at most)."""
-    cdef set seen = set(first)
+cdef tuple _found_twice(list parts):
+    """The groups found in two of the field lookups' ``doubles`` (each is in two at most), in
+    the order their second finding comes. The parts are a few short tuples: comparing
+    pointers costs less than building a set for each event."""
     cdef list both = []
     cdef tuple part
-    for part in more:
-        for g in part:
-            if g in seen:
-                both.append(g)
-            else:
-                seen.add(g)
+    cdef Py_ssize_t i, j, k
+    for i in range(1, len(parts)):
+        part = <tuple>parts[i]
+        for k in range(len(part)):
+            g = part[k]
+            for j in range(i):
+                if _holds(<tuple>parts[j], g):
+                    both.append(g)
+                    break
     return tuple(both)
+
+
+cdef tuple _unique(tuple groups):
+    """``groups`` without repeats, in first-found order (``tuple(dict.fromkeys(groups))``
+    without a dict: a candidate list is a handful of groups)."""
+    cdef list out = []
+    cdef Py_ssize_t i, j, n = len(groups)
+    for i in range(n):
+        g = groups[i]
+        for j in range(i):
+            if <object>groups[j] is g:
+                break
+        else:
+            out.append(g)
+    return groups if len(out) == n else tuple(out)
 
 
 def _order(rule):
     return rule.order
 
 
-cdef bint _gated(object g, dict ev) except -1:
+cdef bint _gated(Group g, dict ev) except -1:
     """Whether ``g`` is a group of sequence steps none of whose sequences would use ``ev``
     (``_Group.gate``): then its condition need not be evaluated."""
     cdef tuple entry
@@ -249,19 +295,20 @@ cdef bint _gated(object g, dict ev) except -1:
     return True
 
 
-cdef list _matching(dict buckets, object default, dict ev, bint live):
+cdef list _matching(dict buckets, Bucket default, dict ev, bint live):
     cdef list hits = []
+    cdef Group g
     action = ev.get("event.action")
     bucket = buckets.get(action) if type(action) is str else None
     if bucket is not None:
-        for g in candidates(bucket, ev):
-            if live and _gated(g, ev):
+        for g in candidates(<Bucket?>bucket, ev):
+            if live and g.gate is not None and _gated(g, ev):
                 continue
             if g.residual(ev):
                 hits.extend(g.rules)
     elif default.general_t or default.field_list:
         for g in candidates(default, ev):
-            if live and _gated(g, ev):
+            if live and g.gate is not None and _gated(g, ev):
                 continue
             if g.predicate(ev):
                 hits.extend(g.rules)
@@ -270,7 +317,7 @@ cdef list _matching(dict buckets, object default, dict ev, bint live):
     return hits
 
 
-cpdef list matching(dict buckets, object default, dict ev):
+cpdef list matching(dict buckets, Bucket default, dict ev):
     """The rules ``ev`` matches, in rule order: the one matcher, used by the engine (through
     :func:`add_indicators`) and by ``rules test`` alike. In its action's bucket (of
     ``buckets``), a group's ``residual`` is tested (the index guarantees the action tests);
@@ -280,7 +327,7 @@ cpdef list matching(dict buckets, object default, dict ev):
     return _matching(buckets, default, ev, False)
 
 
-def add_indicators(dict buckets, object default, list events, object failed):
+def add_indicators(dict buckets, Bucket default, list events, object failed):
     """Extend each event's ``threatseer.indicators`` with the indicators of the rules it
     :func:`matching` finds (a sequence's step gives one only when the event completes the
     sequence; so the condition of a step its sequence would ignore is not evaluated). An

@@ -68,7 +68,11 @@ def render(template: str, event: dict[str, Any]) -> str:
     if not fields:
         return template
     out = list(pieces)
-    out[1::2] = [_field_text(event.get(f)) for f in fields]
+    i = 1
+    for f in fields:  # a loop, not a comprehension and a call per field: most are str
+        v = event.get(f)
+        out[i] = v if v.__class__ is str else _field_text(v)
+        i += 2
     return "".join(out)
 
 
@@ -93,7 +97,6 @@ class CompiledRule:
     # guarantees for every bucket the rule is filed in.
     residual: Predicate = field(init=False, repr=False)
     order: int = 0
-    _template: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.predicate = compile_condition(self.condition)
@@ -107,19 +110,14 @@ class CompiledRule:
                          self.tags, extra)
 
     def indicator_dict(self, event: dict[str, Any]) -> dict[str, Any]:
-        """``indicator(event).as_dict()``, from a template made once per rule."""
-        template = self._template
-        if template is None:
-            template = self._template = Indicator(
-                self.engine, self.name, self.type, self.description, self.score,
-                self.tags).as_dict()
-        ind = dict(template)
-        extra = dict(self.extra)
+        """``indicator(event).as_dict()`` without the Indicator: one dict display, its keys
+        in :meth:`Indicator.as_dict`'s order (tests/rules/test_indicator_dict.py)."""
+        extra = self.extra.copy()
         if self.output:
             extra["output"] = render(self.output, event)
-        ind["extra_info"] = extra
-        ind["tags"] = list(self.tags)
-        return ind
+        return {"engine": self.engine, "rule": self.name, "type": self.type,
+                "description": self.description, "extra_info": extra, "score": self.score,
+                "tags": list(self.tags)}
 
 
 # ---- condition analysis -------------------------------------------------------------
@@ -373,7 +371,7 @@ def second_requirement(node: Node, first: Requirement | None) -> Requirement | N
     return best
 
 
-class _Group:
+class _Group(_native.Group):
     """Rules with one condition (a bundle may carry a Sigma rule twice): evaluated once.
 
     ``needs``: 2 when the group is filed under two requirements that must both hold.
@@ -382,7 +380,7 @@ class _Group:
     :meth:`~threatseer.hub.rules.sequence.SequenceRule.may_advance` (a step's match that its
     sequence would ignore adds nothing)."""
 
-    __slots__ = ("gate", "needs", "predicate", "residual", "rules")
+    __slots__ = ()  # its fields are the native base's (C fields the hot loop reads)
 
     def __init__(self, rule: CompiledRule) -> None:
         self.predicate, self.residual = rule.predicate, rule.residual
@@ -453,13 +451,14 @@ class _FieldIndex:
         return _native.lookup(self, value)
 
 
-class _Bucket:
-    """The rule groups of one ``event.action`` (see native/_rule_index.pyx for the lookup)."""
+class _Bucket(_native.Bucket):
+    """The rule groups of one ``event.action`` (see native/_rule_index.pyx for the lookup;
+    ``general_t`` and ``field_list`` are C fields of the native base)."""
 
     def __init__(self) -> None:
         self.general: list[_Group] = []
         self.fields: dict[Any, _FieldIndex] = {}
-        self.field_list: tuple[tuple[Any, dict[Any, Any], _FieldIndex], ...] = ()
+        self.field_list: tuple[tuple[Any, dict[Any, Any], tuple[Any, ...]], ...] = ()
         self.general_t: tuple[_Group, ...] = ()
 
     def add(self, group: _Group, req: Requirement | None,
@@ -493,7 +492,7 @@ class _Bucket:
     def seal(self) -> None:
         for fi in self.fields.values():
             fi.seal()
-        self.field_list = tuple((fi.where, fi.cache, fi) for fi in self.fields.values())
+        self.field_list = tuple((fi.where, fi.cache, fi.native) for fi in self.fields.values())
         self.general_t = tuple(self.general)
 
     def empty(self) -> bool:

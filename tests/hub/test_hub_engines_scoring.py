@@ -7,7 +7,7 @@ from typing import Any
 from hub_helpers import connect_event, dns_event, exec_event, open_event
 
 from threatseer.hub.config import ActionConfig, ProfileConfig
-from threatseer.hub.engines.profile import ProfileEngine, address_prefix, argv_shape
+from threatseer.hub.engines.profile import ProfileEngine, address_prefix, argv_shape, subject_of
 from threatseer.hub.engines.static import is_write
 from threatseer.hub.indicators import Indicator
 from threatseer.hub.profiles import ProfileStore
@@ -137,6 +137,10 @@ def test_argv_shape_masks_numbers_hex_uuids_and_temp_paths() -> None:
                     "/tmp/tmp.93kzPq", "0x1", "0123456789abcdef"])
     assert a == b == "<n> --id <uuid> <tmp> <hex> <hex>"
     assert argv_shape(["ls", "-la", "/etc"]) == "-la /etc"
+    # a list, a tuple and odd items: one shape
+    argv = ["x", "-v", 7, None, *map(str, range(10))]
+    assert argv_shape(argv) == argv_shape(tuple(argv)) == "-v <n> None" + " <n>" * 10
+    assert argv_shape(["x"]) == argv_shape([]) == ""
 
 
 def test_address_prefixes() -> None:
@@ -208,3 +212,25 @@ def test_domain_iocs_answered_from_the_cache_equal_the_first_answer() -> None:
     static = pipe.rules.static
     assert static._domain_cache["www.EVIL.example."] == ("evil.example", "c2 domain")
     assert static._domain_cache["notevil.example"] is None
+
+
+def test_subjects_are_made_once_and_equal_the_formatted_names() -> None:
+    """A subject string is remembered per image or (host, executable) (str values); every
+    event gets the same text as formatting it anew would, whatever the field types."""
+    cases = [
+        ({"container.image.name": "nginx:1"}, "container:nginx:1"),
+        ({"container.image.name": "", "process.executable": "/bin/ls", "host.name": "h"},
+         "host:h:/bin/ls"),
+        ({"process.executable": "/bin/ls", "agent.id": "s1"}, "host:s1:/bin/ls"),
+        ({"process.executable": "/bin/ls"}, "host:?:/bin/ls"),
+        ({"process.executable": "/bin/ls", "host.name": 7}, "host:7:/bin/ls"),
+        ({"container.image.name": ["odd"]}, "container:['odd']"),
+        ({"process.executable": 5, "host.name": "h"}, "host:h:5"),
+        ({"host.name": "h"}, None),
+    ]
+    for _ in range(2):  # the second time from what was remembered
+        for ev, want in cases:
+            assert subject_of(dict(ev)) == want, ev
+    a = subject_of({"process.executable": "/bin/sh", "host.name": "web1"})
+    assert a is subject_of({"process.executable": "/bin/sh", "host.name": "web1"})
+    assert subject_of({"process.executable": "/bin/sh", "host.name": "web2"}) == "host:web2:/bin/sh"

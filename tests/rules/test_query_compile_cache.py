@@ -42,3 +42,33 @@ def test_inline_list_and_element_tests_equal_the_closures() -> None:
         for v in values:
             ev = {} if v is None else {"a": v}
             assert bool(gen(ev)) == bool(old(ev)), (text, v)
+
+
+def test_two_or_three_contains_needles_written_out_equal_the_value_test() -> None:
+    """``contains`` with two or three needles is written out as one ``in`` per needle (no
+    any(map(...))): on every value shape it answers as the operator's own value test, applied
+    to the value or to each item of a list."""
+    from threatseer.hub.rules.query.compiler import _value_test
+
+    conditions = ["a contains (x, yz)", "a icontains (X, yZ, q)", "a contains (Q, x, '')",
+                  "a icontains ('İ', k)", "a[1] contains (x, yz)", "a[0] icontains (X, q)"]
+    values = [None, "x", "X", "yz", "aYZb", "q", "", "İ", "i̇", "\u212a", 1, True, 1.5, [],
+              ["x"], ["z", "YZ"], ["z", 1], ["Q", "x"], ("z", "x")]
+    for text in conditions:
+        node = parse(text)
+        cmp = node if isinstance(node, Cmp) else None
+        assert cmp is not None, text
+        test = _value_test(cmp)
+        pred = compile_condition(node)
+        assert pred.__code__.co_filename == "<condition>"
+        for v in values:
+            ev = {} if v is None else {"a": v}
+            got = cmp.field.index
+            if got is None:
+                want = False if v is None else (
+                    any(map(test, v)) if isinstance(v, list) else test(v))
+            else:
+                item = v[got] if isinstance(v, list | tuple) and len(v) > got else None
+                want = False if item is None else (
+                    any(map(test, item)) if isinstance(item, list) else test(item))
+            assert bool(pred(ev)) == bool(want), (text, v)

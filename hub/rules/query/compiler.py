@@ -347,8 +347,12 @@ def _needle_automaton(needles: frozenset[str]) -> Any:
 _FAST_EXPRS = {
     "eq": "v in {k}", "ieq": "v.lower() in {k}",
     "contains": "{k} in v", "icontains": "{k} in v.lower()",
-    "contains_any": "_any(_map(v.__contains__, {k}))",
-    "icontains_any": "_any(_map(v.lower().__contains__, {k}))",
+    # Two or three needles, each tested in turn as _value_test does: written out, not
+    # any(map(...)) (a bound method, a map and a call to any for each evaluation).
+    "contains_any2": "({k}[0] in v or {k}[1] in v)",
+    "contains_any3": "({k}[0] in v or {k}[1] in v or {k}[2] in v)",
+    "icontains_any2": "({k}[0] in (w := v.lower()) or {k}[1] in w)",
+    "icontains_any3": "({k}[0] in (w := v.lower()) or {k}[1] in w or {k}[2] in w)",
     "contains_rx": "{k}(v) is not None", "icontains_rx": "{k}(v.lower()) is not None",
     "startswith": "v.startswith({k})", "istartswith": "v.lower().startswith({k})",
     "endswith": "v.endswith({k})", "iendswith": "v.lower().endswith({k})",
@@ -409,7 +413,7 @@ def _str_fast(node: Cmp) -> tuple[str, Any] | None:
     if op == "contains" and len(strs) == 1:
         return prefix + "contains", strs[0]
     if op == "contains" and len(strs) <= 3:  # as _value_test: each needle in turn
-        return prefix + "contains_any", strs
+        return f"{prefix}contains_any{len(strs)}", strs
     if op == "contains":  # as _value_test: one alternation of the escaped needles
         return prefix + "contains_rx", re.compile("|".join(map(re.escape, strs))).search
     if op in ("startswith", "endswith"):
