@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,46 +32,34 @@ if os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"):
     pytest.skip("the cluster kill tests run the real sensor: root and BTF",
                 allow_module_level=True)
 
-write_bundle = _load("threatseer_tests_response_conftest",
-                     TESTS / "response" / "conftest.py").write_bundle
+_response = _load("threatseer_tests_response_conftest", TESTS / "response" / "conftest.py")
+write_bundle, EventStream = _response.write_bundle, _response.EventStream
 Event = dict[str, Any]
 PARTITIONS = 2
 
 
-class Events(threading.Thread):
-    """Every event committed to the events topic (read_committed), for the tests to wait on."""
+class Events(EventStream):
+    """Every event committed to the events topic (read_committed)."""
+
+    source = "the events topic"
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        super().__init__(daemon=True)
+        super().__init__()
         self.consumer = Consumer({"bootstrap.servers": bootstrap,
                                   "group.id": "t-" + uuid.uuid4().hex,
                                   "isolation.level": "read_committed",
                                   "enable.auto.commit": False, "fetch.wait.max.ms": 5})
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-        self.events: list[Event] = []
-        self.lock = threading.Lock()
-        self.stopped = False
 
-    def run(self) -> None:
-        while not self.stopped:
-            for m in self.consumer.consume(500, 0.1):
-                if not m.error():
-                    with self.lock:
-                        self.events.extend(unpack(m.value()))
+    def fetch(self) -> list[Event]:
+        return [ev for m in self.consumer.consume(500, 0.1) if not m.error()
+                for ev in unpack(m.value())]
 
     def wait(self, pred: Callable[[Event], bool], timeout: float = 30.0) -> Event:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                for ev in self.events:
-                    if pred(ev):
-                        return ev
-            time.sleep(0.02)
-        raise AssertionError("no such event in the events topic")
+        return super().wait(pred, timeout)
 
     def close(self) -> None:
-        self.stopped = True
-        self.join(5)
+        super().close()
         self.consumer.close()
 
 

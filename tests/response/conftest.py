@@ -61,25 +61,28 @@ def write_bundle(path: Path, base: Path) -> Path:
     return path
 
 
-class Events(threading.Thread):
-    """Everything the hub publishes, kept for the tests to wait on."""
+class EventStream(threading.Thread):
+    """Scored events gathered by a thread (``fetch``: the next ones, waiting up to ~0.1 s),
+    kept for the tests to wait on: the hub's PUB stream here, the cluster's events topic in
+    tests/cluster/test_cluster_kill.py."""
 
-    def __init__(self, ep: str) -> None:
+    source = "the hub"
+
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.connect(ep)
         self.events: list[Event] = []
         self.lock = threading.Lock()
         self.stopped = False
 
+    def fetch(self) -> list[Event]:
+        raise NotImplementedError
+
     def run(self) -> None:
         while not self.stopped:
-            if self.sock.poll(100):
-                _topic, events = publish.decode(self.sock.recv_multipart())
+            got = self.fetch()
+            if got:
                 with self.lock:
-                    self.events.extend(events)
+                    self.events.extend(got)
 
     def wait(self, pred: Callable[[Event], bool], timeout: float = 15.0) -> Event:
         deadline = time.monotonic() + timeout
@@ -89,11 +92,30 @@ class Events(threading.Thread):
                     if pred(ev):
                         return ev
             time.sleep(0.02)
-        raise AssertionError("no such event from the hub")
+        raise AssertionError(f"no such event from {self.source}")
 
     def close(self) -> None:
         self.stopped = True
-        self.join(2)
+        self.join(5)
+
+
+class Events(EventStream):
+    """Everything the hub publishes."""
+
+    def __init__(self, ep: str) -> None:
+        super().__init__()
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.connect(ep)
+
+    def fetch(self) -> list[Event]:
+        if self.sock.poll(100):
+            return publish.decode(self.sock.recv_multipart())[1]
+        return []
+
+    def close(self) -> None:
+        super().close()
         self.sock.close(0)
 
 
