@@ -183,9 +183,8 @@ class CommandRelay:
             "fetch.wait.max.ms": self.cfg.command_fetch_wait_ms,
             "client.id": f"threatseer-gateway-{self.name}-commands"})
         try:
-            c.assign([TopicPartition(self.cfg.commands_topic, p, OFFSET_END)
-                      for p in range(self.partitions)])
-            self._position(c)
+            c.assign(self._ends(c))
+            self._ready.set()
             while not self._stop.is_set():
                 for m in take(c, 500, 0.1):
                     if m.error():
@@ -201,16 +200,23 @@ class CommandRelay:
             c.close()
             push.close(0)
 
-    def _position(self, c: Any) -> None:
-        """Resolve the assigned OFFSET_END positions now (librdkafka does it lazily, on the
-        first fetch): commands produced from here on are read."""
-        deadline = time.monotonic() + 30
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            take(c, 1, 0.05)  # nothing before the end is returned; drives the fetcher
-            pos = c.position(c.assignment())
-            if all(tp.offset >= 0 for tp in pos):
-                break
-        self._ready.set()
+    def _ends(self, c: Any) -> list[TopicPartition]:
+        """Each partition from its end as the broker tells it now, so every command produced
+        once this returns is read. Not the logical OFFSET_END: librdkafka resolves that on
+        its first fetch, which may come after the first commands (an exec policy sent once
+        per connection was then skipped). A broker that answers one batch short (tansu)
+        shows a few older commands again: dropped by age (``check``)."""
+        tps = []
+        for p in range(self.partitions):
+            tp = TopicPartition(self.cfg.commands_topic, p)
+            try:
+                tp.offset = c.get_watermark_offsets(tp, timeout=10)[1]
+            except KafkaException as exc:
+                log.warning("commands topic %s[%d]: end not known (%s): reading from the "
+                            "end when the client gets there", self.cfg.commands_topic, p, exc)
+                tp.offset = OFFSET_END
+            tps.append(tp)
+        return tps
 
     def check(self, key: bytes | None, value: bytes | None,
               timestamp: tuple[int, int]) -> list[bytes] | None:
