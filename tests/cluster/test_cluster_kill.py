@@ -26,6 +26,7 @@ import yaml
 from cluster_helpers import TESTS, _load, free_port, member_config, tansu_at, unpack
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from tests.conftest import stop_processes
 from threatseer.common import ecs, wire
 
 if os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"):
@@ -34,6 +35,7 @@ if os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"):
 
 _response = _load("threatseer_tests_response_conftest", TESTS / "response" / "conftest.py")
 write_bundle, EventStream = _response.write_bundle, _response.EventStream
+program, run_until_killed = _response.program, _response.run_until_killed
 Event = dict[str, Any]
 PARTITIONS = 2
 
@@ -70,13 +72,8 @@ class Cluster:
         self.gateway, self.scorer, self.events, self.sensor_id = gateway, scorer, events, \
             sensor_id
 
-    def program(self, where: str, name: str = "sleeper") -> Path:
-        d = self.base / where / uuid.uuid4().hex[:8]
-        d.mkdir(parents=True)
-        exe = d / name
-        shutil.copyfile("/bin/sleep", exe)
-        exe.chmod(0o755)
-        return exe
+    def program(self, where: str, name: str = "sleeper", src: str = "/bin/sleep") -> Path:
+        return program(self.base, where, name, src)
 
     def exec_alert(self, pid: int) -> Event:
         return self.events.wait(lambda e: e.get("process.pid") == pid
@@ -151,12 +148,7 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
         yield Cluster(base, broker.bootstrap, cfg, gateway, scorer, events, sensor_id)
     finally:
         if sensor is not None:
-            sensor.send_signal(signal.SIGTERM)
-            try:
-                sensor.wait(20)
-            except subprocess.TimeoutExpired:
-                sensor.kill()
-                sensor.wait()
+            stop_processes(sensor)
         if events is not None:
             events.close()
         for member in reversed(started):
@@ -165,24 +157,12 @@ def cluster(tmp_path_factory, threatseer_cmd) -> Iterator[Cluster]:  # type: ign
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run_until_killed(exe: Path) -> tuple[int, float]:
-    """Start ``exe 30`` and wait for its SIGKILL; its pid and the seconds it lived."""
-    t0 = time.monotonic()
-    child = subprocess.Popen([str(exe), "30"])
-    try:
-        assert child.wait(30) == -signal.SIGKILL, "not killed"
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    return child.pid, time.monotonic() - t0
-
-
 def test_a_kill_rule_kills_through_the_cluster_and_the_report_reaches_events(cluster) -> None:
     lived = []
     for _ in range(3):
-        pid, took = run_until_killed(cluster.program("kill"))
-        lived.append(took)
+        t0 = time.monotonic()
+        pid = run_until_killed(cluster.program("kill"), timeout=30)
+        lived.append(time.monotonic() - t0)
         alert = cluster.exec_alert(pid)
         assert alert["event.kind"] == "alert"
         assert alert["threatseer.response.status"] == "sent"
@@ -300,11 +280,7 @@ def test_the_gateway_drops_stale_and_malformed_commands(cluster) -> None:
 def test_the_kernel_kills_a_denied_exec_before_its_first_instruction(cluster) -> None:
     """The exec policy reaches the sensor through the cluster (scorer -> commands topic ->
     gateway), so its kernel stops a denied exec: the program's first act never happens."""
-    d = cluster.base / "deny" / uuid.uuid4().hex[:8]
-    d.mkdir(parents=True)
-    exe = d / "touch"
-    shutil.copyfile("/usr/bin/touch", exe)
-    exe.chmod(0o755)
+    exe = cluster.program("deny", name="touch", src="/usr/bin/touch")
     marker = cluster.base / f"marker-{uuid.uuid4().hex[:8]}"
     proc = subprocess.run([str(exe), str(marker)], timeout=10)
     assert proc.returncode == -9

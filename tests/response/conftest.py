@@ -119,6 +119,29 @@ class Events(EventStream):
         self.sock.close(0)
 
 
+def program(base: Path, where: str, name: str = "sleeper", src: str = "/bin/sleep") -> Path:
+    """A copy of ``src`` at ``base/where/<unique>/name`` (the rules match by directory)."""
+    d = base / where / uuid.uuid4().hex[:8]
+    d.mkdir(parents=True)
+    exe = d / name
+    shutil.copyfile(src, exe)
+    exe.chmod(0o755)
+    return exe
+
+
+def run_until_killed(exe: Path, timeout: float = 15.0) -> int:
+    """Start ``exe 30`` and wait for its SIGKILL (``timeout`` s at most); its pid. A program
+    that was not killed fails the test and is killed here."""
+    child = subprocess.Popen([str(exe), "30"])
+    try:
+        assert child.wait(timeout) == -signal.SIGKILL, "not killed"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return child.pid
+
+
 class Stack:
     def __init__(self, base: Path, events: Events, hub: Any, sensor: subprocess.Popen,
                  sensor_log: Path) -> None:
@@ -126,26 +149,9 @@ class Stack:
         self.sensor, self.sensor_log = sensor, sensor_log
 
     def program(self, where: str, name: str = "sleeper", src: str = "/bin/sleep") -> Path:
-        """A copy of ``src`` at ``base/where/name`` (the rules match by directory)."""
-        d = self.base / where / uuid.uuid4().hex[:8]
-        d.mkdir(parents=True)
-        exe = d / name
-        shutil.copyfile(src, exe)
-        exe.chmod(0o755)
-        return exe
+        return program(self.base, where, name, src)
 
-    @staticmethod
-    def run_until_killed(exe: Path) -> int:
-        """Start ``exe 30`` and wait for its SIGKILL (15 s at most); its pid. A program that
-        was not killed fails the test and is killed here."""
-        child = subprocess.Popen([str(exe), "30"])
-        try:
-            assert child.wait(15) == -signal.SIGKILL, "not killed"
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        return child.pid
+    run_until_killed = staticmethod(run_until_killed)
 
 
 @pytest.fixture(scope="module")
