@@ -10,6 +10,10 @@ free bytes kept rose 24 -> 33 MiB in 5 minutes of a 10-minute soak, its bytes in
 conditions), and :func:`trim` gives the arenas' free pages back every few seconds.
 
 Not glibc (musl...): both are no-ops.
+
+The sensor makes the same two calls through its native module (``threatseer.native._bpf``:
+``fix_mmap_threshold``, ``trim_heap``) to stay free of ctypes; the hub does not import that
+module, which links libbpf: a hub host needs no BPF library.
 """
 
 from __future__ import annotations
