@@ -53,6 +53,16 @@ def member_config(tmp: Path, bootstrap: str, name: str, **cluster: Any) -> HubCo
     return configfile.from_dict(doc, HubConfig)
 
 
+def curve_member_config(tmp: Path, bootstrap: str, name: str, keys: Any) -> HubConfig:
+    """:func:`member_config` with CURVE: the hub key pair and allow-list of ``keys``
+    (tests/transport/transport_helpers.py ``Keys``)."""
+    cfg = member_config(tmp, bootstrap, name)
+    cfg.plaintext = False
+    cfg.curve_secret_key_file = str(keys.hub[0])
+    cfg.curve_allow_list = str(keys.allow)
+    return cfg
+
+
 def write_config(cfg: HubConfig, path: Path) -> Path:
     path.write_text(yaml.safe_dump(configfile.to_dict(cfg)))
     return path

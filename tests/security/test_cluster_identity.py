@@ -11,19 +11,11 @@ from __future__ import annotations
 import signal
 import time
 
-from cluster_helpers import Member, free_port, member_config, tansu_at
+from cluster_helpers import Member, curve_member_config, free_port, member_config, tansu_at
 from security_helpers import WireSensor, exec_event
 from transport_helpers import Keys, keypair, public
 
 from threatseer.hub.cluster.bindings import SharedBindings
-
-
-def _gateway_config(tmp_path, bootstrap: str, name: str, keys: Keys):  # type: ignore[no-untyped-def]
-    cfg = member_config(tmp_path, bootstrap, name)
-    cfg.plaintext = False
-    cfg.curve_secret_key_file = str(keys.hub[0])
-    cfg.curve_allow_list = str(keys.allow)
-    return cfg
 
 
 def test_a_sensor_id_bound_at_one_gateway_cannot_be_taken_at_another(tmp_path) -> None:
@@ -33,8 +25,8 @@ def test_a_sensor_id_bound_at_one_gateway_cannot_be_taken_at_another(tmp_path) -
     broker = tansu_at(free_port(), tmp_path).start()
     gateways: list[Member] = []
     try:
-        cfg1 = _gateway_config(tmp_path, broker.bootstrap, "gw1", keys)
-        cfg2 = _gateway_config(tmp_path, broker.bootstrap, "gw2", keys)
+        cfg1 = curve_member_config(tmp_path, broker.bootstrap, "gw1", keys)
+        cfg2 = curve_member_config(tmp_path, broker.bootstrap, "gw2", keys)
         gateways += [Member("gateway", cfg1, tmp_path), Member("gateway", cfg2, tmp_path)]
         for gw in gateways:
             gw.wait_ready()

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import signal
 
-from cluster_helpers import EventsTally, free_port, member_config, produce_batch, tansu_at, unpack
+from cluster_helpers import (
+    EventsTally,
+    curve_member_config,
+    free_port,
+    member_config,
+    produce_batch,
+    tansu_at,
+    unpack,
+)
 from confluent_kafka import Producer
 
 from threatseer.common import ecs
@@ -70,10 +78,7 @@ def test_a_gateways_refusals_are_told_as_the_senders_loss(tmp_path) -> None:
     broker = tansu_at(free_port(), tmp_path).start()
     scorer = gateway = None
     try:
-        gcfg = member_config(tmp_path, broker.bootstrap, "gw")
-        gcfg.plaintext = False
-        gcfg.curve_secret_key_file = str(keys.hub[0])
-        gcfg.curve_allow_list = str(keys.allow)
+        gcfg = curve_member_config(tmp_path, broker.bootstrap, "gw", keys)
         gcfg.ingest.log_interval_s = 0.5
         gateway = Member("gateway", gcfg, tmp_path)
         cfg = member_config(tmp_path, broker.bootstrap, "sc")

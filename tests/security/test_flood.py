@@ -102,7 +102,7 @@ def test_a_cluster_gateway_boxes_a_hostile_key_with_the_same_ingest(tmp_path) ->
     malformed batches to one is boxed there too, its batches counted, never produced."""
     import signal
 
-    from cluster_helpers import free_port, member_config, tansu_at
+    from cluster_helpers import curve_member_config, free_port, tansu_at
 
     from threatseer.hub.cluster.gateway import Gateway
 
@@ -112,10 +112,7 @@ def test_a_cluster_gateway_boxes_a_hostile_key_with_the_same_ingest(tmp_path) ->
     broker = tansu_at(free_port(), tmp_path).start()
     gateway = None
     try:
-        cfg = member_config(tmp_path, broker.bootstrap, "gw")
-        cfg.plaintext = False
-        cfg.curve_secret_key_file = str(keys.hub[0])
-        cfg.curve_allow_list = str(keys.allow)
+        cfg = curve_member_config(tmp_path, broker.bootstrap, "gw", keys)
         cfg.ingest.penalty_strikes = 5
         gateway = Gateway(cfg)
         gateway.start()
