@@ -238,6 +238,7 @@ cdef class BpfProbe:
         self.attached = []
         self.batch = []
         self.decoder = Decoder()
+        self.decoder.w.room = RUN_ROOM_BYTES
 
     def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=(),
                  first=()):
@@ -575,12 +576,15 @@ def _destroy_link(list links, Py_ssize_t i):
             bpf_link__destroy(<bpf_link *>link)
 
 
-# A run of encoded events ends at this size: its bytes (grown by doubling) then stay below
-# the sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from
-# the heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages
-# faulted in as they were written: ~12% of the sensor's CPU in an open flood.
+# A run of encoded events ends once it holds this many bytes: its bytes then stay below the
+# sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from the
+# heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages faulted
+# in as they were written: ~12% of the sensor's CPU in an open flood. A run starts with room
+# for its limit and one more event (RUN_ROOM_BYTES), so that it is never grown: each growth
+# was a realloc that copied the run so far (3% of an open flood's CPU).
 cdef enum:
     RUN_MAX_BYTES = 24 * 1024
+    RUN_ROOM_BYTES = RUN_MAX_BYTES + 8 * 1024
 
 
 cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
