@@ -293,7 +293,8 @@ cdef class BpfProbe:
             self.links.append(<size_t>link)
             self.attached.append(name)
         self.rb = <ring_buffer *>check_ptr(
-            ring_buffer__new(self._map_fd(b"ts_events"), _on_sample, <void *>self, NULL),
+            ring_buffer__new(self._map_fd(b"ts_events"), <ring_buffer_sample_fn>_on_sample,
+                             <void *>self, NULL),
             "creating the ring-buffer reader")
         self.epfd = ring_buffer__epoll_fd(self.rb)
 
@@ -587,8 +588,12 @@ cdef enum:
     RUN_ROOM_BYTES = RUN_MAX_BYTES + 8 * 1024
 
 
-cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
-    """libbpf's per-record callback, in C: decode into the current batch."""
+cdef int _on_sample(void *ctx, void *data, size_t size) noexcept:
+    """libbpf's per-record callback, in C: decode into the current batch.
+
+    Runs with the GIL held: ring_buffer__consume is called only from _consume, which holds
+    it (never from a nogil block), so the callback does not take it again per record as a
+    ``with gil`` callback would."""
     cdef BpfProbe self = <BpfProbe>ctx
     try:
         if self.capture is not None:
