@@ -581,8 +581,8 @@ def _destroy_link(list links, Py_ssize_t i):
 # sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from the
 # heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages faulted
 # in as they were written: ~12% of the sensor's CPU in an open flood. A run starts with room
-# for its limit and one more event (RUN_ROOM_BYTES), so that it is never grown: each growth
-# was a realloc that copied the run so far (3% of an open flood's CPU).
+# for its limit and one more event (RUN_ROOM_BYTES), so that it is never grown: a growth is
+# a realloc that copies the run so far (3% of an open flood's CPU when runs grew).
 cdef enum:
     RUN_MAX_BYTES = 24 * 1024
     RUN_ROOM_BYTES = RUN_MAX_BYTES + 8 * 1024

@@ -64,7 +64,7 @@ cdef bytes task_fields(Decoder dec, const tsr_task *t):
     """The acting task's fields (process.pid .. process.start) as msgpack key/value pairs,
     from the decoder's cache of them (Decoder.task). Made once per task and copied into each
     of its encoded events: a flood's events come from one task, and writing the thirteen
-    fields one by one (five strings through the unicode API) was a tenth of the encoding."""
+    fields one by one (five strings through the unicode API) costs a tenth of the encoding."""
     cdef Writer tw
     memset(&tw, 0, sizeof(Writer))
     try:
