@@ -290,7 +290,10 @@ def main() -> None:
     events = sensor["open"]["events"] + sensor["exec"]["events"]
     cpu = sensor["open"]["cpu_s"] + sensor["exec"]["cpu_s"]
     ratio = min(sensor[m]["events_per_s"] / ceiling[m]["events_per_s"] for m in ("open", "exec"))
-    print(f"sensor CPU-seconds per million events: {cpu / max(events, 1) * 1e6:.2f}")
+    per_event = {m: sensor[m]["cpu_s"] / max(sensor[m]["events"], 1) * 1e6 for m in ("open", "exec")}
+    print(f"sensor CPU-seconds per million events: {cpu / max(events, 1) * 1e6:.2f} "
+          f"(open flood {per_event['open']:.2f} over {sensor['open']['events']:,} events, "
+          f"exec flood {per_event['exec']:.2f} over {sensor['exec']['events']:,})")
     print(f"sensor RSS {sensor['rss_mib']:.1f} MiB (peak {sensor['hwm_mib']:.1f}); "
           f"CPU at {sensor['steady_ops_per_s']:,.0f} events/s: {sensor['cpu_pct_at_1k']:.2f}% "
           f"(plus {sensor['background_eps']:,.0f} events/s from other processes)")
@@ -302,7 +305,8 @@ def main() -> None:
           f"sensor_open_eps={sensor['open']['events_per_s']:.0f} "
           f"ceiling_open_eps={ceiling['open']['events_per_s']:.0f} drops={sensor['drops']} "
           f"rss_mib={sensor['rss_mib']:.1f} cpu_pct_at_1k={sensor['cpu_pct_at_1k']:.2f} "
-          f"cpu_s_per_m={cpu / max(events, 1) * 1e6:.2f}")
+          f"cpu_s_per_m={cpu / max(events, 1) * 1e6:.2f} "
+          f"cpu_us_open={per_event['open']:.2f} cpu_us_exec={per_event['exec']:.2f}")
 
 
 if __name__ == "__main__":

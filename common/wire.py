@@ -165,13 +165,16 @@ def _body_into(events: list[Any], scratch: bytearray) -> memoryview:
         total = len(header) + sum(len(item.data) for item in events)
         if len(scratch) < total:
             scratch.extend(bytes(total - len(scratch)))
-        scratch[:len(header)] = header
+        # through a memoryview: a bytearray's own slice assignment copies bytes into a
+        # temporary bytearray first, two copies of every event
+        view = memoryview(scratch)
+        view[:len(header)] = header
         at = len(header)
         for item in events:
             end = at + len(item.data)
-            scratch[at:end] = item.data
+            view[at:end] = item.data
             at = end
-        return memoryview(scratch)[:total]
+        return view[:total]
     # msgspec writes from offset 5 (room for the longest array header) and truncates the
     # buffer to its end; its own header (for len(events) items) is then replaced by ours
     _encoder.encode_into(events, scratch, 5)

@@ -148,8 +148,16 @@ class ResponseConfig:
     # killed in any case.
     protected_processes: list[str] = field(
         default_factory=lambda: list(DEFAULT_PROTECTED_PROCESSES))
+    # Each sensor connection is sent the exec policy again after this many seconds (on its
+    # next batch), even unchanged: a policy frame lost on the way (a connection's full
+    # queue, a cluster command older than command_max_age_s when a gateway relays it) would
+    # otherwise leave that sensor's kernel without it until the policy changes. A sensor
+    # that already has the version only compares it.
+    policy_resend_s: float = 60.0
 
     def validate(self) -> None:
+        if not 1.0 <= self.policy_resend_s <= 86_400.0:
+            raise ValueError("policy_resend_s: must be between 1 and 86400 seconds")
         for rule, mode in self.kill_rules.items():
             if mode not in ("kill", "dry-run"):
                 raise ValueError(f"kill_rules: {rule!r}: must be kill or dry-run, not {mode!r}")

@@ -21,7 +21,8 @@ decision is logged (refusals of rules the config does not allow at most once a m
 rule, with a count).
 
 The bundle's exec rules (enforce.yaml) go to every sensor as an :class:`ExecPolicy` (on its
-first batch and after each bundle or policy change) and are enforced by its kernel at exec.
+first batch, after each bundle or policy change, and again every ``response.policy_resend_s``
+so that a lost frame is not lost for good) and are enforced by its kernel at exec.
 Where that cannot happen (a kernel that refuses the program, ``enforce_in_kernel: false``, a
 sensor on an older version), the exec event arrives without ``threatseer.enforce.verdict``,
 carries the exec rule's indicator (hub/engines/execrules.py) and the hub kills through the
@@ -75,7 +76,8 @@ class Responder:
         self.exec_rules: list[tuple[int, ExecRule]] = []  # allowed, with their ids
         self.policy = wire.ExecPolicy(version="none")
         self._policy_frame = wire.encode_command(self.policy)
-        self._peers: OrderedDict[bytes, str] = OrderedDict()  # peer -> policy version sent
+        # peer -> (policy version sent, when: monotonic seconds)
+        self._peers: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
         self._buckets: OrderedDict[str, RateLimit] = OrderedDict()
         self._asked: OrderedDict[str, None] = OrderedDict()  # entity ids asked for
         self._not_allowed_log: dict[str, tuple[float, int]] = {}
@@ -129,18 +131,21 @@ class Responder:
                     f"{r.rule} ({'dry run' if r.dry_run else 'kill'}: "
                     f"{'/'.join(r.kinds)} under {', '.join(r.prefixes)})" for r in rules))
 
-    def on_batch(self, peer: bytes) -> None:
-        """A batch came from ``peer``: send it the exec policy if it does not have this one
-        (every sensor gets one on its first batch, even an empty one: a sensor that kept a
-        policy from before a hub restart must lose it when the bundle has none)."""
+    def on_batch(self, peer: bytes, now: float | None = None) -> None:
+        """A batch came from ``peer``: send it the exec policy if it was not sent this one
+        within ``policy_resend_s`` (every sensor gets one on its first batch, even an empty
+        one: a sensor that kept a policy from before a hub restart must lose it when the
+        bundle has none)."""
         if not peer:
             return
-        version = self._peers.get(peer)
-        if version == self.policy.version:
+        now = time.monotonic() if now is None else now
+        sent = self._peers.get(peer)
+        if (sent is not None and sent[0] == self.policy.version
+                and now - sent[1] < self.cfg.policy_resend_s):
             self._peers.move_to_end(peer)
             return
         if self._send(peer, self._policy_frame):
-            self._peers[peer] = self.policy.version
+            self._peers[peer] = (self.policy.version, now)
             self._peers.move_to_end(peer)
             if len(self._peers) > MAX_PEERS:
                 self._peers.popitem(last=False)

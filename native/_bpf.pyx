@@ -238,6 +238,7 @@ cdef class BpfProbe:
         self.attached = []
         self.batch = []
         self.decoder = Decoder()
+        self.decoder.w.room = RUN_ROOM_BYTES
 
     def __init__(self, bytes path, unsigned int ring_bytes, optional=(), skip=(), enable=(),
                  first=()):
@@ -292,7 +293,8 @@ cdef class BpfProbe:
             self.links.append(<size_t>link)
             self.attached.append(name)
         self.rb = <ring_buffer *>check_ptr(
-            ring_buffer__new(self._map_fd(b"ts_events"), _on_sample, <void *>self, NULL),
+            ring_buffer__new(self._map_fd(b"ts_events"), <ring_buffer_sample_fn>_on_sample,
+                             <void *>self, NULL),
             "creating the ring-buffer reader")
         self.epfd = ring_buffer__epoll_fd(self.rb)
 
@@ -575,16 +577,23 @@ def _destroy_link(list links, Py_ssize_t i):
             bpf_link__destroy(<bpf_link *>link)
 
 
-# A run of encoded events ends at this size: its bytes (grown by doubling) then stay below
-# the sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from
-# the heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages
-# faulted in as they were written: ~12% of the sensor's CPU in an open flood.
+# A run of encoded events ends once it holds this many bytes: its bytes then stay below the
+# sensor's fixed mmap threshold (sensor/daemon.py MMAP_THRESHOLD, 64 KiB) and come from the
+# heap. Whole-batch runs (~300 KiB in a flood) were each a fresh mapping whose pages faulted
+# in as they were written: ~12% of the sensor's CPU in an open flood. A run starts with room
+# for its limit and one more event (RUN_ROOM_BYTES), so that it is never grown: a growth is
+# a realloc that copies the run so far (3% of an open flood's CPU when runs grew).
 cdef enum:
     RUN_MAX_BYTES = 24 * 1024
+    RUN_ROOM_BYTES = RUN_MAX_BYTES + 8 * 1024
 
 
-cdef int _on_sample(void *ctx, void *data, size_t size) noexcept with gil:
-    """libbpf's per-record callback, in C: decode into the current batch."""
+cdef int _on_sample(void *ctx, void *data, size_t size) noexcept:
+    """libbpf's per-record callback, in C: decode into the current batch.
+
+    Runs with the GIL held: ring_buffer__consume is called only from _consume, which holds
+    it (never from a nogil block), so the callback does not take it again per record as a
+    ``with gil`` callback would."""
     cdef BpfProbe self = <BpfProbe>ctx
     try:
         if self.capture is not None:

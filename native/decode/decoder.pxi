@@ -50,6 +50,9 @@ cdef class Decoder:
     cdef bint have_last_task
     cdef object t_pid, t_tid, t_ppid, t_uid, t_gid, t_euid, t_auid, t_cgroup, t_pidns
     cdef object t_mntns, t_start, t_comm, t_memcg
+    # The same fields as an encoded event writes them (encode/file.pxi task_fields), made
+    # once per task: None until an encoded event of this task needs them.
+    cdef bytes t_encoded
     # event.sequence and event.id, given here in kernel order once the sensor says who it is
     # (set_identity); the sensor's own events take theirs from next_sequence().
     cdef bint stamping
@@ -68,7 +71,7 @@ cdef class Decoder:
         self.contexts = Contexts()
         self.w.p = NULL
         self.w.obj = NULL
-        self.w.n = self.w.cap = self.w.hint = 0
+        self.w.n = self.w.cap = self.w.hint = self.w.room = 0
 
     def __dealloc__(self):
         w_free(&self.w)
@@ -109,6 +112,7 @@ cdef class Decoder:
                 self.t_start = self.starts[t.start_ns] = start[:sn].decode("ascii")
             self.t_comm = _cstr(t.comm, TSR_COMM_LEN)
             self.t_memcg = _cstr(t.memcg, TSR_MEMCG_LEN)
+            self.t_encoded = None
 
     cdef dict common(self, const tsr_hdr *h, str action):
         cdef char ts[40]

@@ -21,6 +21,7 @@ cdef struct Writer:
     Py_ssize_t n
     Py_ssize_t cap
     Py_ssize_t hint  # the last run's size: the next one starts with that much room
+    Py_ssize_t room  # ... and with at least this much (set by the owner: its run limit)
     PyObject *obj
 
 
@@ -29,7 +30,7 @@ cdef int w_reserve(Writer *w, Py_ssize_t extra) except -1:
     cdef Py_ssize_t cap
     if w.n + extra <= w.cap:
         return 0
-    cap = max(w.cap * 2, w.n + extra, w.hint, 4096)
+    cap = max(w.cap * 2, w.n + extra, w.hint, w.room, 4096)
     if w.obj == NULL:
         o = PyBytes_FromStringAndSize(NULL, cap)
         Py_INCREF(o)

@@ -155,3 +155,23 @@ def test_never_the_hub_nor_a_process_it_runs() -> None:
     assert helper["threatseer.response.reason"] == "a process of the hub"
     assert elsewhere["threatseer.response.status"] == "sent"
     assert [wire.decode_reply(f).pid for f in sent] == [7001]
+
+
+def test_the_policy_goes_again_after_policy_resend_s(start_hub, zctx) -> None:
+    """A policy frame lost on its way would otherwise leave that sensor without it until the
+    policy changes: each connection is sent it again on its first batch after
+    policy_resend_s, and not sooner."""
+    hub = start_hub(bundle_obj=bundle(),
+                    response=ResponseConfig(kill_rules={"no_dev_shm": "kill"},
+                                            policy_resend_s=1.0))
+    a = Sensor(zctx, hub.ingest.endpoint, "sensor-a")
+    a.send(killable("ok", 100))
+    (first,) = a.commands(1)
+    a.send(killable("ok", 101))  # within the interval: nothing
+    assert len(a.commands(2, timeout=0.5)) == 1
+    time.sleep(0.6)
+    a.send(killable("ok", 102))
+    policies = a.commands(2)
+    assert [type(c) for c in policies] == [wire.ExecPolicy, wire.ExecPolicy]
+    assert policies[1] == first
+    a.sock.close(0)

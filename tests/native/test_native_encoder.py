@@ -114,6 +114,11 @@ def test_another_process_and_its_exec_and_a_non_ascii_path(setup) -> None:
         dict_body, enc_body = both_ways(probe, enricher, got[2])
         assert enc_body == dict_body
         assert msgspec.msgpack.decode(enc_body)[0]["process.executable"] == str(sh)
+        # the child, this process, the child again: each encoded event carries its own
+        # task's fields (the encoder keeps them per task)
+        for record in (got[1], got[0], got[2]):
+            dict_body, enc_body = both_ways(probe, enricher, record)
+            assert enc_body == dict_body
     finally:
         child.kill()
         child.wait()
