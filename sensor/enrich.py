@@ -118,8 +118,12 @@ class Enricher:
                     ev.update(self._context(proc))
                     if encodable is not None and action == ecs.OPEN:
                         encodable[pid] = (ev.get("user.id"), ev.get(_MEMCG, ""))
+                    elif action == ecs.SETUID:  # the real uid its children will name
+                        uid = ev.get("user.changes.id")
+                        if type(uid) is str:
+                            procs.set_uid(proc, uid)
             elif action == ecs.EXEC:
-                self._exec(ev, pid)
+                proc = self._exec(ev, pid)
                 if "threatseer.enforce.verdict" in ev and self.on_verdict is not None:
                     derived = ev  # the kill event follows the exec event, once it is stamped
             elif action == ecs.FORK:
@@ -143,10 +147,8 @@ class Enricher:
                 name = user_names[uid] if uid in user_names else user_name(uid)
                 if name is not None:
                     ev["user.name"] = name
-                if action == ecs.EXEC and pid:
-                    proc = procs.get(pid)
-                    if proc is not None:
-                        procs.set_uid(proc, uid)
+                if action == ecs.EXEC and pid and type(uid) is str:
+                    procs.set_uid(proc, uid)
             memcg = ev.get(_MEMCG, "")
             cid = container_ids.get(memcg)
             if cid is None:
@@ -204,7 +206,7 @@ class Enricher:
             contexts.register(pid, proc.ppid, uid, memcg, tail, n)
 
     # ---- per kind ---------------------------------------------------------------------
-    def _exec(self, ev: Event, pid: int) -> None:
+    def _exec(self, ev: Event, pid: int) -> Proc:
         args = ev.get("process.args") or []
         executable = ev.get("process.executable", "")
         proc = self.procs.on_exec(pid, ev.get("process.parent.pid", 0),
@@ -217,6 +219,7 @@ class Enricher:
             digest = self.hashes.lookup(executable, ev)
             if digest and digest is not PENDING:  # pending: the worker sets it
                 ev["process.hash.sha256"] = digest
+        return proc
 
     def _context(self, proc: Proc) -> dict[str, Any]:
         """What every non-exec event of ``proc`` gets from the table: built once per

@@ -82,8 +82,12 @@ class Proc:
 
 
 class ProcessTable:
-    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 256) -> None:
+    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 256,
+                 reuse: bool = True) -> None:
+        """``reuse``: keep parent descriptions for the epoch (False: build them for every
+        event, the reference the tests compare the kept ones with)."""
         self.host_id = host_id
+        self.reuse = reuse
         self.proc_root = proc_root
         self.procs: dict[int, Proc] = {}
         self._graveyard: OrderedDict[int, tuple[Proc, float]] = OrderedDict()
@@ -178,7 +182,7 @@ class ProcessTable:
     def lineage(self, proc: Proc) -> list[str]:
         """:meth:`ancestors` of ``proc``'s pid, kept on ``proc`` for the current epoch (the
         caller must not change the list). Every process read is marked watched."""
-        if proc.described_epoch == self.epoch and proc.lineage is not None:
+        if proc.described_epoch == self.epoch and proc.lineage is not None and self.reuse:
             return proc.lineage
         names: list[str] = []
         seen: list[int] = []
@@ -200,10 +204,7 @@ class ProcessTable:
         if len(self._missing) > 4096:
             self._missing.clear()
             self.epoch += 1  # what the walks that found them missing said may be stale
-        if proc.described_epoch != self.epoch:
-            proc.described = None
-            proc.described_epoch = self.epoch
-        proc.lineage = names
+        proc.lineage, proc.described, proc.described_epoch = names, None, self.epoch
         return names
 
     def set_uid(self, proc: Proc, uid: str) -> None:
