@@ -247,7 +247,7 @@ class Enricher:
         keep every other event small on the wire. Built once per parent and epoch (the
         process table says when they may be stale) and shared by its children's events."""
         procs = self.procs
-        parent = procs.get(ppid) if ppid else None
+        parent = (procs.procs.get(ppid) or procs.get(ppid)) if ppid else None
         if parent is None:
             return
         lineage = procs.lineage(parent)

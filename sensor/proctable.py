@@ -217,7 +217,7 @@ class ProcessTable:
     # ---- updates from kernel events ---------------------------------------------------
     def on_fork(self, pid: int, ppid: int, start: str | None) -> Proc:
         """A new process; ``start`` is its ``process.start`` (the decoder's)."""
-        parent = self.get(ppid)
+        parent = self.procs.get(ppid) or self.get(ppid)
         ticks = start_ticks(start) or 0
         if parent is not None:
             proc = Proc(pid, ppid, parent.name, parent.executable, parent.args, ticks,
@@ -276,7 +276,8 @@ class ProcessTable:
                     self.epoch += 1
                 if self.on_forget is not None:
                     self.on_forget(gone)
-            self.expire(now)
+            if now - next(iter(self._graveyard.values()))[1] >= GRAVEYARD_S:
+                self.expire(now)
 
     def expire(self, now: float | None = None) -> int:
         """Forget processes that exited more than GRAVEYARD_S ago; returns how many. Also
