@@ -69,10 +69,10 @@ class Proc:
         # Read as another process's parent or ancestor: a change to it moves the epoch.
         self.watched = False
         # Names of this process and up to MAX_ANCESTORS-1 ancestors (ProcessTable.ancestors)
-        # and the fields that describe it as a parent (the enricher's), as of epoch
-        # described_epoch.
+        # and the fields that describe it as a parent (the enricher's: with its argv and
+        # without), as of epoch described_epoch.
         self.lineage: list[str] | None = None
-        self.described: dict | None = None
+        self.described: tuple[dict, dict] | None = None
         self.described_epoch = -1
 
     @property
