@@ -184,7 +184,7 @@ FIELDS: dict[str, Field] = _table(
     ("process.parent.args", "keyword[]", "Parent's argv."),
     ("process.parent.command_line", "wildcard", "Parent's command line."),
     ("process.parent.user.id", "keyword", "exec, fork: the parent's real uid (as seen at its "
-     "last exec)."),
+     "last exec, or at a later setuid event: a gain of uid 0)."),
     ("process.parent.user.name", "keyword", "exec, fork: the name of the parent's uid."),
     ("process.start", "date", "When the process started (the kernel's start time, reckoned "
      "from the sensor's boot time; not moved by later wall-clock steps)."),

@@ -89,7 +89,10 @@ class ContainerCgroups:
         return cid
 
     def _resolve(self, cgroup_id: object) -> str:
-        if type(cgroup_id) is not int or cgroup_id <= 1 or not self.mount:
+        if type(cgroup_id) is not int:
+            return ""
+        if cgroup_id <= 1 or not self.mount:  # the root (a hybrid host's usual), or no v2
+            self._remember(cgroup_id, "")
             return ""
         path = self.path_of(cgroup_id)
         cid = container_id_in_path(path) if path else ""

@@ -118,8 +118,12 @@ class Enricher:
                     ev.update(self._context(proc))
                     if encodable is not None and action == ecs.OPEN:
                         encodable[pid] = (ev.get("user.id"), ev.get(_MEMCG, ""))
+                    elif action == ecs.SETUID:  # the real uid its children will name
+                        uid = ev.get("user.changes.id")
+                        if type(uid) is str:
+                            procs.set_uid(proc, uid)
             elif action == ecs.EXEC:
-                self._exec(ev, pid)
+                proc = self._exec(ev, pid)
                 if "threatseer.enforce.verdict" in ev and self.on_verdict is not None:
                     derived = ev  # the kill event follows the exec event, once it is stamped
             elif action == ecs.FORK:
@@ -143,10 +147,8 @@ class Enricher:
                 name = user_names[uid] if uid in user_names else user_name(uid)
                 if name is not None:
                     ev["user.name"] = name
-                if action == ecs.EXEC and pid:
-                    proc = procs.get(pid)
-                    if proc is not None:
-                        proc.uid = uid
+                if action == ecs.EXEC and pid and type(uid) is str:
+                    procs.set_uid(proc, uid)
             memcg = ev.get(_MEMCG, "")
             cid = container_ids.get(memcg)
             if cid is None:
@@ -204,7 +206,7 @@ class Enricher:
             contexts.register(pid, proc.ppid, uid, memcg, tail, n)
 
     # ---- per kind ---------------------------------------------------------------------
-    def _exec(self, ev: Event, pid: int) -> None:
+    def _exec(self, ev: Event, pid: int) -> Proc:
         args = ev.get("process.args") or []
         executable = ev.get("process.executable", "")
         proc = self.procs.on_exec(pid, ev.get("process.parent.pid", 0),
@@ -217,6 +219,7 @@ class Enricher:
             digest = self.hashes.lookup(executable, ev)
             if digest and digest is not PENDING:  # pending: the worker sets it
                 ev["process.hash.sha256"] = digest
+        return proc
 
     def _context(self, proc: Proc) -> dict[str, Any]:
         """What every non-exec event of ``proc`` gets from the table: built once per
@@ -241,24 +244,37 @@ class Enricher:
 
     def _describe_parent(self, ev: Event, ppid: int, with_args: bool = True) -> None:
         """Parent fields; the parent's argv only where it matters most (exec and fork), to
-        keep every other event small on the wire."""
-        parent = self.procs.get(ppid) if ppid else None
+        keep every other event small on the wire. Built once per parent and epoch (the
+        process table says when they may be stale) and shared by its children's events."""
+        procs = self.procs
+        parent = (procs.procs.get(ppid) or procs.get(ppid)) if ppid else None
         if parent is None:
             return
-        ev["process.parent.name"] = parent.display_name
-        ev["process.parent.entity_id"] = parent.entity_id
+        lineage = procs.lineage(parent)
+        described = parent.described  # (with argv, without), as of the lineage's epoch
+        if described is None:
+            described = parent.described = (self._parent_fields(parent, lineage, True),
+                                             self._parent_fields(parent, lineage, False))
+        ev.update(described[0] if with_args else described[1])
+
+    def _parent_fields(self, parent: Proc, lineage: list[str], with_args: bool) -> Event:
+        fields: Event = {
+            "process.parent.name": parent.display_name,
+            "process.parent.entity_id": parent.entity_id,
+        }
         if parent.executable:
-            ev["process.parent.executable"] = parent.executable
+            fields["process.parent.executable"] = parent.executable
         if with_args:
             if parent.args:
-                ev["process.parent.args"] = parent.args
-                ev["process.parent.command_line"] = " ".join(parent.args)
+                fields["process.parent.args"] = parent.args
+                fields["process.parent.command_line"] = " ".join(parent.args)
             if parent.uid:
-                ev["process.parent.user.id"] = parent.uid
+                fields["process.parent.user.id"] = parent.uid
                 name = self.users.name(parent.uid)
                 if name is not None:
-                    ev["process.parent.user.name"] = name
-        ev["threatseer.ancestors"] = self.procs.ancestors(ppid)
+                    fields["process.parent.user.name"] = name
+        fields["threatseer.ancestors"] = lineage
+        return fields
 
     def _container(self, ev: Event, cid: str) -> Event | None:
         """Set container.* for container ``cid``; return a container-started event for the

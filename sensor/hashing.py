@@ -78,14 +78,23 @@ class ExecutableHashes:
 
     def lookup(self, path: str, event: dict[str, Any]) -> str | None:
         """The digest of ``path`` for ``event``: cached or small enough to hash now (the
-        digest or None), else :data:`PENDING`: the worker will set ``event``'s field."""
-        st = self._stat(path)
-        if st is None:
+        digest or None), else :data:`PENDING`: the worker will set ``event``'s field.
+        Once per exec event: the hit is read without the lock (each OrderedDict call is one
+        step under the GIL; the worker may evict the entry between the two)."""
+        try:
+            st = os.stat(path)
+        except OSError:
             return None
-        key, size = st
-        cached = self._cached(key)
+        size = st.st_size
+        key = (st.st_dev, st.st_ino, size, st.st_mtime_ns)
+        cache = self._cache
+        cached = cache.get(key, False)
         if cached is not False:
-            return cached  # type: ignore[return-value]
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the lookup saves
+                cache.move_to_end(key)
+            except KeyError:
+                pass
+            return cached
         if size <= self.inline_bytes or size > self.max_bytes:
             return self._hash_and_store(key, path, size)
         with self._lock:

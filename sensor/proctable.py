@@ -6,6 +6,14 @@ parent's exit in the same batch, and it should still name that parent. "A while"
 GRAVEYARD_S seconds and at most ``graveyard`` entries (256: enough for the milliseconds between
 an exit and a late event, few enough to leave little heap behind an exec burst). Held by
 count alone (4,096), an exec burst left ~2.5 MiB of dead processes in the sensor for good.
+
+What the enricher says of a parent (its name, ids, argv and its ancestors' names) is the same
+for every fork, exec and exit of its children: it is kept on the parent (:meth:`Proc.lineage`,
+:attr:`Proc.described`) and reused while :attr:`ProcessTable.epoch` is unchanged. The epoch
+moves whenever something such a description was read from changes: a process that was read
+as someone's parent or ancestor (``watched``) execs, changes uid, is replaced by a reused pid
+or is forgotten, or a pid an ancestry walk found missing appears. A process that no child
+has named (the bulk of an exec flood: short children) changes without moving it.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ def start_ticks(start: str | None) -> int | None:
 
 class Proc:
     __slots__ = ("pid", "ppid", "name", "executable", "args", "start_ticks", "entity_id",
-                 "generation", "context", "context_key", "uid")
+                 "generation", "context", "context_key", "uid", "start", "watched",
+                 "lineage", "described", "described_epoch")
 
     def __init__(
         self, pid: int, ppid: int, name: str, executable: str, args: list[str], start_ticks: int,
@@ -55,6 +64,16 @@ class Proc:
         # built from (parent pid, parent generation, own generation).
         self.context: dict | None = None
         self.context_key: tuple[int, int, int] | None = None
+        # The process.start this entry's start_ticks were reckoned from (None: from /proc).
+        self.start: str | None = None
+        # Read as another process's parent or ancestor: a change to it moves the epoch.
+        self.watched = False
+        # Names of this process and up to MAX_ANCESTORS-1 ancestors (ProcessTable.ancestors)
+        # and the fields that describe it as a parent (the enricher's: with its argv and
+        # without), as of epoch described_epoch.
+        self.lineage: list[str] | None = None
+        self.described: tuple[dict, dict] | None = None
+        self.described_epoch = -1
 
     @property
     def display_name(self) -> str:
@@ -63,8 +82,12 @@ class Proc:
 
 
 class ProcessTable:
-    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 256) -> None:
+    def __init__(self, host_id: str, proc_root: str = "/proc", graveyard: int = 256,
+                 reuse: bool = True) -> None:
+        """``reuse``: keep parent descriptions for the epoch (False: build them for every
+        event, the reference the tests compare the kept ones with)."""
         self.host_id = host_id
+        self.reuse = reuse
         self.proc_root = proc_root
         self.procs: dict[int, Proc] = {}
         self._graveyard: OrderedDict[int, tuple[Proc, float]] = OrderedDict()
@@ -72,6 +95,10 @@ class ProcessTable:
         # Told the pid of each dead process leaving the graveyard (what its children's
         # events say of their parent changes then, without a kernel record).
         self.on_forget: Callable[[int], None] | None = None
+        # Moves whenever a cached parent description may be stale (see the module's doc).
+        self.epoch = 0
+        # pids an ancestry walk looked up and did not find: their appearance moves the epoch.
+        self._missing: set[int] = set()
 
     # ---- identity ---------------------------------------------------------------------
     def entity_id(self, pid: int, start_ticks: int) -> str:
@@ -87,7 +114,7 @@ class ProcessTable:
             if entry.isdigit():
                 proc = self.read_proc(int(entry))
                 if proc is not None:
-                    self.procs[proc.pid] = proc
+                    self._put(proc)
         return len(self.procs)
 
     def read_proc(self, pid: int) -> Proc | None:
@@ -140,31 +167,57 @@ class ProcessTable:
         if pid > 0:
             proc = self.read_proc(pid)  # started in a race with seeding, or before a lost event
             if proc is not None:
-                self.procs[pid] = proc
+                self._put(proc)
         return proc
 
     def ancestors(self, ppid: int) -> list[str]:
-        """Names of the parent and up to MAX_ANCESTORS-1 further ancestors, nearest first.
-        (Twice per new process, fork and exec: the live table is read directly, the slower
-        :meth:`get` only for a process it lacks.)"""
+        """Names of the parent and up to MAX_ANCESTORS-1 further ancestors, nearest first."""
+        parent = self.get(ppid) if ppid > 0 else None
+        if parent is None:
+            if ppid > 0:
+                self._missing.add(ppid)
+            return []
+        return list(self.lineage(parent))
+
+    def lineage(self, proc: Proc) -> list[str]:
+        """:meth:`ancestors` of ``proc``'s pid, kept on ``proc`` for the current epoch (the
+        caller must not change the list). Every process read is marked watched."""
+        if proc.described_epoch == self.epoch and proc.lineage is not None and self.reuse:
+            return proc.lineage
         names: list[str] = []
         seen: list[int] = []
         live = self.procs
-        pid = ppid
+        pid = proc.pid
+        node: Proc | None = proc
         while pid > 0 and len(names) < MAX_ANCESTORS and pid not in seen:
             seen.append(pid)
-            proc = live.get(pid) or self.get(pid)
-            if proc is None:
-                break
-            exe = proc.executable
-            names.append(exe.rsplit("/", 1)[-1] if exe else proc.name)
-            pid = proc.ppid
+            if node is None:
+                node = live.get(pid) or self.get(pid)
+                if node is None:
+                    self._missing.add(pid)
+                    break
+            node.watched = True
+            exe = node.executable
+            names.append(exe.rsplit("/", 1)[-1] if exe else node.name)
+            pid = node.ppid
+            node = None
+        if len(self._missing) > 4096:
+            self._missing.clear()
+            self.epoch += 1  # what the walks that found them missing said may be stale
+        proc.lineage, proc.described, proc.described_epoch = names, None, self.epoch
         return names
+
+    def set_uid(self, proc: Proc, uid: str) -> None:
+        """``proc``'s real uid changed (exec or setuid): its children's parent fields too."""
+        if proc.uid != uid:
+            proc.uid = uid
+            if proc.watched:
+                self.epoch += 1
 
     # ---- updates from kernel events ---------------------------------------------------
     def on_fork(self, pid: int, ppid: int, start: str | None) -> Proc:
         """A new process; ``start`` is its ``process.start`` (the decoder's)."""
-        parent = self.get(ppid)
+        parent = self.procs.get(ppid) or self.get(ppid)
         ticks = start_ticks(start) or 0
         if parent is not None:
             proc = Proc(pid, ppid, parent.name, parent.executable, parent.args, ticks,
@@ -172,7 +225,8 @@ class ProcessTable:
             proc.uid = parent.uid
         else:
             proc = Proc(pid, ppid, "", "", [], ticks, self.entity_id(pid, ticks))
-        self.procs[pid] = proc
+        proc.start = start
+        self._put(proc)
         return proc
 
     def on_exec(
@@ -180,14 +234,35 @@ class ProcessTable:
         start: str | None,
     ) -> Proc:
         proc = self.procs.get(pid)
-        ticks = start_ticks(start) or (proc.start_ticks if proc else 0)
+        if proc is not None and start is not None and start == proc.start:
+            ticks = proc.start_ticks  # the fork's process.start: reckoned already
+        else:
+            ticks = start_ticks(start) or (proc.start_ticks if proc else 0)
         if proc is None or proc.start_ticks != ticks:
             proc = Proc(pid, ppid, name, executable, args, ticks, self.entity_id(pid, ticks))
-            self.procs[pid] = proc
+            proc.start = start
+            self._put(proc)
         else:
             proc.ppid, proc.name, proc.executable, proc.args = ppid, name, executable, args
             proc.generation += 1
+            if proc.watched:
+                self.epoch += 1
+            proc.lineage = proc.described = None
         return proc
+
+    def _put(self, proc: Proc) -> None:
+        """Enter ``proc`` in the live table. It hides what was known under its pid (a live
+        entry whose exit was lost, a dead one in the graveyard, or nothing): descriptions
+        read from that move the epoch."""
+        pid = proc.pid
+        old = self.procs.get(pid)
+        if old is None:
+            dead = self._graveyard.get(pid)
+            old = dead[0] if dead is not None else None
+        if (old is not None and old.watched) or pid in self._missing:
+            self._missing.discard(pid)
+            self.epoch += 1
+        self.procs[pid] = proc
 
     def on_exit(self, pid: int) -> None:
         proc = self.procs.pop(pid, None)
@@ -196,10 +271,13 @@ class ProcessTable:
             self._graveyard.pop(pid, None)  # a reused pid goes to the back
             self._graveyard[pid] = (proc, now)
             if len(self._graveyard) > self._graveyard_size:
-                gone, _ = self._graveyard.popitem(last=False)
+                gone, (dead, _) = self._graveyard.popitem(last=False)
+                if dead.watched:
+                    self.epoch += 1
                 if self.on_forget is not None:
                     self.on_forget(gone)
-            self.expire(now)
+            if now - next(iter(self._graveyard.values()))[1] >= GRAVEYARD_S:
+                self.expire(now)
 
     def expire(self, now: float | None = None) -> int:
         """Forget processes that exited more than GRAVEYARD_S ago; returns how many. Also
@@ -211,7 +289,9 @@ class ProcessTable:
             _proc, died = next(iter(graveyard.values()))
             if now - died < GRAVEYARD_S:
                 break
-            pid, _ = graveyard.popitem(last=False)
+            pid, (dead, _) = graveyard.popitem(last=False)
+            if dead.watched:
+                self.epoch += 1
             if self.on_forget is not None:
                 self.on_forget(pid)
             gone += 1

@@ -1,7 +1,9 @@
-"""exec, fork and exit records from real processes, field by field."""
+"""exec, fork and exit records from real processes, field by field; and their enrichment
+with parent descriptions kept per process (see the last test)."""
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -13,9 +15,14 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import msgspec
+
+from threatseer.common import ecs
 from threatseer.native import Probe
-from threatseer.sensor.proctable import start_ticks
+from threatseer.sensor.enrich import Enricher
+from threatseer.sensor.proctable import ProcessTable, start_ticks
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 COMMON = ("@timestamp", "event.kind", "event.category", "event.type", "event.action",
@@ -177,3 +184,90 @@ def test_one_exit_per_process_when_a_thread_calls_exit(events):
             if e["event.action"] == "exit" and e["process.pid"] == proc.pid]
     assert len(ends) == 1
     assert ends[0]["process.exit_code"] == 3
+
+# ---- Parent descriptions kept per process (sensor/proctable.py) against building them for
+# every event, on the real kernel's fork, exec, exit and setuid records of one process tree.
+# The tree does what may leave a kept description stale: a parent renames itself (prctl), gains
+# a real uid (setresuid, reported by the kernel), and execs another program while a child of it
+# still forks: the grandchild must then name the new program among its ancestors.
+
+# The tree's root: starts with real uid 65534 (effective and saved root), so it can gain
+# uid 0 later; "late" is a child whose last fork comes after the root's exec (and its
+# ancestors were read before it: no other change moves the epoch in between).
+ROOT_SCRIPT = r"""
+import ctypes, os, subprocess, time
+for _ in range(2):
+    subprocess.run(["/bin/true"], check=True)
+ctypes.CDLL(None).prctl(15, b"renamed-root", 0, 0, 0)  # PR_SET_NAME
+subprocess.run(["/bin/true"], check=True)
+os.setresuid(0, 0, 0)
+late = subprocess.Popen(["/bin/sh", "-c", "/bin/true; sleep 0.5; /bin/true; :"])
+time.sleep(0.2)
+subprocess.run(["/bin/true"], check=True)
+os.execv("/bin/sh", ["sh", "-c", "/bin/true; sleep 0.6"])
+"""
+
+
+def _tree_events(events: Any, root: int) -> list[dict[str, Any]]:
+    """The events of ``root`` and its descendants, in kernel order."""
+    pids = {root}
+    out = []
+    for ev in events:
+        pid = ev.get("process.pid")
+        if ev.get("event.action") == ecs.FORK and ev.get("process.parent.pid") in pids:
+            pids.add(pid)
+        if pid in pids:
+            out.append(ev)
+    return out
+
+
+def test_kept_parent_descriptions_equal_rebuilt_ones(events, tmp_path) -> None:
+    kept_table = ProcessTable("host-1")
+    kept_table.seed()
+    plain_table = copy.deepcopy(kept_table)
+    plain_table.reuse = False
+    for table in (kept_table, plain_table):  # both see only what the events say from here
+        table.proc_root = str(tmp_path)
+    root = subprocess.Popen([sys.executable, "-c", ROOT_SCRIPT],
+                            preexec_fn=lambda: os.setresuid(65534, 0, 0))
+    try:
+        assert root.wait(10) == 0
+    finally:
+        if root.poll() is None:
+            root.kill()
+            root.wait()
+    exits = events.wait(lambda e: e.get("event.action") == ecs.EXIT
+                        and e.get("process.pid") == root.pid)
+    assert exits, "the root's exit never arrived"
+    events.settle(0.2)
+    raw = _tree_events(events.events, root.pid)
+
+    outs = []
+    for table in (kept_table, plain_table):
+        enricher = Enricher("s-test", "h", "host-1", proctable=table, host={})
+        outs.append(enricher.enrich(copy.deepcopy(raw)))
+    kept, plain = outs
+    for a, b in zip(kept, plain, strict=True):  # each enricher's own per-run nonce
+        assert a.pop("event.id").endswith("-" + b.pop("event.id").rsplit("-", 1)[1])
+    encode = msgspec.msgpack.encode
+    assert [encode(e) for e in kept] == [encode(e) for e in plain]
+
+    # ... and the descriptions followed the changes (a stale one would fail these)
+    forks = [e for e in kept if e["event.action"] == ecs.FORK
+             and e.get("process.parent.pid") == root.pid]
+    assert len(forks) >= 6  # 4 runs and "late" from Python, the shell's /bin/true
+    users = [f.get("process.parent.user.id") for f in forks]
+    assert users[:3] == ["65534"] * 3, users  # before the setresuid
+    assert users[3:] == ["0"] * len(users[3:]), users  # after the gain of uid 0 (late: 4th)
+    shell_child = forks[-1]
+    shell = os.path.basename(os.path.realpath("/bin/sh"))
+    assert shell_child["process.parent.name"] == shell
+    assert shell_child["process.parent.args"] == ["sh", "-c", "/bin/true; sleep 0.6"]
+    python = os.path.basename(os.path.realpath(sys.executable))
+    late = forks[3]["process.pid"]
+    late_forks = [e for e in kept if e["event.action"] == ecs.FORK
+                  and e.get("process.parent.pid") == late]
+    assert len(late_forks) >= 2
+    # the first fork of "late" ran under the Python root, the last after its exec of sh
+    assert late_forks[0]["threatseer.ancestors"][:2] == [shell, python]
+    assert late_forks[-1]["threatseer.ancestors"][:2] == [shell, shell]
