@@ -283,6 +283,7 @@ class Sensor:
         hashes = self.enricher.hashes
         while not self.stopping:
             now = time.monotonic()
+            credit_wait = False  # holding for a credit with no batch: see first_at below
             if held_for_hash:
                 late = hashes.due_in(now)
                 hold, wake_at = True, now + (WAIT_MAX_S if late is None else late)
@@ -291,6 +292,7 @@ class Sensor:
             elif not pacer.ready(now):
                 # no credit: records wait anyway; wake when one is back, then re-arm
                 hold, wake_at = True, pacer.next_credit_at(now)
+                credit_wait = True
             else:
                 hold, wake_at = False, now + WAIT_MAX_S
             due = sink.due_in(now)
@@ -322,9 +324,12 @@ class Sensor:
                 self.events_in += polled
                 pacer.note(polled, now)
                 if not batch:
-                    # Records read as a hold ends waited through it (for a credit): they are
-                    # gathered already and go in this turn, not a GATHER_S wakeup later.
-                    first_at = now - GATHER_S if held_through else now
+                    # Records read as a hold ends, or read while waiting for a credit (the
+                    # credit's timer woke us), waited through that hold: they are gathered
+                    # already and go in this turn (or as soon as the credit is back), not a
+                    # GATHER_S wakeup later. Under a steady stream that wakeup was one in
+                    # three of the loop's wakeups per batch (with the credit's and the ack's).
+                    first_at = now - GATHER_S if held_through or credit_wait else now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
                 held += polled
             if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
