@@ -156,7 +156,8 @@ class SensorConfig:
     # When the disk refuses the spool's writes (full), batches wait in memory instead, at
     # most this many MiB (beyond it the oldest are dropped and counted as lost).
     spool_memory_mib: int = 16
-    # Batches sent and not yet acknowledged by the hub, at most.
+    # Batches sent and not yet acknowledged by the hub, at most. Keep it above 16: a hub
+    # answers at once from 16 outstanding, and otherwise after its ingest.ack_delay_ms.
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
     resend_after_s: float = 5.0
