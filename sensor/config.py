@@ -118,8 +118,8 @@ class SensorConfig:
     batch_size: int = 512
     # The longest an event waits in the sensor. On a quiet host events go out ~2 ms after
     # the kernel saw them; from 800 to 1,250 events/s batches are held up to this long
-    # (each costs ~0.3 ms of CPU whatever its size: at 50 ms the sensor took ~1.5% of a core
-    # at 1,000 events/s, at 100 ms ~1%), less on either side, at 10,000/s every 7 ms
+    # (each costs ~0.3 ms of CPU whatever its size: at 100 ms the sensor takes ~0.8-0.9% of
+    # a core at 1,000 events/s), less on either side, at 10,000/s every 7 ms
     # (sensor/pacing.py).
     batch_latency_ms: int = 100
     # The kernel wakes the sensor once this many KiB of records are pending (~1,000 open
