@@ -129,7 +129,7 @@ class Counter:
                 self.sock.send_multipart([peer, wire.encode_ack(epoch, seq)])
             outstanding = batch.seq - batch.base + 1 if batch.base else 0
             if self.acks.add((frames[0].bytes, ""), batch.epoch, batch.seq, outstanding,
-                             now) is not None:
+                             now, sum(len(f) for f in frames[1:])) is not None:
                 self.sock.send_multipart([frames[0], wire.encode_ack(batch.epoch, batch.seq)])
             events = _count_events(wire.array_header(len(raws)) + b"".join(raws))
             with self.lock:

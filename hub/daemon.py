@@ -478,8 +478,9 @@ class Hub:
         sensors = ingest.sensors
         tossed = logged = alerted = 0
         now = time.time()
-        # (peer, sensor id) -> (epoch, batches the sensor had unacknowledged; 0: unknown)
-        acks: dict[tuple[bytes, str], tuple[int, int]] = {}
+        # (peer, sensor id) -> (epoch, batches the sensor had unacknowledged (0: unknown),
+        # bytes of its batches in this cycle)
+        acks: dict[tuple[bytes, str], tuple[int, int, int]] = {}
         stale: dict[tuple[bytes, str], tuple[int, int]] = {}  # -> (stale epoch, highest seq)
         cycle_s = self.cfg.ingest.max_cycle_ms / 1000
         start = time.monotonic()
@@ -494,7 +495,12 @@ class Hub:
                 old = stale.get((msg.peer, sid))
                 stale[(msg.peer, sid)] = (msg.epoch, max(msg.seq, old[1] if old else 0))
                 continue
-            acks[(msg.peer, sid)] = (msg.epoch, msg.seq - msg.base + 1 if msg.base else 0)
+            nbytes = sum(len(b) for b in msg.buffers)
+            old_ack = acks.get((msg.peer, sid))
+            if old_ack is not None and old_ack[0] == msg.epoch:
+                nbytes += old_ack[2]
+            acks[(msg.peer, sid)] = (msg.epoch, msg.seq - msg.base + 1 if msg.base else 0,
+                                     nbytes)
             if verdict.restarted:
                 log.info("sensor %s: new epoch %d (its spool is new)", sid, msg.epoch)
             if verdict.lost_batches:
@@ -525,10 +531,11 @@ class Hub:
             self._failed("ledger commit")
             acks.clear()
         mono = time.monotonic()
-        for (peer, sid), (epoch, outstanding) in acks.items():
+        for (peer, sid), (epoch, outstanding, nbytes) in acks.items():
             st = ledger.state.get(sid)
             if st is not None and st.epoch == epoch:
-                now_ack = self.acks.add((peer, sid), epoch, st.high, outstanding, mono)
+                now_ack = self.acks.add((peer, sid), epoch, st.high, outstanding, mono,
+                                        nbytes)
                 if now_ack is not None:
                     ingest.ack(peer, *now_ack)
         for (peer, _sid), (epoch, seq) in stale.items():

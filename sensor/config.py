@@ -118,8 +118,8 @@ class SensorConfig:
     batch_size: int = 512
     # The longest an event waits in the sensor. On a quiet host events go out ~2 ms after
     # the kernel saw them; from 800 to 1,250 events/s batches are held up to this long
-    # (each costs ~0.3 ms of CPU whatever its size: at 50 ms the sensor took ~1.5% of a core
-    # at 1,000 events/s, at 100 ms ~1%), less on either side, at 10,000/s every 7 ms
+    # (each costs ~0.3 ms of CPU whatever its size: at 100 ms the sensor takes ~0.8-0.9% of
+    # a core at 1,000 events/s), less on either side, at 10,000/s every 7 ms
     # (sensor/pacing.py).
     batch_latency_ms: int = 100
     # The kernel wakes the sensor once this many KiB of records are pending (~1,000 open
@@ -156,7 +156,8 @@ class SensorConfig:
     # When the disk refuses the spool's writes (full), batches wait in memory instead, at
     # most this many MiB (beyond it the oldest are dropped and counted as lost).
     spool_memory_mib: int = 16
-    # Batches sent and not yet acknowledged by the hub, at most.
+    # Batches sent and not yet acknowledged by the hub, at most. Keep it above 16: a hub
+    # answers at once from 16 outstanding, and otherwise after its ingest.ack_delay_ms.
     ack_window: int = 64
     # Without ack progress for this long, resend everything unacknowledged.
     resend_after_s: float = 5.0

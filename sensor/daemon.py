@@ -24,6 +24,7 @@ import click
 
 from threatseer.common import configfile, ecs, wire
 from threatseer.common.protect import DEFAULT_PROTECTED_PROCESSES
+from threatseer.native.actions import EXEC, FORK
 from threatseer.sensor import hostinfo
 from threatseer.sensor.config import SensorConfig
 from threatseer.sensor.enrich import Enricher
@@ -48,6 +49,10 @@ MIN_INTERVAL_S = 0.007
 # Held events that go at once when the kernel wakes the reader for wakeup_bytes pending
 # (fewer: the wakeup came from a record that raced the hold, not from a big batch).
 FORCED_MIN_EVENTS = 32
+# Actions a command's next events follow within microseconds (its exec after the fork, its
+# exit after the exec): a batch ending with one waits GATHER_S for them; any other goes as
+# soon as a credit allows (a lone open at 100 events/s cost a second wakeup per event).
+BURST_STARTS = frozenset((FORK, EXEC))
 # The longest wait without a timer: signals wake the loop through their wakeup fd anyway.
 WAIT_MAX_S = 60.0
 # Events held behind an exec whose executable is being hashed, at most (then it goes
@@ -57,6 +62,12 @@ MAX_HELD_FOR_HASH = 4096
 # fixed: native fix_mmap_threshold says why). A flood's uncompressed batch bodies are
 # ~100-300 KiB; with glibc's moving threshold they grew the heap by ~4.5 MiB for good.
 MMAP_THRESHOLD = 64 * 1024
+
+
+def complete(item: Any) -> bool:
+    """Whether nothing of the same command is expected right after ``item``: anything but a
+    fork or an exec (runs of events the reader encoded itself are opens: sensor/enrich.py)."""
+    return type(item) is not dict or item.get("event.action") not in BURST_STARTS
 
 
 class _Waiter:
@@ -283,6 +294,7 @@ class Sensor:
         hashes = self.enricher.hashes
         while not self.stopping:
             now = time.monotonic()
+            credit_wait = False  # holding for a credit with no batch: see first_at below
             if held_for_hash:
                 late = hashes.due_in(now)
                 hold, wake_at = True, now + (WAIT_MAX_S if late is None else late)
@@ -291,6 +303,7 @@ class Sensor:
             elif not pacer.ready(now):
                 # no credit: records wait anyway; wake when one is back, then re-arm
                 hold, wake_at = True, pacer.next_credit_at(now)
+                credit_wait = True
             else:
                 hold, wake_at = False, now + WAIT_MAX_S
             due = sink.due_in(now)
@@ -322,14 +335,17 @@ class Sensor:
                 self.events_in += polled
                 pacer.note(polled, now)
                 if not batch:
-                    # Records read as a hold ends waited through it (for a credit): they are
-                    # gathered already and go in this turn, not a GATHER_S wakeup later.
-                    first_at = now - GATHER_S if held_through else now
+                    # Records read as a hold ends, or read while waiting for a credit (the
+                    # credit's timer woke us), waited through that hold: they are gathered
+                    # already and go in this turn (or as soon as the credit is back), not a
+                    # GATHER_S wakeup later. Under a steady stream that wakeup was one in
+                    # three of the loop's wakeups per batch (with the credit's and the ack's).
+                    first_at = now - GATHER_S if held_through or credit_wait else now
                 batch.extend(self.enricher.enrich(events, dict_positions()))
                 held += polled
             if batch and (held >= cfg.batch_size or now >= pacer.send_at(first_at, now)
                           or (ring_woke and hold and held >= FORCED_MIN_EVENTS)
-                          or held_for_hash):
+                          or held_for_hash or (complete(batch[-1]) and pacer.ready(now))):
                 # a wakeup while holding is the kernel's "wakeup_bytes pending": a big batch
                 n = self._sendable(batch, held, now)
                 if n:

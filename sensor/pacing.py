@@ -5,11 +5,13 @@ from idle, a spool write, ZeroMQ's I/O thread putting it on the wire, and its sh
 acknowledgement. Sending every event at once costs more than the events themselves past a
 few hundred a second; holding every event for a fixed 200 ms made each alert wait.
 
-So sends are paced by *credits*: a batch goes once its first event is ``GATHER_S`` old (the
-fork, exec and exit of a short command, which come a few hundred microseconds apart, travel
-together) if a credit is left; credits come back one per *interval* up to ``burst``. A quiet
-host always finds one, so its events leave ~2 ms after the kernel saw them. Under a steady
-stream the credits run out and events wait for the next one.
+So sends are paced by *credits*: a batch goes if a credit is left, at once unless it ends
+with a fork or an exec, which waits until its first event is ``GATHER_S`` old (the fork, exec
+and exit of a short command, which come a few hundred microseconds apart, travel together;
+sensor/daemon.py BURST_STARTS); credits come back one per *interval* up to ``burst``. A quiet
+host always finds one, so its events leave within ~2 ms after the kernel saw them. Under a
+steady stream the credits run out and events wait for the next one, then go in the wakeup
+that brings it.
 
 The interval follows the event rate: ``max_interval_s`` (the config's ``batch_latency_ms``)
 around ``FULL_HOLD_RATE`` events/s (within ``HOLD_BAND``), shorter with the square of the

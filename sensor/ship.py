@@ -40,7 +40,7 @@ MAX_PENDING_COMMANDS = 1024
 # Bytes of (compressed) bodies sent and not yet acknowledged, at most (besides the window's
 # batch count): ZeroMQ holds a copy of each until it is on the wire, and a hub slow to
 # acknowledge let a whole window of a flood's bodies (~4 MiB) pile up there, the sensor's
-# peak RSS. A hub that keeps up acknowledges every 8 batches at once (hub/acks.py).
+# peak RSS. A hub that keeps up acknowledges every 16 batches or 256 KiB at once (hub/acks.py).
 INFLIGHT_MAX_BYTES = 1 << 20
 
 
