@@ -35,8 +35,10 @@ DELETE_INTERVAL_S = 1.0
 DELETE_MAX_BYTES = 512 << 10
 # Recent bodies kept in memory (besides the file) for their first send, at most this many
 # bytes: a hub slow to acknowledge left a whole window of a flood's bodies here (~4 MiB,
-# the sensor's peak RSS); older ones are read back from the file when sent or resent.
-CACHE_MAX_BYTES = 1 << 20
+# the sensor's peak RSS); older ones are read back from the file when sent or resent. A
+# body's first send follows its append at once, so a few bodies are enough; the memory goes
+# to the flood's batches instead (sensor/config.py batch_size).
+CACHE_MAX_BYTES = 256 << 10
 RETRY_DISK_S = 1.0  # a spool whose disk refused a write tries it again at most this often
 
 
