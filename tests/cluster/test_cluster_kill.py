@@ -280,20 +280,7 @@ def test_the_gateway_drops_stale_and_malformed_commands(cluster) -> None:
 def test_the_kernel_kills_a_denied_exec_before_its_first_instruction(cluster) -> None:
     """The exec policy reaches the sensor through the cluster (scorer -> commands topic ->
     gateway), so its kernel stops a denied exec: the program's first act never happens."""
-    exe = cluster.program("deny", name="touch", src="/usr/bin/touch")
-    marker = cluster.base / f"marker-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run([str(exe), str(marker)], timeout=10)
-    assert proc.returncode == -9
-    assert not marker.exists(), "the program ran"
-    ex = cluster.events.wait(lambda e: e.get("event.action") == "exec"
-                             and e.get("process.executable") == str(exe))
-    assert ex["threatseer.enforce.verdict"] == "killed"
-    assert ex["threatseer.enforce.rule"] == "test_deny_exec"
-    assert "threatseer.response.status" not in ex  # the scorer had nothing left to do
-    report = cluster.events.wait(lambda e: e.get("event.action") == ecs.KILL
-                                 and e.get("threatseer.response.event_id") == ex["event.id"])
-    assert report["threatseer.response.source"] == "kernel"
-    assert report["event.outcome"] == "success"
+    _response.denied_exec_killed_in_kernel(cluster)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests" / "hub"))
 from hub_helpers import endpoint  # noqa: E402
 
 from tests.conftest import stop_processes  # noqa: E402
+from threatseer.common import ecs  # noqa: E402
 from threatseer.hub import publish  # noqa: E402
 
 Event = dict[str, Any]
@@ -140,6 +141,34 @@ def run_until_killed(exe: Path, timeout: float = 15.0) -> int:
             child.kill()
             child.wait()
     return child.pid
+
+
+def kill_event_for(alert: Event) -> Callable[[Event], bool]:
+    """Matches the sensor's kill report for ``alert`` (its ``event.id``)."""
+    return lambda e: (e.get("event.action") == ecs.KILL
+                      and e.get("threatseer.response.event_id") == alert["event.id"])
+
+
+def denied_exec_killed_in_kernel(env: Any) -> tuple[Path, Event]:
+    """Run a copy of touch under ``env``'s denied prefix (a Stack or the cluster test's
+    Cluster: ``program``, ``base``, ``events``) and check the kernel stopped it before its
+    first instruction: SIGKILL, no marker file, an exec event with the kernel's verdict and
+    nothing left for the hub or scorer to do, and a kill report from the kernel. Returns the
+    marker's path and the report."""
+    exe = env.program("deny", name="touch", src="/usr/bin/touch")
+    marker = env.base / f"marker-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run([str(exe), str(marker)], timeout=10)
+    assert proc.returncode == -9
+    assert not marker.exists(), "the program ran"
+    ex = env.events.wait(lambda e: e.get("event.action") == "exec"
+                         and e.get("process.executable") == str(exe))
+    assert ex["threatseer.enforce.verdict"] == "killed"
+    assert ex["threatseer.enforce.rule"] == "test_deny_exec"
+    assert "threatseer.response.status" not in ex  # the hub or scorer had nothing left to do
+    report = env.events.wait(kill_event_for(ex))
+    assert report["threatseer.response.source"] == "kernel"
+    assert report["event.outcome"] == "success"
+    return marker, report
 
 
 class Stack:

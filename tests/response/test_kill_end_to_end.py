@@ -9,12 +9,7 @@ import subprocess
 import time
 import uuid
 
-from threatseer.common import ecs
-
-
-def kill_event_for(alert: dict):
-    return lambda e: (e.get("event.action") == ecs.KILL
-                      and e.get("threatseer.response.event_id") == alert["event.id"])
+from tests.response.conftest import denied_exec_killed_in_kernel, kill_event_for
 
 
 def test_a_rule_with_action_kill_kills_the_process_and_reports_it(stack) -> None:
@@ -75,19 +70,7 @@ def test_rules_the_config_does_not_allow_and_protected_processes_are_not_killed(
 
 
 def test_the_kernel_kills_a_denied_exec_before_its_first_instruction(stack) -> None:
-    exe = stack.program("deny", name="touch", src="/usr/bin/touch")
-    marker = stack.base / f"marker-{uuid.uuid4().hex[:8]}"
-    proc = subprocess.run([str(exe), str(marker)], timeout=10)
-    assert proc.returncode == -9
-    assert not marker.exists(), "the program ran"
-    ex = stack.events.wait(lambda e: e.get("event.action") == "exec"
-                           and e.get("process.executable") == str(exe))
-    assert ex["threatseer.enforce.verdict"] == "killed"
-    assert ex["threatseer.enforce.rule"] == "test_deny_exec"
-    assert "threatseer.response.status" not in ex  # the hub had nothing left to do
-    report = stack.events.wait(kill_event_for(ex))
-    assert report["threatseer.response.source"] == "kernel"
-    assert report["event.outcome"] == "success"
+    marker, report = denied_exec_killed_in_kernel(stack)
     assert report["threatseer.response.rule"] == "test_deny_exec"
     # the same program elsewhere runs
     free = stack.program("free", name="touch", src="/usr/bin/touch")
