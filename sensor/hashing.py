@@ -78,23 +78,14 @@ class ExecutableHashes:
 
     def lookup(self, path: str, event: dict[str, Any]) -> str | None:
         """The digest of ``path`` for ``event``: cached or small enough to hash now (the
-        digest or None), else :data:`PENDING`: the worker will set ``event``'s field.
-        Once per exec event: the hit is read without the lock (each OrderedDict call is one
-        step under the GIL; the worker may evict the entry between the two)."""
-        try:
-            st = os.stat(path)
-        except OSError:
+        digest or None), else :data:`PENDING`: the worker will set ``event``'s field."""
+        st = self._stat(path)
+        if st is None:
             return None
-        size = st.st_size
-        key = (st.st_dev, st.st_ino, size, st.st_mtime_ns)
-        cache = self._cache
-        cached = cache.get(key, False)
+        key, size = st
+        cached = self._cached(key)
         if cached is not False:
-            try:  # noqa: SIM105 - contextlib.suppress costs more than the lookup saves
-                cache.move_to_end(key)
-            except KeyError:
-                pass
-            return cached
+            return cached  # type: ignore[return-value]
         if size <= self.inline_bytes or size > self.max_bytes:
             return self._hash_and_store(key, path, size)
         with self._lock:
@@ -159,11 +150,17 @@ class ExecutableHashes:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_size
 
     def _cached(self, key: Key) -> str | None | bool:
-        with self._lock:
-            cached = self._cache.get(key, False)
-            if cached is not False:
-                self._cache.move_to_end(key)
-            return cached
+        """The cached digest (None: unhashable), False on a miss. Read without the lock, once
+        per exec event: each OrderedDict call is one step under the GIL, and the worker may
+        evict the entry between the two."""
+        cache = self._cache
+        cached = cache.get(key, False)
+        if cached is not False:
+            try:  # noqa: SIM105 - contextlib.suppress costs more than the lookup saves
+                cache.move_to_end(key)
+            except KeyError:
+                pass
+        return cached
 
     def _store(self, key: Key, digest: str | None) -> None:
         with self._lock:
